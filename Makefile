@@ -1,0 +1,54 @@
+# pgaasctl developer entry points. GNU make.
+#   make setup   system packages (PostgreSQL 15), .venv, editable install; idempotent
+#   make test    the whole suite, two xdist workers (each starts its own PostgreSQL)
+#   make demo    scripts/demo.sh
+#   make clean   drop local state databases
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+
+PYTHON3 ?= python3
+VENV    := .venv
+PY      := $(VENV)/bin/python
+PIP     := $(PY) -m pip
+PYTEST  := $(VENV)/bin/pytest
+STAMP   := $(VENV)/.installed
+PG_BIN  := /usr/lib/postgresql/15/bin
+PG_PKGS := postgresql-15 postgresql-client-15
+XDIST_WORKERS ?= 2
+
+.PHONY: setup system-packages test demo clean
+
+setup: system-packages $(STAMP)
+
+# PostgreSQL 15 from Debian. Installing it also creates and starts a "main"
+# cluster on localhost:5432; nothing here uses it (the tests start their own
+# servers on 127.0.0.x and free ports).
+system-packages:
+	@if [ -x $(PG_BIN)/postgres ] && [ -x $(PG_BIN)/psql ]; then exit 0; fi; \
+	if [ "$$(id -u)" -ne 0 ]; then \
+	  echo "PostgreSQL 15 is missing ($(PG_BIN)/postgres). As root, run:" >&2; \
+	  echo "  apt-get update && apt-get install -y $(PG_PKGS)" >&2; \
+	  exit 1; \
+	fi; \
+	echo "installing $(PG_PKGS)"; \
+	apt-get update -q; \
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PG_PKGS)
+
+$(PY):
+	$(PYTHON3) -m venv $(VENV)
+
+# Reinstall only when pyproject.toml is newer than the stamp.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+test: setup
+	$(PYTEST) -n $(XDIST_WORKERS) tests
+
+demo: setup
+	bash scripts/demo.sh
+
+clean:
+	rm -f state/*.db

@@ -1,0 +1,262 @@
+"""Read the live catalog of a primary in a handful of batched queries, never one per object."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel, Field
+
+from pgaasctl.live.connect import NodeAddress, connect
+
+Privileges = dict[str, list[str]]  # grantee -> sorted privileges
+
+
+class LiveSetting(BaseModel):
+    name: str
+    setting: str
+    unit: str | None
+    vartype: str
+    context: str
+    enumvals: list[str] | None
+    file_value: str | None  # the value in postgresql.auto.conf, if any
+    pending_restart: bool
+
+
+class LiveRole(BaseModel):
+    login: bool
+    superuser: bool
+    createdb: bool
+    createrole: bool
+    replication: bool
+    bypassrls: bool
+    inherit: bool
+    connection_limit: int
+    valid_until: str | None
+    member_of: list[str]
+    settings: dict[str, str]
+    dependent_databases: list[str]  # databases holding objects or privileges of this role
+    owns_databases: list[str]
+    verifier: str | None = Field(None, exclude=True, repr=False)  # pg_authid.rolpassword; never dumped
+
+
+class LiveDatabase(BaseModel):
+    owner: str
+    encoding: str
+    collate: str
+    ctype: str
+    connection_limit: int
+    allow_connections: bool
+    is_template: bool
+    settings: dict[str, str]
+    acl: Privileges
+    connections: int = Field(0, exclude=True)
+
+
+class ObjectsInSchema(BaseModel):
+    """Privileges over all objects of one type in a schema: how many objects have each privilege, per grantee."""
+
+    total: int
+    held: dict[str, dict[str, int]]  # grantee -> privilege -> objects having it
+
+
+class LiveSchema(BaseModel):
+    owner: str
+    acl: Privileges
+    objects: int
+    tables: ObjectsInSchema
+    sequences: ObjectsInSchema
+    functions: ObjectsInSchema
+    default_acl: dict[str, dict[str, Privileges]]  # for_role -> object type -> grantee -> privileges
+
+
+class LiveExtension(BaseModel):
+    version: str
+    schema_: str = Field(alias="schema")
+
+
+class DatabaseContents(BaseModel):
+    extensions: dict[str, LiveExtension]
+    schemas: dict[str, LiveSchema]
+
+
+class LiveCatalog(BaseModel):
+    server_version: str
+    user: str
+    settings: dict[str, LiveSetting]
+    roles: dict[str, LiveRole]
+    databases: dict[str, LiveDatabase]
+    contents: dict[str, DatabaseContents]  # only for databases whose contents matter to the plan
+
+    def fingerprint(self) -> str:
+        """A digest of what the plan was computed from (no secrets, no connection counts)."""
+        data = self.model_dump(mode="json", by_alias=True)
+        verifiers = {name: hashlib.sha256((r.verifier or "").encode()).hexdigest() for name, r in self.roles.items()}
+        for setting in data["settings"].values():
+            setting.pop("pending_restart", None)
+        blob = json.dumps([data, verifiers], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+
+ROLES_SQL = """
+SELECT a.rolname, a.rolcanlogin, a.rolsuper, a.rolcreatedb, a.rolcreaterole, a.rolreplication,
+       a.rolbypassrls, a.rolinherit, a.rolconnlimit,
+       CASE WHEN a.rolvaliduntil = 'infinity' THEN 'infinity' ELSE to_char(a.rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END,
+       a.rolpassword,
+       coalesce((SELECT array_agg(g.rolname ORDER BY g.rolname) FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+                 WHERE m.member = a.oid), '{}'),
+       coalesce((SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setrole = a.oid AND s.setdatabase = 0), '{}'),
+       coalesce((SELECT array_agg(DISTINCT d.datname ORDER BY d.datname) FROM pg_shdepend sd JOIN pg_database d ON d.oid = sd.dbid
+                 WHERE sd.refclassid = 'pg_authid'::regclass AND sd.refobjid = a.oid), '{}'),
+       coalesce((SELECT array_agg(d.datname ORDER BY d.datname) FROM pg_database d WHERE d.datdba = a.oid), '{}')
+FROM pg_authid a
+WHERE a.rolname !~ '^pg_'
+"""
+
+DATABASES_SQL = """
+SELECT d.datname, pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), d.datcollate, d.datctype,
+       d.datconnlimit, d.datallowconn, d.datistemplate,
+       coalesce((SELECT s.setconfig FROM pg_db_role_setting s WHERE s.setdatabase = d.oid AND s.setrole = 0), '{}'),
+       coalesce((SELECT json_object_agg(grantee, privs) FROM (
+           SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee,
+                  array_agg(a.privilege_type ORDER BY a.privilege_type) AS privs
+           FROM aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a GROUP BY 1) x), '{}'),
+       coalesce(st.numbackends, 0)
+FROM pg_database d LEFT JOIN pg_stat_database st ON st.datid = d.oid
+"""
+
+SETTINGS_SQL = """
+SELECT s.name, s.setting, s.unit, s.vartype, s.context, s.enumvals, f.setting, s.pending_restart
+FROM pg_settings s
+LEFT JOIN (SELECT DISTINCT ON (name) name, setting FROM pg_file_settings
+           WHERE sourcefile LIKE '%postgresql.auto.conf' AND error IS NULL ORDER BY name, seqno DESC) f ON f.name = s.name
+"""
+
+AUTO_CONF_ONLY_SQL = """
+SELECT DISTINCT ON (name) name, setting FROM pg_file_settings
+WHERE sourcefile LIKE '%postgresql.auto.conf' ORDER BY name, seqno DESC
+"""
+
+EXTENSIONS_SQL = "SELECT e.extname, e.extversion, n.nspname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace"
+
+SCHEMAS_SQL = """
+SELECT n.nspname, pg_get_userbyid(n.nspowner),
+       coalesce((SELECT json_object_agg(grantee, privs) FROM (
+           SELECT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END AS grantee,
+                  array_agg(a.privilege_type ORDER BY a.privilege_type) AS privs
+           FROM aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a GROUP BY 1) x), '{}'),
+       (SELECT count(*) FROM pg_class c WHERE c.relnamespace = n.oid)
+     + (SELECT count(*) FROM pg_proc p WHERE p.pronamespace = n.oid)
+     + (SELECT count(*) FROM pg_type t WHERE t.typnamespace = n.oid AND t.typtype IN ('d', 'e', 'r', 'm')
+           AND NOT EXISTS (SELECT 1 FROM pg_depend dp WHERE dp.classid = 'pg_type'::regclass AND dp.objid = t.oid AND dp.deptype = 'e'))
+FROM pg_namespace n
+WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+"""
+
+# Objects of each grantable type per schema, with how many of them grant each privilege to each grantee.
+OBJECT_PRIVILEGES_SQL = """
+WITH objs AS (
+    SELECT c.relnamespace AS nsp, CASE WHEN c.relkind = 'S' THEN 'sequences' ELSE 'tables' END AS objtype,
+           coalesce(c.relacl, acldefault(CASE WHEN c.relkind = 'S' THEN 's' ELSE 'r' END::"char", c.relowner)) AS acl
+    FROM pg_class c WHERE c.relkind IN ('r', 'v', 'm', 'p', 'f', 'S')
+    UNION ALL
+    SELECT p.pronamespace, 'functions', coalesce(p.proacl, acldefault('f', p.proowner)) FROM pg_proc p
+), scoped AS (
+    SELECT n.nspname, o.objtype, o.acl FROM objs o JOIN pg_namespace n ON n.oid = o.nsp
+    WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+)
+SELECT nspname, objtype, NULL, NULL, count(*) FROM scoped GROUP BY 1, 2
+UNION ALL
+SELECT s.nspname, s.objtype, CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, count(*)
+FROM scoped s CROSS JOIN LATERAL aclexplode(s.acl) a GROUP BY 1, 2, 3, 4
+"""
+
+DEFAULT_ACL_SQL = """
+SELECT n.nspname, pg_get_userbyid(d.defaclrole),
+       CASE d.defaclobjtype WHEN 'r' THEN 'tables' WHEN 'S' THEN 'sequences' WHEN 'f' THEN 'functions' ELSE d.defaclobjtype::text END,
+       CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee) END, array_agg(a.privilege_type ORDER BY a.privilege_type)
+FROM pg_default_acl d JOIN pg_namespace n ON n.oid = d.defaclnamespace CROSS JOIN LATERAL aclexplode(d.defaclacl) a
+GROUP BY 1, 2, 3, 4
+"""
+
+
+def _setconfig(items: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in items)
+
+
+def read_cluster(conn: psycopg.Connection) -> LiveCatalog:
+    """Roles, databases and server settings: three queries, whatever their number."""
+    version, user = conn.execute("SELECT current_setting('server_version'), current_user").fetchone()  # type: ignore[misc]
+    roles: dict[str, LiveRole] = {}
+    for r in conn.execute(ROLES_SQL):
+        roles[r[0]] = LiveRole(
+            login=r[1], superuser=r[2], createdb=r[3], createrole=r[4], replication=r[5], bypassrls=r[6], inherit=r[7],
+            connection_limit=r[8], valid_until=r[9], verifier=r[10], member_of=list(r[11]), settings=_setconfig(r[12]),
+            dependent_databases=list(r[13]), owns_databases=list(r[14]),
+        )
+    databases: dict[str, LiveDatabase] = {}
+    for r in conn.execute(DATABASES_SQL):
+        databases[r[0]] = LiveDatabase(
+            owner=r[1], encoding=r[2], collate=r[3], ctype=r[4], connection_limit=r[5], allow_connections=r[6],
+            is_template=r[7], settings=_setconfig(r[8]), acl=r[9], connections=r[10],
+        )
+    settings: dict[str, LiveSetting] = {}
+    for r in conn.execute(SETTINGS_SQL):
+        settings[r[0]] = LiveSetting(
+            name=r[0], setting=r[1], unit=r[2], vartype=r[3], context=r[4], enumvals=r[5], file_value=r[6],
+            pending_restart=r[7],
+        )
+    for name, value in conn.execute(AUTO_CONF_ONLY_SQL):
+        if name not in settings:  # a custom (dotted) parameter set only in postgresql.auto.conf
+            settings[name] = LiveSetting(
+                name=name, setting=value, unit=None, vartype="string", context="user", enumvals=None, file_value=value,
+                pending_restart=False,
+            )
+    return LiveCatalog(server_version=version, user=user, settings=settings, roles=roles, databases=databases, contents={})
+
+
+def read_database_contents(conn: psycopg.Connection) -> DatabaseContents:
+    """Extensions, schemas and privileges inside the database `conn` is connected to: four queries."""
+    extensions = {r[0]: LiveExtension(version=r[1], schema=r[2]) for r in conn.execute(EXTENSIONS_SQL)}
+    counts: dict[tuple[str, str], int] = {}
+    held: dict[tuple[str, str], dict[str, dict[str, int]]] = {}
+    for nsp, objtype, grantee, privilege, n in conn.execute(OBJECT_PRIVILEGES_SQL):
+        if grantee is None:
+            counts[(nsp, objtype)] = n
+        else:
+            held.setdefault((nsp, objtype), {}).setdefault(grantee, {})[privilege] = n
+    defaults: dict[str, dict[str, dict[str, dict[str, list[str]]]]] = {}
+    for nsp, for_role, objtype, grantee, privs in conn.execute(DEFAULT_ACL_SQL):
+        defaults.setdefault(nsp, {}).setdefault(for_role, {}).setdefault(objtype, {})[grantee] = list(privs)
+
+    def objects(nsp: str, objtype: str) -> ObjectsInSchema:
+        return ObjectsInSchema(total=counts.get((nsp, objtype), 0), held=held.get((nsp, objtype), {}))
+
+    schemas = {
+        r[0]: LiveSchema(
+            owner=r[1], acl=r[2], objects=r[3], tables=objects(r[0], "tables"), sequences=objects(r[0], "sequences"),
+            functions=objects(r[0], "functions"), default_acl=defaults.get(r[0], {}),
+        )
+        for r in conn.execute(SCHEMAS_SQL)
+    }
+    return DatabaseContents(extensions=extensions, schemas=schemas)
+
+
+def read_contents(node: NodeAddress, databases: list[str], workers: int = 8) -> dict[str, DatabaseContents]:
+    """Contents of several databases, read over parallel connections."""
+
+    def one(database: str) -> tuple[str, DatabaseContents]:
+        with connect(node, database) as conn:
+            return database, read_database_contents(conn)
+
+    if not databases:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(workers, len(databases))) as pool:
+        return dict(pool.map(one, databases))
+
+
+def dump(catalog: LiveCatalog) -> dict[str, Any]:
+    return catalog.model_dump(mode="json", by_alias=True)

@@ -1,0 +1,76 @@
+"""Connections to nodes, with errors that say which node, which address, and why."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from pydantic import SecretStr
+
+from pgaasctl.errors import ConnectionFailed
+from pgaasctl.secrets import resolve_secret
+from pgaasctl.spec.models import ExistingNode
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    """How to reach one node as the admin user. The password stays a SecretStr."""
+
+    pair: str
+    name: str
+    host: str
+    port: int
+    user: str
+    password: SecretStr | None
+    admin_database: str
+    sslmode: str
+    connect_timeout: int
+
+    @property
+    def label(self) -> str:
+        return f"node {self.name} of pair {self.pair} ({self.host}:{self.port})"
+
+    @classmethod
+    def from_spec(cls, pair: str, node: ExistingNode, spec_dir: Path) -> NodeAddress:
+        password = None
+        if node.admin_password is not None:
+            password = resolve_secret(node.admin_password, spec_dir, f"pair.{pair} node {node.name} admin_password")
+        return cls(
+            pair=pair, name=node.name, host=node.host, port=node.port, user=node.admin_user, password=password,
+            admin_database=node.admin_database, sslmode=node.sslmode, connect_timeout=node.connect_timeout,
+        )
+
+
+def connect(node: NodeAddress, database: str | None = None, autocommit: bool = True) -> psycopg.Connection:
+    """Open a connection to `database` (default: the admin database) on `node`."""
+    dbname = database or node.admin_database
+    try:
+        return psycopg.connect(
+            host=node.host, port=node.port, user=node.user, dbname=dbname,
+            password=node.password.get_secret_value() if node.password else None,
+            sslmode=node.sslmode, connect_timeout=node.connect_timeout, autocommit=autocommit,
+            application_name="pgaasctl",
+        )
+    except psycopg.OperationalError as exc:
+        raise ConnectionFailed(*describe_connect_error(node, dbname, exc)) from None
+
+
+def describe_connect_error(node: NodeAddress, dbname: str, exc: Exception) -> tuple[str, str]:
+    text = str(exc)
+    lowered = text.lower()
+    if "password authentication failed" in lowered or "no password supplied" in lowered:
+        return (
+            f"{node.label}: authentication failed for user {node.user!r}",
+            "Check admin_user and admin_password in the Pair spec.",
+        )
+    if "does not exist" in lowered and "database" in lowered:
+        return f"{node.label}: database {dbname!r} does not exist", "Check admin_database in the Pair spec."
+    if "pg_hba.conf" in lowered:
+        return f"{node.label}: the server's pg_hba.conf rejects user {node.user!r}", "Allow pgaasctl's address in pg_hba.conf."
+    reason = next((line.split(":", 1)[-1].strip() for line in text.splitlines() if "failed:" in line or "timeout" in line), "")
+    reason = reason or (text.strip().splitlines() or ["no answer"])[-1]
+    return (
+        f"{node.label} is unreachable: {reason}",
+        "Check that PostgreSQL runs there and listens on that address and port.",
+    )

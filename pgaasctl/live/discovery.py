@@ -1,0 +1,113 @@
+"""Which node of a pair is the primary? Ask every node in parallel, refuse to guess."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Literal
+
+import psycopg
+
+from pgaasctl.errors import ConnectionFailed, PlanError
+from pgaasctl.live.connect import NodeAddress, connect
+
+NodeRole = Literal["primary", "standby", "unreachable"]
+
+
+@dataclass
+class NodeState:
+    address: NodeAddress
+    role: NodeRole
+    error: str | None = None
+    replication: str | None = None  # as the primary reports it: "streaming, sync"
+
+    @property
+    def name(self) -> str:
+        return self.address.name
+
+
+@dataclass
+class PairState:
+    """The discovered shape of a pair, with an open admin connection to its primary."""
+
+    pair: str
+    nodes: list[NodeState]
+    primary: NodeState
+    connection: psycopg.Connection = field(repr=False)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def standbys(self) -> list[NodeState]:
+        return [n for n in self.nodes if n.role == "standby"]
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+def _probe(node: NodeAddress) -> tuple[NodeState, psycopg.Connection | None]:
+    try:
+        conn = connect(node)
+    except ConnectionFailed as exc:
+        return NodeState(node, "unreachable", error=exc.message), None
+    try:
+        in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
+    except psycopg.Error as exc:
+        conn.close()
+        return NodeState(node, "unreachable", error=f"{node.label}: {exc}"), None
+    return NodeState(node, "standby" if in_recovery else "primary"), conn
+
+
+def discover(pair: str, nodes: list[NodeAddress], synchronous: bool) -> PairState:
+    """Find the one primary of `pair`. Raises PlanError on split brain or when no node is primary."""
+    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+        probes = list(pool.map(_probe, nodes))
+    states = [state for state, _ in probes]
+    primaries = [(state, conn) for state, conn in probes if state.role == "primary"]
+    for state, conn in probes:
+        if state.role != "primary" and conn is not None:
+            conn.close()
+
+    claims = "; ".join(f"{s.address.name} ({s.address.host}:{s.address.port}) {_claim(s)}" for s in states)
+    if len(primaries) > 1:
+        for _, conn in primaries:
+            conn.close()  # type: ignore[union-attr]
+        raise PlanError(
+            f"pair {pair!r}: split brain, more than one node claims to be primary: {claims}",
+            "pgaasctl will not write to either. Stop or demote the wrong one, then plan again.",
+        )
+    if not primaries:
+        if len(states) == 1 and states[0].error:
+            raise ConnectionFailed(states[0].error)
+        raise PlanError(f"pair {pair!r}: no node is primary: {claims}", "Promote a standby or start the primary, then plan again.")
+
+    primary, conn = primaries[0]
+    assert conn is not None
+    state = PairState(pair=pair, nodes=states, primary=primary, connection=conn)
+    if len(nodes) == 1:
+        state.warnings.append(f"pair {pair!r} has one node: it is not fault tolerant")
+    for node in states:
+        if node.role == "unreachable":
+            state.warnings.append(f"pair {pair!r} is degraded: {node.error}")
+    _read_replication(state, synchronous)
+    return state
+
+
+def _claim(state: NodeState) -> str:
+    if state.role == "unreachable":
+        return "is unreachable"
+    return "claims primary" if state.role == "primary" else "is a standby"
+
+
+def _read_replication(state: PairState, synchronous: bool) -> None:
+    rows = state.connection.execute(
+        "SELECT client_addr::text, application_name, state, sync_state FROM pg_stat_replication"
+    ).fetchall()
+    for node in state.standbys:
+        match = next((r for r in rows if r[1] == node.name or (r[0] or "").split("/")[0] == node.address.host), None)
+        if match is None:
+            node.replication = "not replicating from the primary"
+            state.warnings.append(f"pair {state.pair!r}: standby {node.name} is not replicating from {state.primary.name}")
+        else:
+            node.replication = f"{match[2]}, {match[3]}"
+            if synchronous and match[3] not in ("sync", "quorum"):
+                state.warnings.append(f"pair {state.pair!r} is degraded: standby {node.name} is {match[3]}, not synchronous")

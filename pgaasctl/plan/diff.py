@@ -1,0 +1,539 @@
+"""Desired versus live, per object, into typed changes with their statements."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from deepdiff import DeepDiff
+
+from pgaasctl.live.catalog import DatabaseContents, LiveCatalog, LiveSchema, ObjectsInSchema
+from pgaasctl.passwords import password_matches, scram_verifier
+from pgaasctl.plan import settings as settings_rules
+from pgaasctl.plan import sqlgen
+from pgaasctl.plan.model import SENSITIVE, AttributeChange, Change, Statement
+from pgaasctl.spec.loader import LoadedDoc
+from pgaasctl.spec.models import DatabaseSpec, GrantSpec, PairSpec, RoleSpec, SchemaGrant, SettingValue
+from pgaasctl.store import ManagedObject
+
+OBJECT_TYPES = ("tables", "sequences", "functions")
+
+
+@dataclass
+class PairContext:
+    """Everything one pair's diff reads. `passwords` holds resolved secrets by role name."""
+
+    pair: str
+    catalog: LiveCatalog
+    managed: dict[str, ManagedObject]
+    passwords: dict[str, str] = field(default_factory=dict)
+    dropping_databases: set[str] = field(default_factory=set)
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def admin(self) -> str:
+        return self.catalog.user
+
+    def record_of(self, address: str) -> dict[str, Any] | None:
+        managed = self.managed.get(address)
+        return managed.attributes if managed else None
+
+
+def attribute_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """Names of the attributes that differ (order of lists ignored)."""
+    diff = DeepDiff(before, after, ignore_order=True, report_repetition=False)
+    return sorted(str(k) for k in diff.affected_root_keys)
+
+
+def _action(exists: bool, managed: bool) -> str:
+    return "create" if not exists else ("update" if managed else "adopt")
+
+
+def _utc(value: dt.datetime | str | None) -> str | None:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value
+
+
+def _setting_value(ctx: PairContext, name: str, value: SettingValue | str) -> str:
+    return settings_rules.canonical(value, ctx.catalog.settings.get(name))
+
+
+def _check_setting(ctx: PairContext, address: str, name: str, value: SettingValue) -> bool:
+    setting = ctx.catalog.settings.get(name)
+    if setting is None:
+        if "." not in name:
+            ctx.errors.append(f"{address}: unknown parameter {name!r} (not in pg_settings of PostgreSQL {ctx.catalog.server_version})")
+            return False
+        return True
+    problem = settings_rules.is_valid(value, setting)
+    if problem:
+        ctx.errors.append(f"{address}: parameter {name}: {problem}")
+        return False
+    return True
+
+
+def _object_settings(ctx: PairContext, address: str, kind: str, name: str, desired: dict[str, SettingValue],
+                     live: dict[str, str], previously: list[str], change: Change) -> None:
+    """Per-role/per-database parameters: set what is declared, reset what was declared before and is gone."""
+    for key in sorted(set(desired) | (set(previously) & set(live))):
+        if key in desired:
+            if not _check_setting(ctx, address, key, desired[key]):
+                continue
+            want = settings_rules.as_text(desired[key])
+            if key in live and _setting_value(ctx, key, live[key]) == _setting_value(ctx, key, want):
+                continue
+            change.attributes.append(AttributeChange(name=f"settings.{key}", before=live.get(key), after=want))
+            change.statements.append(sqlgen.set_object_setting(kind, name, key, want))
+        else:
+            change.attributes.append(AttributeChange(name=f"settings.{key}", before=live[key], after=None))
+            change.statements.append(sqlgen.set_object_setting(kind, name, key, None))
+
+
+# ---------------------------------------------------------------- pair
+
+def diff_pair(ctx: PairContext, spec: PairSpec | None, address: str, deleting: bool = False) -> Change | None:
+    managed = address in ctx.managed
+    if deleting or spec is None:
+        if not managed:
+            return None
+        return Change(
+            address=address, kind="pair", name=ctx.pair, action="delete", record=None,
+            notes=["pgaasctl forgets this pair; its servers keep running with their settings"],
+        )
+    change = Change(address=address, kind="pair", name=ctx.pair, action="update" if managed else "adopt")
+    previously = (ctx.record_of(address) or {}).get("settings", {})
+    needs_reload = False
+    for key in sorted(set(spec.settings) | set(previously)):
+        setting = ctx.catalog.settings.get(key)
+        if key in spec.settings:
+            value = spec.settings[key]
+            if not _check_setting(ctx, address, key, value):
+                continue
+            want = settings_rules.as_text(value)
+            if setting is not None:
+                current = setting.file_value if setting.file_value is not None else setting.setting
+                current_canonical = settings_rules.canonical(current, setting) if setting.file_value is not None \
+                    else _running_canonical(setting)
+                if current_canonical == settings_rules.canonical(want, setting):
+                    if setting.pending_restart:
+                        ctx.warnings.append(f"{address}: {key} = {want} is set but takes effect only after a restart")
+                    continue
+            restart = setting is not None and settings_rules.needs_restart(setting)
+            change.attributes.append(AttributeChange(
+                name=key, before=settings_rules.shown(setting) if setting else None, after=want,
+                note="restart required" if restart else "reload",
+            ))
+            change.statements.append(sqlgen.alter_system(key, want))
+            needs_reload = True
+        elif setting is not None and setting.file_value is not None:
+            restart = settings_rules.needs_restart(setting)
+            change.attributes.append(AttributeChange(
+                name=key, before=setting.file_value, after="(default)", note="restart required" if restart else "reload"
+            ))
+            change.statements.append(sqlgen.alter_system(key, None))
+            needs_reload = True
+    if needs_reload:
+        change.statements.append(sqlgen.reload_conf())
+    change.record = {
+        "provider": spec.provider,
+        "settings": {k: settings_rules.as_text(v) for k, v in spec.settings.items()},
+        "deletion_protection": spec.deletion_protection,
+    }
+    if managed and not change.attributes and ctx.record_of(address) == change.record:
+        return None
+    if not managed:
+        change.notes.append("pgaasctl starts managing this pair")
+    return change
+
+
+def _running_canonical(setting: Any) -> str:
+    # pg_settings.setting is already in the parameter's base unit
+    return settings_rules.canonical(setting.setting, setting.model_copy(update={"unit": None}))
+
+
+# ---------------------------------------------------------------- roles
+
+def _role_attributes(spec: RoleSpec) -> dict[str, Any]:
+    attrs: dict[str, Any] = {
+        "login": spec.login, "superuser": spec.superuser, "createdb": spec.createdb, "createrole": spec.createrole,
+        "replication": spec.replication, "bypassrls": spec.bypassrls, "inherit": spec.inherit,
+        "connection_limit": spec.connection_limit, "member_of": sorted(spec.member_of),
+    }
+    if spec.valid_until is not None:
+        attrs["valid_until"] = _utc(spec.valid_until)
+    return attrs
+
+
+def role_record(spec: RoleSpec) -> dict[str, Any]:
+    record = spec.model_dump(mode="json", by_alias=True, exclude={"password"})
+    record["password_managed"] = spec.password is not None
+    return record
+
+
+def diff_role(ctx: PairContext, name: str, spec: RoleSpec) -> Change | None:
+    address = f"role.{ctx.pair}.{name}"
+    live = ctx.catalog.roles.get(name)
+    managed = address in ctx.managed
+    change = Change(address=address, kind="role", name=name, action=_action(live is not None, managed))
+    desired = _role_attributes(spec)
+    password = ctx.passwords.get(name)
+    verifier = scram_verifier(password) if password is not None else None
+
+    if live is None:
+        change.attributes = [AttributeChange(name=k, after=v) for k, v in desired.items()
+                             if k == "login" or v != RoleSpec.model_fields[k].default and v not in ([], None)]
+        if verifier:
+            change.attributes.append(AttributeChange(name="password", before=None, after=SENSITIVE, sensitive=True))
+        change.statements.append(sqlgen.create_role(name, {k: v for k, v in desired.items() if k != "member_of"}, verifier))
+        for parent in desired["member_of"]:
+            change.statements.append(sqlgen.grant_membership(parent, name, True))
+    else:
+        current = live.model_dump(include=set(desired))
+        current["member_of"] = sorted(r for r in live.member_of)
+        changed = [k for k in attribute_changes(current, desired)]
+        flags = {k: desired[k] for k in changed if k not in ("member_of",)}
+        for key in changed:
+            change.attributes.append(AttributeChange(name=key, before=current.get(key), after=desired[key]))
+        if flags:
+            change.statements.append(sqlgen.alter_role(name, flags))
+        if "member_of" in changed:
+            for parent in sorted(set(desired["member_of"]) - set(current["member_of"])):
+                change.statements.append(sqlgen.grant_membership(parent, name, True))
+            for parent in sorted(set(current["member_of"]) - set(desired["member_of"])):
+                change.statements.append(sqlgen.grant_membership(parent, name, False))
+        if password is not None and not password_matches(password, live.verifier, name):
+            change.attributes.append(AttributeChange(
+                name="password", before=SENSITIVE if live.verifier else None, after=SENSITIVE, sensitive=True,
+                note="differs from the spec" if live.verifier else "not set",
+            ))
+            change.statements.append(sqlgen.set_password(name, verifier or ""))
+    previously = list((ctx.record_of(address) or {}).get("settings", {}))
+    _object_settings(ctx, address, "ROLE", name, spec.settings, live.settings if live else {}, previously, change)
+    change.record = role_record(spec)
+    if change.action == "update" and not change.attributes and ctx.record_of(address) == change.record:
+        return None
+    if change.action == "adopt":
+        change.notes.append("exists on the server; pgaasctl starts managing it")
+    return change
+
+
+def delete_role(ctx: PairContext, name: str) -> Change:
+    address = f"role.{ctx.pair}.{name}"
+    change = Change(address=address, kind="role", name=name, action="delete", record=None)
+    live = ctx.catalog.roles.get(name)
+    if live is None:
+        change.notes.append("already gone from the server; only the state entry is removed")
+        return change
+    if name == ctx.admin:
+        ctx.errors.append(f"{address}: pgaasctl connects as {name!r} and will not drop it")
+        return change
+    databases = [
+        d for d in live.dependent_databases
+        if d not in ctx.dropping_databases and d in ctx.catalog.databases and ctx.catalog.databases[d].allow_connections
+    ]
+    owned = [d for d in live.owns_databases if d not in ctx.dropping_databases]
+    where: list[str | None] = list(databases)
+    if owned and not databases:
+        where = [None]  # REASSIGN OWNED in any database also moves the databases it owns
+    if databases or owned:
+        shown = ", ".join(sorted(set(databases) | set(owned)))
+        change.notes.append(f"owns objects or holds privileges in {shown}: reassigned to {ctx.admin}, privileges dropped")
+    change.statements.extend(sqlgen.drop_role_statements(name, ctx.admin, where))
+    return change
+
+
+# ---------------------------------------------------------------- databases
+
+def database_record(spec: DatabaseSpec) -> dict[str, Any]:
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def diff_database(ctx: PairContext, name: str, spec: DatabaseSpec, contents: DatabaseContents | None) -> Change | None:
+    address = f"database.{ctx.pair}.{name}"
+    live = ctx.catalog.databases.get(name)
+    managed = address in ctx.managed
+    record = ctx.record_of(address) or {}
+    owner = spec.owner or ctx.admin
+    change = Change(address=address, kind="database", name=name, action=_action(live is not None, managed))
+
+    if live is None:
+        change.attributes.append(AttributeChange(name="owner", after=owner))
+        for key in ("encoding", "locale", "template"):
+            if getattr(spec, key) not in (None, "template1"):
+                change.attributes.append(AttributeChange(name=key, after=getattr(spec, key)))
+        if spec.connection_limit != -1:
+            change.attributes.append(AttributeChange(name="connection_limit", after=spec.connection_limit))
+        if not spec.allow_connections:
+            change.attributes.append(AttributeChange(name="allow_connections", after=False))
+        change.statements.append(sqlgen.create_database(
+            name, owner, spec.template, spec.encoding, spec.locale, spec.connection_limit, spec.allow_connections
+        ))
+    else:
+        if live.is_template:
+            ctx.errors.append(f"{address}: {name!r} is a template database; pgaasctl does not manage templates")
+        _create_only(ctx, address, "encoding", spec.encoding, live.encoding)
+        if spec.locale is not None and spec.locale not in (live.collate,) or (spec.locale and live.ctype != spec.locale):
+            ctx.errors.append(
+                f"{address}: locale is {live.collate!r} on the server but {spec.locale!r} in the spec; "
+                "it is fixed at creation (recreate the database or change the spec)"
+            )
+        current = {"owner": live.owner, "connection_limit": live.connection_limit, "allow_connections": live.allow_connections}
+        desired = {"owner": owner, "connection_limit": spec.connection_limit, "allow_connections": spec.allow_connections}
+        changed = attribute_changes(current, desired)
+        for key in changed:
+            change.attributes.append(AttributeChange(name=key, before=current[key], after=desired[key]))
+        if "owner" in changed:
+            change.statements.append(sqlgen.database_owner(name, owner))
+        if "connection_limit" in changed or "allow_connections" in changed:
+            change.statements.append(sqlgen.alter_database(
+                name,
+                spec.connection_limit if "connection_limit" in changed else None,
+                spec.allow_connections if "allow_connections" in changed else None,
+            ))
+    _object_settings(ctx, address, "DATABASE", name, spec.settings, live.settings if live else {},
+                     list(record.get("settings", {})), change)
+    _database_contents(ctx, address, name, spec, owner, contents, record, change)
+    change.record = database_record(spec)
+    if change.action == "update" and not change.attributes and record == change.record:
+        return None
+    if change.action == "adopt":
+        change.notes.append("exists on the server; pgaasctl starts managing it")
+    return change
+
+
+def _create_only(ctx: PairContext, address: str, key: str, desired: str | None, live: str) -> None:
+    if desired is not None and desired.replace("-", "").upper() != live.replace("-", "").upper():
+        ctx.errors.append(
+            f"{address}: {key} is {live!r} on the server but {desired!r} in the spec; "
+            "it is fixed at creation (recreate the database or change the spec)"
+        )
+
+
+def _database_contents(ctx: PairContext, address: str, name: str, spec: DatabaseSpec, owner: str,
+                       contents: DatabaseContents | None, record: dict[str, Any], change: Change) -> None:
+    live_ext = contents.extensions if contents else {}
+    live_schemas = contents.schemas if contents else {}
+    for ext in spec.extensions:
+        have = live_ext.get(ext.name)
+        if have is None:
+            change.attributes.append(AttributeChange(name=f"extensions.{ext.name}", after=ext.version or "installed"))
+            change.statements.append(sqlgen.create_extension(name, ext.name, ext.version, ext.schema_))
+            continue
+        if ext.schema_ and ext.schema_ != have.schema_:
+            ctx.errors.append(f"{address}: extension {ext.name} is in schema {have.schema_!r}, the spec says {ext.schema_!r}; its schema is fixed at creation")
+        if ext.version and ext.version != have.version:
+            change.attributes.append(AttributeChange(name=f"extensions.{ext.name}", before=have.version, after=ext.version))
+            change.statements.append(sqlgen.update_extension(name, ext.name, ext.version))
+    declared_ext = {e.name for e in spec.extensions}
+    for ext_name in sorted({e["name"] for e in record.get("extensions", [])} - declared_ext):
+        if ext_name in live_ext:
+            change.attributes.append(AttributeChange(name=f"extensions.{ext_name}", before=live_ext[ext_name].version, after=None))
+            change.statements.append(sqlgen.drop_extension(name, ext_name))
+    for schema in spec.schemas:
+        schema_owner = schema.owner or owner
+        have_schema = live_schemas.get(schema.name)
+        if have_schema is None:
+            change.attributes.append(AttributeChange(name=f"schemas.{schema.name}", after=f"owner {schema_owner}"))
+            change.statements.append(sqlgen.create_schema(name, schema.name, schema_owner))
+        elif have_schema.owner != schema_owner:
+            change.attributes.append(AttributeChange(name=f"schemas.{schema.name}.owner", before=have_schema.owner, after=schema_owner))
+            change.statements.append(sqlgen.schema_owner(name, schema.name, schema_owner))
+    declared_schemas = {s.name for s in spec.schemas}
+    for schema_name in sorted({s["name"] for s in record.get("schemas", [])} - declared_schemas):
+        gone = live_schemas.get(schema_name)
+        if gone is None:
+            continue
+        if gone.objects:
+            ctx.errors.append(
+                f"{address}: schema {schema_name} was removed from the spec but holds {gone.objects} objects; "
+                "pgaasctl drops only empty schemas (move or drop its objects, or keep it in the spec)"
+            )
+            continue
+        change.attributes.append(AttributeChange(name=f"schemas.{schema_name}", before=f"owner {gone.owner}", after=None))
+        change.statements.append(sqlgen.drop_schema(name, schema_name))
+
+
+def delete_database(ctx: PairContext, name: str) -> Change:
+    address = f"database.{ctx.pair}.{name}"
+    change = Change(address=address, kind="database", name=name, action="delete", record=None)
+    live = ctx.catalog.databases.get(name)
+    if (ctx.record_of(address) or {}).get("deletion_protection"):
+        ctx.errors.append(
+            f"{address}: deletion_protection is on, so it will not be dropped; "
+            "to drop it, set deletion_protection: false and apply first"
+        )
+        return change
+    if live is None:
+        change.notes.append("already gone from the server; only the state entry is removed")
+        return change
+    if live.connections:
+        change.notes.append(f"{live.connections} open connection(s) will be terminated")
+    change.notes.append("all its data will be lost")
+    change.statements.append(sqlgen.drop_database(name))
+    return change
+
+
+# ---------------------------------------------------------------- grants
+
+def grant_record(spec: GrantSpec, for_roles: dict[str, str]) -> dict[str, Any]:
+    record = spec.model_dump(mode="json", by_alias=True)
+    record["default_for_roles"] = for_roles  # schema -> the role whose future objects get default privileges
+    return record
+
+
+def _schema_grants(record: dict[str, Any]) -> dict[str, SchemaGrant]:
+    return {k: SchemaGrant.model_validate(v) for k, v in record.get("schemas", {}).items()}
+
+
+def diff_grant(ctx: PairContext, database: str, role: str, spec: GrantSpec | None, database_owner: str,
+               contents: DatabaseContents | None) -> Change | None:
+    """A grant to create/update (spec given) or delete (spec None): authoritative over the lists it names."""
+    address = f"grant.{ctx.pair}.{database}.{role}"
+    managed = address in ctx.managed
+    record = ctx.record_of(address) or {}
+    live_db = ctx.catalog.databases.get(database)
+    role_exists = role in ctx.catalog.roles
+    deleting = spec is None
+    if deleting:
+        change = Change(address=address, kind="grant", name=f"{database}.{role}", action="delete", record=None)
+        if live_db is None or not role_exists or database in ctx.dropping_databases:
+            change.notes.append("its database or role is gone or going; only the state entry is removed")
+            return change
+    else:
+        exists = managed or _has_any_privilege(role, live_db, contents)
+        change = Change(address=address, kind="grant", name=f"{database}.{role}", action=_action(exists, managed))
+
+    emit = change.statements.append
+
+    def compare(label: str, wanted: list[str] | None, was_managed: bool, have: list[str],
+                make: Callable[[list[str], bool], Statement], full: list[str] | None = None) -> None:
+        """wanted None: not managed now (revoke all if it was); `full` are privileges held on every object."""
+        if wanted is None and not was_managed:
+            return
+        target = set(wanted or [])
+        complete = set(full if full is not None else have)
+        to_grant = sorted(target - complete)
+        to_revoke = sorted(set(have) - target)
+        if not to_grant and not to_revoke:
+            return
+        change.attributes.append(AttributeChange(name=label, before=sorted(have) or None, after=sorted(target) or None))
+        if to_grant:
+            emit(make(to_grant, True))
+        if to_revoke:
+            emit(make(to_revoke, False))
+
+    previous_db_privs = record.get("privileges")
+    db_have = (live_db.acl.get(role, []) if live_db else [])
+    compare("privileges", None if deleting else spec.privileges, previous_db_privs is not None, db_have,
+            lambda p, g: sqlgen.database_privileges(database, role, p, g))
+
+    previous = _schema_grants(record)
+    previous_for_roles: dict[str, str] = record.get("default_for_roles", {})
+    wanted_schemas = {} if deleting else spec.schemas
+    for_roles: dict[str, str] = {}
+    live_schemas = contents.schemas if contents else {}
+    for schema in sorted(set(wanted_schemas) | set(previous)):
+        want = wanted_schemas.get(schema)
+        was = previous.get(schema)
+        live = live_schemas.get(schema)
+        if live is None and want is None:
+            continue  # schema gone: nothing left to revoke
+        prefix = f"schemas.{schema}"
+        compare(f"{prefix}.privileges", want.privileges if want else None, bool(was and was.privileges is not None),
+                live.acl.get(role, []) if live else [],
+                lambda p, g, s=schema: sqlgen.schema_privileges(database, s, role, p, g))
+        for objtype in OBJECT_TYPES:
+            objects: ObjectsInSchema | None = getattr(live, objtype) if live else None
+            any_held, all_held = _held(objects, role)
+            compare(f"{prefix}.{objtype}", getattr(want, objtype) if want else None,
+                    bool(was and getattr(was, objtype) is not None), any_held,
+                    lambda p, g, s=schema, o=objtype: sqlgen.all_objects_privileges(database, s, o, role, p, g),
+                    full=all_held)
+        _default_privileges(ctx, database, role, schema, want, was, previous_for_roles.get(schema), database_owner,
+                            live, for_roles, compare)
+    if not deleting:
+        change.record = grant_record(spec, for_roles)
+        if change.action == "update" and not change.attributes and record == change.record:
+            return None
+        if change.action == "adopt":
+            change.notes.append("privileges exist on the server; pgaasctl starts managing them")
+    return change
+
+
+def _held(objects: ObjectsInSchema | None, role: str) -> tuple[list[str], list[str] | None]:
+    """Privileges `role` holds on any object, and on every object (None when there are no objects)."""
+    if objects is None or objects.total == 0:
+        return [], None
+    counts = objects.held.get(role, {})
+    return sorted(counts), sorted(p for p, n in counts.items() if n >= objects.total)
+
+
+def _default_privileges(ctx: PairContext, database: str, role: str, schema: str, want: SchemaGrant | None,
+                        was: SchemaGrant | None, was_for_role: str | None, database_owner: str,
+                        live: LiveSchema | None, for_roles: dict[str, str], compare: Callable[..., None]) -> None:
+    wanted = want.default_privileges if want else None
+    for_role = (wanted.for_role or database_owner) if wanted else None
+    if for_role:
+        for_roles[schema] = for_role
+    targets = {r for r in (for_role, was_for_role) if r}
+    for target in sorted(targets):
+        have_by_type = live.default_acl.get(target, {}) if live else {}
+        for objtype in OBJECT_TYPES:
+            wanted_privs = getattr(wanted, objtype) if (wanted and target == for_role) else None
+            managed_before = bool(was and was.default_privileges is not None and target == was_for_role)
+            compare(f"schemas.{schema}.default_privileges.{objtype}" + ("" if target == for_role else f" (for {target})"),
+                    wanted_privs if wanted_privs is not None else ([] if wanted and target == for_role else None),
+                    managed_before, have_by_type.get(objtype, {}).get(role, []),
+                    lambda p, g, t=target, o=objtype: sqlgen.default_privileges(database, schema, t, o, role, p, g))
+
+
+def _has_any_privilege(role: str, live_db: Any, contents: DatabaseContents | None) -> bool:
+    if live_db is None:
+        return False
+    if live_db.acl.get(role):
+        return True
+    for schema in (contents.schemas.values() if contents else []):
+        if schema.acl.get(role) or any(getattr(schema, t).held.get(role) for t in OBJECT_TYPES):
+            return True
+    return False
+
+
+def needs_contents(spec: DatabaseSpec | None, record: dict[str, Any] | None, grants: list[GrantSpec],
+                   grant_records: list[dict[str, Any]]) -> bool:
+    """Whether the plan must look inside a database (extensions, schemas, schema-level grants)."""
+    if spec and (spec.extensions or spec.schemas):
+        return True
+    if record and (record.get("extensions") or record.get("schemas")):
+        return True
+    return any(g.schemas for g in grants) or any(r.get("schemas") for r in grant_records)
+
+
+def role_order(changes: dict[str, Change], specs: dict[str, RoleSpec]) -> list[str]:
+    """Role names in an order where every parent role comes before its members."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise ValueError(" -> ".join(path + [name]))
+        state[name] = 1
+        for parent in sorted(specs[name].member_of) if name in specs else []:
+            if parent in specs:
+                visit(parent, path + [name])
+        state[name] = 2
+        if name in changes:
+            order.append(name)
+
+    for name in sorted(specs):
+        visit(name, [])
+    return order
+
+
+def loaded_spec(doc: LoadedDoc | None) -> Any:
+    return doc.doc.spec if doc is not None else None

@@ -1,0 +1,86 @@
+"""A plan is data: typed changes with before/after values, rendered elsewhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from psycopg import sql
+from pydantic import BaseModel, Field
+
+Action = Literal["create", "update", "delete", "adopt"]
+SENSITIVE = "(sensitive)"
+
+
+class AttributeChange(BaseModel):
+    name: str
+    before: Any = None
+    after: Any = None
+    sensitive: bool = False
+    note: str | None = None  # e.g. "restart required"
+
+
+@dataclass
+class Statement:
+    """One SQL statement. `query` may hold a secret; `shown` is what people and plan files see."""
+
+    query: sql.Composable
+    database: str | None = None  # None: the admin database
+    transactional: bool = True
+    shown: sql.Composable | None = None
+
+    def display(self) -> str:
+        return (self.shown or self.query).as_string()
+
+
+class ShownStatement(BaseModel):
+    database: str | None = None  # None: the admin database
+    text: str
+
+
+class Change(BaseModel):
+    address: str
+    kind: Literal["pair", "role", "database", "grant"]
+    name: str
+    action: Action
+    attributes: list[AttributeChange] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    sql: list[ShownStatement] = Field(default_factory=list)  # the statements as shown (secrets redacted)
+    record: dict[str, Any] | None = None  # what the store keeps after success; None: forget the address
+    statements: list[Any] = Field(default_factory=list, exclude=True)  # list[Statement], never serialised
+
+
+class PairPlan(BaseModel):
+    pair: str
+    primary: str
+    admin_database: str = "postgres"
+    header: str
+    warnings: list[str] = Field(default_factory=list)
+    changes: list[Change] = Field(default_factory=list)
+    live_fingerprint: str = ""
+
+
+class Plan(BaseModel):
+    format_version: Literal["1"] = "1"
+    spec_path: str
+    spec_fingerprint: str
+    destroy: bool = False
+    pairs: list[PairPlan] = Field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        out = {"add": 0, "change": 0, "destroy": 0}
+        for p in self.pairs:
+            for c in p.changes:
+                out[{"create": "add", "update": "change", "adopt": "change", "delete": "destroy"}[c.action]] += 1
+        return out
+
+    @property
+    def has_changes(self) -> bool:
+        return any(p.changes for p in self.pairs)
+
+
+@dataclass
+class PlanInputs:
+    """What a plan was computed from, kept for apply (connections are reused)."""
+
+    states: dict[str, Any] = field(default_factory=dict)  # pair -> PairState

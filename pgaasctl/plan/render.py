@@ -1,0 +1,93 @@
+"""Print plans for people (text, colours on a terminal), for machines (--json) and as SQL (--sql)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+
+from pgaasctl.plan.model import AttributeChange, Change, Plan
+
+SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "adopt": ("~", "cyan"), "delete": ("-", "red")}
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(str(v) for v in value) + "]" if value else "[]"
+    return str(value)
+
+
+def _attribute_line(attr: AttributeChange, width: int, action: str) -> str:
+    label = f"{attr.name}:".ljust(width + 1)
+    if action == "create" or (attr.before is None and not attr.sensitive and action != "delete"):
+        text = _value(attr.after) if attr.before is None else f"{_value(attr.before)} -> {_value(attr.after)}"
+    else:
+        text = f"{_value(attr.before)} -> {_value(attr.after)}"
+    if attr.note:
+        text += f"  ({attr.note})"
+    return f"{label} {text}"
+
+
+def render_change(change: Change) -> list[str]:
+    symbol, colour = SYMBOLS[change.action]
+    title = f"[{colour}]{symbol} {escape(change.address)}[/{colour}]"
+    lines = [f"  {title}"]
+    width = max((len(a.name) for a in change.attributes), default=0)
+    for attr in change.attributes:
+        lines.append("      " + escape(_attribute_line(attr, width, change.action)))
+    for note in change.notes:
+        lines.append(f"      [dim]# {escape(note)}[/dim]")
+    return lines
+
+
+def render_text(plan: Plan, console: Console) -> None:
+    for pair in plan.pairs:
+        console.print(escape(pair.header), highlight=False)
+        for warning in pair.warnings:
+            console.print(f"  [bold yellow]warning:[/bold yellow] {escape(warning)}", highlight=False)
+        if pair.changes:
+            console.print()
+            for change in pair.changes:
+                for line in render_change(change):
+                    console.print(line, highlight=False)
+        else:
+            console.print("  No changes: the pair matches the specs.", highlight=False)
+        console.print()
+    counts = plan.counts()
+    if plan.has_changes:
+        console.print(
+            f"[bold]Plan:[/bold] {counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy.",
+            highlight=False,
+        )
+    else:
+        console.print("[bold]No changes.[/bold] The servers match the specs.", highlight=False)
+
+
+def render_json(plan: Plan) -> str:
+    data = plan.model_dump(mode="json")
+    data["summary"] = plan.counts()
+    return json.dumps(data, indent=2, sort_keys=False)
+
+
+def render_sql(plan: Plan) -> str:
+    """The statements in order, as a psql script (\\connect switches databases); secrets redacted."""
+    out: list[str] = []
+    for pair in plan.pairs:
+        out.append(f"-- pair {pair.pair}: run on the primary {pair.primary}")
+        current = pair.admin_database
+        out.append(f"\\connect {current}")
+        for change in pair.changes:
+            out.append(f"-- {change.action} {change.address}")
+            for statement in change.sql:
+                database = statement.database or pair.admin_database
+                if database != current:
+                    out.append(f"\\connect {database}")
+                    current = database
+                out.append(statement.text + ";")
+    return "\n".join(out) + "\n"

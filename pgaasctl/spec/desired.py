@@ -1,0 +1,119 @@
+"""Cross-document checks and the desired state they produce, grouped per pair."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pgaasctl.errors import SpecError
+from pgaasctl.spec.loader import LoadedDoc, load_path
+from pgaasctl.spec.models import DatabaseDoc, GrantDoc, PairDoc, RoleDoc, WorkspaceDoc, WorkspaceSpec
+
+
+@dataclass
+class DesiredPair:
+    """Everything the specs declare for one pair."""
+
+    loaded: LoadedDoc
+    roles: dict[str, LoadedDoc] = field(default_factory=dict)
+    databases: dict[str, LoadedDoc] = field(default_factory=dict)
+    grants: dict[tuple[str, str], LoadedDoc] = field(default_factory=dict)  # (database, role)
+
+    @property
+    def name(self) -> str:
+        return self.doc.metadata.name
+
+    @property
+    def doc(self) -> PairDoc:
+        return self.loaded.doc
+
+    def admin_users(self) -> set[str]:
+        return {n.admin_user for n in self.doc.spec.nodes}
+
+
+@dataclass
+class DesiredState:
+    pairs: dict[str, DesiredPair]
+    workspace: WorkspaceSpec
+    documents: list[LoadedDoc]
+
+    def by_address(self) -> dict[str, LoadedDoc]:
+        return {d.address: d for d in self.documents}
+
+
+def load_desired(path: Path) -> DesiredState:
+    """Load specs under `path` and check references, names and duplicates. Offline."""
+    return build_desired(load_path(path))
+
+
+def build_desired(docs: list[LoadedDoc]) -> DesiredState:
+    problems: list[str] = []
+    seen: dict[str, LoadedDoc] = {}
+    for d in docs:
+        if d.address in seen:
+            problems.append(f"{d.source}: {d.address} is declared twice (first at {seen[d.address].source})")
+        else:
+            seen[d.address] = d
+    workspaces = [d for d in docs if isinstance(d.doc, WorkspaceDoc)]
+    workspace = workspaces[0].doc.spec if workspaces else WorkspaceSpec()
+
+    pairs = {d.doc.metadata.name: DesiredPair(loaded=d) for d in seen.values() if isinstance(d.doc, PairDoc)}
+    for d in seen.values():
+        doc = d.doc
+        if isinstance(doc, (RoleDoc, DatabaseDoc, GrantDoc)):
+            pair = pairs.get(doc.metadata.pair)
+            if pair is None:
+                known = ", ".join(sorted(pairs)) or "none declared"
+                problems.append(f"{d.where('metadata', 'pair')}: {d.address}: pair {doc.metadata.pair!r} is not declared (pairs: {known})")
+                continue
+            if isinstance(doc, RoleDoc):
+                pair.roles[doc.metadata.name] = d
+            elif isinstance(doc, DatabaseDoc):
+                pair.databases[doc.metadata.name] = d
+            else:
+                pair.grants[(doc.spec.database, doc.spec.role)] = d
+    for pair in pairs.values():
+        problems.extend(_reference_problems(pair))
+    if problems:
+        raise SpecError(problems)
+    return DesiredState(pairs=pairs, workspace=workspace, documents=list(seen.values()))
+
+
+def _reference_problems(pair: DesiredPair) -> list[str]:
+    problems: list[str] = []
+    roles = set(pair.roles) | pair.admin_users()
+
+    def need_role(d: LoadedDoc, name: str | None, what: str, *loc: str | int) -> None:
+        if name is None or name in roles:
+            return
+        if what == "member_of" and name.startswith("pg_"):
+            return
+        problems.append(
+            f"{d.where(*loc)}: {d.address}: {what} {name!r} is not a role declared for pair {pair.name!r}; declare it (kind: Role) or import it"
+        )
+
+    for d in pair.roles.values():
+        for i, parent in enumerate(d.doc.spec.member_of):
+            if parent == d.doc.metadata.name:
+                problems.append(f"{d.where('spec', 'member_of', i)}: {d.address}: a role cannot be a member of itself")
+            need_role(d, parent, "member_of", "spec", "member_of", i)
+    for d in pair.databases.values():
+        spec = d.doc.spec
+        need_role(d, spec.owner, "owner", "spec", "owner")
+        for i, schema in enumerate(spec.schemas):
+            need_role(d, schema.owner, "schema owner", "spec", "schemas", i, "owner")
+    for (database, role), d in pair.grants.items():
+        need_role(d, role, "role", "spec", "role")
+        db = pair.databases.get(database)
+        if db is None:
+            problems.append(f"{d.where('spec', 'database')}: {d.address}: database {database!r} is not declared for pair {pair.name!r}")
+            continue
+        declared_schemas = {s.name for s in db.doc.spec.schemas} | {"public"}
+        for schema, grant in d.doc.spec.schemas.items():
+            if schema not in declared_schemas:
+                problems.append(
+                    f"{d.where('spec', 'schemas', schema)}: {d.address}: schema {schema!r} is not declared in database.{pair.name}.{database} (declared: {', '.join(sorted(declared_schemas))})"
+                )
+            if grant.default_privileges is not None:
+                need_role(d, grant.default_privileges.for_role, "for_role", "spec", "schemas", schema, "default_privileges", "for_role")
+    return problems

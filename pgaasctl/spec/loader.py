@@ -1,0 +1,184 @@
+"""Load spec documents from YAML files; every error names file:line and the field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from pgaasctl.errors import SpecError
+from pgaasctl.spec.models import DOCUMENT_MODELS, address_of
+
+YAML_SUFFIXES = (".yaml", ".yml")
+Loc = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    file: Path
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass
+class LoadedDoc:
+    """One validated document, where it came from, and the line of each of its fields."""
+
+    doc: Any
+    source: Source
+    lines: dict[Loc, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def address(self) -> str:
+        return address_of(self.doc)
+
+    def where(self, *loc: str | int) -> str:
+        """file:line of the deepest known part of `loc`."""
+        return f"{self.source.file}:{_line_for(self.lines, loc, self.source.line)}"
+
+
+def spec_files(path: Path) -> list[Path]:
+    """The YAML files under `path` (recursively), or `path` itself, in a stable order."""
+    if not path.exists():
+        raise SpecError([f"{path}: no such file or directory"])
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+
+
+def load_path(path: Path) -> list[LoadedDoc]:
+    """Parse and validate every document under `path`. Raises SpecError listing all problems."""
+    docs: list[LoadedDoc] = []
+    problems: list[str] = []
+    for file in spec_files(path):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            problems.append(f"{file}: cannot read: {exc}")
+            continue
+        file_docs, file_problems = parse_text(text, file)
+        docs.extend(file_docs)
+        problems.extend(file_problems)
+    if problems:
+        raise SpecError(problems)
+    return docs
+
+
+def parse_text(text: str, file: Path) -> tuple[list[LoadedDoc], list[str]]:
+    """Parse one file's text into validated documents plus a list of problems."""
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        return [], [f"{file}:{_yaml_line(exc)}: malformed YAML: {_yaml_reason(exc)}"]
+    docs: list[LoadedDoc] = []
+    problems: list[str] = []
+    for node in nodes:
+        if node is None:
+            continue
+        start = node.start_mark.line + 1
+        lines: dict[Loc, int] = {}
+        duplicate = _index_lines(node, (), lines)
+        if duplicate:
+            problems.append(f"{file}:{duplicate[1]}: duplicate key {duplicate[0]!r}")
+            continue
+        try:
+            data = yaml.SafeLoader(text).construct_document(node)
+        except yaml.YAMLError as exc:
+            problems.append(f"{file}:{_yaml_line(exc)}: malformed YAML: {_yaml_reason(exc)}")
+            continue
+        if not isinstance(data, dict):
+            problems.append(f"{file}:{start}: a document must be a mapping with kind, metadata and spec")
+            continue
+        kind = data.get("kind")
+        model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            where = _line_for(lines, ("kind",), start)
+            known = ", ".join(DOCUMENT_MODELS)
+            shown = "missing" if kind is None else f"unknown kind {kind!r}"
+            problems.append(f"{file}:{where}: kind: {shown}; expected one of {known}")
+            continue
+        try:
+            doc = model.model_validate(data)
+        except ValidationError as exc:
+            problems.extend(_describe(exc, file, lines, start, data))
+            continue
+        docs.append(LoadedDoc(doc=doc, source=Source(file, start), lines=lines))
+    return docs, problems
+
+
+def _describe(exc: ValidationError, file: Path, lines: dict[Loc, int], start: int, data: dict[str, Any]) -> list[str]:
+    label = _label(data)
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        field_path = ".".join(str(p) for p in loc) or "(document)"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif message.startswith("Value error, "):
+            message = message.removeprefix("Value error, ")
+        elif err["type"] == "missing":
+            message = "required field is missing"
+        elif err["type"] in ("literal_error", "enum"):
+            message = f"{message}, got {err.get('input')!r}"
+        out.append(f"{file}:{_line_for(lines, loc, start)}: {label}{field_path}: {message}")
+    return out
+
+
+def _label(data: dict[str, Any]) -> str:
+    meta = data.get("metadata")
+    if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+        return f"{data.get('kind')} {meta['name']!r}: "
+    return f"{data.get('kind')}: "
+
+
+def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> tuple[str, int] | None:
+    """Record the line of every key and item; return (key, line) of a duplicate key if any."""
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key in seen:
+                return key, key_node.start_mark.line + 1
+            seen.add(key)
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+            dup = _index_lines(value_node, loc + (key,), lines)
+            lines[loc + (key,)] = key_node.start_mark.line + 1
+            if dup:
+                return dup
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            dup = _index_lines(item, loc + (i,), lines)
+            if dup:
+                return dup
+    return None
+
+
+def _line_for(lines: dict[Loc, int], loc: Loc, default: int) -> int:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return default
+
+
+def _yaml_line(exc: yaml.YAMLError) -> int:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return mark.line + 1 if mark is not None else 1
+
+
+def _yaml_reason(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    if problem and context:
+        return f"{problem} ({context})"
+    return str(problem or exc).splitlines()[0]
+
+
+def dump_model(model: BaseModel) -> dict[str, Any]:
+    return model.model_dump(mode="json", by_alias=True)

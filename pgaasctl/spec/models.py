@@ -1,0 +1,328 @@
+"""The spec kinds. Every field is documented; the docs become the reference page and the JSON Schema."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from pgaasctl.spec.names import check_identifier
+
+Identifier = Annotated[str, AfterValidator(check_identifier)]
+
+
+def _check_role_reference(name: str) -> str:
+    # Predefined roles (pg_read_all_data, pg_monitor...) may be referenced, never declared.
+    return name if name.startswith("pg_") and len(name.encode()) <= 63 else check_identifier(name)
+
+
+RoleReference = Annotated[str, AfterValidator(_check_role_reference)]
+SettingValue = str | int | float | bool
+
+_SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+
+
+def _check_settings(settings: dict[str, SettingValue]) -> dict[str, SettingValue]:
+    for name in settings:
+        if not _SETTING_NAME.match(name):
+            raise ValueError(f"setting name {name!r} is not a PostgreSQL parameter name")
+    return settings
+
+
+Settings = Annotated[dict[str, SettingValue], AfterValidator(_check_settings)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretSource(Strict):
+    """Where a secret comes from. Secrets never live in the spec text."""
+
+    env: str | None = Field(None, description="Name of an environment variable holding the secret.")
+    file: str | None = Field(None, description="Path of a file holding the secret (relative to the spec file); one trailing newline is stripped.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> SecretSource:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("give exactly one of env or file")
+        return self
+
+
+# ---------------------------------------------------------------- Pair
+
+class ExistingNode(Strict):
+    """A server that already runs PostgreSQL."""
+
+    name: Identifier = Field(description="Node name, unique in the pair.")
+    host: str = Field(description="Address or host name pgaasctl connects to.")
+    port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port.")
+    admin_user: str = Field("postgres", description="Superuser (or role with CREATEROLE/CREATEDB) pgaasctl connects as.")
+    admin_password: SecretSource | None = Field(None, description="Password of admin_user; omit for trust, peer or ~/.pgpass.")
+    admin_database: str = Field("postgres", description="Database to connect to for cluster-wide reads and changes.")
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
+        "prefer", description="libpq sslmode."
+    )
+    connect_timeout: int = Field(5, ge=1, le=120, description="Seconds to wait for a connection.")
+
+
+class PairSpec(Strict):
+    """A primary/standby pair (or a single server) that pgaasctl manages objects on."""
+
+    provider: Literal["existing"] = Field(description="How the nodes come to exist. `existing`: servers you already run.")
+    postgres: Literal[15] = Field(15, description="PostgreSQL major version.")
+    nodes: list[ExistingNode] = Field(min_length=1, max_length=2, description="The nodes; one is allowed but is not fault tolerant.")
+    replication: Literal["synchronous", "asynchronous"] = Field(
+        "asynchronous", description="Whether a commit waits for the standby."
+    )
+    settings: Settings = Field(default_factory=dict, description="Server parameters, set with ALTER SYSTEM.")
+    deletion_protection: bool = Field(True, description="Refuse to destroy the pair.")
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> PairSpec:
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"node names must be unique, got {names}")
+        return self
+
+
+# ---------------------------------------------------------------- Role
+
+class RoleSpec(Strict):
+    """A role. Attributes not given take PostgreSQL's defaults, and drift from them is corrected."""
+
+    login: bool = Field(False, description="May log in.")
+    superuser: bool = Field(False, description="Superuser.")
+    createdb: bool = Field(False, description="May create databases.")
+    createrole: bool = Field(False, description="May create roles.")
+    replication: bool = Field(False, description="May start streaming replication.")
+    bypassrls: bool = Field(False, description="Bypasses row-level security.")
+    inherit: bool = Field(True, description="Inherits privileges of roles it is a member of.")
+    connection_limit: int = Field(-1, ge=-1, description="Concurrent connections allowed; -1 for no limit.")
+    valid_until: dt.datetime | Literal["infinity"] | None = Field(
+        None, description="Password expiry time (ISO 8601, with time zone) or `infinity`."
+    )
+    member_of: list[RoleReference] = Field(default_factory=list, description="Roles this role is a member of.")
+    settings: Settings = Field(default_factory=dict, description="Per-role parameters (ALTER ROLE ... SET).")
+    password: SecretSource | None = Field(
+        None, description="Password source ({env: NAME} or {file: PATH}); omitted: the password is not managed."
+    )
+
+    @model_validator(mode="after")
+    def _tz_aware(self) -> RoleSpec:
+        if isinstance(self.valid_until, dt.datetime) and self.valid_until.tzinfo is None:
+            raise ValueError("valid_until needs a time zone, e.g. 2027-01-01T00:00:00Z")
+        return self
+
+
+# ---------------------------------------------------------------- Database
+
+def _name_or_mapping(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class Extension(Strict):
+    """An extension installed in the database."""
+
+    name: Identifier = Field(description="Extension name, e.g. pgcrypto.")
+    version: str | None = Field(None, description="Version; omitted: the default version when created, never updated.")
+    schema_: Identifier | None = Field(None, alias="schema", description="Schema to install into; create-only.")
+
+
+class Schema(Strict):
+    """A schema in the database."""
+
+    name: Identifier = Field(description="Schema name.")
+    owner: Identifier | None = Field(None, description="Owner role; omitted: the database owner.")
+
+
+class DatabaseSpec(Strict):
+    """A database and what lives at its top level."""
+
+    owner: Identifier | None = Field(None, description="Owner role; omitted: the admin user.")
+    encoding: str | None = Field(None, description="Encoding, e.g. UTF8; create-only.")
+    locale: str | None = Field(None, description="LC_COLLATE and LC_CTYPE, e.g. C.UTF-8; create-only.")
+    template: Identifier | Literal["template0", "template1"] = Field("template1", description="Template to copy; create-only.")
+    connection_limit: int = Field(-1, ge=-1, description="Concurrent connections allowed; -1 for no limit.")
+    allow_connections: bool = Field(True, description="Whether anyone may connect.")
+    settings: Settings = Field(default_factory=dict, description="Per-database parameters (ALTER DATABASE ... SET).")
+    extensions: list[Annotated[Extension, BeforeValidator(_name_or_mapping)]] = Field(
+        default_factory=list, description="Extensions: a name, or {name, version, schema}."
+    )
+    schemas: list[Annotated[Schema, BeforeValidator(_name_or_mapping)]] = Field(
+        default_factory=list, description="Schemas: a name, or {name, owner}."
+    )
+    deletion_protection: bool = Field(False, description="Turn a destroy of this database into a plan error.")
+
+    @model_validator(mode="after")
+    def _unique_children(self) -> DatabaseSpec:
+        for what, names in (("extension", [e.name for e in self.extensions]), ("schema", [s.name for s in self.schemas])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what} listed twice: {', '.join(dupes)}")
+        return self
+
+
+# ---------------------------------------------------------------- Grant
+
+DatabasePrivilege = Literal["CONNECT", "CREATE", "TEMPORARY"]
+SchemaPrivilege = Literal["USAGE", "CREATE"]
+TablePrivilege = Literal["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"]
+SequencePrivilege = Literal["USAGE", "SELECT", "UPDATE"]
+FunctionPrivilege = Literal["EXECUTE"]
+
+ALL_PRIVILEGES: dict[str, tuple[str, ...]] = {
+    "database": ("CONNECT", "CREATE", "TEMPORARY"),
+    "schema": ("USAGE", "CREATE"),
+    "tables": ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER"),
+    "sequences": ("USAGE", "SELECT", "UPDATE"),
+    "functions": ("EXECUTE",),
+}
+
+
+def _privileges(kind: str) -> Any:
+    def normalise(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = [value]
+        out: list[Any] = []
+        for item in value:
+            word = item.upper().strip() if isinstance(item, str) else item
+            if word == "TEMP":
+                word = "TEMPORARY"
+            if word in ("ALL", "ALL PRIVILEGES"):
+                out.extend(ALL_PRIVILEGES[kind])
+            else:
+                out.append(word)
+        return sorted(set(out), key=str)
+
+    return BeforeValidator(normalise)
+
+
+class DefaultPrivileges(Strict):
+    """Privileges on objects created in the future (ALTER DEFAULT PRIVILEGES)."""
+
+    for_role: Identifier | None = Field(None, description="Role whose future objects get them; omitted: the database owner.")
+    tables: Annotated[list[TablePrivilege], _privileges("tables")] = Field(default_factory=list)
+    sequences: Annotated[list[SequencePrivilege], _privileges("sequences")] = Field(default_factory=list)
+    functions: Annotated[list[FunctionPrivilege], _privileges("functions")] = Field(default_factory=list)
+
+
+class SchemaGrant(Strict):
+    """Privileges in one schema. A list given is authoritative; an omitted list is left alone."""
+
+    privileges: Annotated[list[SchemaPrivilege] | None, _privileges("schema")] = Field(
+        None, description="On the schema itself: USAGE, CREATE."
+    )
+    tables: Annotated[list[TablePrivilege] | None, _privileges("tables")] = Field(
+        None, description="On all tables, views and materialized views now in the schema."
+    )
+    sequences: Annotated[list[SequencePrivilege] | None, _privileges("sequences")] = Field(
+        None, description="On all sequences now in the schema."
+    )
+    functions: Annotated[list[FunctionPrivilege] | None, _privileges("functions")] = Field(
+        None, description="On all functions and procedures now in the schema."
+    )
+    default_privileges: DefaultPrivileges | None = Field(None, description="On objects created later in the schema.")
+
+
+class GrantSpec(Strict):
+    """What one role may do in one database. One Grant per (role, database)."""
+
+    role: Identifier = Field(description="The grantee.")
+    database: Identifier = Field(description="The database.")
+    privileges: Annotated[list[DatabasePrivilege] | None, _privileges("database")] = Field(
+        None, description="On the database: CONNECT, CREATE, TEMPORARY (or ALL)."
+    )
+    schemas: dict[Identifier, SchemaGrant] = Field(default_factory=dict, description="Privileges per schema.")
+
+
+# ---------------------------------------------------------------- Workspace
+
+class WorkspaceSpec(Strict):
+    """Settings of the workspace itself."""
+
+    store: str = Field(
+        "sqlite:///state/pgaasctl.db",
+        description="State store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://...",
+    )
+    lock_timeout: float = Field(5.0, ge=0, le=600, description="Seconds a second apply waits for the pair lock.")
+    standby_timeout: float = Field(30.0, ge=0, le=3600, description="Seconds apply waits for the standby to replay.")
+
+
+# ---------------------------------------------------------------- documents
+
+class PairMetadata(Strict):
+    name: Identifier = Field(description="Pair name, unique in the workspace.")
+
+
+class ObjectMetadata(Strict):
+    name: Identifier = Field(description="Object name in PostgreSQL.")
+    pair: Identifier = Field(description="The pair the object lives on.")
+
+
+class GrantMetadata(Strict):
+    pair: Identifier = Field(description="The pair the grant lives on.")
+    name: str | None = Field(None, description="Optional label; the address is grant.PAIR.DATABASE.ROLE.")
+
+
+class WorkspaceMetadata(Strict):
+    name: str = Field("default", description="Label.")
+
+
+class PairDoc(Strict):
+    kind: Literal["Pair"]
+    metadata: PairMetadata
+    spec: PairSpec
+
+
+class RoleDoc(Strict):
+    kind: Literal["Role"]
+    metadata: ObjectMetadata
+    spec: RoleSpec = Field(default_factory=RoleSpec)
+
+
+class DatabaseDoc(Strict):
+    kind: Literal["Database"]
+    metadata: ObjectMetadata
+    spec: DatabaseSpec = Field(default_factory=DatabaseSpec)
+
+
+class GrantDoc(Strict):
+    kind: Literal["Grant"]
+    metadata: GrantMetadata
+    spec: GrantSpec
+
+
+class WorkspaceDoc(Strict):
+    kind: Literal["Workspace"]
+    metadata: WorkspaceMetadata = Field(default_factory=WorkspaceMetadata)
+    spec: WorkspaceSpec = Field(default_factory=WorkspaceSpec)
+
+
+Document = Annotated[PairDoc | RoleDoc | DatabaseDoc | GrantDoc | WorkspaceDoc, Field(discriminator="kind")]
+DOCUMENT_MODELS: dict[str, type[BaseModel]] = {
+    "Pair": PairDoc,
+    "Role": RoleDoc,
+    "Database": DatabaseDoc,
+    "Grant": GrantDoc,
+    "Workspace": WorkspaceDoc,
+}
+
+
+def address_of(doc: BaseModel) -> str:
+    """The stable address of a document's object, e.g. role.orders.orders_app."""
+    if isinstance(doc, PairDoc):
+        return f"pair.{doc.metadata.name}"
+    if isinstance(doc, RoleDoc):
+        return f"role.{doc.metadata.pair}.{doc.metadata.name}"
+    if isinstance(doc, DatabaseDoc):
+        return f"database.{doc.metadata.pair}.{doc.metadata.name}"
+    if isinstance(doc, GrantDoc):
+        return f"grant.{doc.metadata.pair}.{doc.spec.database}.{doc.spec.role}"
+    if isinstance(doc, WorkspaceDoc):
+        return "workspace"
+    raise TypeError(type(doc))

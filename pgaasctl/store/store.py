@@ -1,0 +1,289 @@
+"""One Store class over two SQL backends (sqlite3 and psycopg); the SQL is shared, only placeholders differ."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import pwd
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from pydantic import BaseModel
+
+from pgaasctl.errors import LockHeld, PgaasError
+
+SCHEMA_VERSION = "1"
+DDL = [
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS pairs (
+        name TEXT PRIMARY KEY, provider TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS nodes (
+        pair TEXT NOT NULL, name TEXT NOT NULL, host TEXT NOT NULL, port INTEGER NOT NULL,
+        role TEXT NOT NULL, reachable INTEGER NOT NULL, seen_at TEXT NOT NULL,
+        PRIMARY KEY (pair, name))""",
+    """CREATE TABLE IF NOT EXISTS objects (
+        address TEXT PRIMARY KEY, pair TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+        attributes TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS history (
+        id TEXT PRIMARY KEY, pair TEXT NOT NULL, operation TEXT NOT NULL, actor TEXT NOT NULL,
+        started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, summary TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS locks (
+        pair TEXT PRIMARY KEY, holder TEXT NOT NULL, operation TEXT NOT NULL, acquired_at TEXT NOT NULL)""",
+]
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def actor() -> str:
+    """Who is acting, as shown to a second caller: user@host pid N."""
+    user = pwd.getpwuid(os.getuid()).pw_name
+    return f"{user}@{socket.gethostname()} pid {os.getpid()}"
+
+
+class ManagedObject(BaseModel):
+    address: str
+    pair: str
+    kind: str
+    name: str
+    attributes: dict[str, Any]
+    created_at: str
+    updated_at: str
+
+
+class NodeRecord(BaseModel):
+    pair: str
+    name: str
+    host: str
+    port: int
+    role: str
+    reachable: bool
+    seen_at: str
+
+
+class LockInfo(BaseModel):
+    pair: str
+    holder: str
+    operation: str
+    acquired_at: str
+
+
+class HistoryEntry(BaseModel):
+    id: str
+    pair: str
+    operation: str
+    actor: str
+    started_at: str
+    finished_at: str | None
+    status: str
+    summary: dict[str, Any]
+
+
+class Store:
+    """The state store. Never holds a secret: callers pass attributes with secrets already removed."""
+
+    def __init__(self, url: str, conn: Any, placeholder: str) -> None:
+        self.url = url
+        self._conn = conn
+        self._placeholder = placeholder
+        for statement in DDL:
+            self._exec(statement)
+        self._exec(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", ("schema_version", SCHEMA_VERSION)
+        )
+
+    # -- plumbing
+    def _exec(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self._placeholder != "?":
+            query = query.replace("?", self._placeholder)
+        cur = self._conn.execute(query, params)
+        try:
+            rows = cur.fetchall() if cur.description else []
+        finally:
+            cur.close()
+        return [tuple(r) for r in rows]
+
+    def _count(self, query: str, params: tuple[Any, ...]) -> int:
+        if self._placeholder != "?":
+            query = query.replace("?", self._placeholder)
+        cur = self._conn.execute(query, params)
+        n = cur.rowcount
+        cur.close()
+        return n
+
+    def close(self) -> None:
+        self._conn.close()
+
+    # -- managed objects
+    def managed(self, pair: str | None = None) -> dict[str, ManagedObject]:
+        cols = "address, pair, kind, name, attributes, created_at, updated_at"
+        if pair is None:
+            rows = self._exec(f"SELECT {cols} FROM objects ORDER BY address")
+        else:
+            rows = self._exec(f"SELECT {cols} FROM objects WHERE pair = ? ORDER BY address", (pair,))
+        return {
+            r[0]: ManagedObject(
+                address=r[0], pair=r[1], kind=r[2], name=r[3], attributes=json.loads(r[4]), created_at=r[5], updated_at=r[6]
+            )
+            for r in rows
+        }
+
+    def record(self, address: str, pair: str, kind: str, name: str, attributes: dict[str, Any]) -> None:
+        now = _now()
+        self._exec(
+            """INSERT INTO objects (address, pair, kind, name, attributes, created_at, updated_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (address) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at""",
+            (address, pair, kind, name, json.dumps(attributes, sort_keys=True), now, now),
+        )
+
+    def forget(self, address: str) -> bool:
+        return self._count("DELETE FROM objects WHERE address = ?", (address,)) > 0
+
+    # -- pairs and the node lookup
+    def record_pair(self, name: str, provider: str) -> None:
+        self._exec(
+            """INSERT INTO pairs (name, provider, updated_at) VALUES (?, ?, ?)
+               ON CONFLICT (name) DO UPDATE SET provider = excluded.provider, updated_at = excluded.updated_at""",
+            (name, provider, _now()),
+        )
+
+    def record_nodes(self, pair: str, nodes: list[tuple[str, str, int, str, bool]]) -> None:
+        """Replace the node lookup of a pair: (name, host, port, role, reachable) per node."""
+        now = _now()
+        self._exec("DELETE FROM nodes WHERE pair = ?", (pair,))
+        for name, host, port, role, reachable in nodes:
+            self._exec(
+                "INSERT INTO nodes (pair, name, host, port, role, reachable, seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (pair, name, host, port, role, int(reachable), now),
+            )
+
+    def nodes(self, pair: str) -> list[NodeRecord]:
+        rows = self._exec(
+            "SELECT pair, name, host, port, role, reachable, seen_at FROM nodes WHERE pair = ? ORDER BY name", (pair,)
+        )
+        return [
+            NodeRecord(pair=r[0], name=r[1], host=r[2], port=r[3], role=r[4], reachable=bool(r[5]), seen_at=r[6])
+            for r in rows
+        ]
+
+    def pairs(self) -> list[str]:
+        return [r[0] for r in self._exec("SELECT name FROM pairs ORDER BY name")]
+
+    def forget_pair(self, name: str) -> None:
+        self._exec("DELETE FROM nodes WHERE pair = ?", (name,))
+        self._exec("DELETE FROM pairs WHERE name = ?", (name,))
+
+    # -- history
+    def begin(self, pair: str, operation: str) -> str:
+        entry_id = f"{time.time_ns():x}-{os.getpid()}"
+        self._exec(
+            "INSERT INTO history (id, pair, operation, actor, started_at, status, summary) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (entry_id, pair, operation, actor(), _now(), "running", "{}"),
+        )
+        return entry_id
+
+    def finish(self, entry_id: str, status: str, summary: dict[str, Any]) -> None:
+        self._exec(
+            "UPDATE history SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
+            (_now(), status, json.dumps(summary, sort_keys=True), entry_id),
+        )
+
+    def history(self, pair: str | None = None, limit: int = 50) -> list[HistoryEntry]:
+        cols = "id, pair, operation, actor, started_at, finished_at, status, summary"
+        if pair:
+            rows = self._exec(f"SELECT {cols} FROM history WHERE pair = ? ORDER BY id DESC LIMIT ?", (pair, limit))
+        else:
+            rows = self._exec(f"SELECT {cols} FROM history ORDER BY id DESC LIMIT ?", (limit,))
+        return [
+            HistoryEntry(
+                id=r[0], pair=r[1], operation=r[2], actor=r[3], started_at=r[4], finished_at=r[5], status=r[6],
+                summary=json.loads(r[7]),
+            )
+            for r in rows
+        ]
+
+    # -- locks
+    def lock_info(self, pair: str) -> LockInfo | None:
+        rows = self._exec("SELECT pair, holder, operation, acquired_at FROM locks WHERE pair = ?", (pair,))
+        return LockInfo(pair=rows[0][0], holder=rows[0][1], operation=rows[0][2], acquired_at=rows[0][3]) if rows else None
+
+    def try_lock(self, pair: str, operation: str, holder: str) -> bool:
+        inserted = self._count(
+            "INSERT INTO locks (pair, holder, operation, acquired_at) VALUES (?, ?, ?, ?) ON CONFLICT (pair) DO NOTHING",
+            (pair, holder, operation, _now()),
+        )
+        return inserted == 1
+
+    def unlock(self, pair: str, holder: str) -> None:
+        self._exec("DELETE FROM locks WHERE pair = ? AND holder = ?", (pair, holder))
+
+    def force_unlock(self, pair: str) -> LockInfo | None:
+        info = self.lock_info(pair)
+        self._exec("DELETE FROM locks WHERE pair = ?", (pair,))
+        return info
+
+    @contextmanager
+    def locked(self, pair: str, operation: str, timeout: float) -> Iterator[str]:
+        """Hold the pair's lock; wait up to `timeout` seconds, then fail naming the holder."""
+        holder = actor()
+        deadline = time.monotonic() + timeout
+        while not self.try_lock(pair, operation, holder):
+            if time.monotonic() >= deadline:
+                info = self.lock_info(pair)
+                who = f"{info.holder} ({info.operation} since {info.acquired_at})" if info else "another process"
+                raise LockHeld(
+                    f"pair {pair!r} is locked by {who}; waited {timeout:g}s",
+                    f"Wait for it to finish. If that process is gone, run: pgaasctl force-unlock {pair}",
+                )
+            time.sleep(0.1)  # polling the lock row; nothing to wait on instead
+        try:
+            yield holder
+        finally:
+            self.unlock(pair, holder)
+
+
+def open_store(url: str, base: Path | None = None) -> Store:
+    """Open (and create if needed) the store at `url`. Relative SQLite paths are relative to `base` or the cwd."""
+    if url.startswith("sqlite:///"):
+        raw = url.removeprefix("sqlite:///")
+        path = Path(raw) if raw.startswith("/") else (base or Path.cwd()) / raw
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+        except (OSError, sqlite3.Error) as exc:
+            raise PgaasError(f"cannot open the state store {path}: {exc}") from None
+        return Store(url, conn, "?")
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
+        except psycopg.Error as exc:
+            raise PgaasError(f"cannot open the state store {_redact_url(url)}: {_first_line(exc)}") from None
+        return Store(_redact_url(url), conn, "%s")
+    raise PgaasError(
+        f"state store URL {_redact_url(url)!r} is not understood",
+        "Use sqlite:///state/pgaasctl.db (relative), sqlite:////abs/path.db or postgresql://user@host/db",
+    )
+
+
+def _redact_url(url: str) -> str:
+    """Drop a password from a URL before it is shown anywhere."""
+    if "://" in url and "@" in url.split("://", 1)[1]:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}@{host}"
+    return url
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,145 @@
+"""The workspace: where the specs are, which state store, and the operations the CLI, API and console share."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pgaasctl.apply.executor import ApplyResult, Executor, ProgressCallback, release_advisory_lock, take_advisory_lock, wait_for_standbys
+from pgaasctl.errors import PgaasError, SpecError
+from pgaasctl.plan.build import LivePair, close_pairs, make_plan
+from pgaasctl.plan.model import Plan
+from pgaasctl.plan.planfile import check_still_valid
+from pgaasctl.spec.desired import DesiredState, load_desired
+from pgaasctl.spec.loader import load_path
+from pgaasctl.spec.models import WorkspaceDoc, WorkspaceSpec
+from pgaasctl.store import Store, open_store
+
+DEFAULT_SPECS = Path("specs")
+STORE_ENV = "PGAASCTL_STORE"
+
+
+def workspace_settings(path: Path) -> WorkspaceSpec:
+    """The Workspace document under `path`, or the defaults. Spec errors elsewhere are not raised here."""
+    try:
+        docs = load_path(path)
+    except SpecError:
+        return WorkspaceSpec()
+    found = [d.doc.spec for d in docs if isinstance(d.doc, WorkspaceDoc)]
+    return found[0] if found else WorkspaceSpec()
+
+
+def store_url(path: Path, explicit: str | None) -> str:
+    return explicit or os.environ.get(STORE_ENV) or workspace_settings(path).store
+
+
+def open_workspace_store(path: Path, explicit: str | None) -> Store:
+    return open_store(store_url(path, explicit))
+
+
+@dataclass
+class PlannedWork:
+    """A plan with its live connections, ready to apply; close() when done."""
+
+    desired: DesiredState
+    plan: Plan
+    live: dict[str, LivePair]
+    results: list[ApplyResult] = field(default_factory=list)
+
+    def close(self) -> None:
+        close_pairs(self.live)
+
+
+def plan_specs(path: Path, store: Store, destroy: bool = False, targets: list[str] | None = None) -> PlannedWork:
+    desired = load_desired(path)
+    plan, live = make_plan(desired, store, path, destroy=destroy, targets=targets)
+    return PlannedWork(desired=desired, plan=plan, live=live)
+
+
+@contextmanager
+def locked_plan(path: Path, store: Store, destroy: bool = False, targets: list[str] | None = None,
+                saved: Plan | None = None, saved_path: Path | None = None) -> Iterator[PlannedWork]:
+    """Lock every pair of the specs (store lock, then pg_advisory_lock on each primary), then plan.
+
+    With `saved`, the fresh plan must match it exactly, or StalePlan is raised.
+    """
+    desired = load_desired(path)
+    with ExitStack() as stack:
+        for pair in sorted(desired.pairs):
+            stack.enter_context(store.locked(pair, "destroy" if destroy else "apply", desired.workspace.lock_timeout))
+        plan, live = make_plan(desired, store, path, destroy=destroy, targets=targets)
+        work = PlannedWork(desired=desired, plan=plan, live=live)
+        stack.callback(work.close)
+        for name, item in live.items():
+            take_advisory_lock(item.state.connection, name)
+            stack.callback(release_advisory_lock, item.state.connection, name)
+        if saved is not None:
+            check_still_valid(saved, plan, saved_path or Path("plan"))
+        yield work
+
+
+def execute(work: PlannedWork, store: Store, on_progress: ProgressCallback | None = None) -> list[ApplyResult]:
+    """Apply every pair's changes (pairs one after another), wait for standbys, record history."""
+    operation = "destroy" if work.plan.destroy else "apply"
+    for pair_plan in work.plan.pairs:
+        if not pair_plan.changes:
+            continue
+        live = work.live[pair_plan.pair]
+        entry = store.begin(pair_plan.pair, operation)
+        try:
+            result = Executor(live, store, on_progress).run()
+            result.standby_wait = wait_for_standbys(live, work.desired.workspace.standby_timeout)
+        except PgaasError as exc:
+            store.finish(entry, "failed", {"error": exc.message})
+            raise
+        except BaseException:
+            store.finish(entry, "interrupted", {})
+            raise
+        store.finish(entry, "applied", {"changes": result.done})
+        work.results.append(result)
+    return work.results
+
+
+def forget_destroyed_pairs(work: PlannedWork, store: Store) -> None:
+    """After a destroy, drop pairs with nothing left managed from the store's node lookup."""
+    for pair in work.plan.pairs:
+        if not store.managed(pair.pair):
+            store.forget_pair(pair.pair)
+
+
+def import_object(path: Path, store: Store, address: str) -> str:
+    """Start managing an object that exists on the server and is declared in the specs."""
+    desired = load_desired(path)
+    loaded = desired.by_address().get(address)
+    if loaded is None:
+        raise PgaasError(
+            f"{address} is not declared in the specs under {path}",
+            "Declare it first (so the next plan does not drop it), then import it.",
+        )
+    kind = address.split(".", 1)[0]
+    if kind == "pair":
+        raise PgaasError("pairs are not imported: the first apply of a Pair starts managing it")
+    if store.managed().get(address):
+        raise PgaasError(f"{address} is already managed")
+    pair_name = address.split(".")[1]
+    plan, live = make_plan(desired, store, path, targets=[address])
+    try:
+        change = next((c for p in plan.pairs for c in p.changes if c.address == address), None)
+        catalog = live[pair_name].catalog
+        if change is not None and change.action == "create":
+            raise PgaasError(f"{address} does not exist on pair {pair_name!r}; apply creates it, there is nothing to import")
+        if kind == "role" and loaded.doc.metadata.name not in catalog.roles or (
+            kind == "database" and loaded.doc.metadata.name not in catalog.databases
+        ):
+            raise PgaasError(f"{address} does not exist on pair {pair_name!r}")
+        if change is None or change.record is None:
+            raise PgaasError(f"{address} cannot be imported: the plan has no entry for it")
+        record = change.record
+        name = address.split(".", 2)[2]
+        store.record(address, pair_name, kind, name, record)
+    finally:
+        close_pairs(live)
+    return address
