@@ -448,9 +448,11 @@ def diff_grant(ctx: PairContext, database: str, role: str, spec: GrantSpec | Non
                 lambda p, g, s=schema: sqlgen.schema_privileges(database, s, role, p, g))
         for objtype in OBJECT_TYPES:
             objects: ObjectsInSchema | None = getattr(live, objtype) if live else None
+            wanted_objects = getattr(want, objtype) if want else None
             any_held, all_held = _held(objects, role)
-            compare(f"{prefix}.{objtype}", getattr(want, objtype) if want else None,
-                    bool(was and getattr(was, objtype) is not None), any_held,
+            if all_held is None:  # no such objects in the schema: every wanted privilege is vacuously held
+                all_held = list(wanted_objects or [])
+            compare(f"{prefix}.{objtype}", wanted_objects, bool(was and getattr(was, objtype) is not None), any_held,
                     lambda p, g, s=schema, o=objtype: sqlgen.all_objects_privileges(database, s, o, role, p, g),
                     full=all_held)
         _default_privileges(ctx, database, role, schema, want, was, previous_for_roles.get(schema), database_owner,
