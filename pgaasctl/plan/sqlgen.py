@@ -56,7 +56,7 @@ def set_object_setting(kind: str, name: str, setting: str, value: str | None) ->
     target = sql.SQL("ALTER {} {}").format(sql.SQL(kind), I(name))
     if value is None:
         return Statement(sql.SQL("{} RESET {}").format(target, _setting(setting)))
-    return Statement(sql.SQL("{} SET {} = {}").format(target, _setting(setting), L(value)))
+    return Statement(sql.SQL("{} SET {} = {}").format(target, _setting(setting), _setting_value(setting, value)))
 
 
 def grant_membership(parent: str, member: str, grant: bool) -> Statement:
@@ -130,6 +130,18 @@ def drop_schema(database: str, name: str) -> Statement:
     return Statement(sql.SQL("DROP SCHEMA IF EXISTS {}").format(I(name)), database=database)
 
 
+# Parameters PostgreSQL reads as lists of quoted items: one literal per item, or "a, b" becomes one item.
+LIST_PARAMETERS = {"search_path", "temp_tablespaces", "shared_preload_libraries", "session_preload_libraries",
+                   "local_preload_libraries"}
+
+
+def _setting_value(name: str, value: str) -> sql.Composable:
+    if name.lower() in LIST_PARAMETERS:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        return sql.SQL(", ").join(L(item) for item in items) if items else L("")
+    return L(value)
+
+
 def _setting(name: str) -> sql.Identifier:
     return I(*name.split("."))  # custom parameters are written myapp.key
 
@@ -174,7 +186,7 @@ def default_privileges(database: str, schema: str, for_role: str, objtype: str, 
 def alter_system(setting: str, value: str | None) -> Statement:
     if value is None:
         return Statement(sql.SQL("ALTER SYSTEM RESET {}").format(_setting(setting)), transactional=False)
-    return Statement(sql.SQL("ALTER SYSTEM SET {} = {}").format(_setting(setting), L(value)), transactional=False)
+    return Statement(sql.SQL("ALTER SYSTEM SET {} = {}").format(_setting(setting), _setting_value(setting, value)), transactional=False)
 
 
 def reload_conf() -> Statement:

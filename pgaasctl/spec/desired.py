@@ -93,6 +93,11 @@ def _reference_problems(pair: DesiredPair) -> list[str]:
         )
 
     for d in pair.roles.values():
+        if d.doc.metadata.name in pair.admin_users():
+            problems.append(
+                f"{d.where('metadata', 'name')}: {d.address}: {d.doc.metadata.name!r} is the admin user pgaasctl connects as; "
+                "it cannot be declared as a Role"
+            )
         for i, parent in enumerate(d.doc.spec.member_of):
             if parent == d.doc.metadata.name:
                 problems.append(f"{d.where('spec', 'member_of', i)}: {d.address}: a role cannot be a member of itself")
