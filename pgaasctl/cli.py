@@ -31,8 +31,8 @@ app = typer.Typer(
 state_app = typer.Typer(help="Inspect and edit what the state store records as managed.", no_args_is_help=True)
 app.add_typer(state_app, name="state")
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 PathArg = Annotated[Path, typer.Argument(help="Spec file or directory (searched recursively).")]
 StoreOpt = Annotated[

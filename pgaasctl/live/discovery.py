@@ -19,7 +19,8 @@ class NodeState:
     address: NodeAddress
     role: NodeRole
     error: str | None = None
-    replication: str | None = None  # as the primary reports it: "streaming, sync"
+    replication: str | None = None  # e.g. "streaming, sync"
+    receiving_from: tuple[str, int] | None = None  # a standby's WAL sender (host, port), when streaming
 
     @property
     def name(self) -> str:
@@ -51,10 +52,15 @@ def _probe(node: NodeAddress) -> tuple[NodeState, psycopg.Connection | None]:
         return NodeState(node, "unreachable", error=exc.message), None
     try:
         in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
+        if not in_recovery:
+            return NodeState(node, "primary"), conn
+        receiver = conn.execute("SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver").fetchone()
     except psycopg.Error as exc:
         conn.close()
         return NodeState(node, "unreachable", error=f"{node.label}: {exc}"), None
-    return NodeState(node, "standby" if in_recovery else "primary"), conn
+    state = NodeState(node, "standby")
+    state.receiving_from = (receiver[1], receiver[2]) if receiver and receiver[0] == "streaming" else None
+    return state, conn
 
 
 def discover(pair: str, nodes: list[NodeAddress], synchronous: bool) -> PairState:
@@ -99,15 +105,18 @@ def _claim(state: NodeState) -> str:
 
 
 def _read_replication(state: PairState, synchronous: bool) -> None:
-    rows = state.connection.execute(
-        "SELECT client_addr::text, application_name, state, sync_state FROM pg_stat_replication"
-    ).fetchall()
+    """Each standby must stream from this primary; the primary says whether it is synchronous."""
+    rows = state.connection.execute("SELECT application_name, state, sync_state FROM pg_stat_replication").fetchall()
+    primary = state.primary.address
     for node in state.standbys:
-        match = next((r for r in rows if r[1] == node.name or (r[0] or "").split("/")[0] == node.address.host), None)
-        if match is None:
-            node.replication = "not replicating from the primary"
-            state.warnings.append(f"pair {state.pair!r}: standby {node.name} is not replicating from {state.primary.name}")
-        else:
-            node.replication = f"{match[2]}, {match[3]}"
-            if synchronous and match[3] not in ("sync", "quorum"):
-                state.warnings.append(f"pair {state.pair!r} is degraded: standby {node.name} is {match[3]}, not synchronous")
+        if node.receiving_from is None or node.receiving_from != (primary.host, primary.port):
+            source = f"{node.receiving_from[0]}:{node.receiving_from[1]}" if node.receiving_from else "nowhere"
+            node.replication = f"not replicating from the primary (streaming from {source})"
+            state.warnings.append(f"pair {state.pair!r} is degraded: standby {node.name} is not streaming from {primary.name}")
+            continue
+        # walsenders are named by the standby's application_name; with a single standby there is no doubt
+        match = next((r for r in rows if r[0] == node.name), rows[0] if len(rows) == 1 else None)
+        sync_state = match[2] if match else "unknown"
+        node.replication = f"streaming, {sync_state}"
+        if synchronous and sync_state not in ("sync", "quorum"):
+            state.warnings.append(f"pair {state.pair!r} is degraded: standby {node.name} is {sync_state}, not synchronous")

@@ -248,6 +248,23 @@ class PgServer:
                 break
         raise PgServerError(f"could not start PostgreSQL on {self.host}:{self._port}:\n{last_error}")
 
+    def start_standby_of(self, primary: "PgServer") -> "PgServer":
+        """Make this server a streaming standby of `primary` (pg_basebackup -R), then start it."""
+        if (self.data_dir / "PG_VERSION").exists():
+            raise PgServerError(f"{self.data_dir} already holds a cluster")
+        self._prepare_dirs()
+        env = {**self._env(), "PGPASSWORD": primary.admin_password}
+        argv = [
+            str(PG_BIN / "pg_basebackup"), "-D", str(self.data_dir), "-R", "-c", "fast", "-X", "stream",
+            "-h", primary.host, "-p", str(primary.port), "-U", primary.admin_user, "--no-sync",
+        ]
+        result = subprocess.run(self._as_server_user(argv), env=env, cwd=self.base_dir, stdin=subprocess.DEVNULL,
+                                capture_output=True, text=True, timeout=120)
+        if result.returncode != 0:
+            raise PgServerError(f"pg_basebackup failed:\n{result.stdout}{result.stderr}")
+        self._password = primary.admin_password
+        return self.start()
+
     def stop(self, mode: str = "fast") -> None:
         """Stop the server and make sure none of its processes remain. Idempotent."""
         if mode not in ("smart", "fast", "immediate"):
