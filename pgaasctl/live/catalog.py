@@ -132,7 +132,7 @@ SETTINGS_SQL = """
 SELECT s.name, s.setting, s.unit, s.vartype, s.context, s.enumvals, f.setting, s.pending_restart
 FROM pg_settings s
 LEFT JOIN (SELECT DISTINCT ON (name) name, setting FROM pg_file_settings
-           WHERE sourcefile LIKE '%postgresql.auto.conf' AND error IS NULL ORDER BY name, seqno DESC) f ON f.name = s.name
+           WHERE sourcefile LIKE '%postgresql.auto.conf' ORDER BY name, seqno DESC) f ON f.name = s.name
 """
 
 AUTO_CONF_ONLY_SQL = """

@@ -48,6 +48,29 @@ def attribute_changes(before: dict[str, Any], after: dict[str, Any]) -> list[str
     return sorted(str(k) for k in diff.affected_root_keys)
 
 
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def finish_update(change: Change, record: dict[str, Any] | None) -> Change | None:
+    """An update with nothing to do on the server: None if the store is current, else a state-only change."""
+    if change.action != "update" or change.attributes:
+        return change
+    if record == change.record:
+        return None
+    before, after = _flatten(record or {}), _flatten(change.record or {})
+    change.attributes = [
+        AttributeChange(name=key, before=before.get(key), after=after.get(key), note="state only")
+        for key in attribute_changes(before, after)
+    ]
+    return change
+
+
 def _action(exists: bool, managed: bool) -> str:
     return "create" if not exists else ("update" if managed else "adopt")
 
@@ -111,6 +134,11 @@ def diff_pair(ctx: PairContext, spec: PairSpec | None, address: str, deleting: b
         setting = ctx.catalog.settings.get(key)
         if key in spec.settings:
             value = spec.settings[key]
+            if setting is None and "." in key:
+                ctx.errors.append(
+                    f"{address}: custom parameter {key} cannot be set with ALTER SYSTEM; set it on a Database or Role"
+                )
+                continue
             if not _check_setting(ctx, address, key, value):
                 continue
             want = settings_rules.as_text(value)
@@ -143,11 +171,9 @@ def diff_pair(ctx: PairContext, spec: PairSpec | None, address: str, deleting: b
         "settings": {k: settings_rules.as_text(v) for k, v in spec.settings.items()},
         "deletion_protection": spec.deletion_protection,
     }
-    if managed and not change.attributes and ctx.record_of(address) == change.record:
-        return None
     if not managed:
         change.notes.append("pgaasctl starts managing this pair")
-    return change
+    return finish_update(change, ctx.record_of(address))
 
 
 def _running_canonical(setting: Any) -> str:
@@ -214,11 +240,9 @@ def diff_role(ctx: PairContext, name: str, spec: RoleSpec) -> Change | None:
     previously = list((ctx.record_of(address) or {}).get("settings", {}))
     _object_settings(ctx, address, "ROLE", name, spec.settings, live.settings if live else {}, previously, change)
     change.record = role_record(spec)
-    if change.action == "update" and not change.attributes and ctx.record_of(address) == change.record:
-        return None
     if change.action == "adopt":
         change.notes.append("exists on the server; pgaasctl starts managing it")
-    return change
+    return finish_update(change, ctx.record_of(address))
 
 
 def delete_role(ctx: PairContext, name: str) -> Change:
@@ -298,11 +322,9 @@ def diff_database(ctx: PairContext, name: str, spec: DatabaseSpec, contents: Dat
                      list(record.get("settings", {})), change)
     _database_contents(ctx, address, name, spec, owner, contents, record, change)
     change.record = database_record(spec)
-    if change.action == "update" and not change.attributes and record == change.record:
-        return None
     if change.action == "adopt":
         change.notes.append("exists on the server; pgaasctl starts managing it")
-    return change
+    return finish_update(change, record)
 
 
 def _create_only(ctx: PairContext, address: str, key: str, desired: str | None, live: str) -> None:
@@ -459,10 +481,9 @@ def diff_grant(ctx: PairContext, database: str, role: str, spec: GrantSpec | Non
                             live, for_roles, compare)
     if not deleting:
         change.record = grant_record(spec, for_roles)
-        if change.action == "update" and not change.attributes and record == change.record:
-            return None
         if change.action == "adopt":
             change.notes.append("privileges exist on the server; pgaasctl starts managing them")
+        return finish_update(change, record)
     return change
 
 

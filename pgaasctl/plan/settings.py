@@ -79,15 +79,18 @@ def is_valid(value: SettingValue, setting: LiveSetting) -> str | None:
 
 
 def shown(setting: LiveSetting) -> str:
-    """The live value as a person writes it (auto.conf text if set there, else value with unit)."""
+    """The live value as a person writes it: the auto.conf text if set there, else e.g. 4MB rather than 512 (8kB)."""
     if setting.file_value is not None:
         return setting.file_value
-    if setting.unit and setting.vartype in ("integer", "real") and setting.setting not in ("-1", "0"):
-        match = re.match(r"^(\d*)([A-Za-z]+)$", setting.unit)
-        if match and match.group(1):
-            return f"{int(float(setting.setting)) * int(match.group(1))}{match.group(2)}"
-        return f"{setting.setting}{setting.unit}"
-    return setting.setting
+    scale = _unit_scale(setting.unit)
+    if scale is None or setting.vartype != "integer" or int(setting.setting) <= 0:
+        return f"{setting.setting}{setting.unit or ''}" if setting.vartype in ("integer", "real") else setting.setting
+    table, base = scale
+    amount = int(setting.setting) * base  # in the table's reference unit (kB or ms)
+    for name, size in sorted(table.items(), key=lambda item: -item[1]):
+        if size >= 1 and amount % size == 0:
+            return f"{int(amount // size)}{name}"
+    return f"{setting.setting}{setting.unit}"
 
 
 def needs_restart(setting: LiveSetting) -> bool:
