@@ -86,6 +86,7 @@ class DatabaseContents(BaseModel):
 class LiveCatalog(BaseModel):
     server_version: str
     user: str
+    can_read_passwords: bool = True  # False when the admin user may not read pg_authid
     settings: dict[str, LiveSetting]
     roles: dict[str, LiveRole]
     databases: dict[str, LiveDatabase]
@@ -112,7 +113,7 @@ SELECT a.rolname, a.rolcanlogin, a.rolsuper, a.rolcreatedb, a.rolcreaterole, a.r
        coalesce((SELECT array_agg(DISTINCT d.datname ORDER BY d.datname) FROM pg_shdepend sd JOIN pg_database d ON d.oid = sd.dbid
                  WHERE sd.refclassid = 'pg_authid'::regclass AND sd.refobjid = a.oid), '{}'),
        coalesce((SELECT array_agg(d.datname ORDER BY d.datname) FROM pg_database d WHERE d.datdba = a.oid), '{}')
-FROM pg_authid a
+FROM {roles_table} a
 WHERE a.rolname !~ '^pg_'
 """
 
@@ -189,9 +190,15 @@ def _setconfig(items: list[str]) -> dict[str, str]:
 
 def read_cluster(conn: psycopg.Connection) -> LiveCatalog:
     """Roles, databases and server settings: three queries, whatever their number."""
-    version, user = conn.execute("SELECT current_setting('server_version'), current_user").fetchone()  # type: ignore[misc]
+    version, user, can_read_passwords = conn.execute(
+        "SELECT current_setting('server_version'), current_user, has_table_privilege('pg_authid', 'SELECT')"
+    ).fetchone()  # type: ignore[misc]
+    # pg_roles has the same columns as pg_authid but masks rolpassword: used when pg_authid is out of reach.
+    roles_sql = ROLES_SQL.replace("{roles_table}", "pg_authid" if can_read_passwords else "pg_roles")
+    if not can_read_passwords:
+        roles_sql = roles_sql.replace("a.rolpassword", "NULL::text")
     roles: dict[str, LiveRole] = {}
-    for r in conn.execute(ROLES_SQL):
+    for r in conn.execute(roles_sql):
         roles[r[0]] = LiveRole(
             login=r[1], superuser=r[2], createdb=r[3], createrole=r[4], replication=r[5], bypassrls=r[6], inherit=r[7],
             connection_limit=r[8], valid_until=r[9], verifier=r[10], member_of=list(r[11]), settings=_setconfig(r[12]),
@@ -215,7 +222,10 @@ def read_cluster(conn: psycopg.Connection) -> LiveCatalog:
                 name=name, setting=value, unit=None, vartype="string", context="user", enumvals=None, file_value=value,
                 pending_restart=False,
             )
-    return LiveCatalog(server_version=version, user=user, settings=settings, roles=roles, databases=databases, contents={})
+    return LiveCatalog(
+        server_version=version, user=user, can_read_passwords=can_read_passwords, settings=settings, roles=roles,
+        databases=databases, contents={},
+    )
 
 
 def read_database_contents(conn: psycopg.Connection) -> DatabaseContents:

@@ -8,6 +8,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
+
 from pgaasctl.errors import PgaasError, PlanError
 from pgaasctl.live.catalog import LiveCatalog, read_cluster, read_contents
 from pgaasctl.live.connect import NodeAddress
@@ -113,6 +115,12 @@ def plan_pair(pair: DesiredPair, nodes: list[NodeAddress], passwords: dict[str, 
         )
         for change in changes:
             change.sql = [ShownStatement(database=s.database, text=s.display()) for s in change.statements]
+    except psycopg.Error as exc:
+        state.close()
+        raise PgaasError(
+            f"pair {pair.name!r}: reading the catalog on {state.primary.address.label} failed: {str(exc).strip()}",
+            f"Check that {state.primary.address.user!r} is a superuser or has the privileges pgaasctl needs.",
+        ) from None
     except BaseException:
         state.close()
         raise

@@ -37,6 +37,10 @@ class PairContext:
     def admin(self) -> str:
         return self.catalog.user
 
+    def note_once(self, warning: str) -> None:
+        if warning not in self.warnings:
+            self.warnings.append(warning)
+
     def record_of(self, address: str) -> dict[str, Any] | None:
         managed = self.managed.get(address)
         return managed.attributes if managed else None
@@ -231,7 +235,9 @@ def diff_role(ctx: PairContext, name: str, spec: RoleSpec) -> Change | None:
                 change.statements.append(sqlgen.grant_membership(parent, name, True))
             for parent in sorted(set(current["member_of"]) - set(desired["member_of"])):
                 change.statements.append(sqlgen.grant_membership(parent, name, False))
-        if password is not None and not password_matches(password, live.verifier, name):
+        if password is not None and not ctx.catalog.can_read_passwords:
+            ctx.note_once(f"{ctx.admin} cannot read pg_authid, so password drift is not detected (passwords are set on create)")
+        elif password is not None and not password_matches(password, live.verifier, name):
             change.attributes.append(AttributeChange(
                 name="password", before=SENSITIVE if live.verifier else None, after=SENSITIVE, sensitive=True,
                 note="differs from the spec" if live.verifier else "not set",

@@ -168,15 +168,18 @@ def _line_for(lines: dict[Loc, int], loc: Loc, default: int) -> int:
 
 
 def _yaml_line(exc: yaml.YAMLError) -> int:
-    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    # Where the broken construct starts (an unclosed { or [) says more than where parsing gave up.
+    mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
     return mark.line + 1 if mark is not None else 1
 
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:
     problem = getattr(exc, "problem", None)
     context = getattr(exc, "context", None)
+    problem_mark = getattr(exc, "problem_mark", None)
     if problem and context:
-        return f"{problem} ({context})"
+        where = f" at line {problem_mark.line + 1}" if problem_mark is not None else ""
+        return f"{context}: {problem}{where}"
     return str(problem or exc).splitlines()[0]
 
 

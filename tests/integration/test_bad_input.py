@@ -1,0 +1,158 @@
+"""Bad input: a clear message naming file:line and field (or object and reason), exit 1, nothing changed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.pgserver import PgServer
+from tests.support.workspace import Workspace, pair_yaml
+
+
+def snapshot(ws: Workspace) -> tuple:
+    return (
+        ws.sql("SELECT rolname, rolcanlogin, rolconnlimit FROM pg_roles ORDER BY 1"),
+        ws.sql("SELECT datname, datconnlimit FROM pg_database ORDER BY 1"),
+        ws.sql("SELECT name, setting FROM pg_file_settings WHERE sourcefile LIKE '%auto.conf' ORDER BY 1"),
+    )
+
+
+@pytest.fixture
+def unchanged(ws: Workspace) -> Iterator[Workspace]:
+    """Yields the workspace; afterwards asserts the server is exactly as before."""
+    before = snapshot(ws)
+    yield ws
+    assert snapshot(ws) == before
+
+
+GOOD_ROLE = "kind: Role\nmetadata: {name: app, pair: main}\nspec: {login: true}\n"
+
+
+def fails(ws: Workspace, *expected: str, command: str = "plan") -> str:
+    for args in ([command, str(ws.specs)] if command == "validate" else None, ["plan", str(ws.specs)],
+                 ["apply", str(ws.specs), "--auto-approve"]):
+        if args is None:
+            continue
+        result = ws.run(*args)
+        assert result.exit_code == 1, result.output
+        assert "Traceback" not in result.output
+        for text in expected:
+            assert text in result.flat, f"{text!r} not in {result.flat!r}"
+    return result.flat
+
+
+def test_malformed_yaml(unchanged: Workspace) -> None:
+    path = unchanged.write("bad.yaml", GOOD_ROLE + "---\nkind: Role\nmetadata: {name: x, pair: main\n")
+    fails(unchanged, f"{path}:6: malformed YAML: while parsing a flow mapping", "at line 7", command="validate")
+
+
+def test_unknown_kind(unchanged: Workspace) -> None:
+    path = unchanged.write("bad.yaml", GOOD_ROLE + "---\nkind: Databse\nmetadata: {name: x, pair: main}\n")
+    fails(unchanged, f"{path}:5: kind: unknown kind 'Databse'; expected one of Pair, Role, Database, Grant, Workspace",
+          command="validate")
+
+
+def test_unknown_field(unchanged: Workspace) -> None:
+    path = unchanged.write("bad.yaml", "kind: Role\nmetadata: {name: app, pair: main}\nspec:\n  login: true\n  conection_limit: 4\n")
+    fails(unchanged, f"{path}:5: Role 'app': spec.conection_limit: unknown field", command="validate")
+
+
+def test_wrong_type(unchanged: Workspace) -> None:
+    path = unchanged.write("bad.yaml", "kind: Role\nmetadata: {name: app, pair: main}\nspec:\n  connection_limit: lots\n")
+    fails(unchanged, f"{path}:4: Role 'app': spec.connection_limit: Input should be a valid integer", command="validate")
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ('"x; DROP ROLE postgres; --"', "contains"),
+        ("\"it's\"", "contains \"'\""),
+        ("a" * 64, "is 64 bytes; PostgreSQL allows at most 63"),
+        ("é" * 32, "is 64 bytes"),
+        ("pg_mine", "starts with pg_"),
+        ("1abc", "must start with a letter or _"),
+    ],
+)
+def test_invalid_names_are_rejected_before_any_sql(unchanged: Workspace, name: str, reason: str) -> None:
+    path = unchanged.write("bad.yaml", f"kind: Database\nmetadata:\n  name: {name}\n  pair: main\n")
+    fails(unchanged, f"{path}:3: Database", "metadata.name", reason, command="validate")
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ("kind: Role\nmetadata: {name: app, pair: nowhere}\n", "pair 'nowhere' is not declared"),
+        ("kind: Database\nmetadata: {name: db, pair: main}\nspec: {owner: ghost}\n", "owner 'ghost' is not a role declared"),
+        ("kind: Role\nmetadata: {name: app, pair: main}\nspec: {member_of: [ghost]}\n", "member_of 'ghost' is not a role declared"),
+        ("kind: Grant\nmetadata: {pair: main}\nspec: {role: ghost, database: postgres}\n", "role 'ghost' is not a role declared"),
+        ("kind: Role\nmetadata: {name: postgres, pair: main}\n", "is the admin user pgaasctl connects as"),
+    ],
+)
+def test_missing_references(unchanged: Workspace, doc: str, message: str) -> None:
+    path = unchanged.write("bad.yaml", doc)
+    fails(unchanged, str(path), message, command="validate")
+
+
+def test_duplicate_object_across_files(unchanged: Workspace) -> None:
+    first = unchanged.write("a.yaml", GOOD_ROLE)
+    second = unchanged.write("b.yaml", GOOD_ROLE)
+    fails(unchanged, f"{second}:1: role.main.app is declared twice (first at {first}:1)", command="validate")
+
+
+def test_missing_password_env_var(unchanged: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_SUCH_PASSWORD", raising=False)
+    unchanged.write("r.yaml", GOOD_ROLE + "---\nkind: Role\nmetadata: {name: other, pair: main}\nspec: {password: {env: NO_SUCH_PASSWORD}}\n")
+    fails(unchanged, "role.main.other: environment variable NO_SUCH_PASSWORD is not set")
+
+
+def test_unreachable_server_names_node_and_address(unchanged: Workspace) -> None:
+    unchanged.write("pair-main.yaml", pair_yaml(unchanged.server).replace(f"port: {unchanged.server.port}", "port: 1"))
+    unchanged.write("r.yaml", GOOD_ROLE)
+    fails(unchanged, f"node main-a of pair main ({unchanged.server.host}:1) is unreachable")
+
+
+def test_wrong_admin_password(unchanged: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGAASCTL_TEST_ADMIN_PASSWORD", "not-the-password")
+    unchanged.write("r.yaml", GOOD_ROLE)
+    flat = fails(unchanged, "node main-a of pair main", "authentication failed for user 'postgres'")
+    assert "not-the-password" not in flat
+
+
+def test_permission_denied_on_the_server(pg: PgServer, ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    pg.execute("CREATE ROLE weak LOGIN PASSWORD 'weak-pw'")
+    unchanged = ws
+    before = snapshot(ws)
+    monkeypatch.setenv("WEAK_PW", "weak-pw")
+    spec = pair_yaml(pg).replace("admin_user: postgres", "admin_user: weak").replace(
+        "admin_password: {env: PGAASCTL_TEST_ADMIN_PASSWORD}", "admin_password: {env: WEAK_PW}"
+    )
+    unchanged.write("pair-main.yaml", spec)
+    unchanged.write("r.yaml", GOOD_ROLE)
+    fails(unchanged, f"reading the catalog on node main-a of pair main ({pg.host}:{pg.port}) failed: "
+                     "permission denied for view pg_file_settings", "Check that 'weak' is a superuser")
+    # allowed to read the catalog, but not to create roles: the first statement fails, nothing is applied
+    pg.execute("GRANT SELECT ON pg_file_settings TO weak")
+    pg.execute("GRANT EXECUTE ON FUNCTION pg_show_all_file_settings() TO weak")
+    result = unchanged.apply()
+    assert result.exit_code == 1
+    assert "role.main.app: permission denied to create role" in result.flat
+    assert "Traceback" not in result.output
+    assert snapshot(ws) == before
+
+
+def test_destroy_of_protected_database(ws: Workspace) -> None:
+    ws.write("db.yaml", "kind: Database\nmetadata: {name: precious, pair: main}\nspec: {deletion_protection: true}\n")
+    ws.must_apply()
+    ws.remove("db.yaml")
+    before = snapshot(ws)
+    for result in (ws.plan(), ws.apply(), ws.run("destroy", str(ws.specs), "--auto-approve")):
+        assert result.exit_code == 1
+        assert "database.main.precious: deletion_protection is on" in result.flat
+    assert snapshot(ws) == before
+
+
+def test_invalid_setting_value_changes_nothing(unchanged: Workspace) -> None:
+    unchanged.write("r.yaml", GOOD_ROLE)
+    unchanged.pair(settings={"work_mem": "lots"})
+    fails(unchanged, "parameter work_mem: expects a number with a unit, got 'lots'")
