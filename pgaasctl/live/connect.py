@@ -64,6 +64,11 @@ def describe_connect_error(node: NodeAddress, dbname: str, exc: Exception) -> tu
             f"{node.label}: authentication failed for user {node.user!r}",
             "Check admin_user and admin_password in the Pair spec.",
         )
+    if "not currently accepting connections" in lowered:
+        return (
+            f"{node.label}: database {dbname!r} does not accept connections",
+            "Its allow_connections is false; set it to true to let pgaasctl work inside it.",
+        )
     if "does not exist" in lowered and "database" in lowered:
         return f"{node.label}: database {dbname!r} does not exist", "Check admin_database in the Pair spec."
     if "pg_hba.conf" in lowered:

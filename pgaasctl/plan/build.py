@@ -214,26 +214,34 @@ def _members_first(names: list[str], parents: dict[str, list[str]]) -> list[str]
 
 
 def filter_targets(changes: list[Change], targets: list[str]) -> list[Change]:
-    """Keep changes matching a target (exact address or a prefix ending at a dot) and the creates they need."""
+    """Keep changes matching a target (exact address or a prefix ending at a dot) and, transitively,
+    the changes of the roles and databases they refer to, so the targeted change can succeed."""
 
     def matches(address: str) -> bool:
         return any(address == t or address.startswith(t.rstrip(".") + ".") for t in targets)
 
-    kept = {c.address for c in changes if matches(c.address)}
     by_address = {c.address: c for c in changes}
-    for change in [c for c in changes if c.address in kept]:
-        for needed in _references(change):
-            if needed in by_address and by_address[needed].action == "create":
+    kept = {c.address for c in changes if matches(c.address)}
+    pending = list(kept)
+    while pending:
+        for needed in _references(by_address[pending.pop()]):
+            if needed in by_address and needed not in kept and by_address[needed].action != "delete":
                 kept.add(needed)
+                pending.append(needed)
     return [c for c in changes if c.address in kept]
 
 
 def _references(change: Change) -> list[str]:
+    """Addresses of the roles and databases a change's record names."""
     pair = change.address.split(".")[1]
     record = change.record or {}
     roles = list(record.get("member_of", []))
     roles += [r for r in (record.get("owner"), record.get("role")) if r]
-    roles += [s.get("owner") for s in record.get("schemas", []) if isinstance(s, dict) and s.get("owner")]
+    schemas = record.get("schemas", [])
+    if isinstance(schemas, list):  # a database: schema owners
+        roles += [s["owner"] for s in schemas if s.get("owner")]
+    else:  # a grant: for_role of default privileges
+        roles += list(record.get("default_for_roles", {}).values())
     out = [f"role.{pair}.{r}" for r in roles]
     if change.kind == "grant" and record.get("database"):
         out.append(f"database.{pair}.{record['database']}")

@@ -343,8 +343,24 @@ def _create_only(ctx: PairContext, address: str, key: str, desired: str | None, 
 
 def _database_contents(ctx: PairContext, address: str, name: str, spec: DatabaseSpec, owner: str,
                        contents: DatabaseContents | None, record: dict[str, Any], change: Change) -> None:
+    """Schemas first (an extension may go into one), then extensions; drops in the reverse order."""
     live_ext = contents.extensions if contents else {}
     live_schemas = contents.schemas if contents else {}
+    if not spec.allow_connections and (spec.extensions or spec.schemas):
+        ctx.errors.append(
+            f"{address}: allow_connections is false, so pgaasctl cannot manage its extensions and schemas; "
+            "allow connections or remove them from the spec"
+        )
+        return
+    for schema in spec.schemas:
+        schema_owner = schema.owner or owner
+        have_schema = live_schemas.get(schema.name)
+        if have_schema is None:
+            change.attributes.append(AttributeChange(name=f"schemas.{schema.name}", after=f"owner {schema_owner}"))
+            change.statements.append(sqlgen.create_schema(name, schema.name, schema_owner))
+        elif have_schema.owner != schema_owner:
+            change.attributes.append(AttributeChange(name=f"schemas.{schema.name}.owner", before=have_schema.owner, after=schema_owner))
+            change.statements.append(sqlgen.schema_owner(name, schema.name, schema_owner))
     for ext in spec.extensions:
         have = live_ext.get(ext.name)
         if have is None:
@@ -361,15 +377,6 @@ def _database_contents(ctx: PairContext, address: str, name: str, spec: Database
         if ext_name in live_ext:
             change.attributes.append(AttributeChange(name=f"extensions.{ext_name}", before=live_ext[ext_name].version, after=None))
             change.statements.append(sqlgen.drop_extension(name, ext_name))
-    for schema in spec.schemas:
-        schema_owner = schema.owner or owner
-        have_schema = live_schemas.get(schema.name)
-        if have_schema is None:
-            change.attributes.append(AttributeChange(name=f"schemas.{schema.name}", after=f"owner {schema_owner}"))
-            change.statements.append(sqlgen.create_schema(name, schema.name, schema_owner))
-        elif have_schema.owner != schema_owner:
-            change.attributes.append(AttributeChange(name=f"schemas.{schema.name}.owner", before=have_schema.owner, after=schema_owner))
-            change.statements.append(sqlgen.schema_owner(name, schema.name, schema_owner))
     declared_schemas = {s.name for s in spec.schemas}
     for schema_name in sorted({s["name"] for s in record.get("schemas", [])} - declared_schemas):
         gone = live_schemas.get(schema_name)
