@@ -83,7 +83,9 @@ def shown(setting: LiveSetting) -> str:
     if setting.file_value is not None:
         return setting.file_value
     scale = _unit_scale(setting.unit)
-    if scale is None or setting.vartype != "integer" or int(setting.setting) <= 0:
+    if setting.vartype in ("integer", "real") and float(setting.setting) <= 0:
+        return setting.setting  # -1 and 0 mean "off" or "no limit": a unit would mislead
+    if scale is None or setting.vartype != "integer":
         return f"{setting.setting}{setting.unit or ''}" if setting.vartype in ("integer", "real") else setting.setting
     table, base = scale
     amount = int(setting.setting) * base  # in the table's reference unit (kB or ms)
