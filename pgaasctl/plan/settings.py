@@ -9,7 +9,7 @@ from pgaasctl.spec.models import SettingValue
 
 _MEMORY = {"B": 1 / 1024, "kB": 1, "MB": 1024, "GB": 1024**2, "TB": 1024**3}
 _TIME = {"us": 0.001, "ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
-_NUMBER_UNIT = re.compile(r"^\s*(-?[0-9.]+)\s*([A-Za-z]*)\s*$")
+_NUMBER_UNIT = re.compile(r"^\s*(-?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))\s*([A-Za-z]*)\s*$")
 _TRUE = {"on", "true", "yes", "1", "t", "y"}
 _FALSE = {"off", "false", "no", "0", "f", "n"}
 
@@ -54,7 +54,7 @@ def canonical(value: SettingValue | str, setting: LiveSetting | None) -> str:
             if suffix not in table:
                 return text
             number = number * table[suffix] / base
-        return f"{number:.6g}"
+        return f"{number:.15g}"
     if setting.vartype == "enum":
         return text.lower()
     return text

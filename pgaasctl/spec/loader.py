@@ -91,6 +91,8 @@ def parse_text(text: str, file: Path) -> tuple[list[LoadedDoc], list[str]]:
         except yaml.YAMLError as exc:
             problems.append(f"{file}:{_yaml_line(exc)}: malformed YAML: {_yaml_reason(exc)}")
             continue
+        if data is None:  # an empty document: a stray "---" or only comments
+            continue
         if not isinstance(data, dict):
             problems.append(f"{file}:{start}: a document must be a mapping with kind, metadata and spec")
             continue

@@ -15,7 +15,10 @@ Identifier = Annotated[str, AfterValidator(check_identifier)]
 
 def _check_role_reference(name: str) -> str:
     # Predefined roles (pg_read_all_data, pg_monitor...) may be referenced, never declared.
-    return name if name.startswith("pg_") and len(name.encode()) <= 63 else check_identifier(name)
+    if name.lower().startswith("pg_"):
+        check_identifier("x" + name[3:], "name")  # every rule but the reserved prefix
+        return name
+    return check_identifier(name)
 
 
 RoleReference = Annotated[str, AfterValidator(_check_role_reference)]
@@ -206,9 +209,15 @@ class DefaultPrivileges(Strict):
     """Privileges on objects created in the future (ALTER DEFAULT PRIVILEGES)."""
 
     for_role: Identifier | None = Field(None, description="Role whose future objects get them; omitted: the database owner.")
-    tables: Annotated[list[TablePrivilege], _privileges("tables")] = Field(default_factory=list)
-    sequences: Annotated[list[SequencePrivilege], _privileges("sequences")] = Field(default_factory=list)
-    functions: Annotated[list[FunctionPrivilege], _privileges("functions")] = Field(default_factory=list)
+    tables: Annotated[list[TablePrivilege], _privileges("tables")] = Field(
+        default_factory=list, description="On future tables, views and materialized views."
+    )
+    sequences: Annotated[list[SequencePrivilege], _privileges("sequences")] = Field(
+        default_factory=list, description="On future sequences."
+    )
+    functions: Annotated[list[FunctionPrivilege], _privileges("functions")] = Field(
+        default_factory=list, description="On future functions and procedures."
+    )
 
 
 class SchemaGrant(Strict):
@@ -256,20 +265,28 @@ class WorkspaceSpec(Strict):
 # ---------------------------------------------------------------- documents
 
 class PairMetadata(Strict):
+    """Names the pair."""
+
     name: Identifier = Field(description="Pair name, unique in the workspace.")
 
 
 class ObjectMetadata(Strict):
+    """Names the object and the pair it lives on."""
+
     name: Identifier = Field(description="Object name in PostgreSQL.")
     pair: Identifier = Field(description="The pair the object lives on.")
 
 
 class GrantMetadata(Strict):
+    """Names the pair; a grant's address comes from its role and database."""
+
     pair: Identifier = Field(description="The pair the grant lives on.")
     name: str | None = Field(None, description="Optional label; the address is grant.PAIR.DATABASE.ROLE.")
 
 
 class WorkspaceMetadata(Strict):
+    """Optional label of the workspace."""
+
     name: str = Field("default", description="Label.")
 
 

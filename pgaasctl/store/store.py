@@ -6,6 +6,7 @@ import datetime as dt
 import json
 import os
 import pwd
+import re
 import socket
 import sqlite3
 import time
@@ -276,13 +277,9 @@ def open_store(url: str, base: Path | None = None) -> Store:
 
 
 def _redact_url(url: str) -> str:
-    """Drop a password from a URL before it is shown anywhere."""
-    if "://" in url and "@" in url.split("://", 1)[1]:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}@{host}"
-    return url
+    """Drop passwords from a URL or conninfo string before it is shown anywhere."""
+    url = re.sub(r"(?i)(password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", url)
+    return re.sub(r"^([a-z]+://[^:/@]*):[^@]*@", r"\1@", url)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -127,8 +127,10 @@ def test_malformed_yaml_reports_file_and_line():
 
 
 def test_malformed_yaml_in_a_later_document_reports_the_absolute_line():
-    problem = one_problem("kind: Role\nmetadata: {name: a, pair: p}\n---\nkind: Role\nmetadata: {name: b, pair: p}\n  bad: [\n")
-    assert problem.startswith(f"{FILE}:6: malformed YAML")
+    # an unclosed flow mapping on line 5 of the file (line 2 of the second document)
+    problem = one_problem("kind: Role\nmetadata: {name: a, pair: p}\n---\nkind: Role\nmetadata: {name: b, pair: p\nspec: {}\n")
+    assert problem.startswith(f"{FILE}:5: malformed YAML")
+    assert "flow mapping" in problem
 
 
 def test_unknown_kind_names_file_line_and_the_known_kinds():
