@@ -6,14 +6,35 @@ import base64
 import hashlib
 import hmac
 import os
+import stringprep
 import unicodedata
 
 ITERATIONS = 4096
 
 
+_PROHIBITED = (
+    stringprep.in_table_c21_c22, stringprep.in_table_c3, stringprep.in_table_c4,
+    stringprep.in_table_c5, stringprep.in_table_c6, stringprep.in_table_c7, stringprep.in_table_c8,
+    stringprep.in_table_c9, stringprep.in_table_a1,
+)
+
+
 def _normalise(password: str) -> bytes:
-    # PostgreSQL applies SASLprep; NFKC is its core and matches it for ordinary passwords.
-    return unicodedata.normalize("NFKC", password).encode("utf-8")
+    """SASLprep (RFC 4013) as PostgreSQL applies it; where it fails, PostgreSQL uses the password as is."""
+    raw = password.encode("utf-8")
+    if password.isascii():
+        return raw
+    # non-ASCII spaces become spaces first (U+200B is in both tables), then B.1 characters are dropped
+    mapped = "".join(" " if stringprep.in_table_c12(c) else "" if stringprep.in_table_b1(c) else c for c in password)
+    prepared = unicodedata.normalize("NFKC", mapped)
+    if not prepared or any(check(c) for c in prepared for check in _PROHIBITED):
+        return raw
+    if any(stringprep.in_table_d1(c) for c in prepared):  # right-to-left text: the bidi rules of RFC 3454
+        if any(stringprep.in_table_d2(c) for c in prepared):
+            return raw
+        if not (stringprep.in_table_d1(prepared[0]) and stringprep.in_table_d1(prepared[-1])):
+            return raw
+    return prepared.encode("utf-8")
 
 
 def _keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
