@@ -32,12 +32,12 @@ class NodeAddress:
         return f"node {self.name} of pair {self.pair} ({self.host}:{self.port})"
 
     @classmethod
-    def from_spec(cls, pair: str, node: ExistingNode, spec_dir: Path) -> NodeAddress:
+    def from_spec(cls, pair: str, node: ExistingNode, spec_dir: Path, host: str, port: int) -> NodeAddress:
         password = None
         if node.admin_password is not None:
             password = resolve_secret(node.admin_password, spec_dir, f"pair.{pair} node {node.name} admin_password")
         return cls(
-            pair=pair, name=node.name, host=node.host, port=node.port, user=node.admin_user, password=password,
+            pair=pair, name=node.name, host=host, port=port, user=node.admin_user, password=password,
             admin_database=node.admin_database, sslmode=node.sslmode, connect_timeout=node.connect_timeout,
         )
 

@@ -19,6 +19,7 @@ from pgaasctl.plan.model import Change, PairPlan, Plan, ShownStatement
 from pgaasctl.secrets import resolve_secret
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.store import Store
+from providers import provider_for
 
 
 @dataclass
@@ -36,8 +37,13 @@ def spec_fingerprint(desired: DesiredState) -> str:
 
 
 def node_addresses(pair: DesiredPair) -> list[NodeAddress]:
+    """Where each node is (the provider knows) and how to log in (the spec says)."""
     spec_dir = pair.loaded.source.file.parent
-    return [NodeAddress.from_spec(pair.name, node, spec_dir) for node in pair.doc.spec.nodes]
+    hosts = {h.node: h for h in provider_for(pair.doc.spec.provider).hosts(pair.doc)}
+    return [
+        NodeAddress.from_spec(pair.name, node, spec_dir, host=hosts[node.name].address, port=hosts[node.name].port)
+        for node in pair.doc.spec.nodes
+    ]
 
 
 def role_passwords(pair: DesiredPair) -> dict[str, str]:
