@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import psycopg
 from pydantic import BaseModel, Field
@@ -266,7 +265,3 @@ def read_contents(node: NodeAddress, databases: list[str], workers: int = 8) -> 
         return {}
     with ThreadPoolExecutor(max_workers=min(workers, len(databases))) as pool:
         return dict(pool.map(one, databases))
-
-
-def dump(catalog: LiveCatalog) -> dict[str, Any]:
-    return catalog.model_dump(mode="json", by_alias=True)

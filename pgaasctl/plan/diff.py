@@ -14,7 +14,6 @@ from pgaasctl.passwords import password_matches, scram_verifier
 from pgaasctl.plan import settings as settings_rules
 from pgaasctl.plan import sqlgen
 from pgaasctl.plan.model import SENSITIVE, AttributeChange, Change, Statement
-from pgaasctl.spec.loader import LoadedDoc
 from pgaasctl.spec.models import DatabaseSpec, GrantSpec, PairSpec, RoleSpec, SchemaGrant, SettingValue
 from pgaasctl.store import ManagedObject
 
@@ -306,7 +305,7 @@ def diff_database(ctx: PairContext, name: str, spec: DatabaseSpec, contents: Dat
         if live.is_template:
             ctx.errors.append(f"{address}: {name!r} is a template database; pgaasctl does not manage templates")
         _create_only(ctx, address, "encoding", spec.encoding, live.encoding)
-        if spec.locale is not None and spec.locale not in (live.collate,) or (spec.locale and live.ctype != spec.locale):
+        if spec.locale is not None and any(_locale_key(v) != _locale_key(spec.locale) for v in (live.collate, live.ctype)):
             ctx.errors.append(
                 f"{address}: locale is {live.collate!r} on the server but {spec.locale!r} in the spec; "
                 "it is fixed at creation (recreate the database or change the spec)"
@@ -331,6 +330,10 @@ def diff_database(ctx: PairContext, name: str, spec: DatabaseSpec, contents: Dat
     if change.action == "adopt":
         change.notes.append("exists on the server; pgaasctl starts managing it")
     return finish_update(change, record)
+
+
+def _locale_key(locale: str) -> str:
+    return locale.lower().replace("-", "")  # C.UTF-8 and C.utf8 name the same locale
 
 
 def _create_only(ctx: PairContext, address: str, key: str, desired: str | None, live: str) -> None:
@@ -569,7 +572,3 @@ def role_order(changes: dict[str, Change], specs: dict[str, RoleSpec]) -> list[s
     for name in sorted(specs):
         visit(name, [])
     return order
-
-
-def loaded_spec(doc: LoadedDoc | None) -> Any:
-    return doc.doc.spec if doc is not None else None

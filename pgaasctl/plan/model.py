@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from psycopg import sql
@@ -77,10 +77,3 @@ class Plan(BaseModel):
     @property
     def has_changes(self) -> bool:
         return any(p.changes for p in self.pairs)
-
-
-@dataclass
-class PlanInputs:
-    """What a plan was computed from, kept for apply (connections are reused)."""
-
-    states: dict[str, Any] = field(default_factory=dict)  # pair -> PairState

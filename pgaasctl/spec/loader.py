@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from pgaasctl.errors import SpecError
 from pgaasctl.spec.models import DOCUMENT_MODELS, address_of
@@ -183,7 +183,3 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
         where = f" at line {problem_mark.line + 1}" if problem_mark is not None else ""
         return f"{context}: {problem}{where}"
     return str(problem or exc).splitlines()[0]
-
-
-def dump_model(model: BaseModel) -> dict[str, Any]:
-    return model.model_dump(mode="json", by_alias=True)
