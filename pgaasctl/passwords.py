@@ -8,6 +8,8 @@ import hmac
 import os
 import stringprep
 import unicodedata
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 ITERATIONS = 4096
 
@@ -70,3 +72,32 @@ def password_matches(password: str, verifier: str | None, role: str) -> bool:
     if verifier.startswith("md5"):
         return hmac.compare_digest(verifier, "md5" + hashlib.md5((password + role).encode()).hexdigest())
     return False
+
+
+@dataclass(frozen=True)
+class PasswordCheck:
+    """What the plan needs to know of one role's password: does the server's match, and a new verifier if not."""
+
+    matches: bool
+    verifier: str | None
+
+
+def check_password(password: str, live_verifier: str | None, role: str, exists: bool, readable: bool) -> PasswordCheck:
+    if exists and not readable:
+        return PasswordCheck(matches=True, verifier=None)  # drift cannot be seen; the plan says so
+    if exists and password_matches(password, live_verifier, role):
+        return PasswordCheck(matches=True, verifier=None)
+    return PasswordCheck(matches=False, verifier=scram_verifier(password))
+
+
+def check_passwords(passwords: dict[str, str], verifiers: dict[str, str | None], readable: bool,
+                    workers: int = 4) -> dict[str, PasswordCheck]:
+    """check_password for many roles; PBKDF2 releases the GIL, so threads use every core."""
+
+    def one(name: str) -> tuple[str, PasswordCheck]:
+        return name, check_password(passwords[name], verifiers.get(name), name, name in verifiers, readable)
+
+    if len(passwords) < 8:
+        return dict(map(one, passwords))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return dict(pool.map(one, passwords))

@@ -15,6 +15,7 @@ from pgaasctl.live.catalog import LiveCatalog, read_cluster, read_contents
 from pgaasctl.live.connect import NodeAddress
 from pgaasctl.live.discovery import PairState, discover
 from pgaasctl.plan import diff
+from pgaasctl.passwords import check_passwords
 from pgaasctl.plan.model import Change, PairPlan, Plan, ShownStatement
 from pgaasctl.secrets import resolve_secret
 from pgaasctl.spec.desired import DesiredPair, DesiredState
@@ -110,7 +111,10 @@ def plan_pair(pair: DesiredPair, nodes: list[NodeAddress], passwords: dict[str, 
         ])
         catalog = read_cluster(state.connection)
         managed = store.managed(pair.name)
-        ctx = diff.PairContext(pair=pair.name, catalog=catalog, managed=managed, passwords=passwords)
+        checks = check_passwords(
+            passwords, {name: role.verifier for name, role in catalog.roles.items()}, catalog.can_read_passwords
+        )
+        ctx = diff.PairContext(pair=pair.name, catalog=catalog, managed=managed, passwords=checks)
         ctx.warnings.extend(state.warnings)
         changes = _pair_changes(ctx, pair, state, destroy)
         if ctx.errors:

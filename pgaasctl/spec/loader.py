@@ -13,6 +13,7 @@ from pgaasctl.errors import SpecError
 from pgaasctl.spec.models import DOCUMENT_MODELS, address_of
 
 YAML_SUFFIXES = (".yaml", ".yml")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: five times faster
 Loc = tuple[str | int, ...]
 
 
@@ -72,11 +73,12 @@ def load_path(path: Path) -> list[LoadedDoc]:
 def parse_text(text: str, file: Path) -> tuple[list[LoadedDoc], list[str]]:
     """Parse one file's text into validated documents plus a list of problems."""
     try:
-        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.YAMLError as exc:
         return [], [f"{file}:{_yaml_line(exc)}: malformed YAML: {_yaml_reason(exc)}"]
     docs: list[LoadedDoc] = []
     problems: list[str] = []
+    constructor = _LOADER("")  # one per file: a loader per document re-reads the whole text
     for node in nodes:
         if node is None:
             continue
@@ -87,7 +89,7 @@ def parse_text(text: str, file: Path) -> tuple[list[LoadedDoc], list[str]]:
             problems.append(f"{file}:{duplicate[1]}: duplicate key {duplicate[0]!r}")
             continue
         try:
-            data = yaml.SafeLoader(text).construct_document(node)
+            data = constructor.construct_document(node)
         except yaml.YAMLError as exc:
             problems.append(f"{file}:{_yaml_line(exc)}: malformed YAML: {_yaml_reason(exc)}")
             continue

@@ -261,6 +261,7 @@ def open_store(url: str, base: Path | None = None) -> Store:
             path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # durable across crashes of pgaasctl; one fsync per checkpoint
         except (OSError, sqlite3.Error) as exc:
             raise PgaasError(f"cannot open the state store {path}: {exc}") from None
         return Store(url, conn, "?")

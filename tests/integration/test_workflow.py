@@ -191,3 +191,23 @@ def test_removing_a_pair_with_managed_objects_is_refused(app_ws: Workspace) -> N
     result = app_ws.plan()
     assert result.exit_code == 1
     assert "managed objects on pair(s) main that are no longer in the specs" in result.flat
+
+
+def test_grants_on_a_database_made_from_a_template_with_tables_converge_in_one_apply(ws: Workspace) -> None:
+    ws.sql("CREATE DATABASE tmpl_with_tables")
+    ws.sql("CREATE TABLE inherited (id int)", dbname="tmpl_with_tables")
+    ws.write("objects.yaml", """
+        kind: Role
+        metadata: {name: reader, pair: main}
+        ---
+        kind: Database
+        metadata: {name: copied, pair: main}
+        spec: {template: tmpl_with_tables}
+        ---
+        kind: Grant
+        metadata: {pair: main}
+        spec: {role: reader, database: copied, schemas: {public: {tables: [SELECT]}}}
+    """)
+    ws.must_apply()
+    assert ws.sql("SELECT has_table_privilege('reader', 'inherited', 'SELECT')", dbname="copied") == [(True,)]
+    ws.assert_converged()

@@ -123,7 +123,7 @@ def test_malformed_yaml_reports_file_and_line():
         """
     )
     assert problem.startswith(f"{FILE}:4: malformed YAML:")
-    assert "mapping values are not allowed here" in problem
+    assert "mapping values are not allowed" in problem
 
 
 def test_malformed_yaml_in_a_later_document_reports_the_absolute_line():
