@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -52,60 +54,113 @@ def release_advisory_lock(conn: psycopg.Connection, pair: str) -> None:
         conn.execute("SELECT pg_advisory_unlock(%s)", (advisory_key(pair),))
 
 
+def waves(changes: list[Change]) -> list[list[Change]]:
+    """Runs of consecutive changes of one kind and direction (the plan is already in dependency order)."""
+    out: list[tuple[tuple[bool, str], list[Change]]] = []
+    for change in changes:
+        key = (change.action == "delete", change.kind)
+        if out and out[-1][0] == key:
+            out[-1][1].append(change)
+        else:
+            out.append((key, [change]))
+    return [wave for _, wave in out]
+
+
 class Executor:
-    def __init__(self, live: LivePair, store: Store, on_progress: ProgressCallback | None = None) -> None:
+    """Applies a pair's changes wave by wave; inside a wave, independent changes run on parallel sessions."""
+
+    def __init__(self, live: LivePair, store: Store, on_progress: ProgressCallback | None = None,
+                 workers: int = 4) -> None:
         self.live = live
         self.store = store
         self.on_progress = on_progress or (lambda pair, change, status: None)
-        self._connections: dict[str, psycopg.Connection] = {}
+        self.workers = max(1, workers)
+        self._local = threading.local()
+        self._opened: list[psycopg.Connection] = []
+        self._opened_lock = threading.Lock()
 
     @property
     def pair(self) -> str:
         return self.live.plan.pair
 
     def _connection(self, database: str | None) -> psycopg.Connection:
-        if database is None:
-            return self.live.state.connection
-        if database not in self._connections:
-            self._connections[database] = connect(self.live.state.primary.address, database)
-        return self._connections[database]
+        """This thread's session on `database` (None: the admin database)."""
+        cache: dict[str | None, psycopg.Connection] = getattr(self._local, "connections", None) or {}
+        self._local.connections = cache
+        conn = cache.get(database)
+        if conn is None or conn.closed:
+            conn = connect(self.live.state.primary.address, database)
+            cache[database] = conn
+            with self._opened_lock:
+                self._opened.append(conn)
+        return conn
 
-    def close(self) -> None:
-        for conn in self._connections.values():
-            conn.close()
-        self._connections.clear()
+    def _close_all(self) -> None:
+        with self._opened_lock:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
 
     def run(self) -> ApplyResult:
         result = ApplyResult(pair=self.pair)
         try:
-            for change in self.live.plan.changes:
-                self.on_progress(self.pair, change, "start")
-                try:
-                    self._run_change(change)
-                except psycopg.Error as exc:
-                    self.on_progress(self.pair, change, "failed")
-                    raise ApplyFailed(
-                        f"{change.address}: {_describe(exc)}",
-                        f"{len(result.done)} change(s) before it were applied and recorded; "
-                        "fix the cause and run apply again to converge.",
-                    ) from None
-                if change.record is None:
-                    self.store.forget(change.address)
-                else:
-                    self.store.record(change.address, self.pair, change.kind, change.name, change.record)
-                result.done.append(change.address)
-                self.on_progress(self.pair, change, "done")
+            for wave in waves(self.live.plan.changes):
+                self._run_wave(wave, result)
+                self._close_all()  # a later wave may drop a database these sessions sit in
         finally:
-            self.close()
+            self._close_all()
         return result
 
-    def _run_change(self, change: Change) -> None:
-        statements: list[Statement] = change.statements
+    def _run_wave(self, wave: list[Change], result: ApplyResult) -> None:
+        inside = {c.address for c in wave}
+        waiting_on = {c.address: {a for a in c.refers_to() if a in inside and a != c.address} for c in wave}
+        pending = list(wave)
+        finished: set[str] = set()
+        failure: ApplyFailed | None = None
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(wave))) as pool:
+            running: dict[Future[None], Change] = {}
+            while pending or running:
+                if failure is None:
+                    ready = [c for c in pending if waiting_on[c.address] <= finished][: self.workers - len(running)]
+                    for change in ready:
+                        pending.remove(change)
+                        running[pool.submit(self._apply_change, change)] = change
+                if not running:
+                    break
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in done:
+                    change = running.pop(future)
+                    error = future.exception()
+                    if error is None:
+                        finished.add(change.address)
+                        result.done.append(change.address)
+                    elif isinstance(error, psycopg.Error) and failure is None:
+                        failure = ApplyFailed(
+                            f"{change.address}: {_describe(error)}",
+                            "The changes before it were applied and recorded; fix the cause and run apply again to converge.",
+                        )
+                    elif not isinstance(error, psycopg.Error):
+                        raise error
+        if failure is not None:
+            raise failure
+
+    def _apply_change(self, change: Change) -> None:
+        self.on_progress(self.pair, change, "start")
+        try:
+            self._run_statements(change.statements)
+        except psycopg.Error:
+            self.on_progress(self.pair, change, "failed")
+            raise
+        if change.record is None:
+            self.store.forget(change.address)
+        else:
+            self.store.record(change.address, self.pair, change.kind, change.name, change.record)
+        self.on_progress(self.pair, change, "done")
+
+    def _run_statements(self, statements: list[Statement]) -> None:
         i = 0
         while i < len(statements):
             statement = statements[i]
-            if statement.query.as_string().startswith("DROP DATABASE"):
-                self._drop_cached(change.name)
             conn = self._connection(statement.database)
             if not statement.transactional:
                 conn.execute(statement.query)
@@ -116,11 +171,6 @@ class Executor:
                 while i < len(statements) and statements[i].transactional and statements[i].database == statement.database:
                     conn.execute(statements[i].query)
                     i += 1
-
-    def _drop_cached(self, database: str) -> None:
-        conn = self._connections.pop(database, None)
-        if conn is not None:
-            conn.close()
 
 
 def wait_for_standbys(live: LivePair, timeout: float) -> float | None:

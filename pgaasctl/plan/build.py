@@ -234,28 +234,11 @@ def filter_targets(changes: list[Change], targets: list[str]) -> list[Change]:
     kept = {c.address for c in changes if matches(c.address)}
     pending = list(kept)
     while pending:
-        for needed in _references(by_address[pending.pop()]):
+        for needed in by_address[pending.pop()].refers_to():
             if needed in by_address and needed not in kept and by_address[needed].action != "delete":
                 kept.add(needed)
                 pending.append(needed)
     return [c for c in changes if c.address in kept]
-
-
-def _references(change: Change) -> list[str]:
-    """Addresses of the roles and databases a change's record names."""
-    pair = change.address.split(".")[1]
-    record = change.record or {}
-    roles = list(record.get("member_of", []))
-    roles += [r for r in (record.get("owner"), record.get("role")) if r]
-    schemas = record.get("schemas", [])
-    if isinstance(schemas, list):  # a database: schema owners
-        roles += [s["owner"] for s in schemas if s.get("owner")]
-    else:  # a grant: for_role of default privileges
-        roles += list(record.get("default_for_roles", {}).values())
-    out = [f"role.{pair}.{r}" for r in roles]
-    if change.kind == "grant" and record.get("database"):
-        out.append(f"database.{pair}.{record['database']}")
-    return out
 
 
 def _header(state: PairState) -> str:

@@ -49,6 +49,22 @@ class Change(BaseModel):
     record: dict[str, Any] | None = None  # what the store keeps after success; None: forget the address
     statements: list[Any] = Field(default_factory=list, exclude=True)  # list[Statement], never serialised
 
+    def refers_to(self) -> list[str]:
+        """Addresses of the roles and databases this change's object names (owner, member_of, grantee...)."""
+        pair = self.address.split(".")[1]
+        record = self.record or {}
+        roles = list(record.get("member_of", []))
+        roles += [r for r in (record.get("owner"), record.get("role")) if r]
+        schemas = record.get("schemas", [])
+        if isinstance(schemas, list):  # a database: schema owners
+            roles += [s["owner"] for s in schemas if s.get("owner")]
+        else:  # a grant: for_role of default privileges
+            roles += list(record.get("default_for_roles", {}).values())
+        out = [f"role.{pair}.{r}" for r in roles]
+        if self.kind == "grant" and record.get("database"):
+            out.append(f"database.{pair}.{record['database']}")
+        return out
+
 
 class PairPlan(BaseModel):
     pair: str

@@ -9,6 +9,7 @@ import pwd
 import re
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,6 +96,7 @@ class Store:
         self.url = url
         self._conn = conn
         self._placeholder = placeholder
+        self._lock = threading.Lock()
         for statement in DDL:
             self._exec(statement)
         self._exec(
@@ -105,19 +107,21 @@ class Store:
     def _exec(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self._placeholder != "?":
             query = query.replace("?", self._placeholder)
-        cur = self._conn.execute(query, params)
-        try:
-            rows = cur.fetchall() if cur.description else []
-        finally:
-            cur.close()
+        with self._lock:  # apply records from several threads
+            cur = self._conn.execute(query, params)
+            try:
+                rows = cur.fetchall() if cur.description else []
+            finally:
+                cur.close()
         return [tuple(r) for r in rows]
 
     def _count(self, query: str, params: tuple[Any, ...]) -> int:
         if self._placeholder != "?":
             query = query.replace("?", self._placeholder)
-        cur = self._conn.execute(query, params)
-        n = cur.rowcount
-        cur.close()
+        with self._lock:
+            cur = self._conn.execute(query, params)
+            n = cur.rowcount
+            cur.close()
         return n
 
     def close(self) -> None:
