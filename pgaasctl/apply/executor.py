@@ -66,6 +66,15 @@ def waves(changes: list[Change]) -> list[list[Change]]:
     return [wave for _, wave in out]
 
 
+def _lane(change: Change) -> str | None:
+    """Changes in one lane run one after another; None: free to run beside anything in its wave."""
+    if change.action == "delete":
+        return "delete"  # DROP OWNED and REVOKE touch ACLs of objects shared between roles
+    if change.kind == "grant":
+        return f"grants in {change.name.split('.', 1)[0]}"  # one database's ACL and its schemas' ACLs
+    return None
+
+
 class Executor:
     """Applies a pair's changes wave by wave; inside a wave, independent changes run on parallel sessions."""
 
@@ -114,6 +123,15 @@ class Executor:
     def _run_wave(self, wave: list[Change], result: ApplyResult) -> None:
         inside = {c.address for c in wave}
         waiting_on = {c.address: {a for a in c.refers_to() if a in inside and a != c.address} for c in wave}
+        # Changes that write the same catalog row (a database's or schema's ACL...) must not overlap:
+        # PostgreSQL answers "tuple concurrently updated". Chain them in plan order.
+        last_in_lane: dict[str, str] = {}
+        for change in wave:
+            lane = _lane(change)
+            if lane is not None:
+                if lane in last_in_lane:
+                    waiting_on[change.address].add(last_in_lane[lane])
+                last_in_lane[lane] = change.address
         pending = list(wave)
         finished: set[str] = set()
         failure: ApplyFailed | None = None
