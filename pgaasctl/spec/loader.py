@@ -84,12 +84,14 @@ def parse_text(text: str, file: Path) -> tuple[list[LoadedDoc], list[str]]:
             continue
         start = node.start_mark.line + 1
         lines: dict[Loc, int] = {}
-        duplicate = _index_lines(node, (), lines)
-        if duplicate:
-            problems.append(f"{file}:{duplicate[1]}: duplicate key {duplicate[0]!r}")
-            continue
         try:
-            data = constructor.construct_document(node)
+            try:
+                data = _build(node, (), lines, constructor)
+            except _MergeKey:
+                data = constructor.construct_document(node)  # YAML merge keys: PyYAML knows their rules
+        except _DuplicateKey as dup:
+            problems.append(f"{file}:{dup.line}: duplicate key {dup.key!r}")
+            continue
         except yaml.YAMLError as exc:
             problems.append(f"{file}:{_yaml_line(exc)}: malformed YAML: {_yaml_reason(exc)}")
             continue
@@ -141,27 +143,41 @@ def _label(data: dict[str, Any]) -> str:
     return f"{data.get('kind')}: "
 
 
-def _index_lines(node: yaml.Node, loc: Loc, lines: dict[Loc, int]) -> tuple[str, int] | None:
-    """Record the line of every key and item; return (key, line) of a duplicate key if any."""
+class _DuplicateKey(Exception):
+    def __init__(self, key: str, line: int) -> None:
+        self.key, self.line = key, line
+
+
+class _MergeKey(Exception):
+    """A `<<` merge key: left to PyYAML's constructor."""
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], constructor: Any) -> Any:
+    """The Python value of `node`, recording the line of every key and item on the way.
+
+    One walk instead of PyYAML's generic construct_document, which is most of the cost of loading.
+    """
     lines[loc] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
+        out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = str(key_node.value)
-            if key in seen:
-                return key, key_node.start_mark.line + 1
-            seen.add(key)
-            lines[loc + (key,)] = key_node.start_mark.line + 1
-            dup = _index_lines(value_node, loc + (key,), lines)
-            lines[loc + (key,)] = key_node.start_mark.line + 1
-            if dup:
-                return dup
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            dup = _index_lines(item, loc + (i,), lines)
-            if dup:
-                return dup
-    return None
+            if key_node.tag == _MERGE_TAG:
+                raise _MergeKey()
+            key = key_node.value if key_node.tag == _STR_TAG else constructor.construct_object(key_node)
+            if key in out:
+                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
+            out[key] = _build(value_node, loc + (str(key),), lines, constructor)
+            lines[loc + (str(key),)] = key_node.start_mark.line + 1
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, loc + (i,), lines, constructor) for i, item in enumerate(node.value)]
+    if node.tag == _STR_TAG:
+        return node.value
+    return constructor.construct_object(node, deep=True)
 
 
 def _line_for(lines: dict[Loc, int], loc: Loc, default: int) -> int:
