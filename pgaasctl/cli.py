@@ -10,7 +10,13 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from pgaasctl import workspace
@@ -127,6 +133,7 @@ def _apply(path: Path, store: str | None, auto_approve: bool, destroy: bool, tar
         saved = run(lambda: load_plan(path))
         path = Path(saved.spec_path)
         destroy = saved.destroy
+        targets = saved.targets or None
         auto_approve = True  # a saved plan was reviewed when it was made
     verb = "destroy" if destroy else "apply"
 

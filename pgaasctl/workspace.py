@@ -8,7 +8,14 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pgaasctl.apply.executor import ApplyResult, Executor, ProgressCallback, release_advisory_lock, take_advisory_lock, wait_for_standbys
+from pgaasctl.apply.executor import (
+    ApplyResult,
+    Executor,
+    ProgressCallback,
+    release_advisory_lock,
+    take_advisory_lock,
+    wait_for_standbys,
+)
 from pgaasctl.errors import PgaasError, SpecError
 from pgaasctl.plan.build import LivePair, close_pairs, make_plan
 from pgaasctl.plan.model import Plan

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg
 from pydantic import BaseModel, Field
 
+from pgaasctl.errors import ConnectionFailed
 from pgaasctl.live.connect import NodeAddress, connect
 
 Privileges = dict[str, list[str]]  # grantee -> sorted privileges
@@ -264,12 +265,16 @@ def read_database_contents(conn: psycopg.Connection) -> DatabaseContents:
     return DatabaseContents(extensions=extensions, schemas=schemas)
 
 
-def read_contents(node: NodeAddress, databases: list[str], workers: int = 8) -> dict[str, DatabaseContents]:
-    """Contents of several databases, read over parallel connections."""
+def read_contents(node: NodeAddress, databases: list[str], workers: int = 8) -> dict[str, DatabaseContents | ConnectionFailed]:
+    """Contents of several databases, read over parallel sessions. A database that cannot be reached
+    (it may not exist yet) gives its ConnectionFailed instead: the caller knows whether that matters."""
 
-    def one(database: str) -> tuple[str, DatabaseContents]:
-        with connect(node, database) as conn:
-            return database, read_database_contents(conn)
+    def one(database: str) -> tuple[str, DatabaseContents | ConnectionFailed]:
+        try:
+            with connect(node, database) as conn:
+                return database, read_database_contents(conn)
+        except ConnectionFailed as exc:
+            return database, exc
 
     if not databases:
         return {}

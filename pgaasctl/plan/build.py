@@ -10,16 +10,22 @@ from pathlib import Path
 
 import psycopg
 
-from pgaasctl.errors import PgaasError, PlanError
-from pgaasctl.live.catalog import LiveCatalog, read_cluster, read_contents
+from pgaasctl.errors import ConnectionFailed, PgaasError, PlanError
+from pgaasctl.live.catalog import (
+    DatabaseContents,
+    LiveCatalog,
+    read_cluster,
+    read_contents,
+)
 from pgaasctl.live.connect import NodeAddress
 from pgaasctl.live.discovery import PairState, discover
-from pgaasctl.plan import diff
 from pgaasctl.passwords import check_passwords
+from pgaasctl.plan import diff
 from pgaasctl.plan.model import Change, PairPlan, Plan, ShownStatement
 from pgaasctl.secrets import resolve_secret
 from pgaasctl.spec.desired import DesiredPair, DesiredState
-from pgaasctl.store import Store
+from pgaasctl.spec.models import DatabaseSpec, GrantSpec, RoleSpec
+from pgaasctl.store import ManagedObject, Store
 from providers import provider_for
 
 
@@ -67,7 +73,8 @@ def make_plan(desired: DesiredState, store: Store, spec_path: Path, destroy: boo
         )
     # Secrets first: a missing env var fails before any connection is made.
     prepared = [(pair, node_addresses(pair), role_passwords(pair)) for pair in desired.pairs.values()]
-    plan = Plan(spec_path=str(spec_path), spec_fingerprint=spec_fingerprint(desired), destroy=destroy)
+    plan = Plan(spec_path=str(spec_path), spec_fingerprint=spec_fingerprint(desired), destroy=destroy,
+                targets=list(targets or []))
     live: dict[str, LivePair] = {}
     failures: list[PgaasError] = []
 
@@ -100,6 +107,47 @@ def close_pairs(live: dict[str, LivePair]) -> None:
         item.state.close()
 
 
+@dataclass
+class PairObjects:
+    """What the specs declare for a pair and what the store manages that they no longer declare."""
+
+    roles: dict[str, RoleSpec]
+    databases: dict[str, DatabaseSpec]
+    grants: dict[tuple[str, str], GrantSpec]
+    gone_roles: list[str]
+    gone_databases: list[str]
+    gone_grants: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, pair: DesiredPair, managed: dict[str, ManagedObject], destroy: bool) -> PairObjects:
+        roles = {} if destroy else {n: d.doc.spec for n, d in pair.roles.items()}
+        databases = {} if destroy else {n: d.doc.spec for n, d in pair.databases.items()}
+        grants = {} if destroy else {k: d.doc.spec for k, d in pair.grants.items()}
+        by_kind: dict[str, list[str]] = {"role": [], "database": [], "grant": []}
+        for item in managed.values():
+            if item.kind in by_kind:
+                by_kind[item.kind].append(item.name)
+        return cls(
+            roles=roles, databases=databases, grants=grants,
+            gone_roles=sorted(n for n in by_kind["role"] if n not in roles),
+            gone_databases=sorted(n for n in by_kind["database"] if n not in databases),
+            gone_grants=sorted(g for g in (tuple(n.split(".", 1)) for n in by_kind["grant"]) if g not in grants),  # type: ignore[misc]
+        )
+
+    def contents_needed(self, pair: str, managed: dict[str, ManagedObject]) -> list[str]:
+        """Databases whose insides (extensions, schemas, schema grants) matter to this plan."""
+        out = []
+        for name in sorted(set(self.databases) | {d for d, _ in self.grants} | {d for d, _ in self.gone_grants}):
+            if name in self.gone_databases:
+                continue
+            record = managed.get(f"database.{pair}.{name}")
+            db_grants = [g for (d, _), g in self.grants.items() if d == name]
+            grant_records = [m.attributes for m in managed.values() if m.kind == "grant" and m.name.split(".", 1)[0] == name]
+            if diff.needs_contents(self.databases.get(name), record.attributes if record else None, db_grants, grant_records):
+                out.append(name)
+        return out
+
+
 def plan_pair(pair: DesiredPair, nodes: list[NodeAddress], passwords: dict[str, str], store: Store,
               destroy: bool) -> LivePair:
     spec = pair.doc.spec
@@ -109,19 +157,25 @@ def plan_pair(pair: DesiredPair, nodes: list[NodeAddress], passwords: dict[str, 
         store.record_nodes(pair.name, [
             (n.address.name, n.address.host, n.address.port, n.role, n.role != "unreachable") for n in state.nodes
         ])
-        catalog = read_cluster(state.connection)
         managed = store.managed(pair.name)
+        objects = PairObjects.of(pair, managed, destroy)
+        # Database contents are read over their own sessions while the cluster-wide catalog is read.
+        with ThreadPoolExecutor(max_workers=1) as background:
+            contents = background.submit(read_contents, state.primary.address, objects.contents_needed(pair.name, managed))
+            catalog = read_cluster(state.connection)
+            catalog.contents = _readable_contents(catalog, contents.result())
         checks = check_passwords(
             passwords, {name: role.verifier for name, role in catalog.roles.items()}, catalog.can_read_passwords
         )
-        ctx = diff.PairContext(pair=pair.name, catalog=catalog, managed=managed, passwords=checks)
+        ctx = diff.PairContext(pair=pair.name, catalog=catalog, managed=managed, passwords=checks,
+                               dropping_databases=set(objects.gone_databases))
         ctx.warnings.extend(state.warnings)
-        changes = _pair_changes(ctx, pair, state, destroy)
+        changes = _pair_changes(ctx, pair, objects, destroy)
         if ctx.errors:
             raise PlanError(f"pair {pair.name!r}: the plan cannot be made:\n  " + "\n  ".join(ctx.errors))
         pair_plan = PairPlan(
-            pair=pair.name, primary=state.primary.name, admin_database=state.primary.address.admin_database, header=_header(state), warnings=ctx.warnings, changes=changes,
-            live_fingerprint=catalog.fingerprint(),
+            pair=pair.name, primary=state.primary.name, admin_database=state.primary.address.admin_database,
+            header=_header(state), warnings=ctx.warnings, changes=changes, live_fingerprint=catalog.fingerprint(),
         )
         for change in changes:
             change.sql = [ShownStatement(database=s.database, text=s.display()) for s in change.statements]
@@ -137,71 +191,58 @@ def plan_pair(pair: DesiredPair, nodes: list[NodeAddress], passwords: dict[str, 
     return LivePair(state=state, catalog=catalog, plan=pair_plan)
 
 
-def _pair_changes(ctx: diff.PairContext, pair: DesiredPair, state: PairState, destroy: bool) -> list[Change]:
+def _readable_contents(catalog: LiveCatalog, read: dict[str, DatabaseContents | ConnectionFailed]) -> dict[str, DatabaseContents]:
+    """Keep what was read; a database that exists and accepts connections but could not be read is an error."""
+    out: dict[str, DatabaseContents] = {}
+    for name, result in read.items():
+        live = catalog.databases.get(name)
+        if isinstance(result, DatabaseContents):
+            out[name] = result
+        elif live is not None and live.allow_connections:
+            raise result
+    return out
+
+
+def _pair_changes(ctx: diff.PairContext, pair: DesiredPair, objects: PairObjects, destroy: bool) -> list[Change]:
     catalog = ctx.catalog
     address = f"pair.{pair.name}"
-    roles = {} if destroy else {n: d.doc.spec for n, d in pair.roles.items()}
-    databases = {} if destroy else {n: d.doc.spec for n, d in pair.databases.items()}
-    grants = {} if destroy else {k: d.doc.spec for k, d in pair.grants.items()}
     if destroy and pair.doc.spec.deletion_protection:
         ctx.errors.append(f"{address}: deletion_protection is on; set it to false and apply before destroying")
-
-    kinds = {"role": {}, "database": {}, "grant": {}}  # type: dict[str, dict[str, str]]
-    for addr, managed in ctx.managed.items():
-        if managed.kind in kinds:
-            kinds[managed.kind][addr] = managed.name
-    gone_roles = sorted(n for a, n in kinds["role"].items() if n not in roles)
-    gone_databases = sorted(n for a, n in kinds["database"].items() if n not in databases)
-    gone_grants = sorted(tuple(n.split(".", 1)) for a, n in kinds["grant"].items() if tuple(n.split(".", 1)) not in grants)
-    ctx.dropping_databases = set(gone_databases)
-
-    # Contents are read only for databases whose insides matter to this plan, in parallel.
-    wanted_contents = []
-    for name in sorted(set(databases) | {d for d, _ in grants} | {d for d, _ in gone_grants}):
-        live_db = catalog.databases.get(name)
-        if live_db is None or not live_db.allow_connections or name in ctx.dropping_databases:
-            continue
-        record = ctx.record_of(f"database.{pair.name}.{name}")
-        db_grants = [g for (d, _), g in grants.items() if d == name]
-        db_grant_records = [m.attributes for m in ctx.managed.values() if m.kind == "grant" and m.name.split(".", 1)[0] == name]
-        if diff.needs_contents(databases.get(name), record, db_grants, db_grant_records):
-            wanted_contents.append(name)
-    catalog.contents = read_contents(state.primary.address, wanted_contents)
 
     changes: list[Change] = []
     pair_change = diff.diff_pair(ctx, None if destroy else pair.doc.spec, address, deleting=destroy)
     if pair_change and not destroy:
         changes.append(pair_change)
 
-    role_changes = {n: c for n, c in ((n, diff.diff_role(ctx, n, s)) for n, s in roles.items()) if c}
+    role_changes = {n: c for n, c in ((n, diff.diff_role(ctx, n, s)) for n, s in objects.roles.items()) if c}
     try:
-        ordered = diff.role_order(role_changes, roles)
+        ordered = diff.role_order(role_changes, objects.roles)
     except ValueError as cycle:
         ctx.errors.append(f"roles of pair {pair.name!r} are members of each other in a circle: {cycle}")
         ordered = sorted(role_changes)
     changes.extend(role_changes[n] for n in ordered)
 
-    for name, db_spec in sorted(databases.items()):
+    for name, db_spec in sorted(objects.databases.items()):
         change = diff.diff_database(ctx, name, db_spec, catalog.contents.get(name))
         if change:
             changes.append(change)
-    for (database, role), grant_spec in sorted(grants.items()):
-        owner = databases[database].owner or ctx.admin
+    for (database, role), grant_spec in sorted(objects.grants.items()):
+        owner = objects.databases[database].owner or ctx.admin
         change = diff.diff_grant(ctx, database, role, grant_spec, owner, catalog.contents.get(database))
         if change:
             changes.append(change)
 
     # Destroys, in reverse dependency order: grants, databases, roles (members before parents).
-    for database, role in gone_grants:
+    for database, role in objects.gone_grants:
         live_db = catalog.databases.get(database)
         owner = live_db.owner if live_db else ctx.admin
         change = diff.diff_grant(ctx, database, role, None, owner, catalog.contents.get(database))
         if change:
             changes.append(change)
-    for name in gone_databases:
+    for name in objects.gone_databases:
         changes.append(diff.delete_database(ctx, name))
-    live_parents = {n: catalog.roles[n].member_of for n in gone_roles if n in catalog.roles}
-    for name in _members_first(gone_roles, live_parents):
+    live_parents = {n: catalog.roles[n].member_of for n in objects.gone_roles if n in catalog.roles}
+    for name in _members_first(objects.gone_roles, live_parents):
         changes.append(diff.delete_role(ctx, name))
     if pair_change and destroy:
         changes.append(pair_change)

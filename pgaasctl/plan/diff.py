@@ -10,12 +10,24 @@ from typing import Any
 
 from deepdiff import DeepDiff
 
-from pgaasctl.live.catalog import DatabaseContents, LiveCatalog, LiveSchema, ObjectsInSchema
+from pgaasctl.live.catalog import (
+    DatabaseContents,
+    LiveCatalog,
+    LiveSchema,
+    ObjectsInSchema,
+)
 from pgaasctl.passwords import PasswordCheck
 from pgaasctl.plan import settings as settings_rules
 from pgaasctl.plan import sqlgen
 from pgaasctl.plan.model import SENSITIVE, AttributeChange, Change, Statement
-from pgaasctl.spec.models import DatabaseSpec, GrantSpec, PairSpec, RoleSpec, SchemaGrant, SettingValue
+from pgaasctl.spec.models import (
+    DatabaseSpec,
+    GrantSpec,
+    PairSpec,
+    RoleSpec,
+    SchemaGrant,
+    SettingValue,
+)
 from pgaasctl.store import ManagedObject
 
 OBJECT_TYPES = ("tables", "sequences", "functions")

@@ -81,6 +81,7 @@ class Plan(BaseModel):
     spec_path: str
     spec_fingerprint: str
     destroy: bool = False
+    targets: list[str] = Field(default_factory=list)
     pairs: list[PairPlan] = Field(default_factory=list)
 
     def counts(self) -> dict[str, int]:

@@ -7,7 +7,14 @@ from pathlib import Path
 
 from pgaasctl.errors import SpecError
 from pgaasctl.spec.loader import LoadedDoc, load_path
-from pgaasctl.spec.models import DatabaseDoc, GrantDoc, PairDoc, RoleDoc, WorkspaceDoc, WorkspaceSpec
+from pgaasctl.spec.models import (
+    DatabaseDoc,
+    GrantDoc,
+    PairDoc,
+    RoleDoc,
+    WorkspaceDoc,
+    WorkspaceSpec,
+)
 
 
 @dataclass

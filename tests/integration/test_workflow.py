@@ -211,3 +211,27 @@ def test_grants_on_a_database_made_from_a_template_with_tables_converge_in_one_a
     ws.must_apply()
     assert ws.sql("SELECT has_table_privilege('reader', 'inherited', 'SELECT')", dbname="copied") == [(True,)]
     ws.assert_converged()
+
+
+def test_saved_targeted_plan_applies_only_its_target(app_ws: Workspace) -> None:
+    app_ws.write("more.yaml", "kind: Role\nmetadata: {name: later, pair: main}\n")
+    planfile = app_ws.root / "tfplan"
+    assert app_ws.plan("--target", "role.main.app", "--out", str(planfile)).exit_code == 0
+    result = app_ws.run("apply", str(planfile))
+    assert result.exit_code == 0, result.output
+    assert app_ws.sql("SELECT rolname FROM pg_roles WHERE rolname IN ('app', 'later')") == [("app",)]
+
+
+def test_drift_made_with_psql_is_detected(app_ws: Workspace) -> None:
+    import subprocess
+
+    app_ws.must_apply()
+    server = app_ws.server
+    subprocess.run(
+        ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", server.host, "-p", str(server.port), "-U", "postgres",
+         "-d", "postgres", "-c", "ALTER ROLE app NOLOGIN CONNECTION LIMIT 9"],
+        env={"PGPASSWORD": server.admin_password, "PATH": "/usr/bin:/bin"}, check=True,
+    )
+    plan = app_ws.plan("--detailed-exitcode")
+    assert plan.exit_code == 2
+    assert "login: false -> true" in plan.flat and "connection_limit: 9 -> -1" in plan.flat

@@ -167,7 +167,7 @@ def test_json_output_parses_and_has_the_summary():
 def test_json_output_is_stable():
     first, second = render_json(sample_plan()), render_json(sample_plan())
     assert first == second
-    assert list(json.loads(first)) == ["format_version", "spec_path", "spec_fingerprint", "destroy", "pairs", "summary"]
+    assert list(json.loads(first)) == ["format_version", "spec_path", "spec_fingerprint", "destroy", "targets", "pairs", "summary"]
 
 
 # ---------------------------------------------------------------- SQL
