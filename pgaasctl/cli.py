@@ -95,8 +95,9 @@ def plan(
     """Show what apply would change on each pair."""
 
     def action() -> Plan:
-        st = workspace.open_workspace_store(path, store)
-        work = workspace.plan_specs(path, st, destroy=destroy, targets=target)
+        desired = load_desired(path)
+        st = workspace.open_workspace_store(path, store, desired)
+        work = workspace.plan_specs(desired, path, st, destroy=destroy, targets=target)
         work.close()
         return work.plan
 
@@ -138,8 +139,10 @@ def _apply(path: Path, store: str | None, auto_approve: bool, destroy: bool, tar
     verb = "destroy" if destroy else "apply"
 
     def action() -> None:
-        st = workspace.open_workspace_store(path, store)
-        with workspace.locked_plan(path, st, destroy=destroy, targets=targets, saved=saved, saved_path=saved_path) as work:
+        desired = load_desired(path)
+        st = workspace.open_workspace_store(path, store, desired)
+        with workspace.locked_plan(desired, path, st, destroy=destroy, targets=targets, saved=saved,
+                                   saved_path=saved_path) as work:
             if saved is None:
                 render.render_text(work.plan, out)
             if not work.plan.has_changes:
@@ -206,8 +209,9 @@ def import_(
     """Start managing an existing object that is declared in the specs."""
 
     def action() -> None:
-        st = workspace.open_workspace_store(path, store)
-        workspace.import_object(path, st, address)
+        desired = load_desired(path)
+        st = workspace.open_workspace_store(path, store, desired)
+        workspace.import_object(desired, path, st, address)
         out.print(f"[green]Imported[/green] {address}. Run `pgaasctl plan` to see how it differs from the spec.")
 
     run(action)

@@ -20,7 +20,7 @@ from pgaasctl.errors import PgaasError, SpecError
 from pgaasctl.plan.build import LivePair, close_pairs, make_plan
 from pgaasctl.plan.model import Plan
 from pgaasctl.plan.planfile import check_still_valid
-from pgaasctl.spec.desired import DesiredState, load_desired
+from pgaasctl.spec.desired import DesiredState
 from pgaasctl.spec.loader import load_path
 from pgaasctl.spec.models import WorkspaceDoc, WorkspaceSpec
 from pgaasctl.store import Store, open_store
@@ -39,12 +39,12 @@ def workspace_settings(path: Path) -> WorkspaceSpec:
     return found[0] if found else WorkspaceSpec()
 
 
-def store_url(path: Path, explicit: str | None) -> str:
-    return explicit or os.environ.get(STORE_ENV) or workspace_settings(path).store
-
-
-def open_workspace_store(path: Path, explicit: str | None) -> Store:
-    return open_store(store_url(path, explicit))
+def open_workspace_store(path: Path, explicit: str | None, desired: DesiredState | None = None) -> Store:
+    """The store named by --store, $PGAASCTL_STORE, the Workspace document, or the default, in that order."""
+    url = explicit or os.environ.get(STORE_ENV)
+    if url is None:
+        url = desired.workspace.store if desired is not None else workspace_settings(path).store
+    return open_store(url)
 
 
 @dataclass
@@ -60,20 +60,20 @@ class PlannedWork:
         close_pairs(self.live)
 
 
-def plan_specs(path: Path, store: Store, destroy: bool = False, targets: list[str] | None = None) -> PlannedWork:
-    desired = load_desired(path)
+def plan_specs(desired: DesiredState, path: Path, store: Store, destroy: bool = False,
+               targets: list[str] | None = None) -> PlannedWork:
     plan, live = make_plan(desired, store, path, destroy=destroy, targets=targets)
     return PlannedWork(desired=desired, plan=plan, live=live)
 
 
 @contextmanager
-def locked_plan(path: Path, store: Store, destroy: bool = False, targets: list[str] | None = None,
-                saved: Plan | None = None, saved_path: Path | None = None) -> Iterator[PlannedWork]:
+def locked_plan(desired: DesiredState, path: Path, store: Store, destroy: bool = False,
+                targets: list[str] | None = None, saved: Plan | None = None,
+                saved_path: Path | None = None) -> Iterator[PlannedWork]:
     """Lock every pair of the specs (store lock, then pg_advisory_lock on each primary), then plan.
 
     With `saved`, the fresh plan must match it exactly, or StalePlan is raised.
     """
-    desired = load_desired(path)
     with ExitStack() as stack:
         for pair in sorted(desired.pairs):
             stack.enter_context(store.locked(pair, "destroy" if destroy else "apply", desired.workspace.lock_timeout))
@@ -117,9 +117,8 @@ def forget_destroyed_pairs(work: PlannedWork, store: Store) -> None:
             store.forget_pair(pair.pair)
 
 
-def import_object(path: Path, store: Store, address: str) -> str:
+def import_object(desired: DesiredState, path: Path, store: Store, address: str) -> str:
     """Start managing an object that exists on the server and is declared in the specs."""
-    desired = load_desired(path)
     loaded = desired.by_address().get(address)
     if loaded is None:
         raise PgaasError(
