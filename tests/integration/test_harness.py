@@ -90,8 +90,7 @@ def test_reset_undoes_alter_system(pg: PgServer) -> None:
 def test_listens_only_on_its_own_host(pg: PgServer) -> None:
     assert pg.execute("SHOW listen_addresses") == [(pg.host,)]
     assert _tcp_connect_errno(pg.host, pg.port) == 0
-    if pg.host == "127.0.0.1":
-        pytest.skip("server is on 127.0.0.1 itself")
+    assert pg.host != "127.0.0.1"  # the fixtures never use it, so the probe below means something
     assert _tcp_connect_errno("127.0.0.1", pg.port) == errno.ECONNREFUSED
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(
