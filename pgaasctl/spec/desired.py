@@ -8,7 +8,9 @@ from pathlib import Path
 from pgaasctl.errors import SpecError
 from pgaasctl.spec.loader import LoadedDoc, load_path
 from pgaasctl.spec.models import (
+    LOCAL_ADMIN_USER,
     DatabaseDoc,
+    ExistingPairSpec,
     GrantDoc,
     PairDoc,
     RoleDoc,
@@ -35,7 +37,9 @@ class DesiredPair:
         return self.loaded.doc
 
     def admin_users(self) -> set[str]:
-        return {n.admin_user for n in self.doc.spec.nodes}
+        if isinstance(self.doc.spec, ExistingPairSpec):
+            return {n.admin_user for n in self.doc.spec.nodes}
+        return {LOCAL_ADMIN_USER}
 
 
 @dataclass

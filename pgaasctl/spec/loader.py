@@ -121,9 +121,15 @@ def _describe(exc: ValidationError, file: Path, lines: dict[Loc, int], start: in
     label = _label(data)
     out = []
     for err in exc.errors(include_url=False):
-        loc = tuple(err["loc"])
-        field_path = ".".join(str(p) for p in loc) or "(document)"
+        loc = _real_path(data, tuple(err["loc"]))
         message = err["msg"]
+        if err["type"] == "union_tag_not_found":
+            loc = loc + (err["ctx"]["discriminator"].strip("'"),)
+            message = "required field is missing"
+        elif err["type"] == "union_tag_invalid":
+            loc = loc + (err["ctx"]["discriminator"].strip("'"),)
+            message = f"expected one of {err['ctx']['expected_tags']}, got {err['ctx']['tag']!r}"
+        field_path = ".".join(str(p) for p in loc) or "(document)"
         if err["type"] == "extra_forbidden":
             message = "unknown field"
         elif message.startswith("Value error, "):
@@ -134,6 +140,23 @@ def _describe(exc: ValidationError, file: Path, lines: dict[Loc, int], start: in
             message = f"{message}, got {err.get('input')!r}"
         out.append(f"{file}:{_line_for(lines, loc, start)}: {label}{field_path}: {message}")
     return out
+
+
+def _real_path(data: Any, loc: Loc) -> Loc:
+    """Drop the tags pydantic adds for tagged unions (spec.local.nodes -> spec.nodes): they are not in the YAML."""
+    out: list[str | int] = []
+    current = data
+    for i, part in enumerate(loc):
+        last = i == len(loc) - 1
+        if isinstance(current, dict):
+            if part in current:
+                current = current[part]
+            elif not last:
+                continue
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            current = current[part]
+        out.append(part)
+    return tuple(out)
 
 
 def _label(data: dict[str, Any]) -> str:

@@ -63,10 +63,33 @@ class SecretSource(Strict):
 
 # ---------------------------------------------------------------- Pair
 
+def _seconds(value: Any) -> Any:
+    """Durations as repmgr takes them: whole seconds, written 3, "3s" or "1min"."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*(s|sec|min)?\s*", value)
+        if not match:
+            raise ValueError(f"expected whole seconds such as 3s or 1min, got {value!r}")
+        return int(match.group(1)) * (60 if match.group(2) == "min" else 1)
+    return value
+
+
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(ge=1, le=3600)]
+
+
+class SshSettings(Strict):
+    """How pgaasctl reaches a node over SSH (fabric) to run repmgr."""
+
+    user: str = Field("postgres", description="OS user that runs PostgreSQL and repmgr.")
+    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    key_file: str = Field(description="Private key file (relative to the spec file).")
+    repmgr_config: str = Field("/etc/repmgr.conf", description="Path of repmgr.conf on the node.")
+    bin_dir: str = Field("/usr/lib/postgresql/15/bin", description="PostgreSQL (and repmgr) binaries on the node.")
+
+
 class ExistingNode(Strict):
     """A server that already runs PostgreSQL."""
 
-    name: Identifier = Field(description="Node name, unique in the pair.")
+    name: Identifier = Field(description="Node name, unique in the pair (the repmgr node_name when ssh is given).")
     host: str = Field(description="Address or host name pgaasctl connects to.")
     port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port.")
     admin_user: str = Field("postgres", description="Superuser (or role with CREATEROLE/CREATEDB) pgaasctl connects as.")
@@ -76,26 +99,60 @@ class ExistingNode(Strict):
         "prefer", description="libpq sslmode."
     )
     connect_timeout: int = Field(5, ge=1, le=120, description="Seconds to wait for a connection.")
+    ssh: SshSettings | None = Field(None, description="SSH access, for repmgr discovery and operations; omit for SQL only.")
 
 
-class PairSpec(Strict):
-    """A primary/standby pair (or a single server) that pgaasctl manages objects on."""
+LOCAL_ADMIN_USER = "postgres"  # the superuser pgaasctl creates, and connects as, on nodes it creates
 
-    provider: Literal["existing"] = Field(description="How the nodes come to exist. `existing`: servers you already run.")
+
+class LocalNode(Strict):
+    """A node pgaasctl creates on this machine: a loopback address with its own sshd and PostgreSQL."""
+
+    name: Identifier = Field(description="Node name, unique in the pair.")
+
+
+class FailoverSettings(Strict):
+    """repmgrd's failure detection; they reach repmgr.conf."""
+
+    mode: Literal["automatic", "manual"] = Field("automatic", description="Whether repmgrd promotes the standby by itself.")
+    monitor_interval: Seconds = Field(1, description="Seconds between repmgrd's checks of the upstream (monitor_interval_secs).")
+    reconnect_attempts: int = Field(3, ge=0, le=100, description="Attempts to reach a failed primary before failing over.")
+    reconnect_interval: Seconds = Field(1, description="Seconds between those attempts.")
+    connect_timeout: Seconds = Field(2, description="libpq connect_timeout of repmgr's connections.")
+
+
+class PairSpecBase(Strict):
     postgres: Literal[15] = Field(15, description="PostgreSQL major version.")
-    nodes: list[ExistingNode] = Field(min_length=1, max_length=2, description="The nodes; one is allowed but is not fault tolerant.")
     replication: Literal["synchronous", "asynchronous"] = Field(
-        "asynchronous", description="Whether a commit waits for the standby."
+        "asynchronous", description="synchronous: a commit returns once it is on both nodes."
     )
     settings: Settings = Field(default_factory=dict, description="Server parameters, set with ALTER SYSTEM.")
     deletion_protection: bool = Field(True, description="Refuse to destroy the pair.")
 
     @model_validator(mode="after")
-    def _unique_nodes(self) -> PairSpec:
-        names = [n.name for n in self.nodes]
+    def _unique_nodes(self) -> PairSpecBase:
+        names = [n.name for n in self.nodes]  # type: ignore[attr-defined]
         if len(set(names)) != len(names):
             raise ValueError(f"node names must be unique, got {names}")
         return self
+
+
+class ExistingPairSpec(PairSpecBase):
+    """A pair (or single server) you already run; pgaasctl manages the objects on it."""
+
+    provider: Literal["existing"] = Field(description="`existing`: servers you already run.")
+    nodes: list[ExistingNode] = Field(min_length=1, max_length=2, description="The nodes; one is allowed but is not fault tolerant.")
+
+
+class LocalPairSpec(PairSpecBase):
+    """A pair pgaasctl creates on this machine, replicating with repmgr and failing over by itself."""
+
+    provider: Literal["local"] = Field(description="`local`: loopback addresses on this machine, each with sshd and PostgreSQL.")
+    nodes: list[LocalNode] = Field(min_length=1, max_length=2, description="The nodes; one is allowed but is not fault tolerant.")
+    failover: FailoverSettings = Field(default_factory=FailoverSettings, description="repmgrd settings.")
+
+
+PairSpec = Annotated[ExistingPairSpec | LocalPairSpec, Field(discriminator="provider")]
 
 
 # ---------------------------------------------------------------- Role
@@ -267,6 +324,24 @@ class WorkspaceSpec(Strict):
     )
     lock_timeout: float = Field(5.0, ge=0, le=600, description="Seconds a second apply waits for the pair lock.")
     standby_timeout: float = Field(30.0, ge=0, le=3600, description="Seconds apply waits for the standby to replay.")
+    local_dir: str = Field(
+        "state/local", description="Where provider `local` keeps each node's sshd, PostgreSQL data and logs."
+    )
+    local_addresses: str = Field(
+        "127.0.1.2-127.0.1.254", description="Loopback range provider `local` takes node addresses from (first-last)."
+    )
+
+    @model_validator(mode="after")
+    def _loopback_range(self) -> WorkspaceSpec:
+        import ipaddress
+
+        try:
+            first, last = (ipaddress.IPv4Address(part.strip()) for part in self.local_addresses.split("-"))
+        except ValueError:
+            raise ValueError(f"local_addresses must look like 127.0.1.2-127.0.1.254, got {self.local_addresses!r}") from None
+        if not (first.is_loopback and last.is_loopback and first <= last):
+            raise ValueError(f"local_addresses must be a loopback range (127.x.y.z), got {self.local_addresses!r}")
+        return self
 
 
 # ---------------------------------------------------------------- documents

@@ -11,7 +11,8 @@ from pydantic.fields import FieldInfo
 from pgaasctl.spec import models
 
 SECTIONS: list[tuple[str, type[BaseModel], list[type[BaseModel]]]] = [
-    ("Pair", models.PairDoc, [models.PairSpec, models.ExistingNode, models.SecretSource]),
+    ("Pair", models.PairDoc, [models.LocalPairSpec, models.LocalNode, models.FailoverSettings, models.ExistingPairSpec,
+                              models.ExistingNode, models.SshSettings, models.SecretSource]),
     ("Role", models.RoleDoc, [models.RoleSpec]),
     ("Database", models.DatabaseDoc, [models.DatabaseSpec, models.Extension, models.Schema]),
     ("Grant", models.GrantDoc, [models.GrantSpec, models.SchemaGrant, models.DefaultPrivileges]),

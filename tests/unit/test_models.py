@@ -270,7 +270,7 @@ def test_json_schema_carries_field_descriptions():
     defs = spec_json_schema()["$defs"]
     assert defs["RoleSpec"]["properties"]["connection_limit"]["description"].startswith("Concurrent connections")
     assert "environment variable" in defs["SecretSource"]["properties"]["env"]["description"]
-    for kind in ("PairSpec", "RoleSpec", "DatabaseSpec", "GrantSpec", "WorkspaceSpec"):
+    for kind in ("ExistingPairSpec", "LocalPairSpec", "RoleSpec", "DatabaseSpec", "GrantSpec", "WorkspaceSpec"):
         assert defs[kind].get("description"), f"{kind} has no description"
 
 
