@@ -1,4 +1,8 @@
-"""The narrow protocol every provider implements."""
+"""The narrow protocol every provider implements: make hosts exist, list them, destroy them.
+
+Everything after a host exists (configuration, initdb, repmgr, repmgrd) is pgaasctl.hosts.bootstrap,
+run over SSH, the same for every provider.
+"""
 
 from __future__ import annotations
 
@@ -9,17 +13,52 @@ from pydantic import BaseModel
 from pgaasctl.spec.models import PairDoc
 
 
-class Host(BaseModel):
-    """A node's address as the provider knows it."""
+class HostLayout(BaseModel):
+    """Where things are on a host pgaasctl bootstraps."""
 
+    bin_dir: str
+    data_dir: str
+    config_dir: str  # postgresql.conf, pg_hba.conf, repmgr.conf, the promote hook, .pgpass
+    socket_dir: str
+    log_dir: str
+
+    @property
+    def repmgr_conf(self) -> str:
+        return f"{self.config_dir}/repmgr.conf"
+
+
+class Host(BaseModel):
+    """A node's host as the provider knows it."""
+
+    pair: str
     node: str
     address: str
-    port: int
+    pg_port: int = 5432
+    ssh_port: int | None = None  # None: no SSH (provider existing without ssh settings)
+    ssh_user: str | None = None
+    key_file: str | None = None
+    repmgr_conf: str | None = None
+    bin_dir: str = "/usr/lib/postgresql/15/bin"
+    layout: HostLayout | None = None  # known when pgaasctl bootstraps the host itself
+    exists: bool = True  # False: declared but not created yet
+    running: bool = True  # False: the host exists but its sshd is not running (local: after a reboot)
 
 
 class Provider(Protocol):
     name: str
 
     def hosts(self, pair: PairDoc) -> list[Host]:
-        """The hosts of `pair` that exist now."""
+        """Every declared node's host, whether it exists yet or not."""
+        ...
+
+    def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:
+        """Make the named nodes' hosts exist and answer SSH."""
+        ...
+
+    def start_hosts(self, pair: PairDoc, nodes: list[str]) -> None:
+        """Bring existing hosts that are not running back up (their SSH only)."""
+        ...
+
+    def destroy_hosts(self, pair: PairDoc) -> None:
+        """Stop and remove everything the provider created for the pair."""
         ...

@@ -36,6 +36,10 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS history (
         id TEXT PRIMARY KEY, pair TEXT NOT NULL, operation TEXT NOT NULL, actor TEXT NOT NULL,
         started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, summary TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS host_keys (
+        endpoint TEXT PRIMARY KEY, key TEXT NOT NULL, pinned_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS local_addresses (
+        address TEXT PRIMARY KEY, pair TEXT NOT NULL, node TEXT NOT NULL, ssh_port INTEGER NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS locks (
         pair TEXT PRIMARY KEY, holder TEXT NOT NULL, operation TEXT NOT NULL, acquired_at TEXT NOT NULL)""",
 ]
@@ -186,6 +190,38 @@ class Store:
     def forget_pair(self, name: str) -> None:
         self._exec("DELETE FROM nodes WHERE pair = ?", (name,))
         self._exec("DELETE FROM pairs WHERE name = ?", (name,))
+
+    # -- SSH host keys, pinned on first contact
+    def host_key(self, endpoint: str) -> str | None:
+        rows = self._exec("SELECT key FROM host_keys WHERE endpoint = ?", (endpoint,))
+        return rows[0][0] if rows else None
+
+    def pin_host_key(self, endpoint: str, key: str) -> None:
+        self._exec(
+            "INSERT INTO host_keys (endpoint, key, pinned_at) VALUES (?, ?, ?) ON CONFLICT (endpoint) DO NOTHING",
+            (endpoint, key, _now()),
+        )
+
+    def forget_host_key(self, endpoint: str) -> bool:
+        return self._count("DELETE FROM host_keys WHERE endpoint = ?", (endpoint,)) > 0
+
+    # -- loopback addresses of provider local
+    def local_addresses(self, pair: str | None = None) -> dict[str, tuple[str, str, int]]:
+        """address -> (pair, node, ssh_port)."""
+        if pair is None:
+            rows = self._exec("SELECT address, pair, node, ssh_port FROM local_addresses")
+        else:
+            rows = self._exec("SELECT address, pair, node, ssh_port FROM local_addresses WHERE pair = ?", (pair,))
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def claim_local_address(self, address: str, pair: str, node: str, ssh_port: int) -> bool:
+        return self._count(
+            "INSERT INTO local_addresses (address, pair, node, ssh_port) VALUES (?, ?, ?, ?) ON CONFLICT (address) DO NOTHING",
+            (address, pair, node, ssh_port),
+        ) == 1
+
+    def release_local_address(self, address: str) -> None:
+        self._exec("DELETE FROM local_addresses WHERE address = ?", (address,))
 
     # -- history
     def begin(self, pair: str, operation: str) -> str:

@@ -1,0 +1,249 @@
+"""provider: local — each node is a loopback address on this machine with its own sshd and PostgreSQL.
+
+Layout of a node, under Workspace.local_dir/PAIR/NODE:
+  ssh/      sshd_config, the host key, authorized_keys, sshd.pid (owned by the invoking user)
+  data/     the PostgreSQL data directory  \\
+  etc/      postgresql.conf, pg_hba.conf,    > owned by the server's OS user
+            repmgr.conf, promote hook       |
+  run/      unix sockets, repmgrd.pid       |
+  log/      postgresql.log, repmgr.log     /
+The server's OS user is `postgres` when pgaasctl runs as root (PostgreSQL refuses root), else the
+invoking user; sshd lets only that user in, with the workspace key (local_dir/id_ed25519).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from pgaasctl.errors import PgaasError
+from pgaasctl.spec.models import LocalPairSpec, PairDoc, WorkspaceSpec
+from pgaasctl.store import Store
+from providers.base import Host, HostLayout
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+SSHD = "/usr/sbin/sshd"
+PG_PORT = 5432
+SSH_PORT = 2222
+START_TIMEOUT = 15.0
+
+
+def server_os_user() -> str:
+    return "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
+
+
+class LocalProvider:
+    name = "local"
+
+    def __init__(self, workspace: WorkspaceSpec, store: Store) -> None:
+        self.root = Path(workspace.local_dir).absolute()
+        self.store = store
+        first, last = (ipaddress.IPv4Address(p.strip()) for p in workspace.local_addresses.split("-"))
+        self.candidates = [str(ipaddress.IPv4Address(i)) for i in range(int(first), int(last) + 1)]
+        self.os_user = server_os_user()
+
+    # -- paths
+    def node_dir(self, pair: str, node: str) -> Path:
+        return self.root / pair / node
+
+    def key_file(self) -> Path:
+        return self.root / "id_ed25519"
+
+    def layout(self, pair: str, node: str) -> HostLayout:
+        base = self.node_dir(pair, node)
+        return HostLayout(
+            bin_dir=PG_BIN, data_dir=str(base / "data"), config_dir=str(base / "etc"), socket_dir=str(base / "run"),
+            log_dir=str(base / "log"),
+        )
+
+    # -- the protocol
+    def hosts(self, pair: PairDoc) -> list[Host]:
+        assert isinstance(pair.spec, LocalPairSpec)
+        claimed = {(p, n): (address, port) for address, (p, n, port) in self.store.local_addresses(pair.metadata.name).items()}
+        out = []
+        for node in pair.spec.nodes:
+            name = pair.metadata.name
+            address, ssh_port = claimed.get((name, node.name), ("", SSH_PORT))
+            exists = bool(address) and (self.node_dir(name, node.name) / "ssh" / "sshd_config").exists()
+            layout = self.layout(name, node.name)
+            out.append(Host(
+                pair=name, node=node.name, address=address or "(not allocated)", pg_port=PG_PORT, ssh_port=ssh_port,
+                ssh_user=self.os_user, key_file=str(self.key_file()), repmgr_conf=layout.repmgr_conf, bin_dir=PG_BIN,
+                layout=layout, exists=exists, running=exists and self._sshd_running(name, node.name),
+            ))
+        return out
+
+    def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:
+        self._check_prerequisites()
+        self._ensure_client_key()
+        name = pair.metadata.name
+        for node in nodes:
+            address = self._claim_address(name, node)
+            self._make_node(name, node, address)
+            self._start_sshd(name, node, address)
+        return [h for h in self.hosts(pair) if h.node in nodes]
+
+    def start_hosts(self, pair: PairDoc, nodes: list[str]) -> None:
+        claimed = {n: a for a, (_, n, _) in self.store.local_addresses(pair.metadata.name).items()}
+        for node in nodes:
+            self._start_sshd(pair.metadata.name, node, claimed[node])
+
+    def destroy_hosts(self, pair: PairDoc) -> None:
+        name = pair.metadata.name
+        for address, (_, node, ssh_port) in self.store.local_addresses(name).items():
+            self._stop_node(name, node)
+            shutil.rmtree(self.node_dir(name, node), ignore_errors=True)
+            self.store.forget_host_key(f"{address}:{ssh_port}")
+            self.store.release_local_address(address)
+        pair_dir = self.root / name
+        if pair_dir.exists() and not any(pair_dir.iterdir()):
+            pair_dir.rmdir()
+
+    # -- creation
+    def _check_prerequisites(self) -> None:
+        missing = [p for p in (SSHD, f"{PG_BIN}/postgres", "/usr/bin/repmgr", "/usr/bin/ssh-keygen") if not Path(p).exists()]
+        if missing:
+            raise PgaasError(
+                f"provider local needs {', '.join(missing)}",
+                "Install them with: apt-get install -y postgresql-15 postgresql-15-repmgr openssh-server (make setup does it)",
+            )
+        if os.geteuid() == 0:
+            self._unlock_account()
+            Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+            if not self._reachable_by_server_user(self.root):
+                raise PgaasError(
+                    f"the postgres OS user cannot reach {self.root}",
+                    "Set Workspace spec.local_dir to a directory it can traverse (e.g. /var/lib/pgaasctl).",
+                )
+
+    def _unlock_account(self) -> None:
+        # sshd refuses a locked account ('!' in /etc/shadow); '*' means no password, key login only
+        status = subprocess.run(["passwd", "-S", self.os_user], capture_output=True, text=True, check=False).stdout.split()
+        if len(status) > 1 and status[1] == "L":
+            subprocess.run(["usermod", "-p", "*", self.os_user], check=True, capture_output=True)
+
+    def _reachable_by_server_user(self, path: Path) -> bool:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = subprocess.run(["runuser", "-u", self.os_user, "--", "test", "-x", str(path)], check=False)
+        return probe.returncode == 0
+
+    def _ensure_client_key(self) -> None:
+        key = self.key_file()
+        if not key.exists():
+            key.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pgaasctl", "-f", str(key)], check=True)
+
+    def _claim_address(self, pair: str, node: str) -> str:
+        for address, (p, n, _) in self.store.local_addresses(pair).items():
+            if (p, n) == (pair, node):
+                return address
+        taken = set(self.store.local_addresses())
+        for address in self.candidates:
+            if address in taken or not _free(address, PG_PORT) or not _free(address, SSH_PORT):
+                continue
+            if self.store.claim_local_address(address, pair, node, SSH_PORT):
+                return address
+        raise PgaasError(f"no free loopback address left in Workspace local_addresses for node {node} of pair {pair}")
+
+    def _make_node(self, pair: str, node: str, address: str) -> None:
+        base = self.node_dir(pair, node)
+        ssh = base / "ssh"
+        ssh.mkdir(parents=True, exist_ok=True)
+        for sub in ("data", "etc", "run", "log"):
+            (base / sub).mkdir(exist_ok=True)
+        os.chmod(base / "data", 0o700)
+        self._give_to_server_user([base / sub for sub in ("data", "etc", "run", "log")])
+        host_key = ssh / "ssh_host_ed25519_key"
+        if not host_key.exists():
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+        (ssh / "authorized_keys").write_text(Path(f"{self.key_file()}.pub").read_text())
+        (ssh / "sshd_config").write_text("\n".join([
+            f"ListenAddress {address}:{SSH_PORT}",
+            f"HostKey {host_key}",
+            f"PidFile {ssh / 'sshd.pid'}",
+            f"AuthorizedKeysFile {ssh / 'authorized_keys'}",
+            f"AllowUsers {self.os_user}",
+            "PubkeyAuthentication yes",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin no",
+            "UsePAM no",
+            "StrictModes no",  # the key files belong to the invoking user, not the login user
+            "Subsystem sftp internal-sftp",
+            "LogLevel ERROR",
+        ]) + "\n")
+
+    def _give_to_server_user(self, paths: list[Path]) -> None:
+        if os.geteuid() != 0:
+            return
+        user = pwd.getpwnam(self.os_user)
+        for path in paths:
+            os.chown(path, user.pw_uid, user.pw_gid)
+        for parent in {p.parent for p in paths}:
+            os.chmod(parent, 0o755)
+
+    def _sshd_pid(self, pair: str, node: str) -> int | None:
+        try:
+            pid = int((self.node_dir(pair, node) / "ssh" / "sshd.pid").read_text().strip())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
+
+    def _sshd_running(self, pair: str, node: str) -> bool:
+        return self._sshd_pid(pair, node) is not None
+
+    def _start_sshd(self, pair: str, node: str, address: str) -> None:
+        if self._sshd_running(pair, node):
+            return
+        ssh = self.node_dir(pair, node) / "ssh"
+        result = subprocess.run([SSHD, "-f", str(ssh / "sshd_config"), "-E", str(ssh / "sshd.log")],
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise PgaasError(f"node {node} of pair {pair}: sshd did not start on {address}:{SSH_PORT}: {result.stderr.strip()}")
+        deadline = time.monotonic() + START_TIMEOUT
+        while _free(address, SSH_PORT):
+            if time.monotonic() > deadline:
+                log = (ssh / "sshd.log").read_text()[-500:] if (ssh / "sshd.log").exists() else ""
+                raise PgaasError(f"node {node} of pair {pair}: sshd does not answer on {address}:{SSH_PORT}. {log}")
+            time.sleep(0.02)  # polling the port sshd is about to bind
+
+    # -- destruction
+    def _stop_node(self, pair: str, node: str) -> None:
+        base = self.node_dir(pair, node)
+        for pid_file in (base / "run" / "repmgrd.pid", base / "data" / "postmaster.pid", base / "ssh" / "sshd.pid"):
+            _kill_from_pid_file(pid_file)
+        # anything else still running from this node's files (a backend, a walreceiver...)
+        subprocess.run(["pkill", "-KILL", "-f", str(base) + "/"], check=False, capture_output=True)
+
+
+def _free(address: str, port: int) -> bool:
+    """Nothing listens on address:port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.2)
+        return probe.connect_ex((address, port)) != 0
+
+
+def _kill_from_pid_file(pid_file: Path) -> None:
+    try:
+        pid = int(pid_file.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        return
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return
+        time.sleep(0.01)  # polling for the process to be gone
