@@ -22,7 +22,7 @@ from rich.table import Table
 from pgaasctl import workspace
 from pgaasctl.errors import PgaasError
 from pgaasctl.plan import render
-from pgaasctl.plan.model import Change, Plan
+from pgaasctl.plan.model import Change, HostOperation, Plan
 from pgaasctl.plan.planfile import is_plan_file, load_plan, save_plan
 from pgaasctl.spec.desired import load_desired
 from pgaasctl.spec.schema import spec_json_schema
@@ -163,13 +163,20 @@ def _apply(path: Path, store: str | None, auto_approve: bool, destroy: bool, tar
                     elif status == "done":
                         progress.advance(task)
 
-                results = workspace.execute(work, st, on_progress)
+                def on_operation(pair: str, op: HostOperation, status: str) -> None:
+                    if status == "start":
+                        progress.update(task, description=f"pair {pair}: node {op.node}: {op.detail}")
+                    else:
+                        err.print(f"  pair {pair}: node {op.node}: {op.detail}: done", highlight=False)
+
+                results = workspace.execute(work, st, on_progress, on_operation)
             if destroy:
                 workspace.forget_destroyed_pairs(work, st)
             counts = work.plan.counts()
             for result in results:
                 waited = f"; standby caught up in {result.standby_wait:.2f}s" if result.standby_wait is not None else ""
-                out.print(f"Pair {result.pair!r}: {len(result.done)} change(s) applied{waited}.")
+                ops = f"{len(result.operations)} host operation(s), " if result.operations else ""
+                out.print(f"Pair {result.pair!r}: {ops}{len(result.done)} change(s) applied{waited}.")
             out.print(
                 f"[bold green]{verb.capitalize()} complete![/bold green] "
                 f"{counts['add']} added, {counts['change']} changed, {counts['destroy']} destroyed."

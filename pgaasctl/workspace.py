@@ -12,12 +12,20 @@ from pgaasctl.apply.executor import (
     ApplyResult,
     Executor,
     ProgressCallback,
-    release_advisory_lock,
     take_advisory_lock,
     wait_for_standbys,
 )
+from pgaasctl.apply.operations import HostOperator, OperationCallback
 from pgaasctl.errors import PgaasError, SpecError
-from pgaasctl.plan.build import LivePair, close_pairs, make_plan
+from pgaasctl.hosts.ssh import SshSessions
+from pgaasctl.plan.build import (
+    LivePair,
+    close_pairs,
+    filter_targets,
+    make_plan,
+    pair_inputs,
+    plan_pair,
+)
 from pgaasctl.plan.model import Plan
 from pgaasctl.plan.planfile import check_still_valid
 from pgaasctl.spec.desired import DesiredState
@@ -49,21 +57,28 @@ def open_workspace_store(path: Path, explicit: str | None, desired: DesiredState
 
 @dataclass
 class PlannedWork:
-    """A plan with its live connections, ready to apply; close() when done."""
+    """A plan with its live connections and SSH sessions, ready to apply; close() when done."""
 
     desired: DesiredState
     plan: Plan
     live: dict[str, LivePair]
+    ssh: SshSessions
     results: list[ApplyResult] = field(default_factory=list)
 
     def close(self) -> None:
         close_pairs(self.live)
+        self.ssh.close()
 
 
 def plan_specs(desired: DesiredState, path: Path, store: Store, destroy: bool = False,
                targets: list[str] | None = None) -> PlannedWork:
-    plan, live = make_plan(desired, store, path, destroy=destroy, targets=targets)
-    return PlannedWork(desired=desired, plan=plan, live=live)
+    ssh = SshSessions(store)
+    try:
+        plan, live = make_plan(desired, store, path, ssh, destroy=destroy, targets=targets)
+    except BaseException:
+        ssh.close()
+        raise
+    return PlannedWork(desired=desired, plan=plan, live=live, ssh=ssh)
 
 
 @contextmanager
@@ -77,37 +92,72 @@ def locked_plan(desired: DesiredState, path: Path, store: Store, destroy: bool =
     with ExitStack() as stack:
         for pair in sorted(desired.pairs):
             stack.enter_context(store.locked(pair, "destroy" if destroy else "apply", desired.workspace.lock_timeout))
-        plan, live = make_plan(desired, store, path, destroy=destroy, targets=targets)
-        work = PlannedWork(desired=desired, plan=plan, live=live)
+        ssh = SshSessions(store)
+        stack.callback(ssh.close)
+        plan, live = make_plan(desired, store, path, ssh, destroy=destroy, targets=targets)
+        work = PlannedWork(desired=desired, plan=plan, live=live, ssh=ssh)
         stack.callback(work.close)
         for name, item in live.items():
-            take_advisory_lock(item.state.connection, name)
-            stack.callback(release_advisory_lock, item.state.connection, name)
+            if item.state is not None:
+                take_advisory_lock(item.state.connection, name)
         if saved is not None:
             check_still_valid(saved, plan, saved_path or Path("plan"))
         yield work
 
 
-def execute(work: PlannedWork, store: Store, on_progress: ProgressCallback | None = None) -> list[ApplyResult]:
-    """Apply every pair's changes (pairs one after another), wait for standbys, record history."""
+def execute(work: PlannedWork, store: Store, on_progress: ProgressCallback | None = None,
+            on_operation: OperationCallback | None = None) -> list[ApplyResult]:
+    """Apply every pair (one after another): host operations first, then the pair is planned again and its
+    changes run; then wait for standbys; record history."""
     operation = "destroy" if work.plan.destroy else "apply"
     for pair_plan in work.plan.pairs:
-        if not pair_plan.changes:
+        if not pair_plan.changes and not pair_plan.operations:
             continue
-        live = work.live[pair_plan.pair]
         entry = store.begin(pair_plan.pair, operation)
         try:
-            result = Executor(live, store, on_progress).run()
-            result.standby_wait = wait_for_standbys(live, work.desired.workspace.standby_timeout)
+            result = _apply_pair(work, store, pair_plan.pair, on_progress, on_operation)
         except PgaasError as exc:
             store.finish(entry, "failed", {"error": exc.message})
             raise
         except BaseException:
             store.finish(entry, "interrupted", {})
             raise
-        store.finish(entry, "applied", {"changes": result.done})
+        store.finish(entry, "applied", {"changes": result.done, "operations": result.operations})
         work.results.append(result)
     return work.results
+
+
+MAX_OPERATION_ROUNDS = 3  # e.g. start a host, then find its PostgreSQL needs a rejoin
+
+
+def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: ProgressCallback | None,
+                on_operation: OperationCallback | None) -> ApplyResult:
+    live = work.live[name]
+    operations_done: list[str] = []
+    rounds = 0
+    while live.plan.operations:
+        rounds += 1
+        if rounds > MAX_OPERATION_ROUNDS:
+            raise PgaasError(f"pair {name!r} still needs host operations after {MAX_OPERATION_ROUNDS} rounds",
+                             "Look at `pgaasctl status`, then run apply again.")
+        operations_done += HostOperator(live.inputs, work.ssh, on_operation).run(live.plan.operations)
+        if any(op.kind == "destroy_hosts" for op in live.plan.operations):
+            live.plan.operations = []
+            break
+        # The hosts changed under the plan: plan the pair again, now that it has a primary.
+        live.close()
+        live = plan_pair(pair_inputs(live.inputs.pair, work.desired.workspace, store), store, work.ssh,
+                         work.plan.destroy)
+        if work.plan.targets:
+            live.plan.changes = filter_targets(live.plan.changes, work.plan.targets)
+        work.live[name] = live
+        if live.state is not None:
+            take_advisory_lock(live.state.connection, name)
+    result = Executor(live, store, on_progress).run()
+    result.operations = operations_done
+    if live.state is not None:
+        result.standby_wait = wait_for_standbys(live, work.desired.workspace.standby_timeout)
+    return result
 
 
 def forget_destroyed_pairs(work: PlannedWork, store: Store) -> None:
@@ -131,7 +181,11 @@ def import_object(desired: DesiredState, path: Path, store: Store, address: str)
     if store.managed().get(address):
         raise PgaasError(f"{address} is already managed")
     pair_name = address.split(".")[1]
-    plan, live = make_plan(desired, store, path, targets=[address])
+    ssh = SshSessions(store)
+    try:
+        plan, live = make_plan(desired, store, path, ssh, targets=[address])
+    finally:
+        ssh.close()
     try:
         change = next((c for p in plan.pairs for c in p.changes if c.address == address), None)
         catalog = live[pair_name].catalog

@@ -1,13 +1,21 @@
 """Host providers: how the nodes of a pair come to exist. Everything after that is the same for all of them."""
 
-from providers.base import Host, Provider
+from __future__ import annotations
+
+from pathlib import Path
+
+from pgaasctl.spec.models import ExistingPairSpec, LocalPairSpec, PairDoc, WorkspaceSpec
+from pgaasctl.store import Store
+from providers.base import Host, HostLayout, Provider
 from providers.existing import ExistingProvider
-
-PROVIDERS: dict[str, Provider] = {"existing": ExistingProvider()}
-
-
-def provider_for(name: str) -> Provider:
-    return PROVIDERS[name]
+from providers.local import LocalProvider
 
 
-__all__ = ["Host", "Provider", "PROVIDERS", "provider_for", "ExistingProvider"]
+def provider_for(pair: PairDoc, workspace: WorkspaceSpec, store: Store, spec_dir: Path) -> Provider:
+    if isinstance(pair.spec, LocalPairSpec):
+        return LocalProvider(workspace, store)
+    assert isinstance(pair.spec, ExistingPairSpec)
+    return ExistingProvider(spec_dir)
+
+
+__all__ = ["ExistingProvider", "Host", "HostLayout", "LocalProvider", "Provider", "provider_for"]

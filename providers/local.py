@@ -16,6 +16,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import pwd
+import secrets
 import shutil
 import signal
 import socket
@@ -55,6 +56,21 @@ class LocalProvider:
 
     def key_file(self) -> Path:
         return self.root / "id_ed25519"
+
+    def admin_password_file(self, pair: str) -> Path:
+        """The superuser password pgaasctl generated for the pair (0600, beside the nodes; never in the store)."""
+        return self.root / pair / "admin-password"
+
+    def admin_password(self, pair: str, create: bool = False) -> str | None:
+        path = self.admin_password_file(pair)
+        if not path.exists():
+            if not create:
+                return None
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(24))
+        return path.read_text().strip()
 
     def layout(self, pair: str, node: str) -> HostLayout:
         base = self.node_dir(pair, node)
@@ -102,6 +118,7 @@ class LocalProvider:
             shutil.rmtree(self.node_dir(name, node), ignore_errors=True)
             self.store.forget_host_key(f"{address}:{ssh_port}")
             self.store.release_local_address(address)
+        self.admin_password_file(name).unlink(missing_ok=True)
         pair_dir = self.root / name
         if pair_dir.exists() and not any(pair_dir.iterdir()):
             pair_dir.rmdir()
@@ -192,10 +209,9 @@ class LocalProvider:
     def _sshd_pid(self, pair: str, node: str) -> int | None:
         try:
             pid = int((self.node_dir(pair, node) / "ssh" / "sshd.pid").read_text().strip())
-            os.kill(pid, 0)
-            return pid
         except (OSError, ValueError):
             return None
+        return pid if _alive(pid) else None
 
     def _sshd_running(self, pair: str, node: str) -> bool:
         return self._sshd_pid(pair, node) is not None
@@ -241,9 +257,14 @@ def _kill_from_pid_file(pid_file: Path) -> None:
     except OSError:
         return
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return
+    while time.monotonic() < deadline and _alive(pid):
         time.sleep(0.01)  # polling for the process to be gone
+
+
+def _alive(pid: int) -> bool:
+    """Running, not merely a zombie waiting for its parent (or init) to reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False

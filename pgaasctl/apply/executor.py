@@ -28,6 +28,7 @@ class ApplyFailed(PgaasError):
 class ApplyResult:
     pair: str
     done: list[str] = field(default_factory=list)
+    operations: list[str] = field(default_factory=list)
     standby_wait: float | None = None
 
 
@@ -36,7 +37,8 @@ def advisory_key(pair: str) -> int:
 
 
 def take_advisory_lock(conn: psycopg.Connection, pair: str) -> None:
-    """pg_advisory_lock on the primary, so two pgaasctl (even with different stores) never write at once."""
+    """pg_advisory_lock on the primary, so two pgaasctl (even with different stores) never write at once.
+    Held by the session: it ends when the connection closes."""
     got = conn.execute("SELECT pg_try_advisory_lock(%s)", (advisory_key(pair),)).fetchone()[0]  # type: ignore[index]
     if not got:
         holder = conn.execute(
@@ -47,11 +49,6 @@ def take_advisory_lock(conn: psycopg.Connection, pair: str) -> None:
         ).fetchone()
         who = f"backend pid {holder[0]} ({holder[1]} from {holder[2]}, {holder[3]})" if holder else "another session"
         raise LockHeld(f"pair {pair!r}: another apply is running on the primary: {who} holds pgaasctl's advisory lock")
-
-
-def release_advisory_lock(conn: psycopg.Connection, pair: str) -> None:
-    if not conn.closed:
-        conn.execute("SELECT pg_advisory_unlock(%s)", (advisory_key(pair),))
 
 
 def waves(changes: list[Change]) -> list[list[Change]]:
@@ -98,11 +95,30 @@ class Executor:
         self._local.connections = cache
         conn = cache.get(database)
         if conn is None or conn.closed:
+            assert self.live.state is not None, "statements need the pair's primary"
             conn = connect(self.live.state.primary.address, database)
             cache[database] = conn
             with self._opened_lock:
                 self._opened.append(conn)
         return conn
+
+    def _standby_connections(self) -> list[psycopg.Connection]:
+        """Sessions on the reachable standbys, for statements every node must run."""
+        if self.live.state is None:
+            return []
+        out = []
+        for node in self.live.state.standbys:
+            key = f"standby:{node.name}"
+            cache: dict[str | None, psycopg.Connection] = getattr(self._local, "connections", None) or {}
+            self._local.connections = cache
+            conn = cache.get(key)
+            if conn is None or conn.closed:
+                conn = connect(node.address)
+                cache[key] = conn
+                with self._opened_lock:
+                    self._opened.append(conn)
+            out.append(conn)
+        return out
 
     def _close_all(self) -> None:
         with self._opened_lock:
@@ -182,6 +198,9 @@ class Executor:
             conn = self._connection(statement.database)
             if not statement.transactional:
                 conn.execute(statement.query)
+                if statement.every_node:
+                    for standby in self._standby_connections():
+                        standby.execute(statement.query)
                 i += 1
                 continue
             # consecutive transactional statements on one database commit together
@@ -193,6 +212,8 @@ class Executor:
 
 def wait_for_standbys(live: LivePair, timeout: float) -> float | None:
     """Wait until every reachable standby has replayed the primary's current WAL position."""
+    if live.state is None:
+        return None
     standbys = live.state.standbys
     if not standbys:
         return None

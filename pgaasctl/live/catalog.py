@@ -194,6 +194,25 @@ GROUP BY 1, 2, 3, 4
 """
 
 
+def empty_catalog(admin: str = "postgres") -> LiveCatalog:
+    """What a cluster fresh from initdb holds, for planning a pair before it exists.
+    Its settings are unknown (empty): they are checked against the real server once it runs."""
+    admin_role = LiveRole(
+        login=True, superuser=True, createdb=True, createrole=True, replication=True, bypassrls=True, inherit=True,
+        connection_limit=-1, valid_until=None, member_of=[], settings={}, dependent_databases=[], owns_databases=[],
+    )
+    default_acl = {"PUBLIC": ["CONNECT", "TEMPORARY"], admin: ["CONNECT", "CREATE", "TEMPORARY"]}
+
+    def database(template: bool, connections: bool) -> LiveDatabase:
+        return LiveDatabase(owner=admin, encoding="UTF8", collate="C.UTF-8", ctype="C.UTF-8", connection_limit=-1,
+                            allow_connections=connections, is_template=template, settings={}, acl=default_acl)
+
+    return LiveCatalog(
+        server_version="15", user=admin, settings={}, roles={admin: admin_role}, contents={},
+        databases={"postgres": database(False, True), "template0": database(True, False), "template1": database(True, True)},
+    )
+
+
 def _setconfig(items: list[str]) -> dict[str, str]:
     return dict(item.split("=", 1) for item in items)
 

@@ -9,33 +9,71 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from pydantic import SecretStr
 
 from pgaasctl.errors import ConnectionFailed, PgaasError, PlanError
+from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.catalog import (
     DatabaseContents,
     LiveCatalog,
+    empty_catalog,
     read_cluster,
     read_contents,
 )
 from pgaasctl.live.connect import NodeAddress
 from pgaasctl.live.discovery import PairState, discover
+from pgaasctl.live.topology import discover_topology
 from pgaasctl.passwords import check_passwords
 from pgaasctl.plan import diff
-from pgaasctl.plan.model import Change, PairPlan, Plan, ShownStatement
+from pgaasctl.plan.model import Change, HostOperation, PairPlan, Plan, ShownStatement
 from pgaasctl.secrets import resolve_secret
 from pgaasctl.spec.desired import DesiredPair, DesiredState
-from pgaasctl.spec.models import DatabaseSpec, GrantSpec, RoleSpec
+from pgaasctl.spec.models import (
+    LOCAL_ADMIN_USER,
+    DatabaseSpec,
+    ExistingPairSpec,
+    GrantSpec,
+    LocalPairSpec,
+    RoleSpec,
+    WorkspaceSpec,
+)
 from pgaasctl.store import ManagedObject, Store
-from providers import provider_for
+from providers import LocalProvider, provider_for
+from providers.base import Host, Provider
+
+
+@dataclass
+class PairInputs:
+    """What planning one pair starts from: its spec, its provider's hosts, how to log in to each node."""
+
+    pair: DesiredPair
+    provider: Provider
+    hosts: list[Host]
+    addresses: dict[str, NodeAddress]  # node -> admin login; a node pgaasctl has not created yet has none
+    passwords: dict[str, str]  # role -> password, for roles whose password is managed
+
+    @property
+    def uses_ssh(self) -> bool:
+        """repmgr pairs: discovered and repaired over SSH."""
+        return all(h.ssh_port is not None for h in self.hosts)
+
+    @property
+    def can_create(self) -> bool:
+        return isinstance(self.pair.doc.spec, LocalPairSpec)
 
 
 @dataclass
 class LivePair:
-    """A planned pair with what apply needs: the open primary connection and the node addresses."""
+    """A planned pair with what apply needs: the open primary connection (None before the pair exists)."""
 
-    state: PairState
+    inputs: PairInputs
+    state: PairState | None
     catalog: LiveCatalog
     plan: PairPlan
+
+    def close(self) -> None:
+        if self.state is not None:
+            self.state.close()
 
 
 def spec_fingerprint(desired: DesiredState) -> str:
@@ -43,14 +81,30 @@ def spec_fingerprint(desired: DesiredState) -> str:
     return hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()
 
 
-def node_addresses(pair: DesiredPair) -> list[NodeAddress]:
-    """Where each node is (the provider knows) and how to log in (the spec says)."""
+def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store) -> PairInputs:
+    """Hosts and logins of a pair, secrets included; fails on a missing secret before any connection."""
     spec_dir = pair.loaded.source.file.parent
-    hosts = {h.node: h for h in provider_for(pair.doc.spec.provider).hosts(pair.doc)}
-    return [
-        NodeAddress.from_spec(pair.name, node, spec_dir, host=hosts[node.name].address, port=hosts[node.name].port)
-        for node in pair.doc.spec.nodes
-    ]
+    provider = provider_for(pair.doc, workspace, store, spec_dir)
+    hosts = provider.hosts(pair.doc)
+    addresses: dict[str, NodeAddress] = {}
+    spec = pair.doc.spec
+    if isinstance(spec, ExistingPairSpec):
+        by_name = {h.node: h for h in hosts}
+        for node in spec.nodes:
+            addresses[node.name] = NodeAddress.from_spec(
+                pair.name, node, spec_dir, host=by_name[node.name].address, port=by_name[node.name].pg_port
+            )
+    else:
+        assert isinstance(provider, LocalProvider)
+        password = provider.admin_password(pair.name)
+        for host in hosts:
+            if host.exists and password is not None:
+                addresses[host.node] = NodeAddress(
+                    pair=pair.name, name=host.node, host=host.address, port=host.pg_port, user=LOCAL_ADMIN_USER,
+                    password=SecretStr(password), admin_database="postgres", sslmode="prefer",
+                    connect_timeout=spec.failover.connect_timeout,
+                )
+    return PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=role_passwords(pair))
 
 
 def role_passwords(pair: DesiredPair) -> dict[str, str]:
@@ -62,9 +116,9 @@ def role_passwords(pair: DesiredPair) -> dict[str, str]:
     return out
 
 
-def make_plan(desired: DesiredState, store: Store, spec_path: Path, destroy: bool = False,
+def make_plan(desired: DesiredState, store: Store, spec_path: Path, ssh: SshSessions, destroy: bool = False,
               targets: list[str] | None = None) -> tuple[Plan, dict[str, LivePair]]:
-    """Plan every pair in `desired`. The caller closes the returned LivePair connections (close_pairs)."""
+    """Plan every pair in `desired`, in parallel. The caller closes the returned pairs (close_pairs)."""
     orphaned = sorted({m.pair for m in store.managed().values()} - set(desired.pairs))
     if orphaned:
         raise PlanError(
@@ -72,18 +126,13 @@ def make_plan(desired: DesiredState, store: Store, spec_path: Path, destroy: boo
             "Put the Pair document back and run `pgaasctl destroy`, or drop them from the state with `pgaasctl state rm ADDR`.",
         )
     # Secrets first: a missing env var fails before any connection is made.
-    prepared = [(pair, node_addresses(pair), role_passwords(pair)) for pair in desired.pairs.values()]
+    prepared = [pair_inputs(pair, desired.workspace, store) for pair in desired.pairs.values()]
     plan = Plan(spec_path=str(spec_path), spec_fingerprint=spec_fingerprint(desired), destroy=destroy,
                 targets=list(targets or []))
     live: dict[str, LivePair] = {}
     failures: list[PgaasError] = []
-
-    def one(args: tuple[DesiredPair, list[NodeAddress], dict[str, str]]) -> LivePair:
-        pair, nodes, passwords = args
-        return plan_pair(pair, nodes, passwords, store, destroy)
-
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(prepared)))) as pool:
-        futures = [pool.submit(one, args) for args in prepared]
+        futures = [pool.submit(plan_pair, inputs, store, ssh, destroy) for inputs in prepared]
         for future in futures:
             try:
                 result = future.result()
@@ -104,7 +153,7 @@ def make_plan(desired: DesiredState, store: Store, spec_path: Path, destroy: boo
 
 def close_pairs(live: dict[str, LivePair]) -> None:
     for item in live.values():
-        item.state.close()
+        item.close()
 
 
 @dataclass
@@ -148,15 +197,28 @@ class PairObjects:
         return out
 
 
-def plan_pair(pair: DesiredPair, nodes: list[NodeAddress], passwords: dict[str, str], store: Store,
-              destroy: bool) -> LivePair:
+def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool) -> LivePair:
+    pair = inputs.pair
     spec = pair.doc.spec
-    state = discover(pair.name, nodes, synchronous=spec.replication == "synchronous")
+    synchronous = spec.replication == "synchronous"
+    operations: list[HostOperation] = []
+    warnings: list[str] = []
+    sync_names: str | None = None  # synchronous_standby_names, managed on repmgr pairs only
+    if inputs.uses_ssh:
+        if destroy and inputs.can_create:
+            return _plan_destroy_hosts(inputs, store)
+        topology = discover_topology(pair.name, inputs.hosts, inputs.addresses, ssh, synchronous, inputs.can_create)
+        operations, warnings = topology.operations, topology.warnings
+        if topology.state is None:
+            return _plan_without_primary(inputs, store, operations, warnings, destroy)
+        state = topology.state
+        if len(inputs.hosts) > 1:
+            sync_names = "*" if synchronous and topology.whole_after_operations else ""
+    else:
+        state = discover(pair.name, [inputs.addresses[n.name] for n in spec.nodes], synchronous=synchronous)
+        warnings = state.warnings
     try:
-        store.record_pair(pair.name, spec.provider)
-        store.record_nodes(pair.name, [
-            (n.address.name, n.address.host, n.address.port, n.role, n.role != "unreachable") for n in state.nodes
-        ])
+        _record_nodes(store, pair, state)
         managed = store.managed(pair.name)
         objects = PairObjects.of(pair, managed, destroy)
         # Database contents are read over their own sessions while the cluster-wide catalog is read.
@@ -164,21 +226,12 @@ def plan_pair(pair: DesiredPair, nodes: list[NodeAddress], passwords: dict[str, 
             contents = background.submit(read_contents, state.primary.address, objects.contents_needed(pair.name, managed))
             catalog = read_cluster(state.connection)
             catalog.contents = _readable_contents(catalog, contents.result())
-        checks = check_passwords(
-            passwords, {name: role.verifier for name, role in catalog.roles.items()}, catalog.can_read_passwords
-        )
-        ctx = diff.PairContext(pair=pair.name, catalog=catalog, managed=managed, passwords=checks,
-                               dropping_databases=set(objects.gone_databases))
-        ctx.warnings.extend(state.warnings)
-        changes = _pair_changes(ctx, pair, objects, destroy)
-        if ctx.errors:
-            raise PlanError(f"pair {pair.name!r}: the plan cannot be made:\n  " + "\n  ".join(ctx.errors))
-        pair_plan = PairPlan(
-            pair=pair.name, primary=state.primary.name, admin_database=state.primary.address.admin_database,
-            header=_header(state), warnings=ctx.warnings, changes=changes, live_fingerprint=catalog.fingerprint(),
-        )
-        for change in changes:
-            change.sql = [ShownStatement(database=s.database, text=s.display()) for s in change.statements]
+        pair_plan = _plan_objects(inputs, catalog, managed, objects, destroy, warnings, sync_names)
+        pair_plan.primary = state.primary.name
+        pair_plan.admin_database = state.primary.address.admin_database
+        pair_plan.header = _header(state)
+        pair_plan.operations = operations
+        _mark_pair_change(pair_plan, created=False)
     except psycopg.Error as exc:
         state.close()
         raise PgaasError(
@@ -188,7 +241,92 @@ def plan_pair(pair: DesiredPair, nodes: list[NodeAddress], passwords: dict[str, 
     except BaseException:
         state.close()
         raise
-    return LivePair(state=state, catalog=catalog, plan=pair_plan)
+    return LivePair(inputs=inputs, state=state, catalog=catalog, plan=pair_plan)
+
+
+def _record_nodes(store: Store, pair: DesiredPair, state: PairState) -> None:
+    store.record_pair(pair.name, pair.doc.spec.provider)
+    store.record_nodes(pair.name, [
+        (n.address.name, n.address.host, n.address.port, n.role, n.role != "unreachable") for n in state.nodes
+    ])
+
+
+def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, ManagedObject], objects: PairObjects,
+                  destroy: bool, warnings: list[str], sync_names: str | None) -> PairPlan:
+    pair = inputs.pair
+    checks = check_passwords(
+        inputs.passwords, {name: role.verifier for name, role in catalog.roles.items()}, catalog.can_read_passwords
+    )
+    ctx = diff.PairContext(pair=pair.name, catalog=catalog, managed=managed, passwords=checks,
+                           dropping_databases=set(objects.gone_databases), sync_standby_names=sync_names)
+    ctx.warnings.extend(warnings)
+    changes = _pair_changes(ctx, pair, objects, destroy)
+    if ctx.errors:
+        raise PlanError(f"pair {pair.name!r}: the plan cannot be made:\n  " + "\n  ".join(ctx.errors))
+    for change in changes:
+        change.sql = [ShownStatement(database=s.database, text=s.display()) for s in change.statements]
+    return PairPlan(pair=pair.name, primary="", header="", warnings=ctx.warnings, changes=changes,
+                    live_fingerprint=catalog.fingerprint() if catalog.settings else "")
+
+
+def _mark_pair_change(pair_plan: PairPlan, created: bool) -> None:
+    """Host operations belong to the pair's change: make sure there is one to show them under."""
+    if not pair_plan.operations:
+        return
+    address = f"pair.{pair_plan.pair}"
+    change = next((c for c in pair_plan.changes if c.address == address), None)
+    if change is None:
+        change = Change(address=address, kind="pair", name=pair_plan.pair, action="update")
+        pair_plan.changes.insert(0, change)
+    if created:
+        change.action = "create"
+        change.notes = [n for n in change.notes if "starts managing" not in n]
+
+
+def _plan_without_primary(inputs: PairInputs, store: Store, operations: list[HostOperation], warnings: list[str],
+                          destroy: bool) -> LivePair:
+    """A pair to create (or a stopped one to start): objects are planned against what a new cluster holds."""
+    pair = inputs.pair
+    managed = store.managed(pair.name)
+    created = any(op.kind == "init_primary" for op in operations)
+    catalog = empty_catalog()
+    if created:
+        objects = PairObjects.of(pair, managed, destroy)
+        pair_plan = _plan_objects(inputs, catalog, managed, objects, destroy, warnings,
+                                  "*" if pair.doc.spec.replication == "synchronous" and len(inputs.hosts) > 1 else None)
+    else:
+        pair_plan = PairPlan(pair=pair.name, primary="", header="", warnings=warnings + [
+            "its roles, databases and grants are planned once it is up"])
+    first = inputs.hosts[0]
+    pair_plan.primary = first.node
+    pair_plan.header = f'Pair "{pair.name}": ' + ("to be created" if created else "stopped") + ", nodes " + ", ".join(
+        f"{h.node} ({h.address})" if h.exists else h.node for h in inputs.hosts
+    )
+    pair_plan.operations = operations
+    _mark_pair_change(pair_plan, created=created)
+    return LivePair(inputs=inputs, state=None, catalog=catalog, plan=pair_plan)
+
+
+def _plan_destroy_hosts(inputs: PairInputs, store: Store) -> LivePair:
+    """Destroying a pair pgaasctl created: its hosts go, and every object with them."""
+    pair = inputs.pair
+    changes: list[Change] = []
+    if pair.doc.spec.deletion_protection:
+        raise PlanError(f"pair.{pair.name}: deletion_protection is on; set it to false and apply before destroying")
+    for address, item in sorted(store.managed(pair.name).items()):
+        if item.kind != "pair":
+            changes.append(Change(address=address, kind=item.kind, name=item.name, action="delete",  # type: ignore[arg-type]
+                                  notes=["goes with the pair's hosts"]))
+    changes.append(Change(address=f"pair.{pair.name}", kind="pair", name=pair.name, action="delete",
+                          notes=["every node is stopped and its files removed"]))
+    existing = [h for h in inputs.hosts if h.exists]
+    pair_plan = PairPlan(
+        pair=pair.name, primary="", header=f'Pair "{pair.name}": nodes ' + ", ".join(f"{h.node} ({h.address})" for h in existing),
+        operations=[HostOperation(kind="destroy_hosts", node=h.node, detail="stop sshd, PostgreSQL and repmgrd; remove its files")
+                    for h in existing],
+        changes=changes,
+    )
+    return LivePair(inputs=inputs, state=None, catalog=empty_catalog(), plan=pair_plan)
 
 
 def _readable_contents(catalog: LiveCatalog, read: dict[str, DatabaseContents | ConnectionFailed]) -> dict[str, DatabaseContents]:

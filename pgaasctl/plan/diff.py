@@ -42,6 +42,7 @@ class PairContext:
     managed: dict[str, ManagedObject]
     passwords: dict[str, PasswordCheck] = field(default_factory=dict)  # roles whose password is managed
     dropping_databases: set[str] = field(default_factory=set)
+    sync_standby_names: str | None = None  # managed on repmgr pairs: "*" when synchronous and whole, else ""
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -104,6 +105,8 @@ def _setting_value(ctx: PairContext, name: str, value: SettingValue | str) -> st
 
 
 def _check_setting(ctx: PairContext, address: str, name: str, value: SettingValue) -> bool:
+    if not ctx.catalog.settings:
+        return True  # a pair not created yet: checked against the server once it runs
     setting = ctx.catalog.settings.get(name)
     if setting is None:
         if "." not in name:
@@ -147,12 +150,17 @@ def diff_pair(ctx: PairContext, spec: PairSpec | None, address: str, deleting: b
         )
     change = Change(address=address, kind="pair", name=ctx.pair, action="update" if managed else "adopt")
     previously = (ctx.record_of(address) or {}).get("settings", {})
+    desired = dict(spec.settings)
+    if ctx.sync_standby_names is not None:
+        if "synchronous_standby_names" in desired:
+            ctx.errors.append(f"{address}: synchronous_standby_names follows `replication:` on this pair; remove it from settings")
+        desired["synchronous_standby_names"] = ctx.sync_standby_names
     needs_reload = False
-    for key in sorted(set(spec.settings) | set(previously)):
+    for key in sorted(set(desired) | set(previously)):
         setting = ctx.catalog.settings.get(key)
-        if key in spec.settings:
-            value = spec.settings[key]
-            if setting is None and "." in key:
+        if key in desired:
+            value = desired[key]
+            if setting is None and "." in key and ctx.catalog.settings:
                 ctx.errors.append(
                     f"{address}: custom parameter {key} cannot be set with ALTER SYSTEM; set it on a Database or Role"
                 )

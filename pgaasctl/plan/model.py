@@ -28,6 +28,7 @@ class Statement:
     database: str | None = None  # None: the admin database
     transactional: bool = True
     shown: sql.Composable | None = None
+    every_node: bool = False  # ALTER SYSTEM writes a file on the node it runs on: standbys need it too
 
     def display(self) -> str:
         return (self.shown or self.query).as_string()
@@ -66,12 +67,23 @@ class Change(BaseModel):
         return out
 
 
+class HostOperation(BaseModel):
+    """A step on a node's host, run over SSH before any SQL (create, clone, rejoin, start...)."""
+
+    kind: Literal["create_host", "start_host", "init_primary", "clone_standby", "rejoin", "recover_node",
+                  "start_postgres", "register_standby", "start_repmgrd", "destroy_hosts"]
+    node: str
+    peer: str | None = None  # the primary a standby is made from
+    detail: str
+
+
 class PairPlan(BaseModel):
     pair: str
     primary: str
     admin_database: str = "postgres"
     header: str
     warnings: list[str] = Field(default_factory=list)
+    operations: list[HostOperation] = Field(default_factory=list)  # run first; then the pair is planned again
     changes: list[Change] = Field(default_factory=list)
     live_fingerprint: str = ""
 
@@ -93,4 +105,4 @@ class Plan(BaseModel):
 
     @property
     def has_changes(self) -> bool:
-        return any(p.changes for p in self.pairs)
+        return any(p.changes or p.operations for p in self.pairs)

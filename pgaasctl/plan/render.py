@@ -56,6 +56,11 @@ def render_text(plan: Plan, console: Console) -> None:
             for change in pair.changes:
                 for line in render_change(change):
                     console.print(line, highlight=False)
+                if change.kind == "pair" and pair.operations:
+                    width = max(len(op.node) for op in pair.operations) + 5
+                    for op in pair.operations:
+                        label = f"node {op.node}:".ljust(width + 1)
+                        console.print(f"      {escape(label)} {escape(op.detail)}", highlight=False)
         else:
             console.print("  No changes: the pair matches the specs.", highlight=False)
         console.print()
@@ -80,6 +85,8 @@ def render_sql(plan: Plan) -> str:
     out: list[str] = []
     for pair in plan.pairs:
         out.append(f"-- pair {pair.pair}: run on the primary {pair.primary}")
+        for op in pair.operations:
+            out.append(f"-- first, over SSH on node {op.node}: {op.detail}")
         current = pair.admin_database
         out.append(f"\\connect {current}")
         for change in pair.changes:

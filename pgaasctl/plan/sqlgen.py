@@ -185,9 +185,10 @@ def default_privileges(database: str, schema: str, for_role: str, objtype: str, 
 
 def alter_system(setting: str, value: str | None) -> Statement:
     if value is None:
-        return Statement(sql.SQL("ALTER SYSTEM RESET {}").format(_setting(setting)), transactional=False)
-    return Statement(sql.SQL("ALTER SYSTEM SET {} = {}").format(_setting(setting), _setting_value(setting, value)), transactional=False)
+        return Statement(sql.SQL("ALTER SYSTEM RESET {}").format(_setting(setting)), transactional=False, every_node=True)
+    return Statement(sql.SQL("ALTER SYSTEM SET {} = {}").format(_setting(setting), _setting_value(setting, value)),
+                     transactional=False, every_node=True)
 
 
 def reload_conf() -> Statement:
-    return Statement(sql.SQL("SELECT pg_reload_conf()"), transactional=False)
+    return Statement(sql.SQL("SELECT pg_reload_conf()"), transactional=False, every_node=True)

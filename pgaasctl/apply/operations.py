@@ -1,0 +1,105 @@
+"""Host operations of a plan: create, clone, rejoin, start... run over SSH before any SQL."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pgaasctl.errors import PgaasError
+from pgaasctl.hosts.bootstrap import Bootstrap, target_of
+from pgaasctl.hosts.ssh import SshSessions
+from pgaasctl.plan.build import PairInputs
+from pgaasctl.plan.model import HostOperation
+from pgaasctl.spec.models import FailoverSettings, LocalPairSpec
+from providers.base import Host
+from providers.local import LocalProvider
+
+OperationCallback = Callable[[str, HostOperation, str], None]  # (pair, operation, "start" | "done")
+
+
+class HostOperator:
+    """Runs one pair's host operations in plan order."""
+
+    def __init__(self, inputs: PairInputs, ssh: SshSessions, on_progress: OperationCallback | None = None) -> None:
+        self.inputs = inputs
+        self.ssh = ssh
+        self.on_progress = on_progress or (lambda pair, op, status: None)
+        spec = inputs.pair.doc.spec
+        admin_password = ""
+        if isinstance(inputs.provider, LocalProvider):
+            admin_password = inputs.provider.admin_password(inputs.pair.name, create=True) or ""
+        failover = spec.failover if isinstance(spec, LocalPairSpec) else None
+        self.bootstrap = Bootstrap(ssh=ssh, failover=failover or FailoverSettings(), admin_password=admin_password)
+        self._destroyed = False
+
+    @property
+    def pair(self) -> str:
+        return self.inputs.pair.name
+
+    def _host(self, node: str) -> Host:
+        for host in self.inputs.provider.hosts(self.inputs.pair.doc):
+            if host.node == node:
+                return host
+        raise PgaasError(f"pair {self.pair!r} has no node {node!r}")
+
+    def _node_id(self, node: str) -> int:
+        names = [n.name for n in self.inputs.pair.doc.spec.nodes]
+        return names.index(node) + 1
+
+    def run(self, operations: list[HostOperation]) -> list[str]:
+        done = []
+        for op in operations:
+            self.on_progress(self.pair, op, "start")
+            self._run(op)
+            self.on_progress(self.pair, op, "done")
+            done.append(f"node {op.node}: {op.detail}")
+        return done
+
+    def _run(self, op: HostOperation) -> None:
+        doc = self.inputs.pair.doc
+        provider = self.inputs.provider
+        if op.kind == "create_host":
+            provider.create_hosts(doc, [op.node])
+        elif op.kind == "start_host":
+            provider.start_hosts(doc, [op.node])
+        elif op.kind == "init_primary":
+            self.bootstrap.create_primary(self._host(op.node), self._node_id(op.node))
+        elif op.kind == "clone_standby":
+            self._clone(op.node, op.peer or "", force=True)
+        elif op.kind == "rejoin":
+            self._rejoin(op.node, op.peer or "")
+        elif op.kind == "recover_node":
+            self._recover(op.node, op.peer or "")
+        elif op.kind == "start_postgres":
+            self.bootstrap.start_postgres(self._host(op.node))
+        elif op.kind == "register_standby":
+            self.bootstrap.register_standby(self._host(op.node))
+        elif op.kind == "start_repmgrd":
+            self.bootstrap.start_repmgrd(self._host(op.node))
+        elif op.kind == "destroy_hosts":
+            if not self._destroyed:
+                self.ssh.close()  # sessions to hosts about to vanish
+                provider.destroy_hosts(doc)
+                self._destroyed = True
+        else:  # pragma: no cover - the Literal type lists every kind
+            raise PgaasError(f"unknown host operation {op.kind}")
+
+    def _clone(self, node: str, primary: str, force: bool) -> None:
+        primary_host = self._host(primary)
+        password = self.bootstrap.repmgr_password(primary_host)
+        self.bootstrap.create_standby(self._host(node), self._node_id(node), primary_host, password, force=force)
+
+    def _rejoin(self, node: str, primary: str) -> None:
+        """pg_rewind the failed node onto the new primary; when rewind cannot work, clone it afresh."""
+        try:
+            self.bootstrap.rejoin(self._host(node), self._host(primary))
+        except PgaasError:
+            if self.bootstrap.postgres_running(self._host(node)):
+                self.bootstrap.stop_postgres(self._host(node))
+            self._clone(node, primary, force=True)
+
+    def _recover(self, node: str, primary: str) -> None:
+        host = self._host(node)
+        assert host.layout is not None
+        if not self.bootstrap.postgres_running(host):
+            self._rejoin(node, primary)
+

@@ -1,0 +1,258 @@
+"""The bootstrap path, over SSH, the same for every provider: configuration, initdb, repmgr, repmgrd.
+
+Configuration lives outside the data directory (config_dir), so that pg_basebackup and pg_rewind, which
+copy the data directory from the other node, never bring that node's addresses along.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+from dataclasses import dataclass
+
+from pgaasctl.hosts.ssh import SshSessions, SshTarget
+from pgaasctl.passwords import scram_verifier
+from pgaasctl.spec.models import FailoverSettings
+from providers.base import Host, HostLayout
+
+REPMGR_USER = "repmgr"
+REPMGR_DATABASE = "repmgr"
+
+
+def target_of(host: Host) -> SshTarget:
+    assert host.ssh_port is not None and host.ssh_user and host.key_file
+    return SshTarget(host=host.address, port=host.ssh_port, user=host.ssh_user, key_file=host.key_file,
+                     label=f"node {host.node} of pair {host.pair} ({host.address})")
+
+
+def _q(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def postgresql_conf(host: Host, layout: HostLayout) -> str:
+    settings = {
+        "data_directory": _q(layout.data_dir),
+        "hba_file": _q(f"{layout.config_dir}/pg_hba.conf"),
+        "ident_file": _q(f"{layout.config_dir}/pg_ident.conf"),
+        "listen_addresses": _q(host.address),
+        "port": str(host.pg_port),
+        "unix_socket_directories": _q(layout.socket_dir),
+        "max_connections": "200",
+        "wal_level": "replica",
+        "max_wal_senders": "10",
+        "max_replication_slots": "10",
+        "hot_standby": "on",
+        "wal_log_hints": "on",  # pg_rewind, for `repmgr node rejoin --force-rewind`
+        "wal_keep_size": _q("512MB"),
+        "shared_preload_libraries": _q("repmgr"),
+        "password_encryption": "scram-sha-256",
+        "log_line_prefix": _q("%m [%p] %q%u@%d "),
+    }
+    return "# written by pgaasctl; server parameters of the pair are set with ALTER SYSTEM\n" + "".join(
+        f"{k} = {v}\n" for k, v in settings.items()
+    )
+
+
+DATA_DIR_CONF = """# written by pgaasctl: the configuration is in the node's config directory (see postgres -D there).
+# This file is read only when PostgreSQL runs on the data directory alone (pg_rewind's crash recovery).
+wal_log_hints = on
+"""
+
+PG_HBA = """# written by pgaasctl
+# the socket directory belongs to the server's OS user alone
+local   all          all                  trust
+local   replication  all                  trust
+host    all          all      0.0.0.0/0   scram-sha-256
+host    replication  repmgr   0.0.0.0/0   scram-sha-256
+host    all          all      ::/0        scram-sha-256
+host    replication  repmgr   ::/0        scram-sha-256
+"""
+
+
+def pg_ctl(host: Host, layout: HostLayout, action: str) -> str:
+    base = f"{host.bin_dir}/pg_ctl -D {shlex.quote(layout.config_dir)} -w -t 120"
+    if action in ("start", "restart"):
+        return f"{base} -l {shlex.quote(layout.log_dir + '/postgresql.log')} {'-m fast ' if action == 'restart' else ''}{action}"
+    if action == "stop":
+        return f"{base} -m fast stop"
+    return f"{base} {action}"
+
+
+def conninfo(host: Host, failover: FailoverSettings) -> str:
+    return (f"host={host.address} port={host.pg_port} user={REPMGR_USER} dbname={REPMGR_DATABASE} "
+            f"connect_timeout={failover.connect_timeout}")
+
+
+def repmgr_conf(host: Host, layout: HostLayout, node_id: int, failover: FailoverSettings) -> str:
+    conf = layout.repmgr_conf
+    env = f"PGPASSFILE={layout.config_dir}/.pgpass"
+    items = {
+        "node_id": str(node_id),
+        "node_name": _q(host.node),
+        "conninfo": _q(conninfo(host, failover)),
+        "data_directory": _q(layout.data_dir),
+        "config_directory": _q(layout.config_dir),
+        "pg_bindir": _q(host.bin_dir),
+        "passfile": _q(f"{layout.config_dir}/.pgpass"),
+        "replication_user": _q(REPMGR_USER),
+        "use_replication_slots": "yes",
+        "log_file": _q(f"{layout.log_dir}/repmgr.log"),
+        "log_level": "INFO",
+        "failover": failover.mode,
+        "promote_command": _q(f"{layout.config_dir}/promote.sh"),
+        "follow_command": _q(f"{env} /usr/bin/repmgr -f {conf} standby follow --upstream-node-id=%n --log-to-file"),
+        "monitor_interval_secs": str(failover.monitor_interval),
+        "reconnect_attempts": str(failover.reconnect_attempts),
+        "reconnect_interval": str(failover.reconnect_interval),
+        "repmgrd_pid_file": _q(f"{layout.socket_dir}/repmgrd.pid"),
+        "service_start_command": _q(pg_ctl(host, layout, "start")),
+        "service_stop_command": _q(pg_ctl(host, layout, "stop")),
+        "service_restart_command": _q(pg_ctl(host, layout, "restart")),
+        "service_reload_command": _q(pg_ctl(host, layout, "reload")),
+    }
+    return "# written by pgaasctl\n" + "".join(f"{k}={v}\n" for k, v in items.items())
+
+
+def promote_hook(host: Host, layout: HostLayout) -> str:
+    """Run by repmgrd on the standby it promotes. A synchronous primary whose standby is gone would block
+    every commit, so the new primary stops waiting for one; `pgaasctl apply` restores it when whole."""
+    psql = (f"{host.bin_dir}/psql -X -q -h {shlex.quote(layout.socket_dir)} -p {host.pg_port} -U postgres -d postgres")
+    return "\n".join([
+        "#!/bin/sh",
+        "# written by pgaasctl: repmgrd's promote_command",
+        f"export PGPASSFILE={shlex.quote(layout.config_dir + '/.pgpass')}",
+        f"/usr/bin/repmgr -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file || exit 1",
+        f"{psql} -c \"ALTER SYSTEM SET synchronous_standby_names = ''\" -c 'SELECT pg_reload_conf()'",
+        "# pg_rewind (PostgreSQL 15) reads the new timeline from pg_control: write it there now",
+        f"{psql} -c 'CHECKPOINT'",
+        "",
+    ])
+
+
+@dataclass
+class Bootstrap:
+    """Brings the hosts of one pair from empty to a replicating repmgr cluster."""
+
+    ssh: SshSessions
+    failover: FailoverSettings
+    admin_password: str
+
+    def _write_config(self, host: Host, node_id: int, repmgr_password: str) -> None:
+        layout = host.layout
+        assert layout is not None
+        target = target_of(host)
+        self.ssh.put_text(target, postgresql_conf(host, layout), f"{layout.config_dir}/postgresql.conf", 0o644)
+        self.ssh.put_text(target, PG_HBA, f"{layout.config_dir}/pg_hba.conf", 0o640)
+        self.ssh.put_text(target, "", f"{layout.config_dir}/pg_ident.conf", 0o640)
+        self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
+        self.ssh.put_text(target, promote_hook(host, layout), f"{layout.config_dir}/promote.sh", 0o755)
+        self.ssh.put_text(target, f"*:*:*:{REPMGR_USER}:{repmgr_password}\n", f"{layout.config_dir}/.pgpass", 0o600)
+
+    def _repmgr(self, host: Host, args: str, what: str, timeout: float = 300) -> str:
+        env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+        conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
+        return self.ssh.check(target_of(host), f"{env}/usr/bin/repmgr -f {conf} {args}", what, timeout=timeout)
+
+    def _psql_any(self, host: Host, sql: str, what: str) -> str:
+        """psql as the repmgr user over TCP: works on any node, including those pgaasctl did not bootstrap."""
+        env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+        command = (f"{env}{host.bin_dir}/psql -X -q -v ON_ERROR_STOP=1 -h {host.address} -p {host.pg_port} "
+                   f"-U {REPMGR_USER} -d {REPMGR_DATABASE} -c {shlex.quote(sql)}")
+        return self.ssh.check(target_of(host), command, what)
+
+    def postgres_running(self, host: Host) -> bool:
+        env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+        conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
+        result = self.ssh.run(target_of(host), f"{env}/usr/bin/repmgr -f {conf} node status --csv")
+        return result.exited == 0
+
+    def _psql(self, host: Host, sql: str, what: str, database: str = "postgres") -> str:
+        assert host.layout is not None
+        command = (f"{host.bin_dir}/psql -X -q -v ON_ERROR_STOP=1 -h {shlex.quote(host.layout.socket_dir)} "
+                   f"-p {host.pg_port} -U postgres -d {database} -c {shlex.quote(sql)}")
+        return self.ssh.check(target_of(host), command, what)
+
+    def create_primary(self, host: Host, node_id: int) -> None:
+        layout = host.layout
+        assert layout is not None
+        target = target_of(host)
+        repmgr_password = secrets.token_urlsafe(24)
+        self._write_config(host, node_id, repmgr_password)
+        pwfile = f"{layout.config_dir}/.initdb-password"
+        self.ssh.put_text(target, self.admin_password + "\n", pwfile, 0o600)
+        try:
+            self.ssh.check(target, (
+                f"{host.bin_dir}/initdb -D {shlex.quote(layout.data_dir)} -U postgres --pwfile={shlex.quote(pwfile)} "
+                "-E UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 --data-checksums"
+            ), "initdb")
+        finally:
+            self.ssh.run(target, f"rm -f {shlex.quote(pwfile)}")
+        # Read only when PostgreSQL runs on the data directory alone: pg_rewind's single-user crash
+        # recovery. It is copied between nodes, so it must say nothing node-specific.
+        self.ssh.put_text(target, DATA_DIR_CONF, f"{layout.data_dir}/postgresql.conf", 0o600)
+        self.ssh.check(target, pg_ctl(host, layout, "start"), "starting PostgreSQL")
+        verifier = scram_verifier(repmgr_password)
+        self._psql(host, f"CREATE ROLE {REPMGR_USER} WITH LOGIN SUPERUSER REPLICATION PASSWORD '{verifier}'", "creating the repmgr role")
+        self._psql(host, f"CREATE DATABASE {REPMGR_DATABASE} OWNER {REPMGR_USER}", "creating the repmgr database")
+        self._repmgr(host, "primary register", "repmgr primary register")
+
+    def repmgr_password(self, host: Host) -> str:
+        """The repmgr password, read from a bootstrapped node's .pgpass (it lives only on the nodes)."""
+        assert host.layout is not None
+        text = self.ssh.check(target_of(host), f"cat {shlex.quote(host.layout.config_dir + '/.pgpass')}", "reading .pgpass")
+        return text.strip().split(":", 4)[4]
+
+    def create_standby(self, host: Host, node_id: int, primary: Host, repmgr_password: str, force: bool = False) -> None:
+        layout = host.layout
+        assert layout is not None
+        self._write_config(host, node_id, repmgr_password)
+        self._repmgr(
+            host,
+            f"-h {primary.address} -p {primary.pg_port} -U {REPMGR_USER} -d {REPMGR_DATABASE} standby clone -c"
+            + (" -F" if force else ""),
+            "repmgr standby clone",
+        )
+        self.ssh.check(target_of(host), pg_ctl(host, layout, "start"), "starting PostgreSQL")
+        self._repmgr(host, "standby register --wait-sync=60" + (" -F" if force else ""), "repmgr standby register")
+
+    def rejoin(self, host: Host, primary: Host) -> None:
+        """Make a failed primary follow the new one, rewinding what it wrote after the fork."""
+        # pg_rewind (15) compares timelines from pg_control, which a promotion updates only at its next checkpoint
+        self._psql_any(primary, "CHECKPOINT", "CHECKPOINT on the primary")
+        if self.postgres_running(host):
+            self.stop_postgres(host)
+        self._repmgr(
+            host,
+            f"node rejoin -d {shlex.quote(conninfo(primary, self.failover))} --force-rewind --verbose",
+            "repmgr node rejoin --force-rewind",
+        )
+
+    def stop_postgres(self, host: Host) -> None:
+        self._repmgr(host, "node service --action=stop --checkpoint", "stopping PostgreSQL")
+
+    def start_postgres(self, host: Host) -> None:
+        self._repmgr(host, "node service --action=start", "starting PostgreSQL")
+
+    def register_standby(self, host: Host) -> None:
+        self._repmgr(host, "standby register -F --wait-sync=60", "repmgr standby register")
+
+    def repmgrd_running(self, host: Host) -> bool:
+        pid_file = f"{host.layout.socket_dir}/repmgrd.pid" if host.layout else None
+        if pid_file is None:
+            return False
+        result = self.ssh.run(target_of(host), f"kill -0 $(cat {shlex.quote(pid_file)}) 2>/dev/null")
+        return result.exited == 0
+
+    def start_repmgrd(self, host: Host) -> None:
+        if self.repmgrd_running(host):
+            return
+        env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+        log = shlex.quote((host.layout.log_dir if host.layout else "/tmp") + "/repmgrd.out")
+        conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
+        self.ssh.check(target_of(host), f"{env}/usr/bin/repmgrd -f {conf} --daemonize >>{log} 2>&1 </dev/null",
+                       "starting repmgrd")
+
+    def switchover(self, host: Host) -> str:
+        """Promote `host` (a standby) and demote the primary: planned maintenance (repmgr standby switchover)."""
+        return self._repmgr(host, "standby switchover --siblings-follow --always-promote -v", "repmgr standby switchover",
+                            timeout=300)

@@ -1,0 +1,320 @@
+"""Discovery of a pair whose nodes pgaasctl reaches over SSH: what repmgr says on every node, checked
+against pg_is_in_recovery(), and the host operations that would make the pair whole again.
+
+Reads like Patroni's loop: probe every node (in parallel), name each node's state, then decide.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import psycopg
+
+from pgaasctl.errors import ConnectionFailed, PgaasError, PlanError
+from pgaasctl.hosts.ssh import SshSessions, SshTarget
+from pgaasctl.live.connect import NodeAddress
+from pgaasctl.live.discovery import NodeState, PairState, _probe, _read_replication
+from pgaasctl.plan.model import HostOperation
+from providers.base import Host
+
+REPMGR_EXIT_NODE_DOWN = 25  # `repmgr cluster show` when any node is unreachable
+CONSISTENCY_WAIT = 10.0  # seconds to wait for repmgr's metadata to catch up with a promotion
+
+
+@dataclass
+class Registered:
+    """One row of `repmgr service status --csv`: what the repmgr metadata says of a node."""
+
+    node_id: int
+    name: str
+    role: str  # primary | standby | witness (as registered)
+    running: bool
+    repmgrd: bool
+
+
+@dataclass
+class NodeReport:
+    host: Host
+    sql: NodeState | None = None  # None: PostgreSQL was not asked (host missing or unreachable)
+    ssh_error: str | None = None
+    repmgr_installed: bool = True
+    cluster_show: list[tuple[int, int, int]] = field(default_factory=list)  # node_id, availability, recovery
+    registered: dict[str, Registered] | None = None  # None: this node's PostgreSQL could not answer
+    has_data: bool | None = None
+    standby_signal: bool | None = None
+    connection: psycopg.Connection | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.host.node
+
+    @property
+    def role(self) -> str:
+        """primary | standby | down | missing | host down"""
+        if not self.host.exists:
+            return "missing"
+        if not self.host.running or self.ssh_error:
+            return "host down"
+        if self.sql is None or self.sql.role == "unreachable":
+            return "down"
+        return self.sql.role
+
+
+@dataclass
+class Topology:
+    pair: str
+    nodes: list[NodeReport]
+    operations: list[HostOperation] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    state: PairState | None = None  # with an open connection to the primary, when there is one
+
+    @property
+    def primary(self) -> NodeReport | None:
+        return next((n for n in self.nodes if n.role == "primary"), None)
+
+    @property
+    def whole_after_operations(self) -> bool:
+        """Every declared node streams from the primary once the planned operations ran."""
+        fixed = {op.node for op in self.operations}
+        return all(n.role in ("primary", "standby") or n.name in fixed for n in self.nodes) and len(self.nodes) > 1
+
+
+def _probe_script(host: Host) -> str:
+    conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
+    env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+    lines = [
+        "command -v repmgr >/dev/null 2>&1 || { echo '@no-repmgr'; exit 0; }",
+        f"echo '@show'; {env}repmgr -f {conf} cluster show --csv 2>/dev/null; echo \"@exit=$?\"",
+        f"echo '@service'; {env}repmgr -f {conf} service status --csv 2>/dev/null; echo \"@exit=$?\"",
+    ]
+    if host.layout:
+        data = shlex.quote(host.layout.data_dir)
+        lines.append(f"echo \"@files $(test -f {data}/PG_VERSION && echo data) $(test -f {data}/standby.signal && echo signal)\"")
+    return "\n".join(lines)
+
+
+def _parse_probe(report: NodeReport, text: str) -> None:
+    if "@no-repmgr" in text:
+        report.repmgr_installed = False
+        return
+    section = ""
+    service_ok = False
+    for line in text.splitlines():
+        if line.startswith("@files"):
+            words = line.split()[1:]
+            report.has_data, report.standby_signal = "data" in words, "signal" in words
+        elif line.startswith("@exit="):
+            if section == "service":
+                service_ok = line == "@exit=0"
+        elif line.startswith("@"):
+            section = line[1:]
+            if section == "service":
+                report.registered = {}
+        elif section == "show" and line.count(",") == 2:
+            node_id, availability, recovery = (int(x) for x in line.split(","))
+            report.cluster_show.append((node_id, availability, recovery))
+        elif section == "service" and line.count(",") >= 9 and report.registered is not None:
+            cols = line.split(",")
+            report.registered[cols[1]] = Registered(
+                node_id=int(cols[0]), name=cols[1], role=cols[2], running=cols[3] == "1", repmgrd=cols[4] == "1"
+            )
+    if not service_ok:
+        report.registered = None
+
+
+def ssh_target(host: Host) -> SshTarget:
+    assert host.ssh_port is not None and host.ssh_user and host.key_file
+    return SshTarget(host=host.address, port=host.ssh_port, user=host.ssh_user, key_file=host.key_file,
+                     label=f"node {host.node} of pair {host.pair} ({host.address})")
+
+
+def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions) -> NodeReport:
+    report = NodeReport(host=host)
+    if not host.exists or not host.running:
+        return report
+    try:
+        result = ssh.run(ssh_target(host), _probe_script(host), timeout=30)
+        _parse_probe(report, result.stdout)
+    except ConnectionFailed as exc:
+        if "host key" in exc.message or "refused the key" in exc.message:
+            raise
+        report.ssh_error = exc.message
+        return report
+    if address is not None:
+        report.sql, report.connection = _probe(address)
+    return report
+
+
+def probe_pair(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions) -> list[NodeReport]:
+    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
+        return list(pool.map(lambda h: _probe_node(h, addresses.get(h.node), ssh), hosts))
+
+
+def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions,
+                      synchronous: bool, can_create: bool) -> Topology:
+    """Probe every node; wait briefly when repmgr has not yet recorded a promotion PostgreSQL already shows."""
+    deadline = time.monotonic() + CONSISTENCY_WAIT
+    while True:
+        reports = probe_pair(pair, hosts, addresses, ssh)
+        lagging = _metadata_lags(reports)
+        if not lagging or time.monotonic() > deadline:
+            break
+        _close(reports)
+        time.sleep(0.2)  # polling repmgr's metadata after a promotion
+    try:
+        return _decide(pair, reports, synchronous, can_create)
+    except BaseException:
+        _close(reports)
+        raise
+
+
+def _metadata_lags(reports: list[NodeReport]) -> bool:
+    for report in reports:
+        if report.role == "primary" and report.registered is not None:
+            registered = report.registered.get(report.name)
+            if registered is not None and registered.role != "primary":
+                return True
+    return False
+
+
+def _close(reports: list[NodeReport]) -> None:
+    for report in reports:
+        if report.connection is not None:
+            report.connection.close()
+
+
+def _describe(report: NodeReport) -> str:
+    return f"{report.name} ({report.host.address}) {report.role}"
+
+
+def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create: bool) -> Topology:
+    topo = Topology(pair=pair, nodes=reports)
+    for report in reports:
+        if not report.repmgr_installed:
+            raise PgaasError(f"node {report.name} of pair {pair} ({report.host.address}): repmgr is not installed there",
+                             "Install the postgresql-15-repmgr package on it.")
+    primaries = [r for r in reports if r.role == "primary"]
+    claims = "; ".join(_describe(r) for r in reports)
+    if len(primaries) > 1:
+        raise PlanError(
+            f"pair {pair!r}: split brain, more than one node claims to be primary: {claims}",
+            "pgaasctl will not write to either. Stop or demote the wrong one, then plan again.",
+        )
+    registered = next((r.registered for r in primaries if r.registered is not None), None)
+    if primaries and registered is not None:
+        for report in reports:
+            if report.role in ("primary", "standby") and report.name not in registered:
+                raise PlanError(
+                    f"pair {pair!r}: node {report.name} ({report.host.address}) is not part of the repmgr cluster "
+                    f"(registered: {', '.join(sorted(registered)) or 'none'})",
+                    "Register it with repmgr (primary/standby register), or remove it from the Pair spec.",
+                )
+    if not primaries:
+        return _without_primary(topo, claims, can_create)
+
+    primary = primaries[0]
+    for report in reports:
+        if report is primary:
+            continue
+        if report.role == "missing":
+            _require(can_create, pair, report, "is missing")
+            topo.operations += [
+                HostOperation(kind="create_host", node=report.name, detail="create the host"),
+                HostOperation(kind="clone_standby", node=report.name, peer=primary.name,
+                              detail=f"clone a standby from {primary.name} (repmgr standby clone)"),
+            ]
+        elif report.role == "host down":
+            _require(can_create, pair, report, f"does not answer SSH ({report.ssh_error or 'sshd is not running'})")
+            topo.operations += [
+                HostOperation(kind="start_host", node=report.name, detail="start the host"),
+                HostOperation(kind="recover_node", node=report.name, peer=primary.name,
+                              detail=f"start PostgreSQL, or rejoin it to {primary.name}"),
+            ]
+        elif report.role == "down":
+            # `node rejoin` also restarts a stopped standby that needs no rewind, and checks it attaches
+            if report.has_data is False:
+                topo.operations.append(HostOperation(kind="clone_standby", node=report.name, peer=primary.name,
+                                                     detail=f"re-clone a standby from {primary.name}"))
+            else:
+                topo.operations.append(HostOperation(
+                    kind="rejoin", node=report.name, peer=primary.name,
+                    detail=f"rejoin as a standby of {primary.name} (repmgr node rejoin --force-rewind; re-clone if rewind cannot work)",
+                ))
+        elif report.role == "standby" and (report.sql is None or report.sql.receiving_from != (
+                primary.host.address, primary.host.pg_port)):
+            topo.operations.append(HostOperation(
+                kind="rejoin", node=report.name, peer=primary.name,
+                detail=f"it does not stream from {primary.name}: rejoin it (pg_rewind; re-clone if rewind cannot work)",
+            ))
+        elif report.role == "standby" and report.registered is not None and report.name not in report.registered:
+            topo.operations.append(HostOperation(kind="register_standby", node=report.name, detail="repmgr standby register"))
+    for report in reports:
+        if report.role in ("primary", "standby") and registered is not None:
+            entry = registered.get(report.name)
+            if entry is not None and not entry.repmgrd:
+                topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
+        elif report.role != "primary" and any(op.node == report.name for op in topo.operations):
+            topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
+
+    for report in reports:
+        if report.connection is not None and report is not primary:
+            report.connection.close()
+    assert primary.connection is not None and primary.sql is not None
+    nodes = [r.sql if r.sql is not None else NodeState(_unreachable_address(r), "unreachable", error=f"{r.name} is {r.role}")
+             for r in reports]
+    state = PairState(pair=pair, nodes=nodes, primary=primary.sql, connection=primary.connection)
+    if len(reports) == 1:
+        state.warnings.append(f"pair {pair!r} has one node: it is not fault tolerant")
+    for report in reports:
+        if report.role not in ("primary", "standby"):
+            state.warnings.append(f"pair {pair!r} is degraded: node {report.name} ({report.host.address}) is {report.role}")
+    _read_replication(state, synchronous)
+    topo.state = state
+    topo.warnings = state.warnings
+    return topo
+
+
+def _require(can_create: bool, pair: str, report: NodeReport, what: str) -> None:
+    if not can_create:
+        raise PlanError(f"pair {pair!r}: node {report.name} ({report.host.address}) {what}",
+                        "Provider existing cannot recreate it: repair the host, then plan again.")
+
+
+def _without_primary(topo: Topology, claims: str, can_create: bool) -> Topology:
+    reports = topo.nodes
+    if all(r.role == "missing" for r in reports) and can_create:
+        first, rest = reports[0], reports[1:]
+        topo.operations.append(HostOperation(kind="create_host", node=first.name, detail="create the host"))
+        topo.operations.append(HostOperation(kind="init_primary", node=first.name,
+                                             detail="initdb, start PostgreSQL, repmgr primary register"))
+        for report in rest:
+            topo.operations.append(HostOperation(kind="create_host", node=report.name, detail="create the host"))
+            topo.operations.append(HostOperation(kind="clone_standby", node=report.name, peer=first.name,
+                                                 detail=f"clone a standby from {first.name} (repmgr standby clone)"))
+        for report in reports:
+            topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
+        return topo
+    # Everything stopped (a reboot): the node without standby.signal was the primary.
+    stopped = all(r.role in ("down", "host down") for r in reports)
+    if stopped and can_create:
+        for report in reports:
+            if report.role == "host down":
+                topo.operations.append(HostOperation(kind="start_host", node=report.name, detail="start the host"))
+        ordered = sorted(reports, key=lambda r: bool(r.standby_signal))
+        for report in ordered:
+            topo.operations.append(HostOperation(kind="start_postgres", node=report.name, detail="start PostgreSQL"))
+        for report in reports:
+            topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
+        topo.warnings.append(f"pair {topo.pair!r} is stopped: apply starts it, then plans its objects")
+        return topo
+    raise PlanError(f"pair {topo.pair!r}: no node is primary: {claims}",
+                    "Promote a standby (repmgr standby promote) or start the primary, then plan again.")
+
+
+def _unreachable_address(report: NodeReport) -> NodeAddress:
+    host = report.host
+    return NodeAddress(pair=host.pair, name=host.node, host=host.address, port=host.pg_port, user="postgres",
+                       password=None, admin_database="postgres", sslmode="prefer", connect_timeout=2)
