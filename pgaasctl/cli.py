@@ -26,6 +26,7 @@ from pgaasctl.plan.model import Change, HostOperation, Plan
 from pgaasctl.plan.planfile import is_plan_file, load_plan, save_plan
 from pgaasctl.spec.desired import load_desired
 from pgaasctl.spec.schema import spec_json_schema
+from pgaasctl.status import PairStatus, all_status, connection_uri
 
 app = typer.Typer(
     name="pgaasctl",
@@ -247,6 +248,96 @@ def force_unlock(
 def schema() -> None:
     """Print the JSON Schema of spec documents (for editors)."""
     print(json.dumps(spec_json_schema(), indent=2))
+
+
+@app.command()
+def status(
+    path: PathArg = workspace.DEFAULT_SPECS,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Show every pair: nodes, roles, up/down, replication and lag, degraded or not."""
+
+    def action() -> list[PairStatus]:
+        desired = load_desired(path)
+        st = workspace.open_workspace_store(path, store, desired)
+        return all_status(desired, st)
+
+    pairs = run(action)
+    if as_json:
+        print(json.dumps([p.model_dump() for p in pairs], indent=2))
+        return
+    for pair in pairs:
+        state = "[red]error[/red]" if pair.error else "[yellow]degraded[/yellow]" if pair.degraded else "[green]healthy[/green]"
+        out.print(f"[bold]{pair.pair}[/bold] ({pair.provider}, {pair.replication}): {state}")
+        if pair.error:
+            out.print(f"  {_escape(pair.error)}")
+            continue
+        table = Table("node", "address", "role", "replication", "lag", "repmgrd", box=None, pad_edge=False)
+        for node in pair.nodes:
+            lag = "" if node.lag_seconds is None else f"{node.lag_seconds:.3f}s / {node.lag_bytes or 0} B"
+            repmgrd = "" if node.repmgrd is None else ("running" if node.repmgrd else "[red]stopped[/red]")
+            table.add_row(node.name, node.address, node.role, node.replication or "", lag, repmgrd)
+        out.print(table)
+        for warning in pair.warnings:
+            out.print(f"  [yellow]warning:[/yellow] {_escape(warning)}")
+        for need in pair.needs:
+            out.print(f"  apply would: {_escape(need)}")
+
+
+@app.command()
+def connection(
+    pair: Annotated[str, typer.Argument(help="Pair name.")],
+    database: Annotated[str | None, typer.Option("--database", help="Database (default postgres).")] = None,
+    role: Annotated[str | None, typer.Option("--role", help="Role to log in as.")] = None,
+    path: PathArg = workspace.DEFAULT_SPECS,
+    store: StoreOpt = None,
+) -> None:
+    """Print the connection URI clients should use: every node, read-write target, so it follows a failover."""
+
+    def action() -> str:
+        desired = load_desired(path)
+        if pair not in desired.pairs:
+            raise PgaasError(f"pair {pair!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
+        st = workspace.open_workspace_store(path, store, desired)
+        return connection_uri(desired.pairs[pair], desired, st, database, role)
+
+    print(run(action))
+
+
+@app.command()
+def switchover(
+    pair: Annotated[str, typer.Argument(help="Pair name.")],
+    to: Annotated[str | None, typer.Option("--to", help="The standby to promote (default: the standby).")] = None,
+    path: PathArg = workspace.DEFAULT_SPECS,
+    store: StoreOpt = None,
+) -> None:
+    """Planned maintenance: promote the standby and make the old primary its standby, losing no commit."""
+
+    def action() -> tuple[str, str]:
+        desired = load_desired(path)
+        st = workspace.open_workspace_store(path, store, desired)
+        return workspace.switchover_pair(desired, st, pair, to)
+
+    old, new = run(action)
+    out.print(f"[green]Switchover complete:[/green] {new} is the primary of {pair!r}; {old} follows it.")
+
+
+@state_app.command("forget-host-key")
+def state_forget_host_key(
+    endpoint: Annotated[str, typer.Argument(help="host:port whose pinned SSH key to forget.")],
+    path: PathArg = workspace.DEFAULT_SPECS,
+    store: StoreOpt = None,
+) -> None:
+    """Forget a pinned SSH host key (after a host was rebuilt on purpose); the next contact pins the new one."""
+
+    def action() -> None:
+        st = workspace.open_workspace_store(path, store)
+        if not st.forget_host_key(endpoint):
+            raise PgaasError(f"no SSH host key is pinned for {endpoint}")
+        out.print(f"Forgot the SSH host key of {endpoint}; the next connection pins the key it presents.")
+
+    run(action)
 
 
 @state_app.command("list")

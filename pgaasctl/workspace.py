@@ -16,6 +16,8 @@ from pgaasctl.apply.executor import (
     wait_for_standbys,
 )
 from pgaasctl.apply.operations import HostOperator, OperationCallback
+from pgaasctl.apply.switchover import switchover
+from pgaasctl.live.topology import discover_topology
 from pgaasctl.errors import PgaasError, SpecError
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.plan.build import (
@@ -203,3 +205,27 @@ def import_object(desired: DesiredState, path: Path, store: Store, address: str)
     finally:
         close_pairs(live)
     return address
+
+
+def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str | None) -> tuple[str, str]:
+    """Planned switchover of a repmgr pair, holding the pair's lock."""
+    pair = desired.pairs.get(pair_name)
+    if pair is None:
+        raise PgaasError(f"pair {pair_name!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
+    inputs = pair_inputs(pair, desired.workspace, store)
+    if not inputs.uses_ssh:
+        raise PgaasError(f"pair {pair_name!r} has no SSH access, so pgaasctl cannot drive repmgr there",
+                         "Give its nodes `ssh:` settings in the Pair spec.")
+    spec = pair.doc.spec
+    synchronous = spec.replication == "synchronous"
+    with store.locked(pair_name, "switchover", desired.workspace.lock_timeout):
+        ssh = SshSessions(store)
+        try:
+            topology = discover_topology(pair_name, inputs.hosts, inputs.addresses, ssh, synchronous, inputs.can_create)
+            if topology.state is not None:
+                topology.state.close()
+            operator = HostOperator(inputs, ssh)
+            hosts = {h.node: h for h in inputs.hosts}
+            return switchover(topology, hosts, inputs.addresses, operator.bootstrap, to, synchronous)
+        finally:
+            ssh.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pgaasctl.errors import PgaasError
-from pgaasctl.hosts.bootstrap import Bootstrap, target_of
+from pgaasctl.hosts.bootstrap import Bootstrap
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.plan.build import PairInputs
 from pgaasctl.plan.model import HostOperation

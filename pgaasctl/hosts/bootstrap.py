@@ -252,7 +252,15 @@ class Bootstrap:
         self.ssh.check(target_of(host), f"{env}/usr/bin/repmgrd -f {conf} --daemonize >>{log} 2>&1 </dev/null",
                        "starting repmgrd")
 
-    def switchover(self, host: Host) -> str:
-        """Promote `host` (a standby) and demote the primary: planned maintenance (repmgr standby switchover)."""
-        return self._repmgr(host, "standby switchover --siblings-follow --always-promote -v", "repmgr standby switchover",
-                            timeout=300)
+    def pause_repmgrd(self, host: Host) -> None:
+        self._repmgr(host, "service pause", "repmgr service pause")
+
+    def unpause_repmgrd(self, host: Host) -> None:
+        self._repmgr(host, "service unpause", "repmgr service unpause")
+
+    def promote(self, host: Host) -> None:
+        """repmgr standby promote, through the promote hook where pgaasctl installed one."""
+        if host.layout is not None:
+            self.ssh.check(target_of(host), shlex.quote(f"{host.layout.config_dir}/promote.sh"), "promoting the standby")
+        else:
+            self._repmgr(host, "standby promote", "repmgr standby promote")

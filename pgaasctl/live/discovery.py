@@ -45,7 +45,7 @@ class PairState:
         self.connection.close()
 
 
-def _probe(node: NodeAddress) -> tuple[NodeState, psycopg.Connection | None]:
+def probe_node(node: NodeAddress) -> tuple[NodeState, psycopg.Connection | None]:
     try:
         conn = connect(node)
     except ConnectionFailed as exc:
@@ -66,7 +66,7 @@ def _probe(node: NodeAddress) -> tuple[NodeState, psycopg.Connection | None]:
 def discover(pair: str, nodes: list[NodeAddress], synchronous: bool) -> PairState:
     """Find the one primary of `pair`. Raises PlanError on split brain or when no node is primary."""
     with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
-        probes = list(pool.map(_probe, nodes))
+        probes = list(pool.map(probe_node, nodes))
     states = [state for state, _ in probes]
     primaries = [(state, conn) for state, conn in probes if state.role == "primary"]
     for state, conn in probes:
@@ -94,7 +94,7 @@ def discover(pair: str, nodes: list[NodeAddress], synchronous: bool) -> PairStat
     for node in states:
         if node.role == "unreachable":
             state.warnings.append(f"pair {pair!r} is degraded: {node.error}")
-    _read_replication(state, synchronous)
+    read_replication(state, synchronous)
     return state
 
 
@@ -104,7 +104,7 @@ def _claim(state: NodeState) -> str:
     return "claims primary" if state.role == "primary" else "is a standby"
 
 
-def _read_replication(state: PairState, synchronous: bool) -> None:
+def read_replication(state: PairState, synchronous: bool) -> None:
     """Each standby must stream from this primary; the primary says whether it is synchronous."""
     rows = state.connection.execute("SELECT application_name, state, sync_state FROM pg_stat_replication").fetchall()
     primary = state.primary.address

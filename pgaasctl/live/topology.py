@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 import psycopg
 
 from pgaasctl.errors import ConnectionFailed, PgaasError, PlanError
-from pgaasctl.hosts.ssh import SshSessions, SshTarget
+from pgaasctl.hosts.bootstrap import target_of
+from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.connect import NodeAddress
-from pgaasctl.live.discovery import NodeState, PairState, _probe, _read_replication
+from pgaasctl.live.discovery import NodeState, PairState, probe_node, read_replication
 from pgaasctl.plan.model import HostOperation
 from providers.base import Host
 
@@ -125,18 +126,12 @@ def _parse_probe(report: NodeReport, text: str) -> None:
         report.registered = None
 
 
-def ssh_target(host: Host) -> SshTarget:
-    assert host.ssh_port is not None and host.ssh_user and host.key_file
-    return SshTarget(host=host.address, port=host.ssh_port, user=host.ssh_user, key_file=host.key_file,
-                     label=f"node {host.node} of pair {host.pair} ({host.address})")
-
-
 def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions) -> NodeReport:
     report = NodeReport(host=host)
     if not host.exists or not host.running:
         return report
     try:
-        result = ssh.run(ssh_target(host), _probe_script(host), timeout=30)
+        result = ssh.run(target_of(host), _probe_script(host), timeout=30)
         _parse_probe(report, result.stdout)
     except ConnectionFailed as exc:
         if "host key" in exc.message or "refused the key" in exc.message:
@@ -144,7 +139,7 @@ def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions) -> No
         report.ssh_error = exc.message
         return report
     if address is not None:
-        report.sql, report.connection = _probe(address)
+        report.sql, report.connection = probe_node(address)
     return report
 
 
@@ -271,7 +266,7 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
     for report in reports:
         if report.role not in ("primary", "standby"):
             state.warnings.append(f"pair {pair!r} is degraded: node {report.name} ({report.host.address}) is {report.role}")
-    _read_replication(state, synchronous)
+    read_replication(state, synchronous)
     topo.state = state
     topo.warnings = state.warnings
     return topo

@@ -1,0 +1,121 @@
+"""`pgaasctl status` and `pgaasctl connection`: what each pair looks like now, and how clients reach it."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import quote
+
+from pydantic import BaseModel
+
+from pgaasctl.errors import PgaasError
+from pgaasctl.hosts.ssh import SshSessions
+from pgaasctl.live.discovery import PairState, discover
+from pgaasctl.live.topology import Topology, discover_topology
+from pgaasctl.plan.build import pair_inputs
+from pgaasctl.spec.desired import DesiredPair, DesiredState
+from pgaasctl.store import Store
+
+LAG_SQL = """
+SELECT application_name, coalesce(extract(epoch FROM replay_lag), 0)::float8,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint
+FROM pg_stat_replication
+"""
+
+
+class NodeStatus(BaseModel):
+    name: str
+    address: str
+    role: str  # primary | standby | down | missing | host down | unreachable
+    replication: str | None = None
+    lag_seconds: float | None = None
+    lag_bytes: int | None = None
+    repmgrd: bool | None = None
+
+
+class PairStatus(BaseModel):
+    pair: str
+    provider: str
+    replication: str
+    nodes: list[NodeStatus] = []
+    degraded: bool = False
+    needs: list[str] = []  # what `pgaasctl apply` would do to the hosts
+    warnings: list[str] = []
+    error: str | None = None
+
+
+def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: SshSessions) -> PairStatus:
+    spec = pair.doc.spec
+    status = PairStatus(pair=pair.name, provider=spec.provider, replication=spec.replication)
+    try:
+        inputs = pair_inputs(pair, desired.workspace, store)
+        synchronous = spec.replication == "synchronous"
+        topology: Topology | None = None
+        if inputs.uses_ssh:
+            topology = discover_topology(pair.name, inputs.hosts, inputs.addresses, ssh, synchronous, inputs.can_create)
+            state = topology.state
+            status.needs = [f"node {op.node}: {op.detail}" for op in topology.operations]
+        else:
+            state = discover(pair.name, [inputs.addresses[n.name] for n in spec.nodes], synchronous)
+        if state is None:
+            assert topology is not None
+            status.nodes = [NodeStatus(name=r.name, address=r.host.address, role=r.role) for r in topology.nodes]
+            status.warnings = topology.warnings
+            status.degraded = True
+            return status
+        try:
+            status.nodes = _nodes(state, topology)
+            status.warnings = state.warnings
+            status.degraded = any("degraded" in w for w in state.warnings) or len(status.nodes) < 2
+        finally:
+            state.close()
+    except PgaasError as exc:
+        status.error = str(exc)
+    return status
+
+
+def _nodes(state: PairState, topology: Topology | None) -> list[NodeStatus]:
+    lag = {row[0]: (row[1], row[2]) for row in state.connection.execute(LAG_SQL).fetchall()}
+    registered = {}
+    if topology is not None:
+        primary = topology.primary
+        registered = (primary.registered or {}) if primary else {}
+    out = []
+    for node in state.nodes:
+        role = node.role
+        if topology is not None:
+            role = next((r.role for r in topology.nodes if r.name == node.name), role)
+        seconds, size = lag.get(node.name, (None, None))
+        if seconds is None and node.role == "standby" and len(lag) == 1:
+            seconds, size = next(iter(lag.values()))
+        entry = registered.get(node.name)
+        out.append(NodeStatus(
+            name=node.name, address=f"{node.address.host}:{node.address.port}", role=role,
+            replication=node.replication if node.role == "standby" else None,
+            lag_seconds=seconds if node.role == "standby" else None, lag_bytes=size if node.role == "standby" else None,
+            repmgrd=entry.repmgrd if entry is not None else None,
+        ))
+    return out
+
+
+def all_status(desired: DesiredState, store: Store) -> list[PairStatus]:
+    ssh = SshSessions(store)
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(desired.pairs)))) as pool:
+            return list(pool.map(lambda p: pair_status(p, desired, store, ssh), desired.pairs.values()))
+    finally:
+        ssh.close()
+
+
+def connection_uri(pair: DesiredPair, desired: DesiredState, store: Store, database: str | None, role: str | None) -> str:
+    """A libpq multi-host URI that follows a failover: target_session_attrs=read-write picks the primary."""
+    inputs = pair_inputs(pair, desired.workspace, store)
+    missing = [h.node for h in inputs.hosts if not h.exists]
+    if missing:
+        raise PgaasError(f"pair {pair.name!r} has no address yet for {', '.join(missing)}", "Run `pgaasctl apply` first.")
+    for kind, name, known in (("role", role, pair.roles), ("database", database, pair.databases)):
+        if name is not None and name not in known and name not in pair.admin_users() | {"postgres"}:
+            raise PgaasError(f"{kind} {name!r} is not declared for pair {pair.name!r}")
+    hosts = ",".join(f"{h.address}:{h.pg_port}" for h in inputs.hosts)
+    user = f"{quote(role, safe='')}@" if role else ""
+    path = quote(database or "postgres", safe="")
+    return f"postgresql://{user}{hosts}/{path}?target_session_attrs=read-write&connect_timeout=2"
