@@ -15,26 +15,28 @@ PIP     := $(PY) -m pip
 PYTEST  := $(VENV)/bin/pytest
 STAMP   := $(VENV)/.installed
 PG_BIN  := /usr/lib/postgresql/15/bin
-PG_PKGS := postgresql-15 postgresql-client-15
+PG_PKGS := postgresql-15 postgresql-client-15 postgresql-15-repmgr openssh-server openssh-client
 XDIST_WORKERS ?= 2
 
 .PHONY: setup system-packages test demo clean
 
 setup: system-packages $(STAMP)
 
-# PostgreSQL 15 from Debian. Installing it also creates and starts a "main"
-# cluster on localhost:5432; nothing here uses it (the tests start their own
-# servers on 127.0.0.x and free ports).
+# PostgreSQL 15, repmgr and sshd from Debian (provider local runs a sshd and a
+# PostgreSQL per node). Installing postgresql-15 also creates and starts a
+# "main" cluster on localhost:5432; nothing here uses it.
 system-packages:
-	@if [ -x $(PG_BIN)/postgres ] && [ -x $(PG_BIN)/psql ]; then exit 0; fi; \
+	@missing=""; \
+	for p in $(PG_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" -ne 0 ]; then \
-	  echo "PostgreSQL 15 is missing ($(PG_BIN)/postgres). As root, run:" >&2; \
-	  echo "  apt-get update && apt-get install -y $(PG_PKGS)" >&2; \
+	  echo "missing packages:$$missing. As root, run:" >&2; \
+	  echo "  apt-get update && apt-get install -y$$missing" >&2; \
 	  exit 1; \
 	fi; \
-	echo "installing $(PG_PKGS)"; \
+	echo "installing$$missing"; \
 	apt-get update -q; \
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(PG_PKGS)
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing
 
 $(PY):
 	$(PYTHON3) -m venv $(VENV)

@@ -32,7 +32,7 @@ from pgaasctl.plan.model import Plan
 from pgaasctl.plan.planfile import check_still_valid
 from pgaasctl.spec.desired import DesiredState
 from pgaasctl.spec.loader import load_path
-from pgaasctl.spec.models import WorkspaceDoc, WorkspaceSpec
+from pgaasctl.spec.models import LocalPairSpec, WorkspaceDoc, WorkspaceSpec
 from pgaasctl.store import Store, open_store
 
 DEFAULT_SPECS = Path("specs")
@@ -129,6 +129,15 @@ def execute(work: PlannedWork, store: Store, on_progress: ProgressCallback | Non
     return work.results
 
 
+def _record_failover(store: Store, live: LivePair) -> None:
+    """repmgr.conf now says what the spec says: the store must too, or the next plan reconfigures again."""
+    address = f"pair.{live.plan.pair}"
+    managed = store.managed(live.plan.pair).get(address)
+    spec = live.inputs.pair.doc.spec
+    if managed is not None and isinstance(spec, LocalPairSpec):
+        store.record(address, live.plan.pair, "pair", live.plan.pair, {**managed.attributes, "failover": spec.failover.model_dump()})
+
+
 MAX_OPERATION_ROUNDS = 3  # e.g. start a host, then find its PostgreSQL needs a rejoin
 
 
@@ -143,6 +152,8 @@ def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: Progres
             raise PgaasError(f"pair {name!r} still needs host operations after {MAX_OPERATION_ROUNDS} rounds",
                              "Look at `pgaasctl status`, then run apply again.")
         operations_done += HostOperator(live.inputs, work.ssh, on_operation).run(live.plan.operations)
+        if any(op.kind == "reconfigure_repmgr" for op in live.plan.operations):
+            _record_failover(store, live)
         if any(op.kind == "destroy_hosts" for op in live.plan.operations):
             live.plan.operations = []
             break

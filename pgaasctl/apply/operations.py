@@ -73,6 +73,8 @@ class HostOperator:
             self.bootstrap.start_postgres(self._host(op.node))
         elif op.kind == "register_standby":
             self.bootstrap.register_standby(self._host(op.node))
+        elif op.kind == "reconfigure_repmgr":
+            self.bootstrap.reconfigure_repmgr(self._host(op.node), self._node_id(op.node))
         elif op.kind == "start_repmgrd":
             self.bootstrap.start_repmgrd(self._host(op.node))
         elif op.kind == "destroy_hosts":

@@ -252,6 +252,18 @@ class Bootstrap:
         self.ssh.check(target_of(host), f"{env}/usr/bin/repmgrd -f {conf} --daemonize >>{log} 2>&1 </dev/null",
                        "starting repmgrd")
 
+    def reconfigure_repmgr(self, host: Host, node_id: int) -> None:
+        """New failover settings: rewrite repmgr.conf and the promote hook, then restart repmgrd."""
+        layout = host.layout
+        assert layout is not None
+        target = target_of(host)
+        self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
+        self.ssh.put_text(target, promote_hook(host, layout), f"{layout.config_dir}/promote.sh", 0o755)
+        pid_file = shlex.quote(f"{layout.socket_dir}/repmgrd.pid")
+        self.ssh.run(target, f"kill $(cat {pid_file}) 2>/dev/null; for i in $(seq 100); do "
+                             f"kill -0 $(cat {pid_file} 2>/dev/null) 2>/dev/null || break; sleep 0.05; done; rm -f {pid_file}")
+        self.start_repmgrd(host)
+
     def pause_repmgrd(self, host: Host) -> None:
         self._repmgr(host, "service pause", "repmgr service pause")
 

@@ -22,7 +22,7 @@ from pgaasctl.live.catalog import (
 )
 from pgaasctl.live.connect import NodeAddress
 from pgaasctl.live.discovery import PairState, discover
-from pgaasctl.live.topology import discover_topology
+from pgaasctl.live.topology import Topology, discover_topology
 from pgaasctl.passwords import check_passwords
 from pgaasctl.plan import diff
 from pgaasctl.plan.model import Change, HostOperation, PairPlan, Plan, ShownStatement
@@ -214,6 +214,7 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool)
         state = topology.state
         if len(inputs.hosts) > 1:
             sync_names = "*" if synchronous and topology.whole_after_operations else ""
+        operations += _reconfigure_operations(inputs, store, topology)
     else:
         state = discover(pair.name, [inputs.addresses[n.name] for n in spec.nodes], synchronous=synchronous)
         warnings = state.warnings
@@ -242,6 +243,18 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool)
         state.close()
         raise
     return LivePair(inputs=inputs, state=state, catalog=catalog, plan=pair_plan)
+
+
+def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology) -> list[HostOperation]:
+    """Failover settings changed since the pair was made: rewrite repmgr.conf and restart repmgrd everywhere."""
+    spec = inputs.pair.doc.spec
+    managed = store.managed(inputs.pair.name).get(f"pair.{inputs.pair.name}")
+    if not isinstance(spec, LocalPairSpec) or managed is None:
+        return []
+    if managed.attributes.get("failover") == spec.failover.model_dump():
+        return []
+    return [HostOperation(kind="reconfigure_repmgr", node=r.name, detail="rewrite repmgr.conf and restart repmgrd")
+            for r in topology.nodes if r.role in ("primary", "standby")]
 
 
 def _record_nodes(store: Store, pair: DesiredPair, state: PairState) -> None:

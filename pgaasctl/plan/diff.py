@@ -23,7 +23,8 @@ from pgaasctl.plan.model import SENSITIVE, AttributeChange, Change, Statement
 from pgaasctl.spec.models import (
     DatabaseSpec,
     GrantSpec,
-    PairSpec,
+    ExistingPairSpec,
+    LocalPairSpec,
     RoleSpec,
     SchemaGrant,
     SettingValue,
@@ -139,7 +140,7 @@ def _object_settings(ctx: PairContext, address: str, kind: str, name: str, desir
 
 # ---------------------------------------------------------------- pair
 
-def diff_pair(ctx: PairContext, spec: PairSpec | None, address: str, deleting: bool = False) -> Change | None:
+def diff_pair(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec | None, address: str, deleting: bool = False) -> Change | None:
     managed = address in ctx.managed
     if deleting or spec is None:
         if not managed:
@@ -192,14 +193,25 @@ def diff_pair(ctx: PairContext, spec: PairSpec | None, address: str, deleting: b
             needs_reload = True
     if needs_reload:
         change.statements.append(sqlgen.reload_conf())
-    change.record = {
+    change.record = pair_record(spec)
+    if not managed:
+        change.notes.append("pgaasctl starts managing this pair")
+    result = finish_update(change, ctx.record_of(address))
+    for attr in result.attributes if result else []:
+        if attr.name.startswith("failover."):
+            attr.note = "rewrites repmgr.conf, restarts repmgrd"
+    return result
+
+
+def pair_record(spec: ExistingPairSpec | LocalPairSpec) -> dict[str, Any]:
+    record: dict[str, Any] = {
         "provider": spec.provider,
         "settings": {k: settings_rules.as_text(v) for k, v in spec.settings.items()},
         "deletion_protection": spec.deletion_protection,
     }
-    if not managed:
-        change.notes.append("pgaasctl starts managing this pair")
-    return finish_update(change, ctx.record_of(address))
+    if isinstance(spec, LocalPairSpec):
+        record["failover"] = spec.failover.model_dump()
+    return record
 
 
 def _running_canonical(setting: Any) -> str:

@@ -71,7 +71,7 @@ class HostOperation(BaseModel):
     """A step on a node's host, run over SSH before any SQL (create, clone, rejoin, start...)."""
 
     kind: Literal["create_host", "start_host", "init_primary", "clone_standby", "rejoin", "recover_node",
-                  "start_postgres", "register_standby", "start_repmgrd", "destroy_hosts"]
+                  "start_postgres", "register_standby", "start_repmgrd", "reconfigure_repmgr", "destroy_hosts"]
     node: str
     peer: str | None = None  # the primary a standby is made from
     detail: str
