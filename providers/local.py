@@ -29,6 +29,7 @@ from pgaasctl.spec.models import LocalPairSpec, PairDoc, WorkspaceSpec
 from pgaasctl.store import Store
 from providers.base import Host, HostLayout
 
+LOCAL_DIR_ENV = "PGAASCTL_LOCAL_DIR"  # overrides Workspace local_dir (make demo uses it when needed)
 PG_BIN = "/usr/lib/postgresql/15/bin"
 SSHD = "/usr/sbin/sshd"
 PG_PORT = 5432
@@ -44,7 +45,7 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, workspace: WorkspaceSpec, store: Store) -> None:
-        self.root = Path(workspace.local_dir).absolute()
+        self.root = Path(os.environ.get(LOCAL_DIR_ENV) or workspace.local_dir).absolute()
         self.store = store
         first, last = (ipaddress.IPv4Address(p.strip()) for p in workspace.local_addresses.split("-"))
         self.candidates = [str(ipaddress.IPv4Address(i)) for i in range(int(first), int(last) + 1)]
