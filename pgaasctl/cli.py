@@ -266,6 +266,8 @@ def status(
     pairs = run(action)
     if as_json:
         print(json.dumps([p.model_dump() for p in pairs], indent=2))
+        if any(p.error for p in pairs):
+            raise typer.Exit(1)
         return
     for pair in pairs:
         state = "[red]error[/red]" if pair.error else "[yellow]degraded[/yellow]" if pair.degraded else "[green]healthy[/green]"
@@ -283,6 +285,8 @@ def status(
             out.print(f"  [yellow]warning:[/yellow] {_escape(warning)}")
         for need in pair.needs:
             out.print(f"  apply would: {_escape(need)}")
+    if any(p.error for p in pairs):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -64,8 +64,8 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             return status
         try:
             status.nodes = _nodes(state, topology)
-            status.warnings = state.warnings
-            status.degraded = any("degraded" in w for w in state.warnings) or len(status.nodes) < 2
+            status.warnings = topology.warnings if topology is not None else state.warnings
+            status.degraded = any("degraded" in w for w in status.warnings) or len(status.nodes) < 2
         finally:
             state.close()
     except PgaasError as exc:

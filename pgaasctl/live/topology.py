@@ -46,6 +46,8 @@ class NodeReport:
     registered: dict[str, Registered] | None = None  # None: this node's PostgreSQL could not answer
     has_data: bool | None = None
     standby_signal: bool | None = None
+    repmgrd_process: bool | None = None  # from the pid file, where pgaasctl knows the layout
+    repmgr_error: str | None = None  # why `repmgr service status` failed on this node
     connection: psycopg.Connection | None = field(default=None, repr=False)
 
     @property
@@ -57,11 +59,15 @@ class NodeReport:
         """primary | standby | down | missing | host down"""
         if not self.host.exists:
             return "missing"
+        if self.sql is not None and self.sql.role != "unreachable":
+            return self.sql.role  # PostgreSQL answers, whatever its SSH does
         if not self.host.running or self.ssh_error:
             return "host down"
-        if self.sql is None or self.sql.role == "unreachable":
-            return "down"
-        return self.sql.role
+        return "down"
+
+    @property
+    def ssh_down(self) -> bool:
+        return self.host.exists and (not self.host.running or self.ssh_error is not None)
 
 
 @dataclass
@@ -89,11 +95,13 @@ def _probe_script(host: Host) -> str:
     lines = [
         "command -v repmgr >/dev/null 2>&1 || { echo '@no-repmgr'; exit 0; }",
         f"echo '@show'; {env}repmgr -f {conf} cluster show --csv 2>/dev/null; echo \"@exit=$?\"",
-        f"echo '@service'; {env}repmgr -f {conf} service status --csv 2>/dev/null; echo \"@exit=$?\"",
+        f"echo '@service'; {env}repmgr -f {conf} service status --csv 2>&1; echo \"@exit=$?\"",
     ]
     if host.layout:
         data = shlex.quote(host.layout.data_dir)
-        lines.append(f"echo \"@files $(test -f {data}/PG_VERSION && echo data) $(test -f {data}/standby.signal && echo signal)\"")
+        pid = shlex.quote(host.layout.socket_dir + "/repmgrd.pid")
+        lines.append(f"echo \"@files $(test -f {data}/PG_VERSION && echo data) $(test -f {data}/standby.signal && echo signal)"
+                     f" $(kill -0 $(cat {pid} 2>/dev/null) 2>/dev/null && echo repmgrd)\"")
     return "\n".join(lines)
 
 
@@ -103,10 +111,12 @@ def _parse_probe(report: NodeReport, text: str) -> None:
         return
     section = ""
     service_ok = False
+    service_text: list[str] = []
     for line in text.splitlines():
         if line.startswith("@files"):
             words = line.split()[1:]
             report.has_data, report.standby_signal = "data" in words, "signal" in words
+            report.repmgrd_process = "repmgrd" in words
         elif line.startswith("@exit="):
             if section == "service":
                 service_ok = line == "@exit=0"
@@ -117,29 +127,33 @@ def _parse_probe(report: NodeReport, text: str) -> None:
         elif section == "show" and line.count(",") == 2:
             node_id, availability, recovery = (int(x) for x in line.split(","))
             report.cluster_show.append((node_id, availability, recovery))
-        elif section == "service" and line.count(",") >= 9 and report.registered is not None:
+        elif section == "service" and line.count(",") < 9:
+            service_text.append(line)
+        elif section == "service" and report.registered is not None:
             cols = line.split(",")
             report.registered[cols[1]] = Registered(
                 node_id=int(cols[0]), name=cols[1], role=cols[2], running=cols[3] == "1", repmgrd=cols[4] == "1"
             )
     if not service_ok:
         report.registered = None
+        errors = [line.strip() for line in service_text if line.strip().startswith(("ERROR", "DETAIL", "FATAL", "fe_"))]
+        report.repmgr_error = "; ".join(errors[:3]) or "repmgr service status failed"
 
 
 def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions) -> NodeReport:
     report = NodeReport(host=host)
-    if not host.exists or not host.running:
+    if not host.exists:
         return report
-    try:
-        result = ssh.run(target_of(host), _probe_script(host), timeout=30)
-        _parse_probe(report, result.stdout)
-    except ConnectionFailed as exc:
-        if "host key" in exc.message or "refused the key" in exc.message:
-            raise
-        report.ssh_error = exc.message
-        return report
+    if host.running:
+        try:
+            result = ssh.run(target_of(host), _probe_script(host), timeout=30)
+            _parse_probe(report, result.stdout)
+        except ConnectionFailed as exc:
+            if "host key" in exc.message or "refused the key" in exc.message:
+                raise
+            report.ssh_error = exc.message
     if address is not None:
-        report.sql, report.connection = probe_node(address)
+        report.sql, report.connection = probe_node(address)  # a primary stays a primary when only its SSH is down
     return report
 
 
@@ -198,7 +212,15 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
             f"pair {pair!r}: split brain, more than one node claims to be primary: {claims}",
             "pgaasctl will not write to either. Stop or demote the wrong one, then plan again.",
         )
-    registered = next((r.registered for r in primaries if r.registered is not None), None)
+    for report in primaries:
+        if report.registered is None and report.repmgr_error and not report.ssh_down:
+            raise PlanError(
+                f"pair {pair!r}: repmgr on node {report.name} ({report.host.address}) cannot read the cluster's "
+                f"metadata: {report.repmgr_error}",
+                "Check repmgr.conf's conninfo and the repmgr user's password (.pgpass) on that node.",
+            )
+    # what repmgr's metadata says, from the primary if it answered over SSH, else from any node
+    registered = next((r.registered for r in primaries + reports if r.registered is not None), None)
     if primaries and registered is not None:
         for report in reports:
             if report.role in ("primary", "standby") and report.name not in registered:
@@ -247,11 +269,18 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
         elif report.role == "standby" and report.registered is not None and report.name not in report.registered:
             topo.operations.append(HostOperation(kind="register_standby", node=report.name, detail="repmgr standby register"))
     for report in reports:
-        if report.role in ("primary", "standby") and registered is not None:
-            entry = registered.get(report.name)
-            if entry is not None and not entry.repmgrd:
-                topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
-        elif report.role != "primary" and any(op.node == report.name for op in topo.operations):
+        if report.role in ("primary", "standby") and report.ssh_down:
+            why = report.ssh_error or f"node {report.name} ({report.host.address}): sshd is not running"
+            if not (can_create and not report.host.running):
+                raise PlanError(f"pair {pair!r}: {why}",
+                                "pgaasctl needs SSH to every node to see and repair repmgr; fix SSH, then plan again.")
+            topo.operations.append(HostOperation(kind="start_host", node=report.name, detail="start the host (sshd)"))
+            topo.warnings.append(f"pair {pair!r} is degraded: {why}")
+            continue
+        fixed = any(op.node == report.name for op in topo.operations)
+        if report.role in ("primary", "standby") and not fixed and not _repmgrd_runs(report, registered):
+            topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
+        elif fixed:
             topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
 
     for report in reports:
@@ -268,8 +297,16 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
             state.warnings.append(f"pair {pair!r} is degraded: node {report.name} ({report.host.address}) is {report.role}")
     read_replication(state, synchronous)
     topo.state = state
-    topo.warnings = state.warnings
+    topo.warnings = state.warnings + topo.warnings
     return topo
+
+
+def _repmgrd_runs(report: NodeReport, registered: dict[str, Registered] | None) -> bool:
+    """The process itself where pgaasctl knows its pid file (repmgr's own view lags a restart by seconds)."""
+    if report.repmgrd_process is not None:
+        return report.repmgrd_process
+    entry = (registered or {}).get(report.name)
+    return entry is None or entry.repmgrd
 
 
 def _require(can_create: bool, pair: str, report: NodeReport, what: str) -> None:

@@ -1,0 +1,193 @@
+"""Failover of a synchronous local pair: repmgrd promotes the standby when the primary dies; plan shows the
+degraded pair and the rejoin; apply makes it whole; split brain is refused; switchover loses nothing.
+
+Each test starts from a healthy pair (the fixture repairs or recreates it), so they do not depend on order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.support.local_pair import Lab, LocalPair, Writer, no_traceback
+
+TABLE = "ledger"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab.open("failover", slot=1) as lab:
+        lab.add_pair("fo", replication="synchronous")
+        yield lab
+
+
+@pytest.fixture
+def fo(lab: Lab) -> LocalPair:
+    pair = lab.pairs["fo"]
+    pair.ensure_healthy()
+    primary = pair.primary()
+    pair.execute(primary, f"CREATE TABLE IF NOT EXISTS {TABLE} (n int PRIMARY KEY, at timestamptz DEFAULT now())")
+    pair.execute(primary, f"TRUNCATE {TABLE}")
+    return pair
+
+
+def _uri(pair: LocalPair) -> str:
+    result = pair.ws.connection(pair.name, "--role", "postgres")
+    assert result.exit_code == 0, result.output
+    uri = result.stdout.strip()
+    assert "target_session_attrs=read-write" in uri
+    return uri
+
+
+def _commits_without_blocking(pair: LocalPair, node: str, timeout: float = 10.0) -> None:
+    """A commit on `node` returns: a synchronous primary whose standby is gone would wait forever."""
+    done = threading.Event()
+
+    def write() -> None:
+        pair.execute(node, f"INSERT INTO {TABLE} (n) VALUES (-1)")
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    assert done.wait(timeout), f"a commit on {node} blocked for {timeout:g}s: synchronous_standby_names was not cleared"
+
+
+def _assert_degraded_plan(pair: LocalPair, old: str, new: str) -> str:
+    plan = pair.ws.plan()
+    assert plan.exit_code == 0, plan.output
+    no_traceback(plan)
+    assert f'Pair "fo": primary {new} ({pair.address(new)}:5432)' in plan.stdout, plan.output
+    assert f"pair 'fo' is degraded: node {old} ({pair.address(old)}) is down" in plan.flat, plan.output
+    assert f"node {old}: rejoin as a standby of {new}" in plan.flat, plan.output
+    assert "synchronous_standby_names: -> *" in plan.flat, plan.output
+    status = pair.ws.status_json()[0]
+    assert status["degraded"] is True
+    assert {n["name"]: n["role"] for n in status["nodes"]} == {old: "down", new: "primary"}
+    assert any(f"node {old}: rejoin" in need for need in status["needs"]), status
+    return plan.output
+
+
+def _assert_made_whole(pair: LocalPair, old: str, new: str) -> None:
+    applied = pair.ws.apply()
+    assert applied.exit_code == 0, applied.output + pair.logs(old)
+    assert pair.role_of(old) == "standby", pair.logs(old)
+    pair.assert_whole(new)  # old primary streams from the new one, sync_state sync, synchronous_standby_names '*'
+    pair.ws.assert_converged()
+    [status] = pair.ws.status_json()
+    assert status["degraded"] is False and {n["name"]: n["role"] for n in status["nodes"]} == {old: "standby", new: "primary"}
+
+
+def test_failover_after_pg_ctl_immediate_loses_no_commit_and_apply_rejoins(fo: LocalPair) -> None:
+    old = fo.primary()
+    new = fo.other(old)
+    uri = _uri(fo)
+    with Writer(uri, fo.admin_password, TABLE) as writer:
+        writer.wait_for_more(20, timeout=30)
+        fo.stop_immediate(old)
+        fo.wait_primary(new)
+        writer.wait_for_more(20, timeout=30)  # the same connection string now reaches the new primary
+        fo.wait_promoted(new)
+    assert writer.servers[0] == fo.address(old) and writer.servers[-1] == fo.address(new), writer.servers
+    # synchronous replication: every commit acknowledged by the old primary is on the new one
+    present = {row[0] for row in fo.query(new, f"SELECT n FROM {TABLE}")}
+    lost = sorted(set(writer.acked) - present)
+    assert lost == [], f"{len(lost)} acknowledged commits missing on {new}: {lost[:20]}"
+
+    # the promote hook dropped synchronous_standby_names: the lone primary does not block
+    assert fo.value(new, "SHOW synchronous_standby_names") == ""
+    _commits_without_blocking(fo, new)
+
+    _assert_degraded_plan(fo, old, new)
+    _assert_made_whole(fo, old, new)
+    # the rejoined node has every row
+    assert fo.value(old, f"SELECT count(*) FROM {TABLE} WHERE n > 0") == len(present)
+
+
+def test_failover_after_kill_9_then_changes_land_on_the_new_primary(fo: LocalPair) -> None:
+    old = fo.primary()
+    new = fo.other(old)
+    fo.kill_postmaster(old)
+    fo.wait_promoted(new)
+
+    # an object change planned while the pair is degraded: apply rejoins first, then writes on the new primary
+    fo.ws.write("role.yaml", "kind: Role\nmetadata: {name: after_failover, pair: fo}\nspec: {login: true}\n")
+    plan = _assert_degraded_plan(fo, old, new)
+    assert "+ role.fo.after_failover" in plan
+    _assert_made_whole(fo, old, new)
+    for node in (new, old):
+        assert fo.query(node, "SELECT rolcanlogin FROM pg_roles WHERE rolname = 'after_failover'") == [(True,)]
+
+    # and a change to the healed pair goes to the new primary and reaches its standby before apply returns
+    fo.ws.write("db.yaml", "kind: Database\nmetadata: {name: after_db, pair: fo}\nspec: {owner: after_failover}\n")
+    plan = fo.ws.plan()
+    assert f"primary {new}" in plan.stdout and "+ database.fo.after_db" in plan.stdout, plan.output
+    fo.ws.must_apply()
+    assert fo.query(old, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'after_db'") == [("after_failover",)]
+    fo.ws.assert_converged()
+
+    # the connection string follows the failover
+    with psycopg.connect(_uri(fo), password=fo.admin_password) as conn:
+        assert conn.execute("SELECT host(inet_server_addr()), pg_is_in_recovery()").fetchone() == (fo.address(new), False)
+
+
+def test_split_brain_is_refused_and_nothing_is_written(fo: LocalPair) -> None:
+    old = fo.primary()
+    new = fo.other(old)
+    fo.stop_immediate(old)
+    fo.wait_promoted(new)
+    # the old primary comes back on its own, as a primary: two nodes claim the pair
+    (fo.node_dir(old) / "data" / "standby.signal").unlink(missing_ok=True)
+    fo.start_postgres(old)
+    assert fo.role_of(old) == "primary" and fo.role_of(new) == "primary"
+
+    fo.ws.write("role.yaml", "kind: Role\nmetadata: {name: split_role, pair: fo}\n")
+    state_before = fo.ws.state_list()
+    settings_before = {n: fo.value(n, "SHOW synchronous_standby_names") for n in (old, new)}
+    for result in (fo.ws.plan(), fo.ws.apply()):
+        assert result.exit_code == 1, result.output
+        no_traceback(result)
+        assert "split brain" in result.flat, result.output
+        assert f"{old} ({fo.address(old)}) primary" in result.flat, result.output
+        assert f"{new} ({fo.address(new)}) primary" in result.flat, result.output
+    for node in (old, new):
+        assert fo.query(node, "SELECT 1 FROM pg_roles WHERE rolname = 'split_role'") == []
+    assert {n: fo.value(n, "SHOW synchronous_standby_names") for n in (old, new)} == settings_before
+    assert fo.ws.state_list() == state_before
+    [status] = fo.ws.status_json()
+    assert status["error"] and "split brain" in status["error"]
+
+    # resolved by stopping the wrong one: apply rewinds it onto the new primary
+    fo.stop_postgres(old)
+    fo.ws.remove("role.yaml")
+    _assert_made_whole(fo, old, new)
+
+
+def test_switchover_swaps_roles_without_losing_a_commit(fo: LocalPair) -> None:
+    old = fo.primary()
+    new = fo.other(old)
+    # a switchover to a node that is not a standby is refused
+    refused = fo.ws.run("switchover", "fo", "--to", old, str(fo.ws.specs))
+    assert refused.exit_code == 1 and f"'{old}' is not a standby of {old}" in refused.flat, refused.output
+    no_traceback(refused)
+    assert fo.role_of(old) == "primary"
+
+    with Writer(_uri(fo), fo.admin_password, TABLE) as writer:
+        writer.wait_for_more(20, timeout=30)
+        result = fo.ws.run("switchover", "fo", str(fo.ws.specs))
+        assert result.exit_code == 0, result.output + fo.logs(old) + fo.logs(new)
+        assert f"{new} is the primary of 'fo'; {old} follows it" in result.flat
+        writer.wait_for_more(20, timeout=30)
+    assert fo.role_of(new) == "primary" and fo.role_of(old) == "standby"
+    assert writer.servers[-1] == fo.address(new), writer.servers
+    present = {row[0] for row in fo.query(new, f"SELECT n FROM {TABLE}")}
+    lost = sorted(set(writer.acked) - present)
+    assert lost == [], f"{len(lost)} acknowledged commits missing after the switchover: {lost[:20]}"
+    fo.assert_whole(new)
+
+    # nothing left for apply to do: the plan is clean, status healthy with repmgrd on both nodes
+    fo.ws.assert_converged()
+    [status] = fo.ws.status_json()
+    assert status["degraded"] is False and status["needs"] == [], status
+    assert {n["name"]: (n["role"], n["repmgrd"]) for n in status["nodes"]} == {new: ("primary", True), old: ("standby", True)}
