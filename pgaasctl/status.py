@@ -75,10 +75,7 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
 
 def _nodes(state: PairState, topology: Topology | None) -> list[NodeStatus]:
     lag = {row[0]: (row[1], row[2]) for row in state.connection.execute(LAG_SQL).fetchall()}
-    registered = {}
-    if topology is not None:
-        primary = topology.primary
-        registered = (primary.registered or {}) if primary else {}
+    processes = {r.name: r.repmgrd_process for r in topology.nodes} if topology is not None else {}
     out = []
     for node in state.nodes:
         role = node.role
@@ -87,12 +84,11 @@ def _nodes(state: PairState, topology: Topology | None) -> list[NodeStatus]:
         seconds, size = lag.get(node.name, (None, None))
         if seconds is None and node.role == "standby" and len(lag) == 1:
             seconds, size = next(iter(lag.values()))
-        entry = registered.get(node.name)
         out.append(NodeStatus(
             name=node.name, address=f"{node.address.host}:{node.address.port}", role=role,
             replication=node.replication if node.role == "standby" else None,
             lag_seconds=seconds if node.role == "standby" else None, lag_bytes=size if node.role == "standby" else None,
-            repmgrd=entry.repmgrd if entry is not None else None,
+            repmgrd=processes.get(node.name),
         ))
     return out
 

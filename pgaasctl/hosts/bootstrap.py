@@ -100,7 +100,7 @@ def repmgr_conf(host: Host, layout: HostLayout, node_id: int, failover: Failover
         "log_level": "INFO",
         "failover": failover.mode,
         "promote_command": _q(f"{layout.config_dir}/promote.sh"),
-        "follow_command": _q(f"{env} /usr/bin/repmgr -f {conf} standby follow --upstream-node-id=%n --log-to-file"),
+        "follow_command": _q(f"{env} {host.bin_dir}/repmgr -f {conf} standby follow --upstream-node-id=%n --log-to-file"),
         "monitor_interval_secs": str(failover.monitor_interval),
         "reconnect_attempts": str(failover.reconnect_attempts),
         "reconnect_interval": str(failover.reconnect_interval),
@@ -123,7 +123,7 @@ def promote_hook(host: Host, layout: HostLayout) -> str:
         f"export PGPASSFILE={shlex.quote(layout.config_dir + '/.pgpass')}",
         "# cleared before the promotion, so the new primary never waits for the standby that just failed",
         f"{psql} -c \"ALTER SYSTEM SET synchronous_standby_names = ''\" -c 'SELECT pg_reload_conf()'",
-        f"/usr/bin/repmgr -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file || exit 1",
+        f"{host.bin_dir}/repmgr -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file || exit 1",
         "# pg_rewind (PostgreSQL 15) reads the new timeline from pg_control: write it there now",
         f"{psql} -c 'CHECKPOINT'",
         "",
@@ -152,7 +152,7 @@ class Bootstrap:
     def _repmgr(self, host: Host, args: str, what: str, timeout: float = 300) -> str:
         env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
-        return self.ssh.check(target_of(host), f"{env}/usr/bin/repmgr -f {conf} {args}", what, timeout=timeout)
+        return self.ssh.check(target_of(host), f"{env}{host.bin_dir}/repmgr -f {conf} {args}", what, timeout=timeout)
 
     def _psql_any(self, host: Host, sql: str, what: str) -> str:
         """psql as the repmgr user over TCP: works on any node, including those pgaasctl did not bootstrap."""
@@ -164,7 +164,7 @@ class Bootstrap:
     def postgres_running(self, host: Host) -> bool:
         env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
-        result = self.ssh.run(target_of(host), f"{env}/usr/bin/repmgr -f {conf} node status --csv")
+        result = self.ssh.run(target_of(host), f"{env}{host.bin_dir}/repmgr -f {conf} node status --csv")
         return result.exited == 0
 
     def _psql(self, host: Host, sql: str, what: str, database: str = "postgres") -> str:
@@ -250,7 +250,7 @@ class Bootstrap:
         env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
         log = shlex.quote((host.layout.log_dir if host.layout else "/tmp") + "/repmgrd.out")
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
-        self.ssh.check(target_of(host), f"{env}/usr/bin/repmgrd -f {conf} --daemonize >>{log} 2>&1 </dev/null",
+        self.ssh.check(target_of(host), f"{env}{host.bin_dir}/repmgrd -f {conf} --daemonize >>{log} 2>&1 </dev/null",
                        "starting repmgrd")
 
     def reconfigure_repmgr(self, host: Host, node_id: int) -> None:

@@ -6,6 +6,7 @@ Reads like Patroni's loop: probe every node (in parallel), name each node's stat
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,9 +15,9 @@ from dataclasses import dataclass, field
 import psycopg
 
 from pgaasctl.errors import ConnectionFailed, PgaasError, PlanError
-from pgaasctl.hosts.bootstrap import target_of
+from pgaasctl.hosts.bootstrap import REPMGR_DATABASE, target_of
 from pgaasctl.hosts.ssh import SshSessions
-from pgaasctl.live.connect import NodeAddress
+from pgaasctl.live.connect import NodeAddress, connect
 from pgaasctl.live.discovery import NodeState, PairState, probe_node, read_replication
 from pgaasctl.plan.model import HostOperation
 from providers.base import Host
@@ -27,13 +28,12 @@ CONSISTENCY_WAIT = 10.0  # seconds to wait for repmgr's metadata to catch up wit
 
 @dataclass
 class Registered:
-    """One row of `repmgr service status --csv`: what the repmgr metadata says of a node."""
+    """One row of repmgr.nodes: what repmgr's metadata says of a node."""
 
     node_id: int
     name: str
     role: str  # primary | standby | witness (as registered)
-    running: bool
-    repmgrd: bool
+    active: bool
 
 
 @dataclass
@@ -43,7 +43,7 @@ class NodeReport:
     ssh_error: str | None = None
     repmgr_installed: bool = True
     cluster_show: list[tuple[int, int, int]] = field(default_factory=list)  # node_id, availability, recovery
-    registered: dict[str, Registered] | None = None  # None: this node's PostgreSQL could not answer
+    registered: dict[str, Registered] | None = None  # repmgr.nodes as this node (the primary) has it
     has_data: bool | None = None
     standby_signal: bool | None = None
     repmgrd_process: bool | None = None  # from the pid file, where pgaasctl knows the layout
@@ -90,18 +90,21 @@ class Topology:
 
 
 def _probe_script(host: Host) -> str:
+    """One SSH round trip per node: repmgr's view of the cluster, and whether repmgrd runs there."""
     conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
     env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+    repmgr = shlex.quote(f"{host.bin_dir}/repmgr")  # the binary itself: Debian's /usr/bin/repmgr is a Perl wrapper
     lines = [
-        "command -v repmgr >/dev/null 2>&1 || { echo '@no-repmgr'; exit 0; }",
-        f"echo '@show'; {env}repmgr -f {conf} cluster show --csv 2>/dev/null; echo \"@exit=$?\"",
-        f"echo '@service'; {env}repmgr -f {conf} service status --csv 2>&1; echo \"@exit=$?\"",
+        f"test -x {repmgr} || {{ echo '@no-repmgr'; exit 0; }}",
+        f"echo '@show'; {env}{repmgr} -f {conf} cluster show --csv 2>&1; echo \"@exit=$?\"",
     ]
     if host.layout:
         data = shlex.quote(host.layout.data_dir)
         pid = shlex.quote(host.layout.socket_dir + "/repmgrd.pid")
         lines.append(f"echo \"@files $(test -f {data}/PG_VERSION && echo data) $(test -f {data}/standby.signal && echo signal)"
                      f" $(kill -0 $(cat {pid} 2>/dev/null) 2>/dev/null && echo repmgrd)\"")
+    else:
+        lines.append(f"echo \"@files $(pgrep -f -- 'repmgrd.*{host.repmgr_conf or 'repmgr.conf'}' >/dev/null && echo repmgrd)\"")
     return "\n".join(lines)
 
 
@@ -110,34 +113,34 @@ def _parse_probe(report: NodeReport, text: str) -> None:
         report.repmgr_installed = False
         return
     section = ""
-    service_ok = False
-    service_text: list[str] = []
+    problems: list[str] = []
     for line in text.splitlines():
         if line.startswith("@files"):
             words = line.split()[1:]
-            report.has_data, report.standby_signal = "data" in words, "signal" in words
+            if report.host.layout is not None:
+                report.has_data, report.standby_signal = "data" in words, "signal" in words
             report.repmgrd_process = "repmgrd" in words
         elif line.startswith("@exit="):
-            if section == "service":
-                service_ok = line == "@exit=0"
+            code = int(line.removeprefix("@exit="))
+            if code not in (0, REPMGR_EXIT_NODE_DOWN):
+                report.repmgr_error = "; ".join(problems[:3]) or f"repmgr cluster show exited {code}"
         elif line.startswith("@"):
             section = line[1:]
-            if section == "service":
-                report.registered = {}
-        elif section == "show" and line.count(",") == 2:
+        elif section == "show" and re.fullmatch(r"-?\d+,-?\d+,-?\d+", line.strip()):
             node_id, availability, recovery = (int(x) for x in line.split(","))
             report.cluster_show.append((node_id, availability, recovery))
-        elif section == "service" and line.count(",") < 9:
-            service_text.append(line)
-        elif section == "service" and report.registered is not None:
-            cols = line.split(",")
-            report.registered[cols[1]] = Registered(
-                node_id=int(cols[0]), name=cols[1], role=cols[2], running=cols[3] == "1", repmgrd=cols[4] == "1"
-            )
-    if not service_ok:
-        report.registered = None
-        errors = [line.strip() for line in service_text if line.strip().startswith(("ERROR", "DETAIL", "FATAL", "fe_"))]
-        report.repmgr_error = "; ".join(errors[:3]) or "repmgr service status failed"
+        elif section == "show" and line.strip().startswith(("ERROR", "DETAIL", "FATAL", "fe_")):
+            problems.append(line.strip())
+
+
+def read_registration(address: NodeAddress) -> dict[str, Registered] | None:
+    """repmgr.nodes on the primary, over a session on its repmgr database; None when there is none."""
+    try:
+        with connect(address, REPMGR_DATABASE) as conn:
+            rows = conn.execute("SELECT node_id, node_name, type, active FROM repmgr.nodes").fetchall()
+    except (ConnectionFailed, psycopg.Error):
+        return None
+    return {r[1]: Registered(node_id=r[0], name=r[1], role=r[2], active=r[3]) for r in rows}
 
 
 def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions) -> NodeReport:
@@ -159,7 +162,11 @@ def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions) -> No
 
 def probe_pair(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions) -> list[NodeReport]:
     with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        return list(pool.map(lambda h: _probe_node(h, addresses.get(h.node), ssh), hosts))
+        reports = list(pool.map(lambda h: _probe_node(h, addresses.get(h.node), ssh), hosts))
+    for report in reports:
+        if report.role == "primary":
+            report.registered = read_registration(addresses[report.name])
+    return reports
 
 
 def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions,
@@ -181,6 +188,7 @@ def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAdd
 
 
 def _metadata_lags(reports: list[NodeReport]) -> bool:
+    """PostgreSQL shows a promotion that repmgr.nodes does not record yet."""
     for report in reports:
         if report.role == "primary" and report.registered is not None:
             registered = report.registered.get(report.name)
@@ -212,15 +220,20 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
             f"pair {pair!r}: split brain, more than one node claims to be primary: {claims}",
             "pgaasctl will not write to either. Stop or demote the wrong one, then plan again.",
         )
-    for report in primaries:
-        if report.registered is None and report.repmgr_error and not report.ssh_down:
+    for report in reports:
+        if report.role in ("primary", "standby") and report.repmgr_error and not report.ssh_down:
             raise PlanError(
-                f"pair {pair!r}: repmgr on node {report.name} ({report.host.address}) cannot read the cluster's "
-                f"metadata: {report.repmgr_error}",
+                f"pair {pair!r}: repmgr on node {report.name} ({report.host.address}) cannot read the cluster: "
+                f"{report.repmgr_error}",
                 "Check repmgr.conf's conninfo and the repmgr user's password (.pgpass) on that node.",
             )
-    # what repmgr's metadata says, from the primary if it answered over SSH, else from any node
-    registered = next((r.registered for r in primaries + reports if r.registered is not None), None)
+    registered = primaries[0].registered if primaries else None
+    if primaries and registered is None:
+        raise PlanError(
+            f"pair {pair!r}: the primary {primaries[0].name} ({primaries[0].host.address}) has no repmgr metadata "
+            "(no repmgr database or repmgr.nodes)",
+            "Register it with `repmgr primary register`, or remove ssh settings to manage it without repmgr.",
+        )
     if primaries and registered is not None:
         for report in reports:
             if report.role in ("primary", "standby") and report.name not in registered:
@@ -266,8 +279,6 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
                 kind="rejoin", node=report.name, peer=primary.name,
                 detail=f"it does not stream from {primary.name}: rejoin it (pg_rewind; re-clone if rewind cannot work)",
             ))
-        elif report.role == "standby" and report.registered is not None and report.name not in report.registered:
-            topo.operations.append(HostOperation(kind="register_standby", node=report.name, detail="repmgr standby register"))
     for report in reports:
         if report.role in ("primary", "standby") and report.ssh_down:
             why = report.ssh_error or f"node {report.name} ({report.host.address}): sshd is not running"
@@ -302,11 +313,8 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
 
 
 def _repmgrd_runs(report: NodeReport, registered: dict[str, Registered] | None) -> bool:
-    """The process itself where pgaasctl knows its pid file (repmgr's own view lags a restart by seconds)."""
-    if report.repmgrd_process is not None:
-        return report.repmgrd_process
-    entry = (registered or {}).get(report.name)
-    return entry is None or entry.repmgrd
+    """Whether repmgrd runs on the node, from its pid file (or the process list on servers pgaasctl did not set up)."""
+    return report.repmgrd_process is not False
 
 
 def _require(can_create: bool, pair: str, report: NodeReport, what: str) -> None:

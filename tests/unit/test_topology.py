@@ -8,23 +8,20 @@ from pgaasctl.errors import PgaasError, PlanError
 from pgaasctl.live.connect import NodeAddress
 from pgaasctl.live.discovery import NodeState
 from pgaasctl.live.topology import NodeReport, _decide, _parse_probe
-from providers.base import Host
+from providers.base import Host, HostLayout
 
 PROBE = """@show
 1,0,0
 2,-1,-1
 @exit=25
-@service
-1,a,primary,1,1,5574,0,100,-1,default
-2,b,standby,0,-1,-1,-1,100,-1,default
-@exit=0
-@files data signal
+@files data signal repmgrd
 """
 
 
-def host(node: str, exists: bool = True, running: bool = True) -> Host:
+def host(node: str, exists: bool = True, running: bool = True, layout: bool = False) -> Host:
     return Host(pair="p", node=node, address=f"127.0.9.{ord(node[0]) % 200}", ssh_port=2222, ssh_user="postgres",
-                key_file="/k", exists=exists, running=running)
+                key_file="/k", exists=exists, running=running,
+                layout=HostLayout(bin_dir="/b", data_dir="/d", config_dir="/c", socket_dir="/s", log_dir="/l") if layout else None)
 
 
 def address(node: str) -> NodeAddress:
@@ -33,20 +30,19 @@ def address(node: str) -> NodeAddress:
 
 
 def test_probe_output_is_parsed() -> None:
-    report = NodeReport(host=host("a"))
+    report = NodeReport(host=host("a", layout=True))
     _parse_probe(report, PROBE)
     assert report.cluster_show == [(1, 0, 0), (2, -1, -1)]
-    assert report.registered is not None
-    assert report.registered["a"].role == "primary" and report.registered["a"].repmgrd
-    assert not report.registered["b"].running and not report.registered["b"].repmgrd
-    assert report.has_data and report.standby_signal
+    assert report.repmgr_error is None  # exit 25 only says a node is down
+    assert report.has_data and report.standby_signal and report.repmgrd_process
 
 
-def test_service_status_failure_means_no_metadata() -> None:
-    report = NodeReport(host=host("a"))
-    _parse_probe(report, "@show\n@exit=6\n@service\n@exit=6\n@files data\n")
-    assert report.registered is None
-    assert report.has_data is True and report.standby_signal is False
+def test_repmgr_failure_is_kept_with_its_reason() -> None:
+    report = NodeReport(host=host("a", layout=True))
+    _parse_probe(report, "@show\nERROR: connection to database failed\nDETAIL: fe_sendauth: no password supplied\n"
+                         "@exit=6\n@files data\n")
+    assert report.repmgr_error == "ERROR: connection to database failed; DETAIL: fe_sendauth: no password supplied"
+    assert report.has_data is True and report.standby_signal is False and report.repmgrd_process is False
 
 
 def test_missing_repmgr_is_an_error_naming_the_node() -> None:
