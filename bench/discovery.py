@@ -22,10 +22,8 @@ Target from the issue: discovery of 10 pairs under 1.5 s. Everything is destroye
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -34,14 +32,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.provision import (
+from bench.common import (
     ADDRESSES,
     TUNED_FAILOVER,
     Failure,
     LocalBench,
     fmt,
     load_average,
-    runs_text,
+    machine,
+    median_runs,
+    print_done,
+    startup_times,
     tail,
 )
 
@@ -59,16 +60,9 @@ def timed_runs(bench: LocalBench, args: list[str], runs: int, specs: Path | None
     return times
 
 
-def startup_times(bench: LocalBench, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        proc = subprocess.run([*bench.cli, "--help"], cwd=bench.work, env=bench.env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, check=False)
-        times.append(time.perf_counter() - start)
-        if proc.returncode != 0:
-            raise Failure(f"`pgaasctl --help` exited {proc.returncode}:\n{tail(proc.stderr)}")
-    return times
+def against_target(times: list[float]) -> str:
+    verdict = "met" if statistics.median(times) < DISCOVERY_TARGET_S else "MISSED"
+    return median_runs(times, f" (target < {DISCOVERY_TARGET_S} s: {verdict})")
 
 
 def busy_cpus(seconds: float = 3.0) -> float:
@@ -93,13 +87,13 @@ def main() -> int:
     status = 0
     names = [f"d{i:02d}" for i in range(1, args.pairs + 1)]
     print(f"pgaasctl discovery bench: {args.pairs} synchronous local pairs ({2 * args.pairs} nodes) in one workspace "
-          f"(local_dir {bench.local_dir}, addresses {ADDRESSES}); {os.cpu_count()} CPUs, {load_average()}", flush=True)
+          f"(local_dir {bench.local_dir}, addresses {ADDRESSES}); {machine()}", flush=True)
     try:
         for name in names:
             bench.write_pair(name, TUNED_FAILOVER)
         applied = bench.apply()
         print(f"apply of {args.pairs} new pairs (one after another): {fmt(applied.elapsed)}", flush=True)
-        pairs = json.loads(bench.pgaasctl(["status", "--json"]).proc.stdout)
+        pairs = bench.status()
         unhealthy = [p["pair"] for p in pairs if p["degraded"] or p["error"] or len(p["nodes"]) != 2
                      or not any(n["role"] == "primary" for n in p["nodes"])
                      or not any(n["role"] == "standby" and n["replication"] == "streaming, sync" for n in p["nodes"])]
@@ -112,26 +106,17 @@ def main() -> int:
         if not empty:
             raise Failure(f"the plan right after apply is not empty:\n{tail(plan_out, 20)}")
 
-        one = bench.work / "specs-one"
-        one.mkdir()
-        (one / "workspace.yaml").write_text(bench.workspace_doc())
+        one = bench.spec_dir("specs-one")
         bench.write_pair(names[0], TUNED_FAILOVER, specs=one)
 
-        startup = startup_times(bench, args.runs)
-        print(f"startup (pgaasctl --help): median {fmt(statistics.median(startup))} [{runs_text(startup)}]", flush=True)
+        startup = startup_times(bench.cli, bench.work, bench.env, args.runs)
+        print(f"startup (pgaasctl --help): {median_runs(startup)}", flush=True)
         status_one = timed_runs(bench, ["status"], args.runs, specs=one)
-        print(f"status, 1 pair (2 nodes): median {fmt(statistics.median(status_one))} [{runs_text(status_one)}]",
-              flush=True)
+        print(f"status, 1 pair (2 nodes): {median_runs(status_one)}", flush=True)
         status_all = timed_runs(bench, ["status"], args.runs)
-        median = statistics.median(status_all)
-        verdict = "met" if median < DISCOVERY_TARGET_S else "MISSED"
-        print(f"status, {args.pairs} pairs ({2 * args.pairs} nodes): median {fmt(median)} "
-              f"(target < {DISCOVERY_TARGET_S} s: {verdict}) [{runs_text(status_all)}]", flush=True)
+        print(f"status, {args.pairs} pairs ({2 * args.pairs} nodes): {against_target(status_all)}", flush=True)
         plan_all = timed_runs(bench, ["plan", "--detailed-exitcode"], args.runs, expect=(0, 2))
-        median = statistics.median(plan_all)
-        verdict = "met" if median < DISCOVERY_TARGET_S else "MISSED"
-        print(f"plan (no changes), {args.pairs} pairs: median {fmt(median)} "
-              f"(target < {DISCOVERY_TARGET_S} s: {verdict}) [{runs_text(plan_all)}]", flush=True)
+        print(f"plan (no changes), {args.pairs} pairs: {against_target(plan_all)}", flush=True)
     except Failure as exc:
         print(f"FAILURE: {exc}", file=sys.stderr)
         status = 1
@@ -139,10 +124,8 @@ def main() -> int:
         start = time.perf_counter()
         bench.cleanup()
         print(f"destroy of {args.pairs} pairs + cleanup: {fmt(time.perf_counter() - start)}")
-        for item in bench.leftovers:
-            print(f"LEFT BEHIND: {item}")
-            status = 1
-    print(f"done; {load_average()} (other work on this machine inflates every figure)")
+        status |= bench.report_leftovers()
+    print_done()
     return status
 
 

@@ -57,15 +57,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bench.provision import (
+from bench.common import (
     ADDRESSES,
     REPMGR_DEFAULT_FAILOVER,
     TUNED_FAILOVER,
     Failure,
     LocalBench,
     fmt,
-    load_average,
-    runs_text,
+    machine,
+    median_runs,
+    print_done,
     tail,
 )
 
@@ -468,7 +469,7 @@ def main() -> int:
     bench = LocalBench("failover")
     status = 0
     print(f"pgaasctl failover bench: synchronous local pair (local_dir {bench.local_dir}, addresses {ADDRESSES}), "
-          f"writer every {args.interval * 1000:.0f} ms; {os.cpu_count()} CPUs, {load_average()}", flush=True)
+          f"writer every {args.interval * 1000:.0f} ms; {machine()}", flush=True)
     results: list[TrialResult] = []
     try:
         bench.write_pair("fo", TUNED_FAILOVER)
@@ -496,12 +497,13 @@ def main() -> int:
             median = statistics.median(downtimes)
             verdict = "met" if median < DOWNTIME_TARGET_S else "MISSED"
             lost = [r.lost for r in results]
-            print(f"downtime over {len(results)} trials (tuned: {TUNED_FAILOVER}): median {fmt(median)}, "
-                  f"max {fmt(max(downtimes))} (target median < {DOWNTIME_TARGET_S:.0f} s: {verdict}) [{runs_text(downtimes)}]")
+            print(f"downtime over {len(results)} trials (tuned: {TUNED_FAILOVER}): "
+                  + median_runs(downtimes, f", max {fmt(max(downtimes))} "
+                                           f"(target median < {DOWNTIME_TARGET_S:.0f} s: {verdict})"))
             for method, name in (("pg_ctl", "pg_ctl -m immediate"), ("kill9", "kill -9 postmaster")):
                 some = [r.downtime for r in results if r.method == method]
                 if some:
-                    print(f"  {name}: median {fmt(statistics.median(some))} over {len(some)} [{runs_text(some)}]")
+                    print(f"  {name}: {median_runs(some, f' over {len(some)}')}")
             print(f"lost commits per trial: {lost} (target: 0 in every trial: "
                   f"{'met' if not any(lost) else 'MISSED'})")
             rejoins = [r.rejoin for r in results]
@@ -526,10 +528,8 @@ def main() -> int:
         status = 1
     finally:
         bench.cleanup()
-        for item in bench.leftovers:
-            print(f"LEFT BEHIND: {item}")
-            status = 1
-    print(f"done; {load_average()} (other work on this machine inflates every figure)")
+        status |= bench.report_leftovers()
+    print_done()
     return status
 
 

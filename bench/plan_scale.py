@@ -39,7 +39,6 @@ measuring and exits 1 at the end.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import shutil
 import sqlite3
@@ -55,6 +54,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.common import (
+    Failure,
+    fmt,
+    machine,
+    median_runs,
+    pgaasctl_command,
+    pgaasctl_env,
+    print_done,
+    startup_times,
+    tail,
+    timed_run,
+    write_spec_dir,
+)
 from pgaasctl.passwords import scram_verifier
 from tests.support.pgserver import PG_BIN, PgServer, make_base_dir
 
@@ -68,21 +80,9 @@ APPLY_RATIO_TARGET = 1.3
 
 # ---------------------------------------------------------------- helpers
 
-def pgaasctl_command() -> list[str]:
-    script = Path(sys.executable).parent / "pgaasctl"
-    if script.exists():
-        return [str(script)]
-    found = shutil.which("pgaasctl")
-    return [found] if found else [sys.executable, "-m", "pgaasctl.cli"]
-
-
 def psql_command() -> str:
     candidate = PG_BIN / "psql"
     return str(candidate) if candidate.exists() else (shutil.which("psql") or "psql")
-
-
-class Failure(Exception):
-    """pgaasctl did something wrong (not: was slow)."""
 
 
 class Runner:
@@ -91,35 +91,23 @@ class Runner:
         self.work = work
         self.cli = pgaasctl_command()
         self.psql = psql_command()
-        self.env = dict(os.environ)
+        self.env = pgaasctl_env()
         self.env[ADMIN_PASSWORD_ENV] = server.admin_password
         self.env[ROLE_PASSWORD_ENV] = ROLE_PASSWORD
-        self.env.pop("PGAASCTL_STORE", None)
-        self.env["COLUMNS"] = "200"
-        # The working tree's code, whatever the venv's (editable) install maps: a stale install may miss a package.
-        self.env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
 
     def pgaasctl(self, args: list[str], store: Path, expect: tuple[int, ...] = (0,)) -> tuple[float, subprocess.CompletedProcess[str]]:
-        argv = [*self.cli, *args, "--store", f"sqlite:///{store}"]
-        start = time.perf_counter()
-        proc = subprocess.run(argv, cwd=self.work, env=self.env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, check=False)
-        elapsed = time.perf_counter() - start
+        elapsed, proc = timed_run([*self.cli, *args, "--store", f"sqlite:///{store}"], self.work, self.env)
         if proc.returncode not in expect:
             raise Failure(
                 f"`pgaasctl {' '.join(args)}` exited {proc.returncode} (expected {expect}):\n"
-                f"{_tail(proc.stdout)}\n{_tail(proc.stderr)}"
+                f"{tail(proc.stdout)}\n{tail(proc.stderr)}"
             )
         return elapsed, proc
 
     def validate(self, specs: Path) -> float:
-        argv = [*self.cli, "validate", str(specs)]
-        start = time.perf_counter()
-        proc = subprocess.run(argv, cwd=self.work, env=self.env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, check=False)
-        elapsed = time.perf_counter() - start
+        elapsed, proc = timed_run([*self.cli, "validate", str(specs)], self.work, self.env)
         if proc.returncode != 0:
-            raise Failure(f"`pgaasctl validate` exited {proc.returncode}:\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}")
+            raise Failure(f"`pgaasctl validate` exited {proc.returncode}:\n{tail(proc.stdout)}\n{tail(proc.stderr)}")
         return elapsed
 
     def psql_script(self, script: Path) -> float:
@@ -127,32 +115,23 @@ class Runner:
                 "-U", self.server.admin_user, "-d", "postgres", "-f", str(script)]
         env = {k: v for k, v in self.env.items() if not k.startswith("PG")}
         env["PGPASSWORD"] = self.server.admin_password
-        start = time.perf_counter()
-        proc = subprocess.run(argv, cwd=self.work, env=env, stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, check=False)
-        elapsed = time.perf_counter() - start
+        elapsed, proc = timed_run(argv, self.work, env)
         if proc.returncode != 0:
-            raise Failure(f"psql {script.name} exited {proc.returncode}:\n{_tail(proc.stdout)}\n{_tail(proc.stderr)}")
+            raise Failure(f"psql {script.name} exited {proc.returncode}:\n{tail(proc.stdout)}\n{tail(proc.stderr)}")
         return elapsed
 
 
-def load_average() -> str:
-    try:
-        return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:
-        return "load average unknown"
-
-
-def _tail(text: str, lines: int = 40) -> str:
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def fmt(seconds: float) -> str:
-    return f"{seconds:.2f} s"
-
-
-def runs_text(values: list[float]) -> str:
-    return ", ".join(f"{v:.2f}" for v in values)
+def plan_times(runner: Runner, specs: Path, store: Path, runs: int, when: str) -> list[float] | None:
+    """Times of `runs` plans with no changes; None (after printing the plan) if one is not empty."""
+    times = []
+    for _ in range(runs):
+        elapsed, proc = runner.pgaasctl(["plan", str(specs), "--detailed-exitcode"], store, expect=(0, 2))
+        if proc.returncode != 0:
+            print(f"plan {when} is not empty (a correctness failure):", file=sys.stderr)
+            print(tail(proc.stdout, 80), file=sys.stderr)
+            return None
+        times.append(elapsed)
+    return times
 
 
 # ---------------------------------------------------------------- spec generation
@@ -254,8 +233,7 @@ def write_workspace(specs: Path, server: PgServer, n_roles: int, n_dbs: int, n_g
     n_login = n_roles - n_groups
     dbs = database_docs(n_dbs, n_login)
     grants = grant_docs(n_grants, n_dbs, n_login)
-    specs.mkdir(parents=True, exist_ok=True)
-    (specs / "pair.yaml").write_text(pair_doc(server))
+    write_spec_dir(specs, {"pair.yaml": pair_doc(server)})
     files: list[list[str]] = [[] for _ in range(n_files)]
     for kind_docs in (roles, dbs, grants):
         for i, doc in enumerate(kind_docs):
@@ -347,7 +325,7 @@ def psql_baseline_script(runner: Runner, specs: Path, store: Path, batch_file: P
     verifier = scram_verifier(ROLE_PASSWORD)
     redacted = script.count("'(sensitive)'")
     if redacted != len(names):
-        raise Failure(f"plan --sql for {len(names)} new roles showed {redacted} redacted passwords:\n{_tail(script)}")
+        raise Failure(f"plan --sql for {len(names)} new roles showed {redacted} redacted passwords:\n{tail(script)}")
     script = script.replace("'(sensitive)'", "'" + verifier + "'")
     statements = sum(1 for line in script.splitlines() if line and not line.startswith(("--", "\\")))
     out.write_text(script)
@@ -395,7 +373,7 @@ def apply_vs_psql(runner: Runner, label: str, specs: Path, store_for_round: Call
         batch_file.write_text(new_role_docs(names))
         elapsed, proc = runner.pgaasctl(["apply", str(specs), "--auto-approve"], store)
         if f"{n} added, 0 changed, 0 destroyed" not in proc.stdout:
-            raise Failure(f"apply of {n} roles did not report {n} added:\n{_tail(proc.stdout)}")
+            raise Failure(f"apply of {n} roles did not report {n} added:\n{tail(proc.stdout)}")
         apply_times.append(elapsed)
         print(f"  {label} round {r + 1}: psql {fmt(psql_times[-1])} ({statements} statements), "
               f"pgaasctl apply {fmt(elapsed)}", flush=True)
@@ -433,19 +411,12 @@ def main() -> int:
         shape = write_workspace(specs, server, args.roles, args.databases, args.grants, args.files)
         what = f"{shape['roles']} roles / {shape['databases']} databases / {shape['grants']} grants"
         print(f"pgaasctl bench: PostgreSQL 15 on {server.host}:{server.port} (data in {base}), workspace {work}; "
-              f"{os.cpu_count()} CPUs, {load_average()}")
+              f"{machine()}")
         print(f"specs: {what} in {args.files + 1} files ({shape['bytes'] // 1024} KiB); "
               f"{shape['rich_databases']} databases with a schema + pgcrypto, {shape['schema_grants']} grants with "
               f"schema privileges", flush=True)
 
-        startup = []
-        for _ in range(3):
-            start = time.perf_counter()
-            proc = subprocess.run([*runner.cli, "--help"], cwd=work, env=runner.env, stdin=subprocess.DEVNULL,
-                                  capture_output=True, text=True, check=False)
-            startup.append(time.perf_counter() - start)
-            if proc.returncode != 0:
-                raise Failure(f"`pgaasctl --help` exited {proc.returncode}:\n{_tail(proc.stderr)}")
+        startup = startup_times(runner.cli, work, runner.env, 3)
         print(f"startup (pgaasctl --help: interpreter + imports): median {fmt(statistics.median(startup))}", flush=True)
 
         elapsed, proc = runner.pgaasctl(["apply", str(specs), "--auto-approve"], store)
@@ -462,21 +433,16 @@ def main() -> int:
             print(f"apply (second, to converge): {fmt(elapsed)}", flush=True)
 
         validate_times = [runner.validate(specs) for _ in range(3)]
-        print(f"validate (spec loading only, no server): median {fmt(statistics.median(validate_times))} "
-              f"over {len(validate_times)} runs [{runs_text(validate_times)}]", flush=True)
+        print(f"validate (spec loading only, no server): "
+              f"{median_runs(validate_times, f' over {len(validate_times)} runs')}", flush=True)
 
-        plan_times = []
-        for _ in range(args.runs):
-            elapsed, proc = runner.pgaasctl(["plan", str(specs), "--detailed-exitcode"], store, expect=(0, 2))
-            if proc.returncode != 0:
-                print("plan after apply is not empty (a correctness failure):", file=sys.stderr)
-                print(_tail(proc.stdout, 80), file=sys.stderr)
-                return 1
-            plan_times.append(elapsed)
-        median = statistics.median(plan_times)
+        plans = plan_times(runner, specs, store, args.runs, "after apply")
+        if plans is None:
+            return 1
+        median = statistics.median(plans)
         verdict = "met" if median < PLAN_TARGET_S else "MISSED"
-        print(f"plan (no changes), {what}: median {fmt(median)} over {args.runs} runs "
-              f"(target < {PLAN_TARGET_S} s: {verdict}) [{runs_text(plan_times)}]", flush=True)
+        print(f"plan (no changes), {what}: "
+              + median_runs(plans, f" over {args.runs} runs (target < {PLAN_TARGET_S} s: {verdict})"), flush=True)
         print(f"  {count_plan_queries(runner, specs, store)}", flush=True)
 
         # apply of N new roles vs psql, in the big workspace, then in a workspace with only the new roles
@@ -489,9 +455,7 @@ def main() -> int:
             runner, "big workspace", specs, lambda r: copy_store(store, big_stores / f"big-{r}.db"), n, args.rounds,
             adopt_pair=False)
         last_big_store = big_stores / f"big-{args.rounds - 1}.db"
-        small_specs = work / "small-specs"
-        small_specs.mkdir()
-        (small_specs / "pair.yaml").write_text(pair_doc(server))
+        small_specs = write_spec_dir(work / "small-specs", {"pair.yaml": pair_doc(server)})
         small_psql, small_apply, _ = apply_vs_psql(
             runner, "roles-only workspace", small_specs, lambda r: work / "state" / f"small-{r}.db", n, args.rounds,
             adopt_pair=True)
@@ -506,18 +470,13 @@ def main() -> int:
                   f"(target <= {APPLY_RATIO_TARGET}x: {verdict})", flush=True)
 
         # plan again: the big workspace plus the last round's roles, whose passwords are managed (drift checked)
-        after = []
-        for _ in range(3):
-            elapsed, proc = runner.pgaasctl(["plan", str(specs), "--detailed-exitcode"], last_big_store, expect=(0, 2))
-            if proc.returncode != 0:
-                print("plan after the apply rounds is not empty (a correctness failure):", file=sys.stderr)
-                print(_tail(proc.stdout, 80), file=sys.stderr)
-                return 1
-            after.append(elapsed)
+        after = plan_times(runner, specs, last_big_store, 3, "after the apply rounds")
+        if after is None:
+            return 1
         print(f"plan (no changes), {shape['roles'] + n} roles ({n} of them with a managed password) / "
-              f"{shape['databases']} databases / {shape['grants']} grants: median {fmt(statistics.median(after))} "
-              f"over {len(after)} runs [{runs_text(after)}] (vs {fmt(median)} without the {n})", flush=True)
-        print(f"done; {load_average()} (other work on this machine inflates every figure)")
+              f"{shape['databases']} databases / {shape['grants']} grants: "
+              f"{median_runs(after, f' over {len(after)} runs')} (vs {fmt(median)} without the {n})", flush=True)
+        print_done()
     except Failure as exc:
         print(f"FAILURE: {exc}", file=sys.stderr)
         status = 1
