@@ -173,7 +173,7 @@ def _apply(path: Path, store: str | None, auto_approve: bool, destroy: bool, tar
                 results = workspace.execute(work, st, on_progress, on_operation)
             if destroy:
                 workspace.forget_destroyed_pairs(work, st)
-            counts = work.plan.counts()
+            counts = {key: sum(r.counts.get(key, 0) for r in results) for key in ("add", "change", "destroy")}
             for result in results:
                 waited = f"; standby caught up in {result.standby_wait:.2f}s" if result.standby_wait is not None else ""
                 ops = f"{len(result.operations)} host operation(s), " if result.operations else ""

@@ -157,12 +157,22 @@ def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: Progres
         if any(op.kind == "destroy_hosts" for op in live.plan.operations):
             live.plan.operations = []
             break
-        # The hosts changed under the plan: plan the pair again, now that it has a primary.
+        # The hosts changed under the plan: plan the pair again, now that it has a primary. Only what the
+        # reviewed plan showed may run; anything else waits for a new plan.
+        shown = {(c.address, c.action) for c in live.plan.changes}
         live.close()
         live = plan_pair(pair_inputs(live.inputs.pair, work.desired.workspace, store), store, work.ssh,
-                         work.plan.destroy)
+                         work.plan.destroy, work.plan.targets)
         if work.plan.targets:
             live.plan.changes = filter_targets(live.plan.changes, work.plan.targets)
+        unshown = sorted(f"{action} {address}" for address, action in {(c.address, c.action) for c in live.plan.changes}
+                         - shown if not address.startswith("pair.") and (address, "create") not in shown)
+        if unshown:
+            live.close()
+            raise PgaasError(
+                f"pair {name!r}: its hosts are up, but it needs changes the plan did not show: {', '.join(unshown)}",
+                "Review them with `pgaasctl plan`, then apply again.",
+            )
         work.live[name] = live
         if live.state is not None:
             take_advisory_lock(live.state.connection, name)

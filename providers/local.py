@@ -64,14 +64,18 @@ class LocalProvider:
 
     def admin_password(self, pair: str, create: bool = False) -> str | None:
         path = self.admin_password_file(pair)
-        if not path.exists():
-            if not create:
-                return None
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_urlsafe(24))
-        return path.read_text().strip()
+        try:
+            if not path.exists():
+                if not create:
+                    return None
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as handle:
+                    handle.write(secrets.token_urlsafe(24))
+            return path.read_text().strip()
+        except OSError as exc:
+            raise PgaasError(f"pair {pair!r}: cannot use {path}: {exc.strerror}",
+                             "Set Workspace spec.local_dir to a directory pgaasctl can write.") from None
 
     def layout(self, pair: str, node: str) -> HostLayout:
         base = self.node_dir(pair, node)
@@ -98,6 +102,11 @@ class LocalProvider:
         return out
 
     def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PgaasError(f"cannot create local_dir {self.root}: {exc.strerror}",
+                             "Set Workspace spec.local_dir to a directory pgaasctl can write.") from None
         self._check_prerequisites()
         self._ensure_client_key()
         name = pair.metadata.name
@@ -176,7 +185,7 @@ class LocalProvider:
         ssh.mkdir(parents=True, exist_ok=True)
         for sub in ("data", "etc", "run", "log"):
             (base / sub).mkdir(exist_ok=True)
-        os.chmod(base / "data", 0o700)
+            os.chmod(base / sub, 0o700)  # the socket (trusted locally), passwords and data: the server's user alone
         self._give_to_server_user([base / sub for sub in ("data", "etc", "run", "log")])
         host_key = ssh / "ssh_host_ed25519_key"
         if not host_key.exists():
@@ -208,11 +217,13 @@ class LocalProvider:
             os.chmod(parent, 0o755)
 
     def _sshd_pid(self, pair: str, node: str) -> int | None:
+        """The node's sshd, if running: the pid file is checked against the process's command line."""
+        ssh = self.node_dir(pair, node) / "ssh"
         try:
-            pid = int((self.node_dir(pair, node) / "ssh" / "sshd.pid").read_text().strip())
+            pid = int((ssh / "sshd.pid").read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if _alive(pid) and f" {ssh / 'sshd_config'} " in _command_line(pid) else None
 
     def _sshd_running(self, pair: str, node: str) -> bool:
         return self._sshd_pid(pair, node) is not None
@@ -234,11 +245,32 @@ class LocalProvider:
 
     # -- destruction
     def _stop_node(self, pair: str, node: str) -> None:
-        base = self.node_dir(pair, node)
-        for pid_file in (base / "run" / "repmgrd.pid", base / "data" / "postmaster.pid", base / "ssh" / "sshd.pid"):
-            _kill_from_pid_file(pid_file)
-        # anything else still running from this node's files (a backend, a walreceiver...)
-        subprocess.run(["pkill", "-KILL", "-f", str(base) + "/"], check=False, capture_output=True)
+        """SIGKILL this node's sshd, postmaster and repmgrd, found by their own command lines, nothing else."""
+        for pid in _node_processes(self.node_dir(pair, node)):
+            _kill(pid)
+
+
+def _node_processes(base: Path) -> list[int]:
+    """Processes started for the node at `base`: each names one of its files as an argument."""
+    own = {str(base / "ssh" / "sshd_config"), str(base / "etc"), str(base / "etc" / "repmgr.conf")}
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        command = _command_line(int(entry.name))
+        program = os.path.basename(command.split()[0]).rstrip(":") if command.strip() else ""
+        if program in ("sshd", "postgres", "repmgrd") and any(f" {path} " in command for path in own):
+            found.append(int(entry.name))
+    return found
+
+
+def _command_line(pid: int) -> str:
+    """The process's command line as one padded string (sshd rewrites its own into a single title)."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return " " + raw.replace(b"\0", b" ").decode(errors="replace").strip() + " "
 
 
 def _free(address: str, port: int) -> bool:
@@ -248,11 +280,7 @@ def _free(address: str, port: int) -> bool:
         return probe.connect_ex((address, port)) != 0
 
 
-def _kill_from_pid_file(pid_file: Path) -> None:
-    try:
-        pid = int(pid_file.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return
+def _kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:

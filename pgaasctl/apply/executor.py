@@ -14,7 +14,7 @@ import psycopg
 from pgaasctl.errors import LockHeld, PgaasError
 from pgaasctl.live.connect import connect
 from pgaasctl.plan.build import LivePair
-from pgaasctl.plan.model import Change, Statement
+from pgaasctl.plan.model import Change, Statement, count_changes
 from pgaasctl.store import Store
 
 ProgressCallback = Callable[[str, Change, str], None]  # (pair, change, "start" | "done" | "failed")
@@ -29,6 +29,7 @@ class ApplyResult:
     pair: str
     done: list[str] = field(default_factory=list)
     operations: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)  # add / change / destroy, of what ran
     standby_wait: float | None = None
 
 
@@ -127,7 +128,7 @@ class Executor:
             self._opened.clear()
 
     def run(self) -> ApplyResult:
-        result = ApplyResult(pair=self.pair)
+        result = ApplyResult(pair=self.pair, counts=count_changes(self.live.plan.changes))
         try:
             for wave in waves(self.live.plan.changes):
                 self._run_wave(wave, result)

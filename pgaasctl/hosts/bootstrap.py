@@ -25,6 +25,10 @@ def target_of(host: Host) -> SshTarget:
                      label=f"node {host.node} of pair {host.pair} ({host.address})")
 
 
+def _bin(host: Host, program: str) -> str:
+    return shlex.quote(f"{host.bin_dir}/{program}")
+
+
 def _q(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
@@ -37,6 +41,7 @@ def postgresql_conf(host: Host, layout: HostLayout) -> str:
         "listen_addresses": _q(host.address),
         "port": str(host.pg_port),
         "unix_socket_directories": _q(layout.socket_dir),
+        "unix_socket_permissions": "0700",  # local connections are trusted: the server's OS user alone
         "max_connections": "200",
         "wal_level": "replica",
         "max_wal_senders": "10",
@@ -70,7 +75,7 @@ host    replication  repmgr   ::/0        scram-sha-256
 
 
 def pg_ctl(host: Host, layout: HostLayout, action: str) -> str:
-    base = f"{host.bin_dir}/pg_ctl -D {shlex.quote(layout.config_dir)} -w -t 120"
+    base = f"{_bin(host, 'pg_ctl')} -D {shlex.quote(layout.config_dir)} -w -t 120"
     if action in ("start", "restart"):
         return f"{base} -l {shlex.quote(layout.log_dir + '/postgresql.log')} {'-m fast ' if action == 'restart' else ''}{action}"
     if action == "stop":
@@ -116,14 +121,14 @@ def repmgr_conf(host: Host, layout: HostLayout, node_id: int, failover: Failover
 def promote_hook(host: Host, layout: HostLayout) -> str:
     """Run by repmgrd on the standby it promotes. A synchronous primary whose standby is gone would block
     every commit, so the new primary stops waiting for one; `pgaasctl apply` restores it when whole."""
-    psql = (f"{host.bin_dir}/psql -X -q -h {shlex.quote(layout.socket_dir)} -p {host.pg_port} -U postgres -d postgres")
+    psql = (f"{_bin(host, 'psql')} -X -q -h {shlex.quote(layout.socket_dir)} -p {host.pg_port} -U postgres -d postgres")
     return "\n".join([
         "#!/bin/sh",
         "# written by pgaasctl: repmgrd's promote_command",
         f"export PGPASSFILE={shlex.quote(layout.config_dir + '/.pgpass')}",
         "# cleared before the promotion, so the new primary never waits for the standby that just failed",
         f"{psql} -c \"ALTER SYSTEM SET synchronous_standby_names = ''\" -c 'SELECT pg_reload_conf()'",
-        f"{host.bin_dir}/repmgr -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file || exit 1",
+        f"{_bin(host, 'repmgr')} -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file || exit 1",
         "# pg_rewind (PostgreSQL 15) reads the new timeline from pg_control: write it there now",
         f"{psql} -c 'CHECKPOINT'",
         "",
@@ -152,24 +157,24 @@ class Bootstrap:
     def _repmgr(self, host: Host, args: str, what: str, timeout: float = 300) -> str:
         env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
-        return self.ssh.check(target_of(host), f"{env}{host.bin_dir}/repmgr -f {conf} {args}", what, timeout=timeout)
+        return self.ssh.check(target_of(host), f"{env}{_bin(host, 'repmgr')} -f {conf} {args}", what, timeout=timeout)
 
     def _psql_any(self, host: Host, sql: str, what: str) -> str:
         """psql as the repmgr user over TCP: works on any node, including those pgaasctl did not bootstrap."""
         env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
-        command = (f"{env}{host.bin_dir}/psql -X -q -v ON_ERROR_STOP=1 -h {host.address} -p {host.pg_port} "
+        command = (f"{env}{_bin(host, 'psql')} -X -q -v ON_ERROR_STOP=1 -h {shlex.quote(host.address)} -p {host.pg_port} "
                    f"-U {REPMGR_USER} -d {REPMGR_DATABASE} -c {shlex.quote(sql)}")
         return self.ssh.check(target_of(host), command, what)
 
     def postgres_running(self, host: Host) -> bool:
         env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
-        result = self.ssh.run(target_of(host), f"{env}{host.bin_dir}/repmgr -f {conf} node status --csv")
+        result = self.ssh.run(target_of(host), f"{env}{_bin(host, 'repmgr')} -f {conf} node status --csv")
         return result.exited == 0
 
     def _psql(self, host: Host, sql: str, what: str, database: str = "postgres") -> str:
         assert host.layout is not None
-        command = (f"{host.bin_dir}/psql -X -q -v ON_ERROR_STOP=1 -h {shlex.quote(host.layout.socket_dir)} "
+        command = (f"{_bin(host, 'psql')} -X -q -v ON_ERROR_STOP=1 -h {shlex.quote(host.layout.socket_dir)} "
                    f"-p {host.pg_port} -U postgres -d {database} -c {shlex.quote(sql)}")
         return self.ssh.check(target_of(host), command, what)
 
@@ -183,7 +188,7 @@ class Bootstrap:
         self.ssh.put_text(target, self.admin_password + "\n", pwfile, 0o600)
         try:
             self.ssh.check(target, (
-                f"{host.bin_dir}/initdb -D {shlex.quote(layout.data_dir)} -U postgres --pwfile={shlex.quote(pwfile)} "
+                f"{_bin(host, 'initdb')} -D {shlex.quote(layout.data_dir)} -U postgres --pwfile={shlex.quote(pwfile)} "
                 "-E UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 --data-checksums"
             ), "initdb")
         finally:
@@ -209,7 +214,7 @@ class Bootstrap:
         self._write_config(host, node_id, repmgr_password)
         self._repmgr(
             host,
-            f"-h {primary.address} -p {primary.pg_port} -U {REPMGR_USER} -d {REPMGR_DATABASE} standby clone -c"
+            f"-h {shlex.quote(primary.address)} -p {primary.pg_port} -U {REPMGR_USER} -d {REPMGR_DATABASE} standby clone -c"
             + (" -F" if force else ""),
             "repmgr standby clone",
         )
@@ -250,7 +255,7 @@ class Bootstrap:
         env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
         log = shlex.quote((host.layout.log_dir if host.layout else "/tmp") + "/repmgrd.out")
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
-        self.ssh.check(target_of(host), f"{env}{host.bin_dir}/repmgrd -f {conf} --daemonize >>{log} 2>&1 </dev/null",
+        self.ssh.check(target_of(host), f"{env}{_bin(host, 'repmgrd')} -f {conf} --daemonize >>{log} 2>&1 </dev/null",
                        "starting repmgrd")
 
     def reconfigure_repmgr(self, host: Host, node_id: int) -> None:

@@ -69,11 +69,18 @@ class SshSessions:
         self.book = book
         self.connect_timeout = connect_timeout
         self._connections: dict[tuple[str, int, str], Connection] = {}
+        self._opening: dict[tuple[str, int, str], threading.Lock] = {}
         self._lock = threading.Lock()
         self._book_lock = threading.Lock()
 
     def _connection(self, target: SshTarget) -> Connection:
         key = (target.host, target.port, target.user)
+        with self._lock:
+            opening = self._opening.setdefault(key, threading.Lock())
+        with opening:  # one thread opens a given connection; the others wait for it
+            return self._open_once(key, target)
+
+    def _open_once(self, key: tuple[str, int, str], target: SshTarget) -> Connection:
         with self._lock:
             conn = self._connections.get(key)
             if conn is None:
@@ -133,8 +140,8 @@ class SshSessions:
         conn = self._connection(target)
         sftp = conn.sftp()
         with sftp.open(path, "w") as handle:
+            handle.chmod(mode)  # before any content: a secret is never readable by others, even briefly
             handle.write(text)
-        sftp.chmod(path, mode)
 
     def close(self) -> None:
         with self._lock:

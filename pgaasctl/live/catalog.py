@@ -40,6 +40,7 @@ class LiveRole(BaseModel):
     settings: dict[str, str]
     dependent_databases: list[str]  # databases holding objects or privileges of this role
     owns_databases: list[str]
+    shared_dependencies: bool = False  # privileges on databases or other shared objects
     verifier: str | None = Field(None, exclude=True, repr=False)  # pg_authid.rolpassword; never dumped
 
 
@@ -113,17 +114,21 @@ WITH members AS (
     WHERE sd.refclassid = 'pg_authid'::regclass GROUP BY sd.refobjid
 ), owned AS (
     SELECT datdba, array_agg(datname ORDER BY datname) AS databases FROM pg_database GROUP BY datdba
+), shared AS (  -- privileges on or ownership of shared objects (databases, tablespaces): dbid 0
+    SELECT DISTINCT refobjid FROM pg_shdepend WHERE dbid = 0 AND refclassid = 'pg_authid'::regclass
 )
 SELECT a.rolname, a.rolcanlogin, a.rolsuper, a.rolcreatedb, a.rolcreaterole, a.rolreplication,
        a.rolbypassrls, a.rolinherit, a.rolconnlimit,
        CASE WHEN a.rolvaliduntil = 'infinity' THEN 'infinity' ELSE to_char(a.rolvaliduntil AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') END,
        a.rolpassword,
-       coalesce(mb.parents, '{}'), coalesce(rs.setconfig, '{}'), coalesce(dp.databases, '{}'), coalesce(ow.databases, '{}')
+       coalesce(mb.parents, '{}'), coalesce(rs.setconfig, '{}'), coalesce(dp.databases, '{}'), coalesce(ow.databases, '{}'),
+       sh.refobjid IS NOT NULL
 FROM {roles_table} a
 LEFT JOIN members mb ON mb.member = a.oid
 LEFT JOIN pg_db_role_setting rs ON rs.setrole = a.oid AND rs.setdatabase = 0
 LEFT JOIN dependencies dp ON dp.refobjid = a.oid
 LEFT JOIN owned ow ON ow.datdba = a.oid
+LEFT JOIN shared sh ON sh.refobjid = a.oid
 WHERE a.rolname !~ '^pg_'
 """
 
@@ -214,7 +219,7 @@ def empty_catalog(admin: str = "postgres") -> LiveCatalog:
 
 
 def _setconfig(items: list[str]) -> dict[str, str]:
-    return dict(item.split("=", 1) for item in items)
+    return {key.lower(): value for key, value in (item.split("=", 1) for item in items)}
 
 
 def read_cluster(conn: psycopg.Connection) -> LiveCatalog:
@@ -231,7 +236,7 @@ def read_cluster(conn: psycopg.Connection) -> LiveCatalog:
         roles[r[0]] = LiveRole(
             login=r[1], superuser=r[2], createdb=r[3], createrole=r[4], replication=r[5], bypassrls=r[6], inherit=r[7],
             connection_limit=r[8], valid_until=r[9], verifier=r[10], member_of=list(r[11]), settings=_setconfig(r[12]),
-            dependent_databases=list(r[13]), owns_databases=list(r[14]),
+            dependent_databases=list(r[13]), owns_databases=list(r[14]), shared_dependencies=r[15],
         )
     databases: dict[str, LiveDatabase] = {}
     for r in conn.execute(DATABASES_SQL):
@@ -241,11 +246,12 @@ def read_cluster(conn: psycopg.Connection) -> LiveCatalog:
         )
     settings: dict[str, LiveSetting] = {}
     for r in conn.execute(SETTINGS_SQL):
-        settings[r[0]] = LiveSetting(
+        settings[r[0].lower()] = LiveSetting(
             name=r[0], setting=r[1], unit=r[2], vartype=r[3], context=r[4], enumvals=r[5], file_value=r[6],
             pending_restart=r[7],
         )
     for name, value in conn.execute(AUTO_CONF_ONLY_SQL):
+        name = name.lower()
         if name not in settings:  # a custom (dotted) parameter set only in postgresql.auto.conf
             settings[name] = LiveSetting(
                 name=name, setting=value, unit=None, vartype="string", context="user", enumvals=None, file_value=value,

@@ -104,7 +104,8 @@ def _probe_script(host: Host) -> str:
         lines.append(f"echo \"@files $(test -f {data}/PG_VERSION && echo data) $(test -f {data}/standby.signal && echo signal)"
                      f" $(kill -0 $(cat {pid} 2>/dev/null) 2>/dev/null && echo repmgrd)\"")
     else:
-        lines.append(f"echo \"@files $(pgrep -f -- 'repmgrd.*{host.repmgr_conf or 'repmgr.conf'}' >/dev/null && echo repmgrd)\"")
+        pattern = shlex.quote(f"repmgrd.*{re.escape(host.repmgr_conf or 'repmgr.conf')}")
+        lines.append(f"echo \"@files $(pgrep -f -- {pattern} >/dev/null && echo repmgrd)\"")
     return "\n".join(lines)
 
 

@@ -132,7 +132,7 @@ def make_plan(desired: DesiredState, store: Store, spec_path: Path, ssh: SshSess
     live: dict[str, LivePair] = {}
     failures: list[PgaasError] = []
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(prepared)))) as pool:
-        futures = [pool.submit(plan_pair, inputs, store, ssh, destroy) for inputs in prepared]
+        futures = [pool.submit(plan_pair, inputs, store, ssh, destroy, targets) for inputs in prepared]
         for future in futures:
             try:
                 result = future.result()
@@ -197,24 +197,38 @@ class PairObjects:
         return out
 
 
-def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool) -> LivePair:
+def targets_pair(pair: str, targets: list[str] | None) -> bool:
+    """Whether host-level work (creating, repairing, destroying nodes) is in scope of --target."""
+    return not targets or any(t in ("pair", f"pair.{pair}") or f"pair.{pair}".startswith(t.rstrip(".") + ".") for t in targets)
+
+
+def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
+              targets: list[str] | None = None) -> LivePair:
     pair = inputs.pair
     spec = pair.doc.spec
     synchronous = spec.replication == "synchronous"
     operations: list[HostOperation] = []
     warnings: list[str] = []
     sync_names: str | None = None  # synchronous_standby_names, managed on repmgr pairs only
+    hosts_in_scope = targets_pair(pair.name, targets)
     if inputs.uses_ssh:
-        if destroy and inputs.can_create:
+        if destroy and inputs.can_create and hosts_in_scope:
             return _plan_destroy_hosts(inputs, store)
         topology = discover_topology(pair.name, inputs.hosts, inputs.addresses, ssh, synchronous, inputs.can_create)
         operations, warnings = topology.operations, topology.warnings
+        if not hosts_in_scope:
+            if topology.state is None:
+                raise PlanError(f"pair {pair.name!r} has no primary yet: target pair.{pair.name} to create or start it")
+            if operations:
+                warnings = warnings + [f"pair {pair.name!r} needs host operations; they are left out by --target"]
+            operations = []
         if topology.state is None:
             return _plan_without_primary(inputs, store, operations, warnings, destroy)
         state = topology.state
         if len(inputs.hosts) > 1:
             sync_names = "*" if synchronous and topology.whole_after_operations else ""
-        operations += _reconfigure_operations(inputs, store, topology)
+        if hosts_in_scope:
+            operations += _reconfigure_operations(inputs, store, topology)
     else:
         state = discover(pair.name, [inputs.addresses[n.name] for n in spec.nodes], synchronous=synchronous)
         warnings = state.warnings

@@ -227,8 +227,7 @@ def _role_attributes(spec: RoleSpec) -> dict[str, Any]:
         "replication": spec.replication, "bypassrls": spec.bypassrls, "inherit": spec.inherit,
         "connection_limit": spec.connection_limit, "member_of": sorted(spec.member_of),
     }
-    if spec.valid_until is not None:
-        attrs["valid_until"] = _utc(spec.valid_until)
+    attrs["valid_until"] = _utc(spec.valid_until) or "infinity"  # omitted: no expiry, and drift to one is corrected
     return attrs
 
 
@@ -248,16 +247,18 @@ def diff_role(ctx: PairContext, name: str, spec: RoleSpec) -> Change | None:
     verifier = password.verifier if password is not None else None
 
     if live is None:
-        change.attributes = [AttributeChange(name=k, after=v) for k, v in desired.items()
+        given = {k: v for k, v in desired.items() if not (k == "valid_until" and v == "infinity")}  # the default
+        change.attributes = [AttributeChange(name=k, after=v) for k, v in given.items()
                              if k == "login" or v != RoleSpec.model_fields[k].default and v not in ([], None)]
         if verifier:
             change.attributes.append(AttributeChange(name="password", before=None, after=SENSITIVE, sensitive=True))
-        change.statements.append(sqlgen.create_role(name, {k: v for k, v in desired.items() if k != "member_of"}, verifier))
+        change.statements.append(sqlgen.create_role(name, {k: v for k, v in given.items() if k != "member_of"}, verifier))
         for parent in desired["member_of"]:
             change.statements.append(sqlgen.grant_membership(parent, name, True))
     else:
         current = live.model_dump(include=set(desired))
         current["member_of"] = sorted(r for r in live.member_of)
+        current["valid_until"] = live.valid_until or "infinity"
         changed = [k for k in attribute_changes(current, desired)]
         flags = {k: desired[k] for k in changed if k not in ("member_of",)}
         for key in changed:
@@ -301,8 +302,8 @@ def delete_role(ctx: PairContext, name: str) -> Change:
     ]
     owned = [d for d in live.owns_databases if d not in ctx.dropping_databases]
     where: list[str | None] = list(databases)
-    if owned and not databases:
-        where = [None]  # REASSIGN OWNED in any database also moves the databases it owns
+    if (owned or live.shared_dependencies) and not databases:
+        where = [None]  # in any database, REASSIGN/DROP OWNED also cover databases it owns or has privileges on
     if databases or owned:
         shown = ", ".join(sorted(set(databases) | set(owned)))
         change.notes.append(f"owns objects or holds privileges in {shown}: reassigned to {ctx.admin}, privileges dropped")

@@ -88,6 +88,13 @@ class PairPlan(BaseModel):
     live_fingerprint: str = ""
 
 
+def count_changes(changes: list[Change]) -> dict[str, int]:
+    out = {"add": 0, "change": 0, "destroy": 0}
+    for c in changes:
+        out[{"create": "add", "update": "change", "adopt": "change", "delete": "destroy"}[c.action]] += 1
+    return out
+
+
 class Plan(BaseModel):
     format_version: Literal["1"] = "1"
     spec_path: str
@@ -97,11 +104,7 @@ class Plan(BaseModel):
     pairs: list[PairPlan] = Field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
-        out = {"add": 0, "change": 0, "destroy": 0}
-        for p in self.pairs:
-            for c in p.changes:
-                out[{"create": "add", "update": "change", "adopt": "change", "delete": "destroy"}[c.action]] += 1
-        return out
+        return count_changes([c for p in self.pairs for c in p.changes])
 
     @property
     def has_changes(self) -> bool:

@@ -35,9 +35,16 @@ def _unit_scale(unit: str | None) -> tuple[dict[str, float], float] | None:
     return None
 
 
+# Parameters PostgreSQL reads as lists of (possibly quoted) items.
+LIST_PARAMETERS = {"search_path", "temp_tablespaces", "shared_preload_libraries", "session_preload_libraries",
+                   "local_preload_libraries"}
+
+
 def canonical(value: SettingValue | str, setting: LiveSetting | None) -> str:
     """A comparable form of `value` for `setting` (None: an unknown/custom parameter, compared as text)."""
     text = as_text(value).strip()
+    if setting is not None and setting.name.lower() in LIST_PARAMETERS:
+        return ", ".join(item.strip().strip('"') for item in text.split(",") if item.strip())  # "$user", public
     if setting is None:
         return text
     if setting.vartype == "bool":

@@ -5,6 +5,7 @@ from __future__ import annotations
 from psycopg import sql
 
 from pgaasctl.plan.model import Statement
+from pgaasctl.plan.settings import LIST_PARAMETERS
 
 I = sql.Identifier  # noqa: E741
 L = sql.Literal
@@ -130,14 +131,12 @@ def drop_schema(database: str, name: str) -> Statement:
     return Statement(sql.SQL("DROP SCHEMA IF EXISTS {}").format(I(name)), database=database)
 
 
-# Parameters PostgreSQL reads as lists of quoted items: one literal per item, or "a, b" becomes one item.
-LIST_PARAMETERS = {"search_path", "temp_tablespaces", "shared_preload_libraries", "session_preload_libraries",
-                   "local_preload_libraries"}
 
 
 def _setting_value(name: str, value: str) -> sql.Composable:
+    """List parameters get one literal per item, or "a, b" would become one item."""
     if name.lower() in LIST_PARAMETERS:
-        items = [item.strip() for item in value.split(",") if item.strip()]
+        items = [item.strip().strip('"') for item in value.split(",") if item.strip()]
         return sql.SQL(", ").join(L(item) for item in items) if items else L("")
     return L(value)
 

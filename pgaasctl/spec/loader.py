@@ -179,25 +179,43 @@ _STR_TAG = "tag:yaml.org,2002:str"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], constructor: Any) -> Any:
+def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], constructor: Any,
+           built: dict[int, Any] | None = None, active: set[int] | None = None) -> Any:
     """The Python value of `node`, recording the line of every key and item on the way.
 
     One walk instead of PyYAML's generic construct_document, which is most of the cost of loading.
+    Aliases share what was built (no exponential expansion), and an alias to itself is an error.
     """
-    lines[loc] = node.start_mark.line + 1
+    built = {} if built is None else built
+    active = set() if active is None else active
+    if id(node) in built:
+        return built[id(node)]
+    if id(node) in active:
+        raise yaml.MarkedYAMLError(problem="an alias refers to itself", problem_mark=node.start_mark)
+    lines.setdefault(loc, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
+        active.add(id(node))
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
                 raise _MergeKey()
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise yaml.MarkedYAMLError(problem="a key must be a plain value, not a list or mapping",
+                                           problem_mark=key_node.start_mark)
             key = key_node.value if key_node.tag == _STR_TAG else constructor.construct_object(key_node)
             if key in out:
                 raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
-            out[key] = _build(value_node, loc + (str(key),), lines, constructor)
+            out[key] = _build(value_node, loc + (str(key),), lines, constructor, built, active)
             lines[loc + (str(key),)] = key_node.start_mark.line + 1
+        active.discard(id(node))
+        built[id(node)] = out
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_build(item, loc + (i,), lines, constructor) for i, item in enumerate(node.value)]
+        active.add(id(node))
+        items = [_build(item, loc + (i,), lines, constructor, built, active) for i, item in enumerate(node.value)]
+        active.discard(id(node))
+        built[id(node)] = items
+        return items
     if node.tag == _STR_TAG:
         return node.value
     return constructor.construct_object(node, deep=True)

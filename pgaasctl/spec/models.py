@@ -35,10 +35,15 @@ _SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
 
 
 def _check_settings(settings: dict[str, SettingValue]) -> dict[str, SettingValue]:
-    for name in settings:
-        if not _SETTING_NAME.match(name):
+    """Parameter names are case-insensitive (TimeZone is timezone): kept lower-case."""
+    out: dict[str, SettingValue] = {}
+    for name, value in settings.items():
+        if not _SETTING_NAME.match(name.lower()):
             raise ValueError(f"setting name {name!r} is not a PostgreSQL parameter name")
-    return settings
+        if name.lower() in out:
+            raise ValueError(f"setting {name!r} is given twice")
+        out[name.lower()] = value
+    return out
 
 
 Settings = Annotated[dict[str, SettingValue], AfterValidator(_check_settings)]
@@ -63,6 +68,27 @@ class SecretSource(Strict):
 
 # ---------------------------------------------------------------- Pair
 
+_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]*$")
+_PATH = re.compile(r"^[A-Za-z0-9._/+@-]+$")
+
+
+def _check_host(value: str) -> str:
+    if not _HOST.match(value):
+        raise ValueError(f"host {value!r} is not a host name or IP address")
+    return value
+
+
+def _check_path(value: str) -> str:
+    # these reach shell command lines on the nodes: plain path characters only
+    if not _PATH.match(value):
+        raise ValueError(f"path {value!r} may use letters, digits and . _ / + @ - only")
+    return value
+
+
+HostName = Annotated[str, AfterValidator(_check_host)]
+SafePath = Annotated[str, AfterValidator(_check_path)]
+
+
 def _seconds(value: Any) -> Any:
     """Durations as repmgr takes them: whole seconds, written 3, "3s" or "1min"."""
     if isinstance(value, str):
@@ -79,18 +105,18 @@ Seconds = Annotated[int, BeforeValidator(_seconds), Field(ge=1, le=3600)]
 class SshSettings(Strict):
     """How pgaasctl reaches a node over SSH (fabric) to run repmgr."""
 
-    user: str = Field("postgres", description="OS user that runs PostgreSQL and repmgr.")
+    user: Identifier = Field("postgres", description="OS user that runs PostgreSQL and repmgr.")
     port: int = Field(22, ge=1, le=65535, description="SSH port.")
-    key_file: str = Field(description="Private key file (relative to the spec file).")
-    repmgr_config: str = Field("/etc/repmgr.conf", description="Path of repmgr.conf on the node.")
-    bin_dir: str = Field("/usr/lib/postgresql/15/bin", description="PostgreSQL (and repmgr) binaries on the node.")
+    key_file: SafePath = Field(description="Private key file (relative to the spec file).")
+    repmgr_config: SafePath = Field("/etc/repmgr.conf", description="Path of repmgr.conf on the node.")
+    bin_dir: SafePath = Field("/usr/lib/postgresql/15/bin", description="PostgreSQL (and repmgr) binaries on the node.")
 
 
 class ExistingNode(Strict):
     """A server that already runs PostgreSQL."""
 
     name: Identifier = Field(description="Node name, unique in the pair (the repmgr node_name when ssh is given).")
-    host: str = Field(description="Address or host name pgaasctl connects to.")
+    host: HostName = Field(description="Address or host name pgaasctl connects to.")
     port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port.")
     admin_user: str = Field("postgres", description="Superuser (or role with CREATEROLE/CREATEDB) pgaasctl connects as.")
     admin_password: SecretSource | None = Field(None, description="Password of admin_user; omit for trust, peer or ~/.pgpass.")
@@ -324,7 +350,7 @@ class WorkspaceSpec(Strict):
     )
     lock_timeout: float = Field(5.0, ge=0, le=600, description="Seconds a second apply waits for the pair lock.")
     standby_timeout: float = Field(30.0, ge=0, le=3600, description="Seconds apply waits for the standby to replay.")
-    local_dir: str = Field(
+    local_dir: SafePath = Field(
         "state/local", description="Where provider `local` keeps each node's sshd, PostgreSQL data and logs."
     )
     local_addresses: str = Field(

@@ -309,7 +309,11 @@ def open_store(url: str, base: Path | None = None) -> Store:
         try:
             conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
         except psycopg.Error as exc:
-            raise PgaasError(f"cannot open the state store {_redact_url(url)}: {_first_line(exc)}") from None
+            reason = _redact_url(_first_line(exc))  # libpq may quote the URL back
+            secret = _password_in(url)
+            if secret:
+                reason = reason.replace(secret, "***")
+            raise PgaasError(f"cannot open the state store {_redact_url(url)}: {reason}") from None
         return Store(_redact_url(url), conn, "%s")
     raise PgaasError(
         f"state store URL {_redact_url(url)!r} is not understood",
@@ -321,6 +325,11 @@ def _redact_url(url: str) -> str:
     """Drop passwords from a URL or conninfo string before it is shown anywhere."""
     url = re.sub(r"(?i)(password\s*=\s*)('[^']*'|[^&\s]*)", r"\1***", url)
     return re.sub(r"^([a-z]+://[^:/@]*):[^@]*@", r"\1@", url)
+
+
+def _password_in(url: str) -> str | None:
+    match = re.match(r"^[a-z]+://[^:/@]*:([^@]*)@", url) or re.search(r"(?i)password\s*=\s*([^&\s]+)", url)
+    return match.group(1) if match and match.group(1) else None
 
 
 def _first_line(exc: BaseException) -> str:

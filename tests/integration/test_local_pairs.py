@@ -283,3 +283,27 @@ def test_asynchronous_pair_from_nothing_and_destroy_leaves_nothing() -> None:
         plan = lab.ws.plan()
         assert plan.exit_code == 0 and 'Pair "ap": to be created' in plan.stdout, plan.output
         assert json.loads(lab.ws.run("plan", str(lab.ws.specs), "--json").stdout)["summary"]["add"] == 1
+
+
+def test_targeted_destroy_drops_only_its_target(lp: LocalPair) -> None:
+    lp.ws.write("targets.yaml", "kind: Role\nmetadata: {name: keepme, pair: lp}\n---\n"
+                                "kind: Role\nmetadata: {name: dropme, pair: lp}\n")
+    lp.ws.must_apply()
+    plan = lp.ws.run("plan", str(lp.ws.specs), "--destroy", "--target", "role.lp.dropme")
+    assert plan.exit_code == 0, plan.output
+    assert "- role.lp.dropme" in plan.stdout and "node " not in plan.stdout and "1 to destroy" in plan.stdout
+    result = lp.ws.run("destroy", str(lp.ws.specs), "--target", "role.lp.dropme", "--auto-approve")
+    assert result.exit_code == 0, result.output
+    primary = lp.primary()
+    assert lp.query(primary, "SELECT rolname FROM pg_roles WHERE rolname IN ('keepme', 'dropme')") == [("keepme",)]
+    assert all(lp.sshd_pid(node) is not None for node in lp.nodes)  # the hosts are untouched
+    lp.ws.remove("targets.yaml")
+    lp.ws.must_apply()
+
+
+def test_local_sockets_and_secrets_are_private(lp: LocalPair) -> None:
+    for node in lp.nodes:
+        for sub in ("etc", "run", "data", "log"):
+            mode = stat.S_IMODE((lp.node_dir(node) / sub).stat().st_mode)
+            assert mode == 0o700, f"{node}/{sub} is {oct(mode)}"
+        assert stat.S_IMODE((lp.etc(node) / ".pgpass").stat().st_mode) == 0o600

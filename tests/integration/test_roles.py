@@ -189,3 +189,25 @@ def test_role_changes_reach_members_in_dependency_order(ws: Workspace) -> None:
     ws.remove("r.yaml")
     ws.must_apply()
     assert ws.sql("SELECT rolname FROM pg_roles WHERE rolname IN ('a', 'b', 'c')") == []
+
+
+def test_expiry_set_by_hand_is_drift(ws: Workspace) -> None:
+    ws.write("r.yaml", role("app", "{login: true}"))
+    ws.must_apply()
+    ws.sql("ALTER ROLE app VALID UNTIL '2001-01-01'")
+    plan = ws.plan("--detailed-exitcode")
+    assert plan.exit_code == 2 and "valid_until: 2001-01-01T00:00:00Z -> infinity" in plan.flat
+    ws.must_apply()
+    assert ws.sql("SELECT rolvaliduntil::text FROM pg_roles WHERE rolname = 'app'") == [("infinity",)]
+    ws.assert_converged()
+
+
+def test_destroy_role_with_privileges_on_a_database(ws: Workspace) -> None:
+    ws.write("r.yaml", role("r2"))
+    ws.must_apply()
+    ws.sql("CREATE DATABASE appdb")
+    ws.sql("GRANT CONNECT ON DATABASE appdb TO r2")
+    ws.remove("r.yaml")
+    ws.must_apply()
+    assert ws.sql("SELECT 1 FROM pg_roles WHERE rolname = 'r2'") == []
+    ws.assert_converged()

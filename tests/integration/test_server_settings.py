@@ -91,3 +91,21 @@ def test_custom_dotted_parameter_is_refused_for_alter_system(ws: Workspace) -> N
     result = ws.plan()
     assert result.exit_code == 1
     assert "custom parameter myapp.region cannot be set with ALTER SYSTEM; set it on a Database or Role" in result.flat
+
+
+def test_mixed_case_parameter_names(ws: Workspace) -> None:
+    ws.pair(settings={"TimeZone": "UTC"})
+    ws.must_apply()
+    assert show(ws, "timezone") == "UTC"
+    ws.assert_converged()
+
+
+def test_search_path_with_user_converges(ws: Workspace) -> None:
+    ws.write("db.yaml", """
+        kind: Database
+        metadata: {name: app, pair: main}
+        spec: {settings: {search_path: "$user, public"}}
+    """)
+    ws.must_apply()
+    assert ws.sql("SELECT setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = 'app'") == [(['search_path="$user", public'],)]
+    ws.assert_converged()

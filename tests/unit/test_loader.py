@@ -662,3 +662,31 @@ def test_build_desired_of_nothing_is_empty():
     assert desired.pairs == {}
     assert desired.documents == []
     assert desired.workspace.store == "sqlite:///state/pgaasctl.db"
+
+
+def test_recursive_alias_and_non_scalar_keys_are_errors(tmp_path):
+    from pathlib import Path as _Path
+
+    from pgaasctl.spec.loader import parse_text as _parse
+
+    _, problems = _parse("kind: Role\nmetadata: {name: a, pair: p}\nspec: &x {member_of: [*x]}\n", _Path("r.yaml"))
+    assert problems == ["r.yaml:3: malformed YAML: an alias refers to itself"]
+    _, problems = _parse("kind: Role\nmetadata: {name: a, pair: p}\nspec:\n  ? [a, b]\n  : 1\n", _Path("k.yaml"))
+    assert problems == ["k.yaml:4: malformed YAML: a key must be a plain value, not a list or mapping"]
+
+
+def test_alias_bomb_is_not_expanded():
+    import time
+    from pathlib import Path as _Path
+
+    from pgaasctl.spec.loader import parse_text as _parse
+
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 12):
+        prev, cur = chr(96 + i), chr(97 + i)
+        lines.append(f"{cur}: &{cur} [" + ", ".join(f"*{prev}" for _ in range(10)) + "]")
+    text = "kind: Role\nmetadata: {name: a, pair: p}\nspec:\n  " + "\n  ".join(lines) + "\n"
+    started = time.monotonic()
+    _, problems = _parse(text, _Path("b.yaml"))
+    assert time.monotonic() - started < 5  # 10**12 leaves if expanded
+    assert "b.yaml:4: Role 'a': spec.a: unknown field" in problems

@@ -255,3 +255,12 @@ def test_password_in_a_conninfo_string_is_not_shown():
     with pytest.raises(PgaasError) as info:
         open_store("host=127.0.0.1 port=1 user=u password=topsecret dbname=db")
     assert "topsecret" not in str(info.value)
+
+
+def test_password_quoted_back_by_libpq_is_redacted():
+    from pgaasctl.errors import PgaasError as _Error
+    from pgaasctl.store import open_store as _open
+
+    with pytest.raises(_Error) as raised:
+        _open("postgresql://bob:TopSecret99@[::1/db")
+    assert "TopSecret99" not in str(raised.value)
