@@ -307,3 +307,27 @@ def test_local_sockets_and_secrets_are_private(lp: LocalPair) -> None:
             mode = stat.S_IMODE((lp.node_dir(node) / sub).stat().st_mode)
             assert mode == 0o700, f"{node}/{sub} is {oct(mode)}"
         assert stat.S_IMODE((lp.etc(node) / ".pgpass").stat().st_mode) == 0o600
+
+
+def test_stopped_pair_is_started_but_unreviewed_changes_wait(lp: LocalPair) -> None:
+    """A reboot stopped both nodes; meanwhile the specs changed. apply starts the pair, and runs nothing the
+    plan could not show (it had no server to plan the objects against)."""
+    primary = lp.primary()
+    standby = lp.other(primary)
+    for node in (standby, primary):
+        lp.stop_postgres(node)
+        lp.stop_sshd(node)
+    lp.ws.write("late.yaml", "kind: Role\nmetadata: {name: late_role, pair: lp}\n")
+    plan = lp.ws.plan()
+    assert plan.exit_code == 0, plan.output
+    assert "planned once it is up" in plan.flat and "start PostgreSQL" in plan.flat
+    assert "late_role" not in plan.stdout
+    applied = lp.ws.apply()
+    assert applied.exit_code == 1
+    assert "needs changes the plan did not show: create role.lp.late_role" in applied.flat
+    assert lp.role_of(primary) == "primary"  # the pair itself was started
+    assert lp.query(primary, "SELECT 1 FROM pg_roles WHERE rolname = 'late_role'") == []
+    lp.ws.must_apply()  # reviewed now
+    assert lp.query(primary, "SELECT 1 FROM pg_roles WHERE rolname = 'late_role'") == [(1,)]
+    lp.ws.remove("late.yaml")
+    lp.ws.must_apply()
