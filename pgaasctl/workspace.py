@@ -17,9 +17,9 @@ from pgaasctl.apply.executor import (
 )
 from pgaasctl.apply.operations import HostOperator, OperationCallback
 from pgaasctl.apply.switchover import switchover
-from pgaasctl.live.topology import discover_topology
 from pgaasctl.errors import PgaasError, SpecError
 from pgaasctl.hosts.ssh import SshSessions
+from pgaasctl.live.topology import discover_topology
 from pgaasctl.plan.build import (
     LivePair,
     close_pairs,

@@ -5,13 +5,16 @@ from __future__ import annotations
 import socket
 import threading
 from dataclasses import dataclass
-from typing import Protocol
-
-import paramiko
-from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut
+from functools import cache
+from typing import TYPE_CHECKING, Any, Protocol
 
 from pgaasctl.errors import ConnectionFailed, PgaasError
+
+if TYPE_CHECKING:
+    from fabric import Connection
+
+# fabric (paramiko, invoke) is imported on first use: a tenth of a second that commands on pairs
+# without SSH never pay.
 
 
 class HostKeyBook(Protocol):
@@ -41,25 +44,31 @@ class CommandResult:
     stderr: str
 
 
-class HostKeyChanged(paramiko.SSHException):
+class HostKeyChanged(Exception):
     pass
 
 
-class _PinnedKeys(paramiko.MissingHostKeyPolicy):
-    """Trust on first use, then refuse any other key: the key is kept in the state store."""
+@cache
+def _pinning_policy_class() -> type:
+    import paramiko
 
-    def __init__(self, book: HostKeyBook, target: SshTarget, lock: threading.Lock) -> None:
-        self.book, self.target, self.lock = book, target, lock
+    class PinnedKeys(paramiko.MissingHostKeyPolicy):
+        """Trust on first use, then refuse any other key: the key is kept in the state store."""
 
-    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
-        presented = f"{key.get_name()} {key.get_base64()}"
-        with self.lock:
-            pinned = self.book.host_key(self.target.endpoint)
-            if pinned is None:
-                self.book.pin_host_key(self.target.endpoint, presented)
-                return
-        if pinned != presented:
-            raise HostKeyChanged(f"{pinned.split()[0]} -> {key.get_name()}")
+        def __init__(self, book: HostKeyBook, target: SshTarget, lock: threading.Lock) -> None:
+            self.book, self.target, self.lock = book, target, lock
+
+        def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+            presented = f"{key.get_name()} {key.get_base64()}"
+            with self.lock:
+                pinned = self.book.host_key(self.target.endpoint)
+                if pinned is None:
+                    self.book.pin_host_key(self.target.endpoint, presented)
+                    return
+            if pinned != presented:
+                raise HostKeyChanged(f"{pinned.split()[0]} -> {key.get_name()}")
+
+    return PinnedKeys
 
 
 class SshSessions:
@@ -84,6 +93,8 @@ class SshSessions:
         with self._lock:
             conn = self._connections.get(key)
             if conn is None:
+                from fabric import Config, Connection
+
                 conn = Connection(
                     host=target.host, port=target.port, user=target.user, connect_timeout=self.connect_timeout,
                     config=Config(overrides={"load_ssh_configs": False, "run": {"hide": True, "warn": True}}),
@@ -92,13 +103,15 @@ class SshSessions:
                         "banner_timeout": self.connect_timeout, "auth_timeout": self.connect_timeout,
                     },
                 )
-                conn.client.set_missing_host_key_policy(_PinnedKeys(self.book, target, self._book_lock))
+                conn.client.set_missing_host_key_policy(_pinning_policy_class()(self.book, target, self._book_lock))
                 self._connections[key] = conn
         if not conn.is_connected:
             self._open(conn, target)
         return conn
 
     def _open(self, conn: Connection, target: SshTarget) -> None:
+        import paramiko
+
         try:
             conn.open()
         except HostKeyChanged as exc:
@@ -117,6 +130,9 @@ class SshSessions:
 
     def run(self, target: SshTarget, command: str, timeout: float | None = 120) -> CommandResult:
         """Run `command`; a non-zero exit is returned, not raised (repmgr exits 25 when a node is down)."""
+        import paramiko
+        from invoke.exceptions import CommandTimedOut
+
         conn = self._connection(target)
         try:
             result = conn.run(command, timeout=timeout)
