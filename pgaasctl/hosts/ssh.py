@@ -129,18 +129,29 @@ class SshSessions:
             raise ConnectionFailed(f"{target.label}: SSH to {target.endpoint} failed: {reason}") from None
 
     def run(self, target: SshTarget, command: str, timeout: float | None = 120) -> CommandResult:
-        """Run `command`; a non-zero exit is returned, not raised (repmgr exits 25 when a node is down)."""
+        """Run `command`; a non-zero exit is returned, not raised (repmgr exits 25 when a node is down).
+
+        On a channel of fabric's connection directly: fabric's own run() adds tens of milliseconds of IO
+        threads per command, and discovery runs one command per node."""
         import paramiko
-        from invoke.exceptions import CommandTimedOut
 
         conn = self._connection(target)
+        channel = None
         try:
-            result = conn.run(command, timeout=timeout)
-        except CommandTimedOut:
+            channel = conn.client.get_transport().open_session(timeout=self.connect_timeout)
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            stdout = channel.makefile("rb").read().decode(errors="replace")  # outputs are small: the 2 MB
+            stderr = channel.makefile_stderr("rb").read().decode(errors="replace")  # window holds stderr meanwhile
+            exited = channel.recv_exit_status()
+        except socket.timeout:
             raise PgaasError(f"{target.label}: `{command.split()[0]}` did not finish within {timeout:g}s") from None
-        except (OSError, paramiko.SSHException, EOFError) as exc:
+        except (OSError, paramiko.SSHException, EOFError, AttributeError) as exc:
             raise ConnectionFailed(f"{target.label}: SSH to {target.endpoint} broke: {exc}") from None
-        return CommandResult(result.exited, result.stdout, result.stderr)
+        finally:
+            if channel is not None:
+                channel.close()
+        return CommandResult(exited, stdout, stderr)
 
     def check(self, target: SshTarget, command: str, what: str, timeout: float | None = 300) -> str:
         """Run `command` and fail with its output when it exits non-zero."""
