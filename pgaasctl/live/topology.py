@@ -148,16 +148,21 @@ def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions) -> No
     report = NodeReport(host=host)
     if not host.exists:
         return report
-    if host.running:
+    with ThreadPoolExecutor(max_workers=1) as sql_side:
+        # PostgreSQL is asked at the same time as repmgr; a primary stays a primary when only its SSH is down
+        sql = sql_side.submit(probe_node, address) if address is not None else None
         try:
-            result = ssh.run(target_of(host), _probe_script(host), timeout=30)
-            _parse_probe(report, result.stdout)
-        except ConnectionFailed as exc:
-            if "host key" in exc.message or "refused the key" in exc.message:
-                raise
-            report.ssh_error = exc.message
-    if address is not None:
-        report.sql, report.connection = probe_node(address)  # a primary stays a primary when only its SSH is down
+            if host.running:
+                try:
+                    result = ssh.run(target_of(host), _probe_script(host), timeout=30)
+                    _parse_probe(report, result.stdout)
+                except ConnectionFailed as exc:
+                    if "host key" in exc.message or "refused the key" in exc.message:
+                        raise
+                    report.ssh_error = exc.message
+        finally:
+            if sql is not None:
+                report.sql, report.connection = sql.result()
     return report
 
 
