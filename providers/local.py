@@ -245,8 +245,15 @@ class LocalProvider:
 
     # -- destruction
     def _stop_node(self, pair: str, node: str) -> None:
-        """SIGKILL this node's sshd, postmaster and repmgrd, found by their own command lines, nothing else."""
-        for pid in _node_processes(self.node_dir(pair, node)):
+        """Stop this node's processes, found by their own command lines and nothing else. PostgreSQL gets an
+        immediate shutdown first: a SIGKILLed postmaster leaves its shared memory segments in /dev/shm."""
+        base = self.node_dir(pair, node)
+        if (base / "data" / "postmaster.pid").exists():
+            command = [f"{PG_BIN}/pg_ctl", "-D", str(base / "etc"), "-m", "immediate", "-w", "-t", "10", "stop"]
+            if os.geteuid() == 0:
+                command = ["runuser", "-u", self.os_user, "--", *command]
+            subprocess.run(command, capture_output=True, check=False, timeout=30)
+        for pid in _node_processes(base):
             _kill(pid)
 
 
