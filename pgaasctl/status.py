@@ -9,8 +9,8 @@ from pydantic import BaseModel
 
 from pgaasctl.errors import PgaasError
 from pgaasctl.hosts.ssh import SshSessions
-from pgaasctl.live.discovery import PairState, discover
-from pgaasctl.live.topology import Topology, discover_topology
+from pgaasctl.live.discovery import PairState
+from pgaasctl.live.topology import Topology
 from pgaasctl.plan.build import pair_inputs
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.store import Store
@@ -48,14 +48,13 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
     status = PairStatus(pair=pair.name, provider=spec.provider, replication=spec.replication)
     try:
         inputs = pair_inputs(pair, desired.workspace, store)
-        synchronous = spec.replication == "synchronous"
         topology: Topology | None = None
         if inputs.uses_ssh:
-            topology = discover_topology(pair.name, inputs.hosts, inputs.addresses, ssh, synchronous, inputs.can_create)
+            topology = inputs.topology(ssh)
             state = topology.state
             status.needs = [f"node {op.node}: {op.detail}" for op in topology.operations]
         else:
-            state = discover(pair.name, [inputs.addresses[n.name] for n in spec.nodes], synchronous)
+            state = inputs.sql_state()
         if state is None:
             assert topology is not None
             status.nodes = [NodeStatus(name=r.name, address=r.host.address, role=r.role) for r in topology.nodes]

@@ -19,7 +19,6 @@ from pgaasctl.apply.operations import HostOperator, OperationCallback
 from pgaasctl.apply.switchover import switchover
 from pgaasctl.errors import PgaasError, SpecError
 from pgaasctl.hosts.ssh import SshSessions
-from pgaasctl.live.topology import discover_topology
 from pgaasctl.plan.build import (
     LivePair,
     close_pairs,
@@ -237,16 +236,14 @@ def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str
     if not inputs.uses_ssh:
         raise PgaasError(f"pair {pair_name!r} has no SSH access, so pgaasctl cannot drive repmgr there",
                          "Give its nodes `ssh:` settings in the Pair spec.")
-    spec = pair.doc.spec
-    synchronous = spec.replication == "synchronous"
     with store.locked(pair_name, "switchover", desired.workspace.lock_timeout):
         ssh = SshSessions(store)
         try:
-            topology = discover_topology(pair_name, inputs.hosts, inputs.addresses, ssh, synchronous, inputs.can_create)
+            topology = inputs.topology(ssh)
             if topology.state is not None:
                 topology.state.close()
             operator = HostOperator(inputs, ssh)
             hosts = {h.node: h for h in inputs.hosts}
-            return switchover(topology, hosts, inputs.addresses, operator.bootstrap, to, synchronous)
+            return switchover(topology, hosts, inputs.addresses, operator.bootstrap, to, inputs.synchronous)
         finally:
             ssh.close()

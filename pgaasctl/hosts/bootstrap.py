@@ -25,6 +25,11 @@ def target_of(host: Host) -> SshTarget:
                      label=f"node {host.node} of pair {host.pair} ({host.address})")
 
 
+def repmgr_env(host: Host) -> str:
+    """The environment prefix repmgr commands need on hosts pgaasctl bootstrapped (their .pgpass)."""
+    return f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+
+
 def _bin(host: Host, program: str) -> str:
     return shlex.quote(f"{host.bin_dir}/{program}")
 
@@ -155,19 +160,19 @@ class Bootstrap:
         self.ssh.put_text(target, f"*:*:*:{REPMGR_USER}:{repmgr_password}\n", f"{layout.config_dir}/.pgpass", 0o600)
 
     def _repmgr(self, host: Host, args: str, what: str, timeout: float = 300) -> str:
-        env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+        env = repmgr_env(host)
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
         return self.ssh.check(target_of(host), f"{env}{_bin(host, 'repmgr')} -f {conf} {args}", what, timeout=timeout)
 
     def _psql_any(self, host: Host, sql: str, what: str) -> str:
         """psql as the repmgr user over TCP: works on any node, including those pgaasctl did not bootstrap."""
-        env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+        env = repmgr_env(host)
         command = (f"{env}{_bin(host, 'psql')} -X -q -v ON_ERROR_STOP=1 -h {shlex.quote(host.address)} -p {host.pg_port} "
                    f"-U {REPMGR_USER} -d {REPMGR_DATABASE} -c {shlex.quote(sql)}")
         return self.ssh.check(target_of(host), command, what)
 
     def postgres_running(self, host: Host) -> bool:
-        env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+        env = repmgr_env(host)
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
         result = self.ssh.run(target_of(host), f"{env}{_bin(host, 'repmgr')} -f {conf} node status --csv")
         return result.exited == 0
@@ -252,7 +257,7 @@ class Bootstrap:
     def start_repmgrd(self, host: Host) -> None:
         if self.repmgrd_running(host):
             return
-        env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+        env = repmgr_env(host)
         log = shlex.quote((host.layout.log_dir if host.layout else "/tmp") + "/repmgrd.out")
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
         self.ssh.check(target_of(host), f"{env}{_bin(host, 'repmgrd')} -f {conf} --daemonize >>{log} 2>&1 </dev/null",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from pgaasctl.errors import ConnectionFailed, PgaasError, PlanError
-from pgaasctl.hosts.bootstrap import REPMGR_DATABASE, target_of
+from pgaasctl.hosts.bootstrap import REPMGR_DATABASE, repmgr_env, target_of
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.connect import NodeAddress, connect
 from pgaasctl.live.discovery import NodeState, PairState, probe_node, read_replication
@@ -92,7 +92,7 @@ class Topology:
 def _probe_script(host: Host) -> str:
     """One SSH round trip per node: repmgr's view of the cluster, and whether repmgrd runs there."""
     conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
-    env = f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+    env = repmgr_env(host)
     repmgr = shlex.quote(f"{host.bin_dir}/repmgr")  # the binary itself: Debian's /usr/bin/repmgr is a Perl wrapper
     lines = [
         f"test -x {repmgr} || {{ echo '@no-repmgr'; exit 0; }}",

@@ -61,6 +61,18 @@ class PairInputs:
     def can_create(self) -> bool:
         return isinstance(self.pair.doc.spec, LocalPairSpec)
 
+    @property
+    def synchronous(self) -> bool:
+        return self.pair.doc.spec.replication == "synchronous"
+
+    def topology(self, ssh: SshSessions) -> Topology:
+        """Discovery of a repmgr pair over SSH (and SQL), with the host operations it needs."""
+        return discover_topology(self.pair.name, self.hosts, self.addresses, ssh, self.synchronous, self.can_create)
+
+    def sql_state(self) -> PairState:
+        """Discovery of a pair reached over SQL only."""
+        return discover(self.pair.name, [self.addresses[n.name] for n in self.pair.doc.spec.nodes], self.synchronous)
+
 
 @dataclass
 class LivePair:
@@ -214,7 +226,7 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
     if inputs.uses_ssh:
         if destroy and inputs.can_create and hosts_in_scope:
             return _plan_destroy_hosts(inputs, store)
-        topology = discover_topology(pair.name, inputs.hosts, inputs.addresses, ssh, synchronous, inputs.can_create)
+        topology = inputs.topology(ssh)
         operations, warnings = topology.operations, topology.warnings
         if not hosts_in_scope:
             if topology.state is None:
@@ -230,7 +242,7 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
         if hosts_in_scope:
             operations += _reconfigure_operations(inputs, store, topology)
     else:
-        state = discover(pair.name, [inputs.addresses[n.name] for n in spec.nodes], synchronous=synchronous)
+        state = inputs.sql_state()
         warnings = state.warnings
     try:
         _record_nodes(store, pair, state)
