@@ -218,7 +218,6 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
               targets: list[str] | None = None) -> LivePair:
     pair = inputs.pair
     spec = pair.doc.spec
-    synchronous = spec.replication == "synchronous"
     operations: list[HostOperation] = []
     warnings: list[str] = []
     sync_names: str | None = None  # synchronous_standby_names, managed on repmgr pairs only
@@ -238,7 +237,7 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
             return _plan_without_primary(inputs, store, operations, warnings, destroy)
         state = topology.state
         if len(inputs.hosts) > 1:
-            sync_names = "*" if synchronous and topology.whole_after_operations else ""
+            sync_names = "*" if inputs.synchronous and topology.whole_after_operations else ""
         if hosts_in_scope:
             operations += _reconfigure_operations(inputs, store, topology)
     else:
@@ -332,7 +331,7 @@ def _plan_without_primary(inputs: PairInputs, store: Store, operations: list[Hos
     if created:
         objects = PairObjects.of(pair, managed, destroy)
         pair_plan = _plan_objects(inputs, catalog, managed, objects, destroy, warnings,
-                                  "*" if pair.doc.spec.replication == "synchronous" and len(inputs.hosts) > 1 else None)
+                                  "*" if inputs.synchronous and len(inputs.hosts) > 1 else None)
     else:
         pair_plan = PairPlan(pair=pair.name, primary="", header="", warnings=warnings + [
             "its roles, databases and grants are planned once it is up"])
