@@ -217,7 +217,6 @@ def targets_pair(pair: str, targets: list[str] | None) -> bool:
 def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
               targets: list[str] | None = None) -> LivePair:
     pair = inputs.pair
-    spec = pair.doc.spec
     operations: list[HostOperation] = []
     warnings: list[str] = []
     sync_names: str | None = None  # synchronous_standby_names, managed on repmgr pairs only
