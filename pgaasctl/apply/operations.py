@@ -98,6 +98,7 @@ class HostOperator:
             if self.bootstrap.postgres_running(self._host(node)):
                 self.bootstrap.stop_postgres(self._host(node))
             self._clone(node, primary, force=True)
+        self.bootstrap.restart_repmgrd(self._host(node))
 
     def _recover(self, node: str, primary: str) -> None:
         host = self._host(node)

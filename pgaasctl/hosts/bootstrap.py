@@ -270,9 +270,18 @@ class Bootstrap:
         target = target_of(host)
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
         self.ssh.put_text(target, promote_hook(host, layout), f"{layout.config_dir}/promote.sh", 0o755)
-        pid_file = shlex.quote(f"{layout.socket_dir}/repmgrd.pid")
-        self.ssh.run(target, f"kill $(cat {pid_file}) 2>/dev/null; for i in $(seq 100); do "
-                             f"kill -0 $(cat {pid_file} 2>/dev/null) 2>/dev/null || break; sleep 0.05; done; rm -f {pid_file}")
+        self.restart_repmgrd(host)
+
+    def restart_repmgrd(self, host: Host) -> None:
+        """A fresh repmgrd: after a rejoin, one that watched this node as a primary must not linger in that
+        role (under load it may take seconds to notice, and miss the next failover)."""
+        if host.layout is None:
+            self.start_repmgrd(host)
+            return
+        pid_file = shlex.quote(f"{host.layout.socket_dir}/repmgrd.pid")
+        self.ssh.run(target_of(host), f"kill $(cat {pid_file}) 2>/dev/null; for i in $(seq 100); do "
+                                      f"kill -0 $(cat {pid_file} 2>/dev/null) 2>/dev/null || break; sleep 0.05; done; "
+                                      f"rm -f {pid_file}")
         self.start_repmgrd(host)
 
     def pause_repmgrd(self, host: Host) -> None:
