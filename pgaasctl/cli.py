@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -19,14 +22,14 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from pgaasctl import workspace
+from pgaasctl import __version__, workspace
 from pgaasctl.errors import PgaasError
 from pgaasctl.plan import render
 from pgaasctl.plan.model import Change, HostOperation, Plan
-from pgaasctl.plan.planfile import is_plan_file, load_plan, save_plan
-from pgaasctl.spec.desired import load_desired
+from pgaasctl.plan.planfile import SavedPlan, is_plan_file, load_plan, save_plan
 from pgaasctl.spec.schema import spec_json_schema
 from pgaasctl.status import PairStatus, all_status, connection_uri
+from pgaasctl.store import Store
 
 app = typer.Typer(
     name="pgaasctl",
@@ -38,14 +41,30 @@ app = typer.Typer(
 state_app = typer.Typer(help="Inspect and edit what the state store records as managed.", no_args_is_help=True)
 app.add_typer(state_app, name="state")
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-PathArg = Annotated[Path, typer.Argument(help="Spec file or directory (searched recursively).")]
+def _console(stderr: bool) -> Console:
+    # Piped output is never cut or wrapped at 80 columns: a wide virtual width when not on a terminal.
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal else 10_000
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width,
+                   no_color=bool(os.environ.get("NO_COLOR")))
+
+
+out = _console(stderr=False)
+err = _console(stderr=True)
+
+PathArg = Annotated[Path, typer.Argument(help="Spec directory, or a file or directory inside a workspace.")]
 StoreOpt = Annotated[
     str | None,
-    typer.Option("--store", help="State store URL (default: the Workspace document, $PGAASCTL_STORE, or sqlite:///state/pgaasctl.db)."),
+    typer.Option("--store", help="State store URL (default: $PGAASCTL_STORE, the Workspace document's `store`, or "
+                                 "sqlite:///state/pgaasctl.db under the workspace root)."),
 ]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="Only this address (or prefix); repeatable.")]
+LockTimeoutOpt = Annotated[
+    float | None, typer.Option("--lock-timeout", help="Seconds to wait for the pair lock (default: the Workspace's).")
+]
+AutoApproveOpt = Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")]
 T = TypeVar("T")
 
 
@@ -67,17 +86,46 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+def _notices(store: Store) -> None:
+    for notice in store.notices:
+        err.print(f"[yellow]Note:[/yellow] {_escape(notice)}")
+    store.notices.clear()
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2))
+
+
+@app.command()
+def version() -> None:
+    """Print pgaasctl's version."""
+    print(f"pgaasctl {__version__}")
+
+
 @app.command()
 def validate(path: PathArg = workspace.DEFAULT_SPECS) -> None:
     """Check specs offline: schema, names, references and duplicates."""
 
     def action() -> None:
-        desired = load_desired(path)
+        loaded = workspace.load(path)
         counts = {kind: 0 for kind in ("Pair", "Role", "Database", "Grant")}
-        for d in desired.documents:
+        for d in loaded.desired.documents:
             counts[d.doc.kind] = counts.get(d.doc.kind, 0) + 1
         summary = ", ".join(f"{n} {k.lower()}{'s' if n != 1 else ''}" for k, n in counts.items() if k != "Workspace")
-        out.print(f"[green]Valid:[/green] {summary} in {path}.")
+        out.print(f"[green]Valid:[/green] {summary} in {loaded.spec_dir}.")
+
+    run(action)
+
+
+@app.command()
+def init(path: PathArg = workspace.DEFAULT_SPECS, store: StoreOpt = None) -> None:
+    """Create the workspace's state store (the first apply does it too) and say where it is."""
+
+    def action() -> None:
+        loaded = workspace.load(path)
+        setting = loaded.location.store(store)
+        loaded.open_store(store, "create").close()
+        out.print(f"State store ready: {setting.value} ({setting.source}). Workspace root: {loaded.location.root}")
 
     run(action)
 
@@ -89,22 +137,33 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Print the plan as JSON.")] = False,
     as_sql: Annotated[bool, typer.Option("--sql", help="Print the exact statements (a psql script; secrets redacted).")] = False,
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, 2: changes.")] = False,
-    target: Annotated[list[str] | None, typer.Option("--target", help="Only this address (or prefix); repeatable.")] = None,
+    target: TargetOpt = None,
     destroy: Annotated[bool, typer.Option("--destroy", help="Plan destroying every managed object.")] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Show what apply would change on each pair."""
+    """Show what apply would change on each pair. Reads only: changes no server and no state."""
+    if as_json and as_sql:
+        err.print("[bold red]Error:[/bold red] --json and --sql print two different things; choose one.")
+        raise typer.Exit(1)
 
     def action() -> Plan:
-        desired = load_desired(path)
-        st = workspace.open_workspace_store(path, store, desired)
-        work = workspace.plan_specs(desired, path, st, destroy=destroy, targets=target)
-        work.close()
-        return work.plan
+        loaded = workspace.load(path)
+        st = loaded.open_store(store, "read")
+        try:
+            work = workspace.plan_specs(loaded.desired, loaded.spec_dir, st, destroy=destroy,
+                                        targets=loaded.targets(target))
+            work.close()
+            if out_file is not None:
+                key = st.plan_key()
+                if key is None:
+                    raise PgaasError("this state store predates saved plans' checksums",
+                                     "Run `pgaasctl init` once to upgrade it, then plan again.")
+                save_plan(work.plan, out_file, key)
+            return work.plan
+        finally:
+            st.close()
 
     result = run(action)
-    if out_file is not None:
-        run(lambda: save_plan(result, out_file))
     if as_json:
         print(render.render_json(result))
     elif as_sql:
@@ -117,6 +176,24 @@ def plan(
         raise typer.Exit(2)
 
 
+@app.command()
+def show(
+    plan_file: Annotated[Path, typer.Argument(help="A plan file saved with plan --out.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a saved plan, as text or JSON."""
+    if not is_plan_file(plan_file):
+        err.print(f"[bold red]Error:[/bold red] {_escape(str(plan_file))} is not a pgaasctl plan file (make one with "
+                  "`pgaasctl plan --out FILE`).")
+        raise typer.Exit(1)
+    saved = run(lambda: load_plan(plan_file))
+    if as_json:
+        print(render.render_json(saved.plan))
+    else:
+        out.print(f"Saved plan of {saved.plan.spec_path}" + (" (destroy)" if saved.plan.destroy else ""))
+        render.render_text(saved.plan, out)
+
+
 def _confirm(what: str) -> bool:
     out.print(f"\nDo you want to {what}? Only 'yes' will be accepted.")
     try:
@@ -127,85 +204,126 @@ def _confirm(what: str) -> bool:
     return answer.strip() == "yes"
 
 
-def _apply(path: Path, store: str | None, auto_approve: bool, destroy: bool, targets: list[str] | None) -> None:
-    saved: Plan | None = None
-    saved_path: Path | None = None
+_DONE = {"create": "created", "update": "updated", "adopt": "adopted", "delete": "destroyed"}
+
+
+def _apply(path: Path, store: str | None, auto_approve: bool, destroy: bool, targets: list[str] | None,
+           lock_timeout: float | None, as_json: bool) -> None:
+    saved: SavedPlan | None = None
     if is_plan_file(path):
-        saved_path = path
         saved = run(lambda: load_plan(path))
-        path = Path(saved.spec_path)
-        destroy = saved.destroy
-        targets = saved.targets or None
+        destroy = saved.plan.destroy
+        targets = saved.plan.targets or None
         auto_approve = True  # a saved plan was reviewed when it was made
+    if as_json and not auto_approve:
+        err.print("[bold red]Error:[/bold red] --json needs --auto-approve (or a saved plan): there is no prompt in JSON.")
+        raise typer.Exit(1)
     verb = "destroy" if destroy else "apply"
+    report: dict[str, Any] = {"pairs": [], "summary": {"add": 0, "change": 0, "destroy": 0}}
 
     def action() -> None:
-        desired = load_desired(path)
-        st = workspace.open_workspace_store(path, store, desired)
-        with workspace.locked_plan(desired, path, st, destroy=destroy, targets=targets, saved=saved,
-                                   saved_path=saved_path) as work:
-            if saved is None:
+        loaded = workspace.load(Path(saved.plan.spec_path) if saved else path)
+        st = loaded.open_store(store, "create" if verb == "apply" else "write")
+        if saved is not None:
+            key = st.plan_key()
+            assert key is not None  # a writable store always has one
+            saved.verify(key)
+        with workspace.locked_plan(loaded.desired, loaded.spec_dir, st, destroy=destroy,
+                                   targets=loaded.targets(targets) if saved is None else targets,
+                                   saved=saved.plan if saved else None, saved_path=path if saved else None,
+                                   lock_timeout=lock_timeout) as work:
+            _notices(st)
+            if saved is None and not as_json:
                 render.render_text(work.plan, out)
             if not work.plan.has_changes:
                 return
             if not auto_approve and not _confirm("perform these actions" if not destroy else "destroy these objects"):
                 out.print(f"{verb.capitalize()} cancelled; nothing was changed.")
                 raise typer.Exit(1)
-            total = sum(len(p.changes) for p in work.plan.pairs)
-            with Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                console=err, transient=True, disable=not err.is_terminal,
-            ) as progress:
-                task = progress.add_task(f"{verb}ing", total=total)
-
-                def on_progress(pair: str, change: Change, status: str) -> None:
-                    if status == "start":
-                        progress.update(task, description=f"{change.address}")
-                    elif status == "done":
-                        progress.advance(task)
-
-                def on_operation(pair: str, op: HostOperation, status: str) -> None:
-                    if status == "start":
-                        progress.update(task, description=f"pair {pair}: node {op.node}: {op.detail}")
-                    else:
-                        err.print(f"  pair {pair}: node {op.node}: {op.detail}: done", highlight=False)
-
-                results = workspace.execute(work, st, on_progress, on_operation)
-            if destroy:
-                workspace.forget_destroyed_pairs(work, st)
-            counts = {key: sum(r.counts.get(key, 0) for r in results) for key in ("add", "change", "destroy")}
-            for result in results:
-                waited = f"; standby caught up in {result.standby_wait:.2f}s" if result.standby_wait is not None else ""
-                ops = f"{len(result.operations)} host operation(s), " if result.operations else ""
-                out.print(f"Pair {result.pair!r}: {ops}{len(result.done)} change(s) applied{waited}.")
-            out.print(
-                f"[bold green]{verb.capitalize()} complete![/bold green] "
-                f"{counts['add']} added, {counts['change']} changed, {counts['destroy']} destroyed."
-            )
+            _execute(work, st, verb, as_json, report)
 
     run(action)
+    if as_json:
+        _print_json(report)
+
+
+def _execute(work: workspace.PlannedWork, st: Store, verb: str, as_json: bool, report: dict[str, Any]) -> None:
+    total = sum(len(p.changes) for p in work.plan.pairs)
+    started: dict[tuple[str, str], float] = {}
+    seconds: dict[tuple[str, str], float] = {}
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=True, disable=not err.is_terminal or as_json,
+    ) as progress:
+        task = progress.add_task(f"{verb}ing", total=total)
+
+        def on_progress(pair: str, change: Change, status: str) -> None:
+            key = (pair, change.address)
+            if status == "start":
+                started[key] = time.monotonic()
+                progress.update(task, description=change.address)
+                return
+            seconds[key] = time.monotonic() - started.get(key, time.monotonic())
+            if status == "done":
+                progress.advance(task)
+                if not as_json:
+                    out.print(f"{_escape(change.address)}: {_DONE[change.action]} ({seconds[key]:.2f}s)")
+            elif not as_json:
+                out.print(f"{_escape(change.address)}: [red]failed[/red] ({seconds[key]:.2f}s)")
+
+        def on_operation(pair: str, op: HostOperation, status: str) -> None:
+            key = (pair, f"{op.kind}:{op.node}")
+            if status == "start":
+                started[key] = time.monotonic()
+                progress.update(task, description=f"pair {pair}: node {op.node}: {op.detail}")
+                return
+            took = time.monotonic() - started.get(key, time.monotonic())
+            if not as_json:
+                out.print(f"pair {_escape(pair)}: node {_escape(op.node)}: {_escape(op.detail)}: done ({took:.2f}s)")
+
+        results = workspace.execute(work, st, on_progress, on_operation)
+    if work.plan.destroy:
+        workspace.forget_destroyed_pairs(work, st)
+    counts = {key: sum(r.counts.get(key, 0) for r in results) for key in ("add", "change", "destroy")}
+    report["summary"] = counts
+    for result in results:
+        report["pairs"].append({
+            "pair": result.pair, "operations": result.operations, "standby_wait_seconds": result.standby_wait,
+            "changes": [{"address": a, "seconds": round(seconds.get((result.pair, a), 0.0), 3)} for a in result.done],
+        })
+        if not as_json:
+            waited = f"; standby caught up in {result.standby_wait:.2f}s" if result.standby_wait is not None else ""
+            ops = f"{len(result.operations)} host operation(s), " if result.operations else ""
+            out.print(f"Pair {result.pair!r}: {ops}{len(result.done)} change(s) applied{waited}.")
+    if not as_json:
+        out.print(f"[bold green]{verb.capitalize()} complete![/bold green] "
+                  f"{counts['add']} added, {counts['change']} changed, {counts['destroy']} destroyed.")
 
 
 @app.command()
 def apply(
-    path: Annotated[Path, typer.Argument(help="Spec file or directory, or a plan file saved with plan --out.")] = workspace.DEFAULT_SPECS,
-    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")] = False,
-    target: Annotated[list[str] | None, typer.Option("--target", help="Only this address (or prefix); repeatable.")] = None,
+    path: Annotated[Path, typer.Argument(help="Spec directory (or a file in it), or a plan file saved with plan --out.")] = workspace.DEFAULT_SPECS,
+    auto_approve: AutoApproveOpt = False,
+    target: TargetOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was done as JSON (needs --auto-approve).")] = False,
     store: StoreOpt = None,
 ) -> None:
     """Make the servers match the specs (or carry out a saved plan)."""
-    _apply(path, store, auto_approve, destroy=False, targets=target)
+    _apply(path, store, auto_approve, destroy=False, targets=target, lock_timeout=lock_timeout, as_json=as_json)
 
 
 @app.command()
 def destroy(
     path: PathArg = workspace.DEFAULT_SPECS,
-    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")] = False,
-    target: Annotated[list[str] | None, typer.Option("--target", help="Only this address (or prefix); repeatable.")] = None,
+    auto_approve: AutoApproveOpt = False,
+    target: TargetOpt = None,
+    lock_timeout: LockTimeoutOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was done as JSON (needs --auto-approve).")] = False,
     store: StoreOpt = None,
 ) -> None:
     """Drop every object pgaasctl manages on the pairs of the specs."""
-    _apply(path, store, auto_approve, destroy=True, targets=target)
+    _apply(path, store, auto_approve, destroy=True, targets=target, lock_timeout=lock_timeout, as_json=as_json)
 
 
 @app.command("import")
@@ -214,12 +332,12 @@ def import_(
     path: PathArg = workspace.DEFAULT_SPECS,
     store: StoreOpt = None,
 ) -> None:
-    """Start managing an existing object that is declared in the specs."""
+    """Start managing an existing object that is declared in the specs (recorded as imported)."""
 
     def action() -> None:
-        desired = load_desired(path)
-        st = workspace.open_workspace_store(path, store, desired)
-        workspace.import_object(desired, path, st, address)
+        loaded = workspace.load(path)
+        st = loaded.open_store(store, "create")
+        workspace.import_object(loaded.desired, loaded.spec_dir, st, address)
         out.print(f"[green]Imported[/green] {address}. Run `pgaasctl plan` to see how it differs from the spec.")
 
     run(action)
@@ -234,7 +352,7 @@ def force_unlock(
     """Remove a pair's lock left behind by a process that died."""
 
     def action() -> None:
-        st = workspace.open_workspace_store(path, store)
+        st = workspace.load(path).open_store(store, "write")
         info = st.force_unlock(pair)
         if info is None:
             out.print(f"Pair {pair!r} was not locked.")
@@ -256,12 +374,15 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Show every pair: nodes, roles, up/down, replication and lag, degraded or not."""
+    """Show every pair: nodes, roles, up/down, replication and lag, degraded or not, and where its nodes live."""
 
     def action() -> list[PairStatus]:
-        desired = load_desired(path)
-        st = workspace.open_workspace_store(path, store, desired)
-        return all_status(desired, st)
+        loaded = workspace.load(path)
+        st = loaded.open_store(store, "read")
+        try:
+            return all_status(loaded.desired, st, loaded.pairs_in_scope(), loaded.location.local_dir().source)
+        finally:
+            st.close()
 
     pairs = run(action)
     if as_json:
@@ -272,6 +393,8 @@ def status(
     for pair in pairs:
         state = "[red]error[/red]" if pair.error else "[yellow]degraded[/yellow]" if pair.degraded else "[green]healthy[/green]"
         out.print(f"[bold]{pair.pair}[/bold] ({pair.provider}, {pair.replication}): {state}")
+        if pair.nodes_dir:
+            out.print(f"  nodes live in {_escape(pair.nodes_dir)} ({_escape(pair.nodes_dir_source or '')})")
         if pair.error:
             out.print(f"  {_escape(pair.error)}")
             continue
@@ -300,11 +423,15 @@ def connection(
     """Print the connection URI clients should use: every node, read-write target, so it follows a failover."""
 
     def action() -> str:
-        desired = load_desired(path)
+        loaded = workspace.load(path)
+        desired = loaded.desired
         if pair not in desired.pairs:
             raise PgaasError(f"pair {pair!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
-        st = workspace.open_workspace_store(path, store, desired)
-        return connection_uri(desired.pairs[pair], desired, st, database, role)
+        st = loaded.open_store(store, "read")
+        try:
+            return connection_uri(desired.pairs[pair], desired, st, database, role)
+        finally:
+            st.close()
 
     print(run(action))
 
@@ -319,9 +446,11 @@ def switchover(
     """Planned maintenance: promote the standby and make the old primary its standby, losing no commit."""
 
     def action() -> tuple[str, str]:
-        desired = load_desired(path)
-        st = workspace.open_workspace_store(path, store, desired)
-        return workspace.switchover_pair(desired, st, pair, to)
+        loaded = workspace.load(path)
+        st = loaded.open_store(store, "write")
+        result = workspace.switchover_pair(loaded.desired, st, pair, to)
+        _notices(st)
+        return result
 
     old, new = run(action)
     out.print(f"[green]Switchover complete:[/green] {new} is the primary of {pair!r}; {old} follows it.")
@@ -336,7 +465,7 @@ def state_forget_host_key(
     """Forget a pinned SSH host key (after a host was rebuilt on purpose); the next contact pins the new one."""
 
     def action() -> None:
-        st = workspace.open_workspace_store(path, store)
+        st = workspace.load(path).open_store(store, "write")
         if not st.forget_host_key(endpoint):
             raise PgaasError(f"no SSH host key is pinned for {endpoint}")
         out.print(f"Forgot the SSH host key of {endpoint}; the next connection pins the key it presents.")
@@ -345,15 +474,22 @@ def state_forget_host_key(
 
 
 @state_app.command("list")
-def state_list(path: PathArg = workspace.DEFAULT_SPECS, store: StoreOpt = None) -> None:
-    """List the managed addresses."""
+def state_list(path: PathArg = workspace.DEFAULT_SPECS, as_json: JsonOpt = False, store: StoreOpt = None) -> None:
+    """List the managed addresses (and how each came to be managed, with --json)."""
 
-    def action() -> None:
-        st = workspace.open_workspace_store(path, store)
-        for address in st.managed():
-            print(address)
+    def action() -> list[dict[str, Any]]:
+        st = workspace.load(path).open_store(store, "read")
+        try:
+            return [m.model_dump(exclude={"attributes"}) for m in st.managed().values()]
+        finally:
+            st.close()
 
-    run(action)
+    objects = run(action)
+    if as_json:
+        _print_json(objects)
+        return
+    for item in objects:
+        print(item["address"])
 
 
 @state_app.command("show")
@@ -365,8 +501,11 @@ def state_show(
     """Show what the store records for one address."""
 
     def action() -> dict[str, Any]:
-        st = workspace.open_workspace_store(path, store)
-        managed = st.managed().get(address)
+        st = workspace.load(path).open_store(store, "read")
+        try:
+            managed = st.managed().get(address)
+        finally:
+            st.close()
         if managed is None:
             raise PgaasError(f"{address} is not in the state", "See the managed addresses with `pgaasctl state list`.")
         return managed.model_dump()
@@ -383,7 +522,7 @@ def state_rm(
     """Forget an address; the object stays on the server, unmanaged."""
 
     def action() -> None:
-        st = workspace.open_workspace_store(path, store)
+        st = workspace.load(path).open_store(store, "write")
         if not st.forget(address):
             raise PgaasError(f"{address} is not in the state", "See the managed addresses with `pgaasctl state list`.")
         out.print(f"Removed {address} from the state; the object stays on the server, unmanaged.")
@@ -393,26 +532,70 @@ def state_rm(
 
 @app.command()
 def history(
-    pair: Annotated[str | None, typer.Argument(help="Only this pair.")] = None,
+    pair_or_path: Annotated[str | None, typer.Argument(
+        metavar="[PAIR|PATH]", help="Only this pair; or, when it names a file or directory, the workspace to read.")] = None,
     path: PathArg = workspace.DEFAULT_SPECS,
+    pair: Annotated[str | None, typer.Option("--pair", help="Only this pair.")] = None,
+    as_json: JsonOpt = False,
     store: StoreOpt = None,
 ) -> None:
-    """Show recent applies and destroys."""
+    """Show recent applies, destroys, switchovers and restarts: who ran them and how they ended."""
+    if pair_or_path is not None:
+        if os.sep in pair_or_path or Path(pair_or_path).exists():
+            path = Path(pair_or_path)
+        else:
+            pair = pair or pair_or_path
 
-    def action() -> None:
-        st = workspace.open_workspace_store(path, store)
-        table = Table("started", "pair", "operation", "status", "by", "changes")
-        for entry in st.history(pair):
-            table.add_row(entry.started_at, entry.pair, entry.operation, entry.status, entry.actor,
-                          str(len(entry.summary.get("changes", []))))
-        out.print(table)
+    def action() -> list[dict[str, Any]]:
+        st = workspace.load(path).open_store(store, "read")
+        try:
+            return [e.model_dump() for e in st.history(pair)]
+        finally:
+            st.close()
 
-    run(action)
+    entries = run(action)
+    if as_json:
+        _print_json(entries)
+        return
+    table = Table("started", "pair", "operation", "status", "by", "changes", "error")
+    for entry in entries:
+        summary = entry["summary"]
+        table.add_row(entry["started_at"], entry["pair"], entry["operation"], entry["status"], entry["actor"],
+                      str(len(summary.get("changes", []))), _escape(str(summary.get("error", ""))))
+    out.print(table)
+
+
+# Terraform's single-dash spellings, accepted as their double-dash equivalents.
+_TERRAFORM_FLAGS = {"target", "out", "json", "detailed-exitcode", "auto-approve", "no-color", "lock-timeout",
+                    "destroy", "sql", "store"}
+
+
+def normalise_argv(argv: list[str]) -> list[str]:
+    """-target=x -> --target=x; --no-color anywhere sets NO_COLOR (rich honours it)."""
+    out_args: list[str] = []
+    for arg in argv:
+        name = arg[1:].split("=", 1)[0] if arg.startswith("-") and not arg.startswith("--") else None
+        if name in _TERRAFORM_FLAGS:
+            arg = "-" + arg
+        if arg == "--no-color":
+            os.environ["NO_COLOR"] = "1"
+            continue
+        out_args.append(arg)
+    return out_args
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    # SIGTERM unwinds like Ctrl-C: locks are released and the history records the interruption
+    raise KeyboardInterrupt
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
+    args = normalise_argv(sys.argv[1:])
+    if "NO_COLOR" in os.environ:
+        out.no_color = err.no_color = True
     try:
-        app()
+        app(args=args, prog_name="pgaasctl")
     except BrokenPipeError:
         sys.stderr.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from urllib.parse import quote
 
 from pydantic import BaseModel
@@ -13,6 +14,7 @@ from pgaasctl.live.discovery import PairState
 from pgaasctl.live.topology import Topology
 from pgaasctl.plan.build import pair_inputs
 from pgaasctl.spec.desired import DesiredPair, DesiredState
+from pgaasctl.spec.models import LocalPairSpec
 from pgaasctl.store import Store
 
 LAG_SQL = """
@@ -41,11 +43,17 @@ class PairStatus(BaseModel):
     needs: list[str] = []  # what `pgaasctl apply` would do to the hosts
     warnings: list[str] = []
     error: str | None = None
+    nodes_dir: str | None = None  # provider local: the directory the pair's nodes live in
+    nodes_dir_source: str | None = None  # which setting chose it ($PGAASCTL_LOCAL_DIR, the Workspace document...)
 
 
-def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: SshSessions) -> PairStatus:
+def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: SshSessions,
+                local_dir_source: str | None = None) -> PairStatus:
     spec = pair.doc.spec
     status = PairStatus(pair=pair.name, provider=spec.provider, replication=spec.replication)
+    if isinstance(spec, LocalPairSpec):
+        status.nodes_dir = str(Path(desired.workspace.local_dir) / pair.name)
+        status.nodes_dir_source = local_dir_source
     try:
         inputs = pair_inputs(pair, desired.workspace, store)
         topology: Topology | None = None
@@ -92,11 +100,13 @@ def _nodes(state: PairState, topology: Topology | None) -> list[NodeStatus]:
     return out
 
 
-def all_status(desired: DesiredState, store: Store) -> list[PairStatus]:
+def all_status(desired: DesiredState, store: Store, pairs: list[DesiredPair] | None = None,
+               local_dir_source: str | None = None) -> list[PairStatus]:
+    chosen = list(desired.pairs.values()) if pairs is None else pairs
     ssh = SshSessions(store)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(desired.pairs)))) as pool:
-            return list(pool.map(lambda p: pair_status(p, desired, store, ssh), desired.pairs.values()))
+        with ThreadPoolExecutor(max_workers=max(1, min(8, len(chosen)))) as pool:
+            return list(pool.map(lambda p: pair_status(p, desired, store, ssh, local_dir_source), chosen))
     finally:
         ssh.close()
 

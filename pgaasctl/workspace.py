@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import difflib
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -22,38 +22,82 @@ from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.plan.build import (
     LivePair,
     close_pairs,
-    filter_targets,
+    finish_pair_plan,
     make_plan,
     pair_inputs,
+    pairs_targeted,
     plan_pair,
 )
-from pgaasctl.plan.model import Plan
+from pgaasctl.plan.model import Plan, count_changes
 from pgaasctl.plan.planfile import check_still_valid
-from pgaasctl.spec.desired import DesiredState
-from pgaasctl.spec.loader import load_path
-from pgaasctl.spec.models import LocalPairSpec, WorkspaceDoc, WorkspaceSpec
-from pgaasctl.store import Store, open_store
+from pgaasctl.locate import WorkspaceLocation, locate
+from pgaasctl.spec.desired import DesiredPair, DesiredState, load_desired
+from pgaasctl.spec.models import LocalPairSpec
+from pgaasctl.store import Store, StoreMissing, open_store
+from pgaasctl.store.store import OpenMode
 
 DEFAULT_SPECS = Path("specs")
-STORE_ENV = "PGAASCTL_STORE"
 
 
-def workspace_settings(path: Path) -> WorkspaceSpec:
-    """The Workspace document under `path`, or the defaults. Spec errors elsewhere are not raised here."""
-    try:
-        docs = load_path(path)
-    except SpecError:
-        return WorkspaceSpec()
-    found = [d.doc.spec for d in docs if isinstance(d.doc, WorkspaceDoc)]
-    return found[0] if found else WorkspaceSpec()
+@dataclass
+class LoadedWorkspace:
+    """The specs of a whole workspace, where it lives, and the part of it PATH named."""
+
+    location: WorkspaceLocation
+    desired: DesiredState
+    part_addresses: list[str] | None  # the objects the named file or directory declares; None: all of it
+
+    @property
+    def spec_dir(self) -> Path:
+        return self.location.spec_dir
+
+    def open_store(self, flag: str | None, mode: OpenMode) -> Store:
+        setting = self.location.store(flag)
+        try:
+            return open_store(setting.value, self.location.root, mode)
+        except StoreMissing as exc:
+            raise StoreMissing(f"{exc.message} (from {setting.source})", exc.hint) from None
+
+    def targets(self, given: list[str] | None) -> list[str] | None:
+        """--target addresses, else the addresses the named part declares, else None (everything)."""
+        return list(given) if given else self.part_addresses
+
+    def pairs_in_scope(self) -> list[DesiredPair]:
+        if self.part_addresses is None:
+            return list(self.desired.pairs.values())
+        named = {a.split(".")[1] for a in self.part_addresses}
+        return [p for name, p in sorted(self.desired.pairs.items()) if name in named]
 
 
-def open_workspace_store(path: Path, explicit: str | None, desired: DesiredState | None = None) -> Store:
-    """The store named by --store, $PGAASCTL_STORE, the Workspace document, or the default, in that order."""
-    url = explicit or os.environ.get(STORE_ENV)
-    if url is None:
-        url = desired.workspace.store if desired is not None else workspace_settings(path).store
-    return open_store(url)
+def load(path: Path) -> LoadedWorkspace:
+    """Find the workspace of `path`, load all of it, and resolve its paths against its root."""
+    location = locate(path)
+    desired = load_desired(location.spec_dir)
+    desired.workspace = desired.workspace.model_copy(update={"local_dir": location.local_dir().value})
+    part: list[str] | None = None
+    if location.part is not None:
+        inside = [d for d in desired.documents
+                  if d.address != "workspace" and (d.source.file == location.part or location.part in d.source.file.parents)]
+        if not inside:
+            raise PgaasError(f"{location.part} declares no pair, role, database or grant",
+                             f"Name the workspace ({location.spec_dir}) or a file that declares objects.")
+        part = sorted(d.address for d in inside)
+    return LoadedWorkspace(location=location, desired=desired, part_addresses=part)
+
+
+def check_targets(desired: DesiredState, store: Store, targets: list[str] | None) -> None:
+    """Every --target must name (or be a prefix of) an address the specs declare or the store manages."""
+    if not targets:
+        return
+    known = set(desired.by_address()) | set(store.managed()) | {f"pair.{p}" for p in desired.pairs}
+    known.discard("workspace")
+    for target in targets:
+        stem = target.rstrip(".")
+        if target == "pair" or any(a == stem or a.startswith(stem + ".") for a in known):
+            continue
+        close = difflib.get_close_matches(stem, sorted(known), n=3, cutoff=0.5)
+        hint = f"Did you mean {', '.join(close)}?" if close else "See the addresses with `pgaasctl state list` and the specs."
+        raise PgaasError(f"--target {target} matches nothing in the specs or the state", hint)
 
 
 @dataclass
@@ -73,6 +117,7 @@ class PlannedWork:
 
 def plan_specs(desired: DesiredState, path: Path, store: Store, destroy: bool = False,
                targets: list[str] | None = None) -> PlannedWork:
+    check_targets(desired, store, targets)
     ssh = SshSessions(store)
     try:
         plan, live = make_plan(desired, store, path, ssh, destroy=destroy, targets=targets)
@@ -85,14 +130,16 @@ def plan_specs(desired: DesiredState, path: Path, store: Store, destroy: bool = 
 @contextmanager
 def locked_plan(desired: DesiredState, path: Path, store: Store, destroy: bool = False,
                 targets: list[str] | None = None, saved: Plan | None = None,
-                saved_path: Path | None = None) -> Iterator[PlannedWork]:
+                saved_path: Path | None = None, lock_timeout: float | None = None) -> Iterator[PlannedWork]:
     """Lock every pair of the specs (store lock, then pg_advisory_lock on each primary), then plan.
 
     With `saved`, the fresh plan must match it exactly, or StalePlan is raised.
     """
+    lock_timeout = desired.workspace.lock_timeout if lock_timeout is None else lock_timeout
+    check_targets(desired, store, targets)
     with ExitStack() as stack:
-        for pair in sorted(desired.pairs):
-            stack.enter_context(store.locked(pair, "destroy" if destroy else "apply", desired.workspace.lock_timeout))
+        for pair in sorted(p.name for p in pairs_targeted(desired, targets)):
+            stack.enter_context(store.locked(pair, "destroy" if destroy else "apply", lock_timeout))
         ssh = SshSessions(store)
         stack.callback(ssh.close)
         plan, live = make_plan(desired, store, path, ssh, destroy=destroy, targets=targets)
@@ -121,8 +168,9 @@ def execute(work: PlannedWork, store: Store, on_progress: ProgressCallback | Non
             store.finish(entry, "failed", {"error": exc.message})
             raise
         except BaseException:
-            store.finish(entry, "interrupted", {})
+            store.finish(entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)"})
             raise
+        result.counts = count_changes(pair_plan.changes)  # what the reviewed plan showed, not the re-plan
         store.finish(entry, "applied", {"changes": result.done, "operations": result.operations})
         work.results.append(result)
     return work.results
@@ -160,10 +208,13 @@ def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: Progres
         # reviewed plan showed may run; anything else waits for a new plan.
         shown = {(c.address, c.action) for c in live.plan.changes}
         live.close()
-        live = plan_pair(pair_inputs(live.inputs.pair, work.desired.workspace, store), store, work.ssh,
-                         work.plan.destroy, work.plan.targets)
-        if work.plan.targets:
-            live.plan.changes = filter_targets(live.plan.changes, work.plan.targets)
+        live = plan_pair(pair_inputs(live.inputs.pair, work.desired.workspace, store, role_secrets=True), store,
+                         work.ssh, work.plan.destroy, work.plan.targets)
+        try:
+            finish_pair_plan(live, store, work.plan.targets or None)
+        except BaseException:
+            live.close()
+            raise
         unshown = sorted(f"{action} {address}" for address, action in {(c.address, c.action) for c in live.plan.changes}
                          - shown if not address.startswith("pair.") and (address, "create") not in shown)
         if unshown:
@@ -205,7 +256,7 @@ def import_object(desired: DesiredState, path: Path, store: Store, address: str)
     pair_name = address.split(".")[1]
     ssh = SshSessions(store)
     try:
-        plan, live = make_plan(desired, store, path, ssh, targets=[address])
+        plan, live = make_plan(desired, store, path, ssh, targets=[address], adopting=frozenset([address]))
     finally:
         ssh.close()
     try:
@@ -221,7 +272,7 @@ def import_object(desired: DesiredState, path: Path, store: Store, address: str)
             raise PgaasError(f"{address} cannot be imported: the plan has no entry for it")
         record = change.record
         name = address.split(".", 2)[2]
-        store.record(address, pair_name, kind, name, record)
+        store.record(address, pair_name, kind, name, record, origin="imported")
     finally:
         close_pairs(live)
     return address
@@ -237,6 +288,7 @@ def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str
         raise PgaasError(f"pair {pair_name!r} has no SSH access, so pgaasctl cannot drive repmgr there",
                          "Give its nodes `ssh:` settings in the Pair spec.")
     with store.locked(pair_name, "switchover", desired.workspace.lock_timeout):
+        entry = store.begin(pair_name, "switchover")
         ssh = SshSessions(store)
         try:
             topology = inputs.topology(ssh)
@@ -244,6 +296,14 @@ def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str
                 topology.state.close()
             operator = HostOperator(inputs, ssh)
             hosts = {h.node: h for h in inputs.hosts}
-            return switchover(topology, hosts, inputs.addresses, operator.bootstrap, to, inputs.synchronous)
+            old, new = switchover(topology, hosts, inputs.addresses, operator.bootstrap, to, inputs.synchronous)
+        except PgaasError as exc:
+            store.finish(entry, "failed", {"error": exc.message})
+            raise
+        except BaseException:
+            store.finish(entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)"})
+            raise
         finally:
             ssh.close()
+        store.finish(entry, "applied", {"operations": [f"{new} promoted; {old} follows it"]})
+        return old, new

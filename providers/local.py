@@ -29,7 +29,6 @@ from pgaasctl.spec.models import LocalPairSpec, PairDoc, WorkspaceSpec
 from pgaasctl.store import Store
 from providers.base import Host, HostLayout
 
-LOCAL_DIR_ENV = "PGAASCTL_LOCAL_DIR"  # overrides Workspace local_dir (make demo uses it when needed)
 PG_BIN = "/usr/lib/postgresql/15/bin"
 SSHD = "/usr/sbin/sshd"
 PG_PORT = 5432
@@ -45,7 +44,8 @@ class LocalProvider:
     name = "local"
 
     def __init__(self, workspace: WorkspaceSpec, store: Store) -> None:
-        self.root = Path(os.environ.get(LOCAL_DIR_ENV) or workspace.local_dir).absolute()
+        # resolved against the workspace root, or from $PGAASCTL_LOCAL_DIR, by pgaasctl.locate
+        self.root = Path(workspace.local_dir).absolute()
         self.store = store
         first, last = (ipaddress.IPv4Address(p.strip()) for p in workspace.local_addresses.split("-"))
         self.candidates = [str(ipaddress.IPv4Address(i)) for i in range(int(first), int(last) + 1)]
@@ -111,6 +111,7 @@ class LocalProvider:
         self._ensure_client_key()
         name = pair.metadata.name
         for node in nodes:
+            self._refuse_node_in_use(name, node)
             address = self._claim_address(name, node)
             self._make_node(name, node, address)
             self._start_sshd(name, node, address)
@@ -167,9 +168,36 @@ class LocalProvider:
             key.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pgaasctl", "-f", str(key)], check=True)
 
+    def _refuse_node_in_use(self, pair: str, node: str) -> None:
+        """Never make a host over a node directory that lives: a running process, or a data directory, means
+        it belongs to a pair this store does not know (another store, a lost one, another local_dir setting)."""
+        base = self.node_dir(pair, node)
+        busy = _node_processes(base)
+        if busy:
+            raise PgaasError(
+                f"node {node} of pair {pair}: {base} is in use by {_describe_process(busy[0])}; "
+                "pgaasctl will not create a host over it",
+                "This node belongs to a pair this state store does not record. Use the workspace (and state store) "
+                "that created it, or stop that pair first (`pgaasctl status` shows where each pair's nodes live).",
+            )
+        if (base / "data" / "PG_VERSION").exists():
+            raise PgaasError(
+                f"node {node} of pair {pair}: {base / 'data'} already holds a PostgreSQL data directory; "
+                "pgaasctl will not create a host over it",
+                "Use the workspace (and state store) that created it, or move the directory away if it is not needed.",
+            )
+
     def _claim_address(self, pair: str, node: str) -> str:
         for address, (p, n, _) in self.store.local_addresses(pair).items():
             if (p, n) == (pair, node):
+                for port in (SSH_PORT, PG_PORT):
+                    holder = _listener(address, port)
+                    if holder is not None:
+                        raise PgaasError(
+                            f"node {node} of pair {pair}: its address {address}:{port} is in use by "
+                            f"{_describe_process(holder)}; pgaasctl will not create a host there",
+                            "Stop that process, or release the address with `pgaasctl destroy` of the pair that holds it.",
+                        )
                 return address
         taken = set(self.store.local_addresses())
         for address in self.candidates:
@@ -269,6 +297,37 @@ def _node_processes(base: Path) -> list[int]:
         if program in ("sshd", "postgres", "repmgrd") and any(f" {path} " in command for path in own):
             found.append(int(entry.name))
     return found
+
+
+def _describe_process(pid: int) -> str:
+    command = _command_line(pid).strip()
+    return f"pid {pid} ({command[:120]})" if command else f"pid {pid}"
+
+
+def _listener(address: str, port: int) -> int | None:
+    """The pid of the process listening on address:port (IPv4), or None; found through /proc, as ss does."""
+    wanted = f"{int(ipaddress.IPv4Address(address)).to_bytes(4, 'big')[::-1].hex().upper()}:{port:04X}"
+    inodes = set()
+    try:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] in (wanted, f"00000000:{port:04X}") and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(fields[9])
+    except OSError:
+        return None
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            for fd in (entry / "fd").iterdir():
+                target = os.readlink(fd)
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    return int(entry.name)
+        except OSError:
+            continue
+    return None
 
 
 def _command_line(pid: int) -> str:

@@ -16,6 +16,9 @@ from pgaasctl.live.connect import connect
 from pgaasctl.plan.build import LivePair
 from pgaasctl.plan.model import Change, Statement, count_changes
 from pgaasctl.store import Store
+from pgaasctl.store.store import Origin
+
+_ALREADY_EXISTS = {"42710", "42P04"}  # duplicate_object (a role), duplicate_database
 
 ProgressCallback = Callable[[str, Change, str], None]  # (pair, change, "start" | "done" | "failed")
 
@@ -181,16 +184,28 @@ class Executor:
 
     def _apply_change(self, change: Change) -> None:
         self.on_progress(self.pair, change, "start")
+        origin: Origin = "adopted" if change.action == "adopt" else "created"
+        if change.action in ("create", "adopt") and change.record is not None:
+            # Intent first: if the process dies between the server's commit and the record below, the store
+            # still knows pgaasctl may have made this object, and the next plan treats it as managed.
+            self.store.record_intent(change.address, self.pair, change.kind, change.name, change.record, origin)
         try:
             self._run_statements(change.statements)
-        except psycopg.Error:
+        except psycopg.Error as exc:
+            if change.action == "create" and exc.sqlstate in _ALREADY_EXISTS:
+                self._forget_unconfirmed(change.address)  # made by someone else meanwhile: not ours
             self.on_progress(self.pair, change, "failed")
             raise
         if change.record is None:
             self.store.forget(change.address)
         else:
-            self.store.record(change.address, self.pair, change.kind, change.name, change.record)
+            self.store.record(change.address, self.pair, change.kind, change.name, change.record, origin)
         self.on_progress(self.pair, change, "done")
+
+    def _forget_unconfirmed(self, address: str) -> None:
+        managed = self.store.managed(self.pair).get(address)
+        if managed is not None and managed.pending:
+            self.store.forget(address)
 
     def _run_statements(self, statements: list[Statement]) -> None:
         i = 0

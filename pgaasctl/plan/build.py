@@ -24,8 +24,9 @@ from pgaasctl.live.connect import NodeAddress
 from pgaasctl.live.discovery import PairState, discover
 from pgaasctl.live.topology import Topology, discover_topology
 from pgaasctl.passwords import check_passwords
-from pgaasctl.plan import diff
+from pgaasctl.plan import diff, policy
 from pgaasctl.plan.model import Change, HostOperation, PairPlan, Plan, ShownStatement
+from pgaasctl.plan.planfile import secret_fingerprint
 from pgaasctl.secrets import resolve_secret
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.spec.models import (
@@ -93,8 +94,9 @@ def spec_fingerprint(desired: DesiredState) -> str:
     return hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()
 
 
-def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store) -> PairInputs:
-    """Hosts and logins of a pair, secrets included; fails on a missing secret before any connection."""
+def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_secrets: bool = False) -> PairInputs:
+    """Hosts and admin logins of a pair; with `role_secrets`, the passwords of its roles too (plan and apply
+    need them; discovery, status and connection do not). Fails on a missing secret before any connection."""
     spec_dir = pair.loaded.source.file.parent
     provider = provider_for(pair.doc, workspace, store, spec_dir)
     hosts = provider.hosts(pair.doc)
@@ -116,7 +118,8 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store) -> Pa
                     password=SecretStr(password), admin_database="postgres", sslmode="prefer",
                     connect_timeout=spec.failover.connect_timeout,
                 )
-    return PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=role_passwords(pair))
+    passwords = role_passwords(pair) if role_secrets else {}
+    return PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=passwords)
 
 
 def role_passwords(pair: DesiredPair) -> dict[str, str]:
@@ -129,7 +132,7 @@ def role_passwords(pair: DesiredPair) -> dict[str, str]:
 
 
 def make_plan(desired: DesiredState, store: Store, spec_path: Path, ssh: SshSessions, destroy: bool = False,
-              targets: list[str] | None = None) -> tuple[Plan, dict[str, LivePair]]:
+              targets: list[str] | None = None, adopting: frozenset[str] = frozenset()) -> tuple[Plan, dict[str, LivePair]]:
     """Plan every pair in `desired`, in parallel. The caller closes the returned pairs (close_pairs)."""
     orphaned = sorted({m.pair for m in store.managed().values()} - set(desired.pairs))
     if orphaned:
@@ -138,9 +141,15 @@ def make_plan(desired: DesiredState, store: Store, spec_path: Path, ssh: SshSess
             "Put the Pair document back and run `pgaasctl destroy`, or drop them from the state with `pgaasctl state rm ADDR`.",
         )
     # Secrets first: a missing env var fails before any connection is made.
-    prepared = [pair_inputs(pair, desired.workspace, store) for pair in desired.pairs.values()]
+    prepared = [pair_inputs(pair, desired.workspace, store, role_secrets=True) for pair in pairs_targeted(desired, targets)]
     plan = Plan(spec_path=str(spec_path), spec_fingerprint=spec_fingerprint(desired), destroy=destroy,
                 targets=list(targets or []))
+    key = store.plan_key()
+    if key is not None:
+        plan.secret_fingerprints = {
+            f"role.{inputs.pair.name}.{role}": secret_fingerprint(key, f"role.{inputs.pair.name}.{role}", password)
+            for inputs in prepared for role, password in sorted(inputs.passwords.items())
+        }
     live: dict[str, LivePair] = {}
     failures: list[PgaasError] = []
     with ThreadPoolExecutor(max_workers=max(1, min(8, len(prepared)))) as pool:
@@ -156,11 +165,31 @@ def make_plan(desired: DesiredState, store: Store, spec_path: Path, ssh: SshSess
         if len(failures) == 1:
             raise failures[0]
         raise PgaasError("\n".join(str(f) for f in failures))
+    try:
+        for name in sorted(live):
+            finish_pair_plan(live[name], store, targets, adopting)
+    except BaseException:
+        close_pairs(live)
+        raise
     plan.pairs = [live[name].plan for name in sorted(live)]
-    if targets:
-        for pair_plan in plan.pairs:
-            pair_plan.changes = filter_targets(pair_plan.changes, targets)
     return plan, live
+
+
+def finish_pair_plan(live: LivePair, store: Store, targets: list[str] | None,
+                     adopting: frozenset[str] = frozenset()) -> None:
+    """Keep the targeted changes, then apply every safety rule to what is left (policy.enforce).
+    `adopting`: addresses `pgaasctl import` takes over explicitly."""
+    if targets:
+        live.plan.changes = filter_targets(live.plan.changes, targets)
+    policy.enforce(live.plan, live.inputs.pair, store.managed(live.plan.pair), live.plan.problems, targets, adopting)
+
+
+def pairs_targeted(desired: DesiredState, targets: list[str] | None) -> list[DesiredPair]:
+    """The pairs a plan with `targets` concerns: a target names its pair second (role.orders...)."""
+    if not targets or any(len(t.rstrip(".").split(".")) < 2 for t in targets):
+        return list(desired.pairs.values())
+    named = {t.split(".")[1] for t in targets}
+    return [p for name, p in desired.pairs.items() if name in named]
 
 
 def close_pairs(live: dict[str, LivePair]) -> None:
@@ -298,12 +327,11 @@ def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, M
                            dropping_databases=set(objects.gone_databases), sync_standby_names=sync_names)
     ctx.warnings.extend(warnings)
     changes = _pair_changes(ctx, pair, objects, destroy)
-    if ctx.errors:
-        raise PlanError(f"pair {pair.name!r}: the plan cannot be made:\n  " + "\n  ".join(ctx.errors))
     for change in changes:
         change.sql = [ShownStatement(database=s.database, text=s.display()) for s in change.statements]
     return PairPlan(pair=pair.name, primary="", header="", warnings=ctx.warnings, changes=changes,
-                    live_fingerprint=catalog.fingerprint() if catalog.settings else "")
+                    live_fingerprint=catalog.fingerprint() if catalog.settings else "",
+                    problems=policy.problems_from(pair.name, ctx.errors))
 
 
 def _mark_pair_change(pair_plan: PairPlan, created: bool) -> None:
@@ -348,8 +376,6 @@ def _plan_destroy_hosts(inputs: PairInputs, store: Store) -> LivePair:
     """Destroying a pair pgaasctl created: its hosts go, and every object with them."""
     pair = inputs.pair
     changes: list[Change] = []
-    if pair.doc.spec.deletion_protection:
-        raise PlanError(f"pair.{pair.name}: deletion_protection is on; set it to false and apply before destroying")
     for address, item in sorted(store.managed(pair.name).items()):
         if item.kind != "pair":
             changes.append(Change(address=address, kind=item.kind, name=item.name, action="delete",  # type: ignore[arg-type]
@@ -381,9 +407,6 @@ def _readable_contents(catalog: LiveCatalog, read: dict[str, DatabaseContents | 
 def _pair_changes(ctx: diff.PairContext, pair: DesiredPair, objects: PairObjects, destroy: bool) -> list[Change]:
     catalog = ctx.catalog
     address = f"pair.{pair.name}"
-    if destroy and pair.doc.spec.deletion_protection:
-        ctx.errors.append(f"{address}: deletion_protection is on; set it to false and apply before destroying")
-
     changes: list[Change] = []
     pair_change = diff.diff_pair(ctx, None if destroy else pair.doc.spec, address, deleting=destroy)
     if pair_change and not destroy:

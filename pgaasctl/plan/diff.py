@@ -234,7 +234,7 @@ def _role_attributes(spec: RoleSpec) -> dict[str, Any]:
 
 
 def role_record(spec: RoleSpec) -> dict[str, Any]:
-    record = spec.model_dump(mode="json", by_alias=True, exclude={"password"})
+    record = spec.model_dump(mode="json", by_alias=True, exclude={"password", "adopt"})
     record["password_managed"] = spec.password is not None
     return record
 
@@ -316,7 +316,7 @@ def delete_role(ctx: PairContext, name: str) -> Change:
 # ---------------------------------------------------------------- databases
 
 def database_record(spec: DatabaseSpec) -> dict[str, Any]:
-    return spec.model_dump(mode="json", by_alias=True)
+    return spec.model_dump(mode="json", by_alias=True, exclude={"adopt"})
 
 
 def diff_database(ctx: PairContext, name: str, spec: DatabaseSpec, contents: DatabaseContents | None) -> Change | None:
@@ -436,13 +436,7 @@ def _database_contents(ctx: PairContext, address: str, name: str, spec: Database
 def delete_database(ctx: PairContext, name: str) -> Change:
     address = f"database.{ctx.pair}.{name}"
     change = Change(address=address, kind="database", name=name, action="delete", record=None)
-    live = ctx.catalog.databases.get(name)
-    if (ctx.record_of(address) or {}).get("deletion_protection"):
-        ctx.errors.append(
-            f"{address}: deletion_protection is on, so it will not be dropped; "
-            "to drop it, set deletion_protection: false and apply first"
-        )
-        return change
+    live = ctx.catalog.databases.get(name)  # deletion protection is judged by the policy step
     if live is None:
         change.notes.append("already gone from the server; only the state entry is removed")
         return change

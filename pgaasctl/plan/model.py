@@ -86,6 +86,7 @@ class PairPlan(BaseModel):
     operations: list[HostOperation] = Field(default_factory=list)  # run first; then the pair is planned again
     changes: list[Change] = Field(default_factory=list)
     live_fingerprint: str = ""
+    problems: list[Any] = Field(default_factory=list, exclude=True)  # policy.Problem: judged after targeting
 
 
 def count_changes(changes: list[Change]) -> dict[str, int]:
@@ -102,6 +103,9 @@ class Plan(BaseModel):
     destroy: bool = False
     targets: list[str] = Field(default_factory=list)
     pairs: list[PairPlan] = Field(default_factory=list)
+    # role address -> HMAC of its password under the store's plan key: a saved plan is bound to the secrets it
+    # was made with, and the file never holds them (nor anything they could be guessed from without the key)
+    secret_fingerprints: dict[str, str] = Field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         return count_changes([c for p in self.pairs for c in p.changes])

@@ -202,6 +202,10 @@ class RoleSpec(Strict):
     password: SecretSource | None = Field(
         None, description="Password source ({env: NAME} or {file: PATH}); omitted: the password is not managed."
     )
+    adopt: bool = Field(
+        False, description="Take over a role of this name that already exists and that pgaasctl did not create "
+        "(like `pgaasctl import`); without it, such a role is a plan error.",
+    )
 
     @model_validator(mode="after")
     def _tz_aware(self) -> RoleSpec:
@@ -248,6 +252,11 @@ class DatabaseSpec(Strict):
         default_factory=list, description="Schemas: a name, or {name, owner}."
     )
     deletion_protection: bool = Field(False, description="Turn a destroy of this database into a plan error.")
+    adopt: bool = Field(
+        False, description="Take over a database of this name that already exists and that pgaasctl did not "
+        "create (like `pgaasctl import`); without it, such a database is a plan error, so its data is never "
+        "adopted by accident.",
+    )
 
     @model_validator(mode="after")
     def _unique_children(self) -> DatabaseSpec:

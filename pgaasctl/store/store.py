@@ -7,6 +7,7 @@ import json
 import os
 import pwd
 import re
+import secrets
 import socket
 import sqlite3
 import threading
@@ -14,14 +15,18 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import psycopg
 from pydantic import BaseModel
 
 from pgaasctl.errors import LockHeld, PgaasError
 
-SCHEMA_VERSION = "1"
+
+class StoreMissing(PgaasError):
+    """A command that needs an existing state store found none."""
+
+SCHEMA_VERSION = "2"
 DDL = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS pairs (
@@ -32,7 +37,9 @@ DDL = [
         PRIMARY KEY (pair, name))""",
     """CREATE TABLE IF NOT EXISTS objects (
         address TEXT PRIMARY KEY, pair TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
-        attributes TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL)""",
+        attributes TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+        origin TEXT NOT NULL DEFAULT 'unknown', origin_by TEXT NOT NULL DEFAULT '',
+        pending INTEGER NOT NULL DEFAULT 0)""",
     """CREATE TABLE IF NOT EXISTS history (
         id TEXT PRIMARY KEY, pair TEXT NOT NULL, operation TEXT NOT NULL, actor TEXT NOT NULL,
         started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, summary TEXT NOT NULL)""",
@@ -43,6 +50,13 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS locks (
         pair TEXT PRIMARY KEY, holder TEXT NOT NULL, operation TEXT NOT NULL, acquired_at TEXT NOT NULL)""",
 ]
+# Columns added after schema version 1; a store made by an older pgaasctl gets them on its first write.
+ADDED_COLUMNS = {
+    "objects": [("origin", "TEXT NOT NULL DEFAULT 'unknown'"), ("origin_by", "TEXT NOT NULL DEFAULT ''"),
+                ("pending", "INTEGER NOT NULL DEFAULT 0")],
+}
+Origin = Literal["created", "adopted", "imported", "unknown"]
+OpenMode = Literal["read", "write", "create"]
 
 
 def _now() -> str:
@@ -56,6 +70,10 @@ def actor() -> str:
 
 
 class ManagedObject(BaseModel):
+    """An address pgaasctl manages, how it came to (created, adopted or imported, when and by whom), and
+    whether a change of it was begun but never confirmed (pending: the process died, or the change failed
+    after the object was made)."""
+
     address: str
     pair: str
     kind: str
@@ -63,6 +81,9 @@ class ManagedObject(BaseModel):
     attributes: dict[str, Any]
     created_at: str
     updated_at: str
+    origin: str = "unknown"
+    origin_by: str = ""
+    pending: bool = False
 
 
 class NodeRecord(BaseModel):
@@ -96,16 +117,59 @@ class HistoryEntry(BaseModel):
 class Store:
     """The state store. Never holds a secret: callers pass attributes with secrets already removed."""
 
-    def __init__(self, url: str, conn: Any, placeholder: str) -> None:
+    def __init__(self, url: str, conn: Any, placeholder: str, read_only: bool = False, where: str = "",
+                 must_exist: bool = False) -> None:
         self.url = url
+        self.where = where or url  # how messages name the store (a path, or the URL without its password)
+        self.read_only = read_only
         self._conn = conn
         self._placeholder = placeholder
         self._lock = threading.Lock()
+        self._pinned_in_memory: dict[str, str] = {}  # host keys met by a reading command: trusted for it alone
+        self.notices: list[str] = []  # things the caller should tell the user (a lock taken over...)
+        if (read_only or must_exist) and not self._has_schema():
+            raise StoreMissing(f"{self.where} holds no pgaasctl state",
+                               "Check the store URL; a new workspace gets its store from its first `pgaasctl apply`.")
+        if read_only:
+            return
         for statement in DDL:
             self._exec(statement)
+        self._add_missing_columns()
         self._exec(
             "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", ("schema_version", SCHEMA_VERSION)
         )
+        self._exec("UPDATE meta SET value = ? WHERE key = 'schema_version' AND value < ?", (SCHEMA_VERSION, SCHEMA_VERSION))
+        # keys saved plans' checksums and secret fingerprints: not a user's secret, and useless without the plan
+        self._exec("INSERT INTO meta (key, value) VALUES ('plan_key', ?) ON CONFLICT (key) DO NOTHING",
+                   (secrets.token_hex(32),))
+
+    def plan_key(self) -> bytes | None:
+        rows = self._exec("SELECT value FROM meta WHERE key = 'plan_key'")
+        return bytes.fromhex(rows[0][0]) if rows else None
+
+    def _has_schema(self) -> bool:
+        try:
+            return bool(self._exec("SELECT value FROM meta WHERE key = 'schema_version'"))
+        except (sqlite3.Error, psycopg.Error):
+            return False
+
+    def _columns(self, table: str) -> set[str]:
+        with self._lock:
+            cur = self._conn.execute(f"SELECT * FROM {table} LIMIT 0")
+            names = {d[0] for d in cur.description}
+            cur.close()
+        return names
+
+    def _add_missing_columns(self) -> None:
+        for table, columns in ADDED_COLUMNS.items():
+            have = self._columns(table)
+            for name, definition in columns:
+                if name not in have:
+                    self._exec(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+
+    def _writing(self) -> None:
+        if self.read_only:
+            raise PgaasError(f"internal error: a reading command tried to change the state store {self.where}")
 
     # -- plumbing
     def _exec(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -132,33 +196,55 @@ class Store:
         self._conn.close()
 
     # -- managed objects
+    _OBJECT_COLUMNS = "address, pair, kind, name, attributes, created_at, updated_at, origin, origin_by, pending"
+
     def managed(self, pair: str | None = None) -> dict[str, ManagedObject]:
-        cols = "address, pair, kind, name, attributes, created_at, updated_at"
+        cols = self._OBJECT_COLUMNS
         if pair is None:
             rows = self._exec(f"SELECT {cols} FROM objects ORDER BY address")
         else:
             rows = self._exec(f"SELECT {cols} FROM objects WHERE pair = ? ORDER BY address", (pair,))
         return {
             r[0]: ManagedObject(
-                address=r[0], pair=r[1], kind=r[2], name=r[3], attributes=json.loads(r[4]), created_at=r[5], updated_at=r[6]
+                address=r[0], pair=r[1], kind=r[2], name=r[3], attributes=json.loads(r[4]), created_at=r[5],
+                updated_at=r[6], origin=r[7], origin_by=r[8], pending=bool(r[9]),
             )
             for r in rows
         }
 
-    def record(self, address: str, pair: str, kind: str, name: str, attributes: dict[str, Any]) -> None:
+    def record(self, address: str, pair: str, kind: str, name: str, attributes: dict[str, Any],
+               origin: Origin = "created") -> None:
+        """The change of `address` succeeded: keep its attributes. `origin` counts for a new address only."""
+        self._writing()
         now = _now()
         self._exec(
-            """INSERT INTO objects (address, pair, kind, name, attributes, created_at, updated_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?)
-               ON CONFLICT (address) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at""",
-            (address, pair, kind, name, json.dumps(attributes, sort_keys=True), now, now),
+            """INSERT INTO objects (address, pair, kind, name, attributes, created_at, updated_at, origin, origin_by, pending)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)
+               ON CONFLICT (address) DO UPDATE SET attributes = excluded.attributes, updated_at = excluded.updated_at,
+                                                   pending = 0""",
+            (address, pair, kind, name, json.dumps(attributes, sort_keys=True), now, now, origin, actor()),
+        )
+
+    def record_intent(self, address: str, pair: str, kind: str, name: str, attributes: dict[str, Any],
+                      origin: Origin = "created") -> None:
+        """Before a change that makes `address` runs: whatever kills the process next, the store knows pgaasctl
+        may have made it. A managed address keeps its record; record() confirms a new one."""
+        self._writing()
+        now = _now()
+        self._exec(
+            """INSERT INTO objects (address, pair, kind, name, attributes, created_at, updated_at, origin, origin_by, pending)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1) ON CONFLICT (address) DO NOTHING""",
+            (address, pair, kind, name, json.dumps(attributes, sort_keys=True), now, now, origin, actor()),
         )
 
     def forget(self, address: str) -> bool:
+        self._writing()
         return self._count("DELETE FROM objects WHERE address = ?", (address,)) > 0
 
     # -- pairs and the node lookup
     def record_pair(self, name: str, provider: str) -> None:
+        if self.read_only:
+            return  # what a reading command saw is not kept
         self._exec(
             """INSERT INTO pairs (name, provider, updated_at) VALUES (?, ?, ?)
                ON CONFLICT (name) DO UPDATE SET provider = excluded.provider, updated_at = excluded.updated_at""",
@@ -167,6 +253,8 @@ class Store:
 
     def record_nodes(self, pair: str, nodes: list[tuple[str, str, int, str, bool]]) -> None:
         """Replace the node lookup of a pair: (name, host, port, role, reachable) per node."""
+        if self.read_only:
+            return
         now = _now()
         self._exec("DELETE FROM nodes WHERE pair = ?", (pair,))
         for name, host, port, role, reachable in nodes:
@@ -188,21 +276,26 @@ class Store:
         return [r[0] for r in self._exec("SELECT name FROM pairs ORDER BY name")]
 
     def forget_pair(self, name: str) -> None:
+        self._writing()
         self._exec("DELETE FROM nodes WHERE pair = ?", (name,))
         self._exec("DELETE FROM pairs WHERE name = ?", (name,))
 
     # -- SSH host keys, pinned on first contact
     def host_key(self, endpoint: str) -> str | None:
         rows = self._exec("SELECT key FROM host_keys WHERE endpoint = ?", (endpoint,))
-        return rows[0][0] if rows else None
+        return rows[0][0] if rows else self._pinned_in_memory.get(endpoint)
 
     def pin_host_key(self, endpoint: str, key: str) -> None:
+        if self.read_only:
+            self._pinned_in_memory.setdefault(endpoint, key)  # pinned in the store by the next apply
+            return
         self._exec(
             "INSERT INTO host_keys (endpoint, key, pinned_at) VALUES (?, ?, ?) ON CONFLICT (endpoint) DO NOTHING",
             (endpoint, key, _now()),
         )
 
     def forget_host_key(self, endpoint: str) -> bool:
+        self._writing()
         return self._count("DELETE FROM host_keys WHERE endpoint = ?", (endpoint,)) > 0
 
     # -- loopback addresses of provider local
@@ -215,16 +308,19 @@ class Store:
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
 
     def claim_local_address(self, address: str, pair: str, node: str, ssh_port: int) -> bool:
+        self._writing()
         return self._count(
             "INSERT INTO local_addresses (address, pair, node, ssh_port) VALUES (?, ?, ?, ?) ON CONFLICT (address) DO NOTHING",
             (address, pair, node, ssh_port),
         ) == 1
 
     def release_local_address(self, address: str) -> None:
+        self._writing()
         self._exec("DELETE FROM local_addresses WHERE address = ?", (address,))
 
     # -- history
     def begin(self, pair: str, operation: str) -> str:
+        self._writing()
         entry_id = f"{time.time_ns():x}-{os.getpid()}"
         self._exec(
             "INSERT INTO history (id, pair, operation, actor, started_at, status, summary) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -233,24 +329,35 @@ class Store:
         return entry_id
 
     def finish(self, entry_id: str, status: str, summary: dict[str, Any]) -> None:
+        self._writing()
         self._exec(
             "UPDATE history SET finished_at = ?, status = ?, summary = ? WHERE id = ?",
             (_now(), status, json.dumps(summary, sort_keys=True), entry_id),
         )
 
     def history(self, pair: str | None = None, limit: int = 50) -> list[HistoryEntry]:
+        """Recent entries, newest first. An entry still `running` whose process on this host is gone was
+        killed: it shows (and, in a writable store, is recorded) as `interrupted`."""
         cols = "id, pair, operation, actor, started_at, finished_at, status, summary"
         if pair:
             rows = self._exec(f"SELECT {cols} FROM history WHERE pair = ? ORDER BY id DESC LIMIT ?", (pair, limit))
         else:
             rows = self._exec(f"SELECT {cols} FROM history ORDER BY id DESC LIMIT ?", (limit,))
-        return [
+        entries = [
             HistoryEntry(
                 id=r[0], pair=r[1], operation=r[2], actor=r[3], started_at=r[4], finished_at=r[5], status=r[6],
                 summary=json.loads(r[7]),
             )
             for r in rows
         ]
+        for entry in entries:
+            if entry.status == "running" and holder_is_dead(entry.actor):
+                entry.status = "interrupted"
+                entry.summary = {**entry.summary, "error": "the process was killed before it finished"}
+                if not self.read_only:
+                    self._exec("UPDATE history SET status = ?, summary = ? WHERE id = ? AND status = 'running'",
+                               (entry.status, json.dumps(entry.summary, sort_keys=True), entry.id))
+        return entries
 
     # -- locks
     def lock_info(self, pair: str) -> LockInfo | None:
@@ -258,6 +365,7 @@ class Store:
         return LockInfo(pair=rows[0][0], holder=rows[0][1], operation=rows[0][2], acquired_at=rows[0][3]) if rows else None
 
     def try_lock(self, pair: str, operation: str, holder: str) -> bool:
+        self._writing()
         inserted = self._count(
             "INSERT INTO locks (pair, holder, operation, acquired_at) VALUES (?, ?, ?, ?) ON CONFLICT (pair) DO NOTHING",
             (pair, holder, operation, _now()),
@@ -265,12 +373,24 @@ class Store:
         return inserted == 1
 
     def unlock(self, pair: str, holder: str) -> None:
+        self._writing()
         self._exec("DELETE FROM locks WHERE pair = ? AND holder = ?", (pair, holder))
 
     def force_unlock(self, pair: str) -> LockInfo | None:
+        self._writing()
         info = self.lock_info(pair)
         self._exec("DELETE FROM locks WHERE pair = ?", (pair,))
         return info
+
+    def _take_over_dead_lock(self, pair: str) -> bool:
+        """A lock held by a process of this host that is gone (killed -9, a crash) is released, with a notice."""
+        info = self.lock_info(pair)
+        if info is None or not holder_is_dead(info.holder):
+            return False
+        if self._count("DELETE FROM locks WHERE pair = ? AND holder = ?", (pair, info.holder)) == 1:
+            self.notices.append(f"pair {pair!r}: took over the lock of {info.holder} ({info.operation} since "
+                                f"{info.acquired_at}): that process is gone")
+        return True
 
     @contextmanager
     def locked(self, pair: str, operation: str, timeout: float) -> Iterator[str]:
@@ -278,6 +398,8 @@ class Store:
         holder = actor()
         deadline = time.monotonic() + timeout
         while not self.try_lock(pair, operation, holder):
+            if self._take_over_dead_lock(pair):
+                continue
             if time.monotonic() >= deadline:
                 info = self.lock_info(pair)
                 who = f"{info.holder} ({info.operation} since {info.acquired_at})" if info else "another process"
@@ -292,19 +414,46 @@ class Store:
             self.unlock(pair, holder)
 
 
-def open_store(url: str, base: Path | None = None) -> Store:
-    """Open (and create if needed) the store at `url`. Relative SQLite paths are relative to `base` or the cwd."""
+_ACTOR = re.compile(r"^(?P<user>[^@]*)@(?P<host>.*) pid (?P<pid>\d+)$")
+
+
+def holder_is_dead(holder: str) -> bool:
+    """Whether `holder` (an actor() string) names a process of this host that no longer runs."""
+    match = _ACTOR.match(holder)
+    if match is None or match["host"] != socket.gethostname():
+        return False  # another host's process: only its host can tell
+    pid = int(match["pid"])
+    if pid == os.getpid():
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie has finished
+    except (OSError, IndexError):
+        return True
+
+
+def open_store(url: str, base: Path | None = None, mode: OpenMode = "create") -> Store:
+    """Open the store at `url`. mode "create" makes it if needed (the first apply); "write" needs it to exist;
+    "read" needs it to exist and never changes it. Relative SQLite paths are relative to `base` or the cwd."""
     if url.startswith("sqlite:///"):
         raw = url.removeprefix("sqlite:///")
         path = Path(raw) if raw.startswith("/") else (base or Path.cwd()) / raw
+        if mode != "create" and not path.is_file():
+            raise StoreMissing(
+                f"there is no state store at {path}",
+                "Check the Workspace document's `store` (relative paths are relative to the workspace root), "
+                "$PGAASCTL_STORE and --store; a new workspace gets its store from its first `pgaasctl apply`.",
+            )
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            if mode == "create":
+                path.parent.mkdir(parents=True, exist_ok=True)
             conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # durable across crashes of pgaasctl; one fsync per checkpoint
+            if mode != "read":
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")  # durable across crashes of pgaasctl; one fsync per checkpoint
         except (OSError, sqlite3.Error) as exc:
             raise PgaasError(f"cannot open the state store {path}: {exc}") from None
-        return Store(url, conn, "?")
+        return Store(url, conn, "?", read_only=mode == "read", where=str(path), must_exist=mode != "create")
     if url.startswith(("postgresql://", "postgres://")):
         try:
             conn = psycopg.connect(url, autocommit=True, connect_timeout=5)
@@ -314,7 +463,7 @@ def open_store(url: str, base: Path | None = None) -> Store:
             if secret:
                 reason = reason.replace(secret, "***")
             raise PgaasError(f"cannot open the state store {_redact_url(url)}: {reason}") from None
-        return Store(_redact_url(url), conn, "%s")
+        return Store(_redact_url(url), conn, "%s", read_only=mode == "read", must_exist=mode != "create")
     raise PgaasError(
         f"state store URL {_redact_url(url)!r} is not understood",
         "Use sqlite:///state/pgaasctl.db (relative), sqlite:////abs/path.db or postgresql://user@host/db",

@@ -418,10 +418,41 @@ def test_drift_is_detected_and_corrected(ws: Workspace) -> None:
     ws.assert_converged()
 
 
+def test_a_hand_made_database_is_never_adopted_by_accident(ws: Workspace) -> None:
+    ws.must_apply()  # the pair itself is adopted first
+    ws.sql("CREATE DATABASE precious")
+    ws.sql("CREATE TABLE keep (x int)", dbname="precious")
+    write_db(ws, "precious")
+    refused = ws.plan()
+    assert refused.exit_code == 1, refused.output
+    assert "database.main.precious already exists on the server, and pgaasctl did not create it" in flat(refused)
+    assert ws.apply().exit_code == 1
+    assert "database.main.precious" not in ws.run("state", "list").stdout.split()
+
+    # the README's promise: nothing pgaasctl did not create (or was not told to adopt) is dropped
+    ws.remove("db-precious.yaml")
+    assert ws.plan("--detailed-exitcode").exit_code == 0
+    ws.must_apply()
+    destroyed = ws.run("destroy", str(ws.specs), "--auto-approve")
+    assert destroyed.exit_code == 0, destroyed.output
+    assert database_exists(ws, "precious")
+    assert ws.sql("SELECT count(*) FROM keep", dbname="precious") == [(0,)]
+
+    # import is the explicit act: recorded as imported, and its destroy plan says so
+    write_db(ws, "precious")
+    imported = ws.run("import", "database.main.precious", str(ws.specs))
+    assert imported.exit_code == 0, imported.output
+    shown = json.loads(ws.run("state", "show", "database.main.precious").stdout)
+    assert shown["origin"] == "imported"
+    ws.remove("db-precious.yaml")
+    plan = ws.plan()
+    assert "- database.main.precious" in plan.stdout and "imported by" in flat(plan), plan.output
+
+
 def test_adopting_an_existing_database(ws: Workspace) -> None:
     ws.must_apply()  # the pair itself is adopted first
     ws.sql("CREATE DATABASE legacy CONNECTION LIMIT 5")
-    write_db(ws, "legacy", "{connection_limit: 5}")
+    write_db(ws, "legacy", "{connection_limit: 5, adopt: true}")
     plan = ws.plan("--detailed-exitcode")
     assert plan.exit_code == 2, plan.output
     assert "~ database.main.legacy" in plan.stdout

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import psycopg
 import pytest
 
@@ -164,15 +166,28 @@ def test_unmanaged_roles_are_never_touched(ws: Workspace) -> None:
     assert ws.sql("SELECT rolname FROM pg_roles WHERE rolname IN ('handmade', 'app')") == [("handmade",)]
 
 
-def test_existing_role_declared_is_adopted(ws: Workspace) -> None:
+def test_a_hand_made_role_is_adopted_only_when_asked_and_a_destroy_says_so(ws: Workspace) -> None:
     ws.sql("CREATE ROLE legacy CONNECTION LIMIT 2")
     ws.write("r.yaml", role("legacy", "{connection_limit: 4}"))
+    refused = ws.plan()
+    assert refused.exit_code == 1 and "role.main.legacy already exists" in refused.flat, refused.output
+    assert "pgaasctl import role.main.legacy" in refused.flat and "adopt: true" in refused.flat
+    assert ws.apply().exit_code == 1
+    assert ws.sql("SELECT rolconnlimit FROM pg_roles WHERE rolname = 'legacy'") == [(2,)]  # nothing happened
+
+    ws.write("r.yaml", role("legacy", "{connection_limit: 4, adopt: true}"))
     plan = ws.plan()
     assert "~ role.main.legacy" in plan.stdout and "starts managing" in plan.stdout
     assert "connection_limit: 2 -> 4" in plan.flat
     ws.must_apply()
-    assert "role.main.legacy" in ws.run("state", "list").stdout
+    listed = {o["address"]: o for o in json.loads(ws.run("state", "list", "--json").stdout)}
+    assert listed["role.main.legacy"]["origin"] == "adopted" and listed["role.main.legacy"]["origin_by"]
     ws.assert_converged()
+
+    ws.remove("r.yaml")
+    destroy_plan = ws.plan()
+    assert "- role.main.legacy" in destroy_plan.stdout
+    assert "adopted by" in destroy_plan.flat and "pgaasctl did not create it" in destroy_plan.flat
 
 
 def test_names_that_need_quoting(ws: Workspace) -> None:

@@ -41,6 +41,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pgaasctl.cli import app
+from pgaasctl.store import open_store
 from tests.support.workspace import Result
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
@@ -158,6 +159,7 @@ class SpecDir:
         self.baseline: dict[str, str] = {}  # file name -> text: what reset() goes back to
         spec = {"store": self.store_url, **(workspace or {})}
         self.write("00-workspace.yaml", "kind: Workspace\nspec: " + json.dumps(spec) + "\n", baseline=True)
+        open_store(self.store_url).close()  # `pgaasctl init`: reading commands (plan first) need a store
 
     def write(self, name: str, text: str, baseline: bool = False) -> Path:
         path = self.specs / name

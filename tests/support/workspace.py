@@ -10,6 +10,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from pgaasctl.cli import app
+from pgaasctl.store import open_store
 from tests.support.pgserver import PgServer
 
 ADMIN_PASSWORD_ENV = "PGAASCTL_TEST_ADMIN_PASSWORD"
@@ -65,6 +66,7 @@ class Workspace:
         monkeypatch.setenv("PGAASCTL_STORE", self.store_url)
         monkeypatch.chdir(root)
         self.runner = CliRunner()
+        open_store(self.store_url).close()  # `pgaasctl init`: reading commands (plan first) need a store
 
     def write(self, name: str, text: str) -> Path:
         path = self.specs / name

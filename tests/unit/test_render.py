@@ -167,7 +167,8 @@ def test_json_output_parses_and_has_the_summary():
 def test_json_output_is_stable():
     first, second = render_json(sample_plan()), render_json(sample_plan())
     assert first == second
-    assert list(json.loads(first)) == ["format_version", "spec_path", "spec_fingerprint", "destroy", "targets", "pairs", "summary"]
+    assert list(json.loads(first)) == ["format_version", "spec_path", "spec_fingerprint", "destroy", "targets", "pairs",
+                                       "secret_fingerprints", "summary"]
 
 
 # ---------------------------------------------------------------- SQL
@@ -214,20 +215,49 @@ def test_sql_output_uses_each_pairs_own_admin_database():
 
 # ---------------------------------------------------------------- plan files
 
-def test_plan_file_roundtrip(tmp_path: Path):
+KEY = b"k" * 32
+
+
+def test_plan_file_roundtrip_keeps_the_spec_directory_relative_to_the_file(tmp_path: Path):
     plan = sample_plan()
-    path = tmp_path / "plan.json"
-    save_plan(plan, path)
-    loaded = load_plan(path)
-    assert loaded == plan.model_copy(update={"pairs": [p.model_copy(update={"changes": [
+    plan.spec_path = str(tmp_path / "repo" / "specs")
+    (tmp_path / "plans").mkdir()
+    path = tmp_path / "plans" / "plan.json"
+    save_plan(plan, path, KEY)
+    assert json.loads(path.read_text())["spec_path"] == "../repo/specs"  # the checkout may move with the file
+    saved = load_plan(path)
+    saved.verify(KEY)
+    assert saved.plan == plan.model_copy(update={"pairs": [p.model_copy(update={"changes": [
         c.model_copy(update={"statements": []}) for c in p.changes]}) for p in plan.pairs]})
-    assert render_json(loaded) == render_json(plan)
+    assert render_json(saved.plan) == render_json(plan)
     assert SECRET not in path.read_text()
+
+
+def test_an_edited_plan_file_is_refused_as_such(tmp_path: Path):
+    path = tmp_path / "plan.json"
+    save_plan(sample_plan(), path, KEY)
+    path.write_text(path.read_text().replace('"destroy": false', '"destroy": true'))
+    with pytest.raises(StalePlan) as info:
+        load_plan(path).verify(KEY)
+    assert "was changed after it was made" in str(info.value)
+    with pytest.raises(StalePlan):  # and a plan made with another store's key is not taken either
+        save_plan(sample_plan(), path, KEY)
+        load_plan(path).verify(b"other" * 8)
+
+
+def test_a_changed_secret_makes_a_saved_plan_stale_naming_the_role(tmp_path: Path):
+    saved, fresh = sample_plan(), sample_plan()
+    saved.secret_fingerprints = {"role.orders.orders_app": "aa", "role.orders.reporting": "bb"}
+    fresh.secret_fingerprints = {"role.orders.orders_app": "aa", "role.orders.reporting": "cc"}
+    with pytest.raises(StalePlan) as info:
+        check_still_valid(saved, fresh, tmp_path / "p.plan")
+    assert "password of role.orders.reporting changed" in str(info.value)
+    assert "orders_app" not in str(info.value)
 
 
 def test_is_plan_file(tmp_path: Path):
     plan_path = tmp_path / "saved.plan"
-    save_plan(sample_plan(), plan_path)
+    save_plan(sample_plan(), plan_path, KEY)
     assert is_plan_file(plan_path)
 
     other_json = tmp_path / "other.json"
@@ -255,8 +285,10 @@ def test_load_plan_of_a_non_plan_file_is_a_clear_error(tmp_path: Path):
 
 def test_check_still_valid_accepts_an_identical_fresh_plan(tmp_path: Path):
     path = tmp_path / "p.plan"
-    save_plan(sample_plan(), path)
-    check_still_valid(load_plan(path), sample_plan(), path)
+    plan = sample_plan()
+    plan.spec_path = str(tmp_path / "specs")
+    save_plan(plan, path, KEY)
+    check_still_valid(load_plan(path).plan, plan, path)
 
 
 def test_check_still_valid_refuses_changed_specs(tmp_path: Path):
