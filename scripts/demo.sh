@@ -8,9 +8,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export ORDERS_APP_PASSWORD=${ORDERS_APP_PASSWORD:-orders-app-demo-password}
 PGAASCTL=.venv/bin/pgaasctl
 
-# As root, PostgreSQL runs as the postgres OS user, who must reach the nodes' directories.
+# As root, PostgreSQL runs as the postgres OS user, who must reach the nodes' directories. A
+# PGAASCTL_LOCAL_DIR the user set is theirs: it is kept as it is.
 mkdir -p state
-if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$PWD/state" 2>/dev/null; then
+if [ -z "${PGAASCTL_LOCAL_DIR:-}" ] && [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$PWD/state" 2>/dev/null; then
   export PGAASCTL_LOCAL_DIR=/var/lib/pgaasctl/local
   echo "(the postgres user cannot reach $PWD/state: the demo pair lives in $PGAASCTL_LOCAL_DIR)"
 fi
@@ -22,6 +23,7 @@ fi
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 
 step "$PGAASCTL" validate specs/examples
+step "$PGAASCTL" init specs/examples
 step "$PGAASCTL" plan specs/examples
 step "$PGAASCTL" apply specs/examples --auto-approve
 step "$PGAASCTL" plan specs/examples --detailed-exitcode

@@ -153,34 +153,55 @@ class Executor:
                     waiting_on[change.address].add(last_in_lane[lane])
                 last_in_lane[lane] = change.address
         pending = list(wave)
-        finished: set[str] = set()
-        failure: ApplyFailed | None = None
         with ThreadPoolExecutor(max_workers=min(self.workers, len(wave))) as pool:
-            running: dict[Future[None], Change] = {}
-            while pending or running:
-                if failure is None:
-                    ready = [c for c in pending if waiting_on[c.address] <= finished][: self.workers - len(running)]
-                    for change in ready:
-                        pending.remove(change)
-                        running[pool.submit(self._apply_change, change)] = change
-                if not running:
-                    break
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    change = running.pop(future)
-                    error = future.exception()
-                    if error is None:
-                        finished.add(change.address)
-                        result.done.append(change.address)
-                    elif isinstance(error, psycopg.Error) and failure is None:
-                        failure = ApplyFailed(
-                            f"{change.address}: {_describe(error)}",
-                            "The changes before it were applied and recorded; fix the cause and run apply again to converge.",
-                        )
-                    elif not isinstance(error, psycopg.Error):
-                        raise error
+            try:
+                failure = self._drive(pool, pending, waiting_on, result)
+            except BaseException:
+                # Ctrl-C or SIGTERM reach this thread only: cancel what the workers run on the server, or the
+                # pool would wait for a statement that may block forever (on a lock, say) before unwinding.
+                self._cancel_all()
+                raise
         if failure is not None:
             raise failure
+
+    def _drive(self, pool: ThreadPoolExecutor, pending: list[Change], waiting_on: dict[str, set[str]],
+               result: ApplyResult) -> ApplyFailed | None:
+        """Submit changes as their dependencies finish; after a failure, let the running ones end, start no more."""
+        running: dict[Future[None], Change] = {}
+        finished: set[str] = set()
+        failure: ApplyFailed | None = None
+        while pending or running:
+            if failure is None:
+                ready = [c for c in pending if waiting_on[c.address] <= finished][: self.workers - len(running)]
+                for change in ready:
+                    pending.remove(change)
+                    running[pool.submit(self._apply_change, change)] = change
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                change = running.pop(future)
+                error = future.exception()
+                if error is None:
+                    finished.add(change.address)
+                    result.done.append(change.address)
+                elif isinstance(error, psycopg.Error) and failure is None:
+                    failure = ApplyFailed(
+                        f"{change.address}: {_describe(error)}",
+                        "The changes before it were applied and recorded; fix the cause and run apply again to converge.",
+                    )
+                elif not isinstance(error, psycopg.Error):
+                    raise error
+        return failure
+
+    def _cancel_all(self) -> None:
+        with self._opened_lock:
+            opened = list(self._opened)
+        for conn in opened:
+            try:
+                conn.cancel()
+            except psycopg.Error:
+                pass  # a session that is gone runs nothing
 
     def _apply_change(self, change: Change) -> None:
         self.on_progress(self.pair, change, "start")

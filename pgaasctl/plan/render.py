@@ -47,6 +47,10 @@ def render_change(change: Change) -> list[str]:
 
 
 def render_text(plan: Plan, console: Console) -> None:
+    if plan.targets:
+        shown = ", ".join(plan.targets[:5]) + (f" and {len(plan.targets) - 5} more" if len(plan.targets) > 5 else "")
+        console.print(f"[bold yellow]Targeted plan:[/bold yellow] only {escape(shown)} (and what they need) "
+                      "were planned; other objects may have changes this plan does not show.\n", highlight=False)
     for pair in plan.pairs:
         console.print(escape(pair.header), highlight=False)
         for warning in pair.warnings:
