@@ -1,0 +1,76 @@
+"""Safety of local pairs: deletion protection on the pair destroy path, no host created over a living node,
+and status saying where each pair's nodes live. Real sshd, PostgreSQL 15, repmgr (tests/support/local_pair.py).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from tests.support.local_pair import Lab, LocalPair, no_traceback
+
+PROTECTED = "kind: Database\nmetadata: {{name: vault, pair: sp}}\nspec: {{deletion_protection: {flag}}}\n"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab.open("safety", slot=2) as lab:
+        lab.add_pair("sp", replication="asynchronous")
+        yield lab
+
+
+@pytest.fixture
+def sp(lab: Lab) -> LocalPair:
+    pair = lab.pairs["sp"]
+    pair.ensure_healthy()
+    return pair
+
+
+def test_destroying_a_pair_never_drops_a_protected_database(sp: LocalPair) -> None:
+    sp.ws.write("vault.yaml", PROTECTED.format(flag="true"))
+    sp.ws.must_apply()
+    primary = sp.primary()
+    sp.execute(primary, "CREATE TABLE ledger (x int)", dbname="vault")
+
+    plan = sp.ws.plan("--destroy")
+    assert plan.exit_code == 1, plan.output
+    assert "database.sp.vault: deletion_protection is on" in plan.flat
+    destroyed = sp.ws.destroy()
+    assert destroyed.exit_code == 1 and "database.sp.vault: deletion_protection is on" in destroyed.flat
+    no_traceback(destroyed)
+    sp.assert_whole(primary)  # the hosts are untouched
+    assert sp.value(primary, "SELECT count(*) FROM ledger", dbname="vault") == 0
+
+    # the way out the message names
+    sp.ws.write("vault.yaml", PROTECTED.format(flag="false"))
+    sp.ws.must_apply()
+    sp.ws.remove("vault.yaml")
+    sp.ws.must_apply()
+    assert sp.query(primary, "SELECT 1 FROM pg_database WHERE datname = 'vault'") == []
+
+
+def test_another_store_never_creates_hosts_over_living_nodes(lab: Lab, sp: LocalPair) -> None:
+    """The same specs with a new, empty store (another directory, a lost store): the nodes are not its own."""
+    configs = {node: (sp.node_dir(node) / "ssh" / "sshd_config").read_text() for node in sp.nodes}
+    other = lab.spec_dir("other", {"local_dir": str(lab.local_dir), "local_addresses": lab.local_addresses})
+    other.write(sp.spec_file, sp.spec_text())
+    plan = other.plan()
+    assert plan.exit_code == 0 and "to be created" in plan.stdout, plan.output  # what this store believes
+    applied = other.apply()
+    assert applied.exit_code == 1, applied.output
+    assert "is in use by pid" in applied.flat and "will not create a host over it" in applied.flat
+    no_traceback(applied)
+    for node in sp.nodes:
+        assert (sp.node_dir(node) / "ssh" / "sshd_config").read_text() == configs[node]
+    sp.assert_whole()
+    sp.ws.assert_converged()
+
+
+def test_status_says_where_the_nodes_live(sp: LocalPair, lab: Lab) -> None:
+    data = sp.ws.status_json()
+    assert data[0]["nodes_dir"] == str(lab.local_dir / "sp")
+    assert "Workspace document" in data[0]["nodes_dir_source"]
+    text = sp.ws.status()
+    assert f"nodes live in {lab.local_dir / 'sp'}" in text.stdout
