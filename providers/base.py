@@ -43,6 +43,11 @@ class Host(BaseModel):
     exists: bool = True  # False: declared but not created yet
     running: bool = True  # False: the host exists but its sshd is not running (local: after a reboot)
 
+    @property
+    def label(self) -> str:
+        """The node as messages name it: its name and address, or that it has none yet."""
+        return f"{self.node} ({self.address})" if self.address else f"{self.node} (not created yet)"
+
 
 class Provider(Protocol):
     name: str

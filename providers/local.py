@@ -95,7 +95,7 @@ class LocalProvider:
             exists = bool(address) and (self.node_dir(name, node.name) / "ssh" / "sshd_config").exists()
             layout = self.layout(name, node.name)
             out.append(Host(
-                pair=name, node=node.name, address=address or "(not allocated)", pg_port=PG_PORT, ssh_port=ssh_port,
+                pair=name, node=node.name, address=address, pg_port=PG_PORT, ssh_port=ssh_port,
                 ssh_user=self.os_user, key_file=str(self.key_file()), repmgr_conf=layout.repmgr_conf, bin_dir=PG_BIN,
                 layout=layout, exists=exists, running=exists and self._sshd_running(name, node.name),
             ))

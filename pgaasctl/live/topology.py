@@ -210,14 +210,14 @@ def _close(reports: list[NodeReport]) -> None:
 
 
 def _describe(report: NodeReport) -> str:
-    return f"{report.name} ({report.host.address}) {report.role}"
+    return f"{report.host.label} {report.role}"
 
 
 def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create: bool) -> Topology:
     topo = Topology(pair=pair, nodes=reports)
     for report in reports:
         if not report.repmgr_installed:
-            raise PgaasError(f"node {report.name} of pair {pair} ({report.host.address}): repmgr is not installed there",
+            raise PgaasError(f"node {report.host.label} of pair {pair}: repmgr is not installed there",
                              "Install the postgresql-15-repmgr package on it.")
     primaries = [r for r in reports if r.role == "primary"]
     claims = "; ".join(_describe(r) for r in reports)
@@ -229,14 +229,14 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
     for report in reports:
         if report.role in ("primary", "standby") and report.repmgr_error and not report.ssh_down:
             raise PlanError(
-                f"pair {pair!r}: repmgr on node {report.name} ({report.host.address}) cannot read the cluster: "
+                f"pair {pair!r}: repmgr on node {report.host.label} cannot read the cluster: "
                 f"{report.repmgr_error}",
                 "Check repmgr.conf's conninfo and the repmgr user's password (.pgpass) on that node.",
             )
     registered = primaries[0].registered if primaries else None
     if primaries and registered is None:
         raise PlanError(
-            f"pair {pair!r}: the primary {primaries[0].name} ({primaries[0].host.address}) has no repmgr metadata "
+            f"pair {pair!r}: the primary {primaries[0].host.label} has no repmgr metadata "
             "(no repmgr database or repmgr.nodes)",
             "Register it with `repmgr primary register`, or remove ssh settings to manage it without repmgr.",
         )
@@ -244,7 +244,7 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
         for report in reports:
             if report.role in ("primary", "standby") and report.name not in registered:
                 raise PlanError(
-                    f"pair {pair!r}: node {report.name} ({report.host.address}) is not part of the repmgr cluster "
+                    f"pair {pair!r}: node {report.host.label} is not part of the repmgr cluster "
                     f"(registered: {', '.join(sorted(registered)) or 'none'})",
                     "Register it with repmgr (primary/standby register), or remove it from the Pair spec.",
                 )
@@ -287,7 +287,7 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
             ))
     for report in reports:
         if report.role in ("primary", "standby") and report.ssh_down:
-            why = report.ssh_error or f"node {report.name} ({report.host.address}): sshd is not running"
+            why = report.ssh_error or f"node {report.host.label}: sshd is not running"
             if not (can_create and not report.host.running):
                 raise PlanError(f"pair {pair!r}: {why}",
                                 "pgaasctl needs SSH to every node to see and repair repmgr; fix SSH, then plan again.")
@@ -311,7 +311,7 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
         state.warnings.append(f"pair {pair!r} has one node: it is not fault tolerant")
     for report in reports:
         if report.role not in ("primary", "standby"):
-            state.warnings.append(f"pair {pair!r} is degraded: node {report.name} ({report.host.address}) is {report.role}")
+            state.warnings.append(f"pair {pair!r} is degraded: node {report.host.label} is {report.role}")
     read_replication(state, synchronous)
     topo.state = state
     topo.warnings = state.warnings + topo.warnings
@@ -325,7 +325,7 @@ def _repmgrd_runs(report: NodeReport, registered: dict[str, Registered] | None) 
 
 def _require(can_create: bool, pair: str, report: NodeReport, what: str) -> None:
     if not can_create:
-        raise PlanError(f"pair {pair!r}: node {report.name} ({report.host.address}) {what}",
+        raise PlanError(f"pair {pair!r}: node {report.host.label} {what}",
                         "Provider existing cannot recreate it: repair the host, then plan again.")
 
 

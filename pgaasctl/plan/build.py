@@ -487,5 +487,6 @@ def _header(state: PairState) -> str:
         if node is state.primary:
             continue
         detail = node.replication if node.role == "standby" else node.role
-        parts.append(f"{node.role if node.role != 'unreachable' else 'node'} {node.name} ({node.address.host}:{node.address.port}, {detail})")
+        where = f"{node.address.host}:{node.address.port}" if node.address.host else "not created yet"
+        parts.append(f"{node.role if node.role != 'unreachable' else 'node'} {node.name} ({where}, {detail})")
     return ", ".join(parts)
