@@ -217,7 +217,7 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
     topo = Topology(pair=pair, nodes=reports)
     for report in reports:
         if not report.repmgr_installed:
-            raise PgaasError(f"node {report.host.label} of pair {pair}: repmgr is not installed there",
+            raise PgaasError(f"node {report.name} of pair {pair} ({report.host.address or 'not created yet'}): repmgr is not installed there",
                              "Install the postgresql-15-repmgr package on it.")
     primaries = [r for r in reports if r.role == "primary"]
     claims = "; ".join(_describe(r) for r in reports)
