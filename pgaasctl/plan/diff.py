@@ -99,7 +99,8 @@ def _action(exists: bool, managed: bool) -> str:
 
 def _utc(value: dt.datetime | str | None) -> str | None:
     if isinstance(value, dt.datetime):
-        return value.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # isoformat writes four-digit years: strftime writes year 1 as "1", which PostgreSQL reads as 2001
+        return value.astimezone(dt.timezone.utc).replace(tzinfo=None).isoformat(timespec="seconds") + "Z"
     return value
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgaasctl.errors import SpecError
-from pgaasctl.spec.loader import LoadedDoc, load_path
+from pgaasctl.spec.loader import LoadedDoc, Problem, load_documents, sorted_problems
 from pgaasctl.spec.models import (
     LOCAL_ADMIN_USER,
     DatabaseDoc,
@@ -53,16 +53,23 @@ class DesiredState:
 
 
 def load_desired(path: Path) -> DesiredState:
-    """Load specs under `path` and check references, names and duplicates. Offline."""
-    return build_desired(load_path(path))
+    """Load specs under `path` and check references, names and duplicates. Offline. Every problem, of the
+    documents themselves and of their references, is raised at once, sorted by file and line."""
+    loaded = load_documents(path)
+    return build_desired(loaded.documents, loaded.problems, loaded.rejected)
 
 
-def build_desired(docs: list[LoadedDoc]) -> DesiredState:
-    problems: list[str] = []
+def build_desired(docs: list[LoadedDoc], problems: list[Problem] | None = None,
+                  rejected: set[str] | None = None) -> DesiredState:
+    """The desired state of `docs`. `problems` were found earlier; `rejected` are the addresses of documents that
+    did not validate: references to them are not reported again."""
+    problems = list(problems or [])
+    rejected = rejected or set()
     seen: dict[str, LoadedDoc] = {}
     for d in docs:
         if d.address in seen:
-            problems.append(f"{d.source}: {d.address} is declared twice (first at {seen[d.address].source})")
+            problems.append(Problem.at(d.source.file, d.source.line,
+                                       f"{d.address} is declared twice (first at {seen[d.address].source})"))
         else:
             seen[d.address] = d
     workspaces = [d for d in docs if isinstance(d.doc, WorkspaceDoc)]
@@ -74,8 +81,10 @@ def build_desired(docs: list[LoadedDoc]) -> DesiredState:
         if isinstance(doc, (RoleDoc, DatabaseDoc, GrantDoc)):
             pair = pairs.get(doc.metadata.pair)
             if pair is None:
-                known = ", ".join(sorted(pairs)) or "none declared"
-                problems.append(f"{d.where('metadata', 'pair')}: {d.address}: pair {doc.metadata.pair!r} is not declared (pairs: {known})")
+                if f"pair.{doc.metadata.pair}" not in rejected:
+                    known = ", ".join(sorted(pairs)) or "none declared"
+                    problems.append(d.problem(("metadata", "pair"),
+                                              f"{d.address}: pair {doc.metadata.pair!r} is not declared (pairs: {known})"))
                 continue
             if isinstance(doc, RoleDoc):
                 pair.roles[doc.metadata.name] = d
@@ -84,34 +93,35 @@ def build_desired(docs: list[LoadedDoc]) -> DesiredState:
             else:
                 pair.grants[(doc.spec.database, doc.spec.role)] = d
     for pair in pairs.values():
-        problems.extend(_reference_problems(pair))
+        problems.extend(_reference_problems(pair, rejected))
+        problems.extend(_membership_cycles(pair))
     if problems:
-        raise SpecError(problems)
+        raise SpecError(sorted_problems(problems))
     return DesiredState(pairs=pairs, workspace=workspace, documents=list(seen.values()))
 
 
-def _reference_problems(pair: DesiredPair) -> list[str]:
-    problems: list[str] = []
-    roles = set(pair.roles) | pair.admin_users()
+def _reference_problems(pair: DesiredPair, rejected: set[str]) -> list[Problem]:
+    problems: list[Problem] = []
+    roles = set(pair.roles) | pair.admin_users() | _rejected_names(rejected, "role", pair.name)
 
     def need_role(d: LoadedDoc, name: str | None, what: str, *loc: str | int) -> None:
         if name is None or name in roles:
             return
         if what == "member_of" and name.startswith("pg_"):
             return
-        problems.append(
-            f"{d.where(*loc)}: {d.address}: {what} {name!r} is not a role declared for pair {pair.name!r}; declare it (kind: Role) or import it"
-        )
+        problems.append(d.problem(
+            loc, f"{d.address}: {what} {name!r} is not a role declared for pair {pair.name!r}; declare it (kind: Role) or import it"
+        ))
 
     for d in pair.roles.values():
         if d.doc.metadata.name in pair.admin_users():
-            problems.append(
-                f"{d.where('metadata', 'name')}: {d.address}: {d.doc.metadata.name!r} is the admin user pgaasctl connects as; "
-                "it cannot be declared as a Role"
-            )
+            problems.append(d.problem(
+                ("metadata", "name"),
+                f"{d.address}: {d.doc.metadata.name!r} is the admin user pgaasctl connects as; it cannot be declared as a Role",
+            ))
         for i, parent in enumerate(d.doc.spec.member_of):
             if parent == d.doc.metadata.name:
-                problems.append(f"{d.where('spec', 'member_of', i)}: {d.address}: a role cannot be a member of itself")
+                problems.append(d.problem(("spec", "member_of", i), f"{d.address}: a role cannot be a member of itself"))
             need_role(d, parent, "member_of", "spec", "member_of", i)
     for d in pair.databases.values():
         spec = d.doc.spec
@@ -122,14 +132,53 @@ def _reference_problems(pair: DesiredPair) -> list[str]:
         need_role(d, role, "role", "spec", "role")
         db = pair.databases.get(database)
         if db is None:
-            problems.append(f"{d.where('spec', 'database')}: {d.address}: database {database!r} is not declared for pair {pair.name!r}")
+            if f"database.{pair.name}.{database}" not in rejected:
+                problems.append(d.problem(("spec", "database"),
+                                          f"{d.address}: database {database!r} is not declared for pair {pair.name!r}"))
             continue
         declared_schemas = {s.name for s in db.doc.spec.schemas} | {"public"}
         for schema, grant in d.doc.spec.schemas.items():
             if schema not in declared_schemas:
-                problems.append(
-                    f"{d.where('spec', 'schemas', schema)}: {d.address}: schema {schema!r} is not declared in database.{pair.name}.{database} (declared: {', '.join(sorted(declared_schemas))})"
-                )
+                problems.append(d.problem(
+                    ("spec", "schemas", schema),
+                    f"{d.address}: schema {schema!r} is not declared in database.{pair.name}.{database} (declared: {', '.join(sorted(declared_schemas))})",
+                ))
             if grant.default_privileges is not None:
                 need_role(d, grant.default_privileges.for_role, "for_role", "spec", "schemas", schema, "default_privileges", "for_role")
+    return problems
+
+
+def _rejected_names(rejected: set[str], kind: str, pair: str) -> set[str]:
+    prefix = f"{kind}.{pair}."
+    return {address.removeprefix(prefix) for address in rejected if address.startswith(prefix)}
+
+
+def _membership_cycles(pair: DesiredPair) -> list[Problem]:
+    """member_of cycles among the pair's declared roles (PostgreSQL refuses them, mid-apply), each reported once,
+    at the membership of its alphabetically first role."""
+    problems: list[Problem] = []
+    done: set[str] = set()
+    reported: set[tuple[str, ...]] = set()
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycle = path[path.index(name):]
+            first = cycle.index(min(cycle))
+            cycle = cycle[first:] + cycle[:first]
+            if len(cycle) > 1 and tuple(cycle) not in reported:  # a member of itself is reported above
+                reported.add(tuple(cycle))
+                d = pair.roles[cycle[0]]
+                i = d.doc.spec.member_of.index(cycle[1])
+                shown = " -> ".join(cycle + [cycle[0]])
+                problems.append(d.problem(("spec", "member_of", i),
+                                          f"{d.address}: member_of cycle {shown}; remove one of these memberships"))
+            return
+        if name in done or name not in pair.roles:
+            return
+        for parent in pair.roles[name].doc.spec.member_of:
+            visit(parent, path + [name])
+        done.add(name)
+
+    for name in sorted(pair.roles):
+        visit(name, [])
     return problems

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,10 +13,62 @@ from pydantic import ValidationError
 
 from pgaasctl.errors import SpecError
 from pgaasctl.spec.models import DOCUMENT_MODELS, address_of
+from pgaasctl.spec.names import control_character_problem
 
-YAML_SUFFIXES = (".yaml", ".yml")
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when present: five times faster
+YAML_SUFFIXES = (".yaml", ".yml")  # compared lower-case: .YAML and .Yml are spec files too
+MAX_DEPTH = 64  # nodes from a document down to a value; real specs need about 7
 Loc = tuple[str | int, ...]
+
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # libyaml: five times faster
+    """Refuses nesting deeper than MAX_DEPTH while composing. libyaml's composer recurses in C: a few thousand
+    levels crash the interpreter before Python's recursion limit can stop them."""
+
+    _depth = 0
+
+    def descend_resolver(self, current_node: yaml.Node | None, current_index: Any) -> None:
+        # called for every node on the way down; the base class does nothing here without path resolvers
+        self._depth += 1
+        if self._depth > MAX_DEPTH:
+            mark = current_node.start_mark if current_node is not None else None
+            raise yaml.MarkedYAMLError(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=mark)
+
+    def ascend_resolver(self) -> None:
+        self._depth -= 1
+
+
+_LOADER = _Loader
+
+
+class Problem(str):
+    """One problem in the specs, as printed (\"file:line: message\"); `file` and `line` order a report."""
+
+    file: str
+    line: int
+
+    def __new__(cls, text: str, file: Path | str = "", line: int = 0) -> Problem:
+        self = super().__new__(cls, text)
+        self.file, self.line = str(file), line
+        return self
+
+    @classmethod
+    def at(cls, file: Path | str, line: int, message: str) -> Problem:
+        return cls(f"{file}:{line}: {message}", file, line)
+
+
+def sorted_problems(problems: Iterable[Problem]) -> list[Problem]:
+    """By file, then line; problems of one line keep their order."""
+    return sorted(problems, key=lambda p: (p.file, p.line))
+
+
+@dataclass
+class Loaded:
+    """What a spec path holds: the documents that validated, every problem, and the addresses of the documents
+    that did not validate (so that references to them are not reported a second time)."""
+
+    documents: list[LoadedDoc] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    rejected: set[str] = field(default_factory=set)
 
 
 @dataclass(frozen=True)
@@ -42,42 +96,69 @@ class LoadedDoc:
         """file:line of the deepest known part of `loc`."""
         return f"{self.source.file}:{_line_for(self.lines, loc, self.source.line)}"
 
+    def problem(self, loc: Loc, message: str) -> Problem:
+        """A problem at the line of `loc` (as `where` finds it)."""
+        return Problem.at(self.source.file, _line_for(self.lines, loc, self.source.line), message)
+
 
 def spec_files(path: Path) -> list[Path]:
-    """The YAML files under `path` (recursively), or `path` itself, in a stable order."""
+    """The YAML files under `path` (recursively, skipping hidden files and directories), or `path` itself,
+    in a stable order."""
     if not path.exists():
         raise SpecError([f"{path}: no such file or directory"])
     if path.is_file():
         return [path]
-    return sorted(p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file())
+    return sorted(p for p in _visible_files(path) if p.suffix.lower() in YAML_SUFFIXES and p.is_file())
+
+
+def _visible_files(root: Path) -> Iterator[Path]:
+    """Files under `root` whose path below it has no hidden part (.git/, .github/workflows/ci.yml, .draft.yaml)."""
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        yield from (Path(folder) / name for name in files if not name.startswith("."))
 
 
 def load_path(path: Path) -> list[LoadedDoc]:
     """Parse and validate every document under `path`. Raises SpecError listing all problems."""
-    docs: list[LoadedDoc] = []
-    problems: list[str] = []
+    loaded = load_documents(path)
+    if loaded.problems:
+        raise SpecError(sorted_problems(loaded.problems))
+    return loaded.documents
+
+
+def load_documents(path: Path) -> Loaded:
+    """Every document under `path` that validates, and every problem found on the way; raises only when
+    `path` does not exist."""
+    loaded = Loaded()
     for file in spec_files(path):
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{file}: cannot read: {exc}")
+            loaded.problems.append(Problem(f"{file}: cannot read: {exc}", file))
             continue
-        file_docs, file_problems = parse_text(text, file)
-        docs.extend(file_docs)
-        problems.extend(file_problems)
-    if problems:
-        raise SpecError(problems)
-    return docs
+        _parse(text, file, loaded)
+    if not path.is_file() and not loaded.documents and not loaded.problems:
+        loaded.problems.append(Problem(
+            f"no spec documents under {path}: add YAML files (.yaml or .yml) of documents with kind, metadata "
+            "and spec (hidden files and directories are skipped)", path,
+        ))
+    return loaded
 
 
-def parse_text(text: str, file: Path) -> tuple[list[LoadedDoc], list[str]]:
+def parse_text(text: str, file: Path) -> tuple[list[LoadedDoc], list[Problem]]:
     """Parse one file's text into validated documents plus a list of problems."""
+    loaded = _parse(text, file, Loaded())
+    return loaded.documents, loaded.problems
+
+
+def _parse(text: str, file: Path, loaded: Loaded) -> Loaded:
+    """Add the documents of one file's text, and its problems, to `loaded`."""
     try:
         nodes = list(yaml.compose_all(text, Loader=_LOADER))
     except yaml.YAMLError as exc:
-        return [], [f"{file}:{_yaml_line(exc)}: malformed YAML: {_yaml_reason(exc)}"]
-    docs: list[LoadedDoc] = []
-    problems: list[str] = []
+        loaded.problems.append(Problem.at(file, _yaml_line(exc), f"malformed YAML: {_yaml_reason(exc)}"))
+        return loaded
+    docs, problems = loaded.documents, loaded.problems
     constructor = _LOADER("")  # one per file: a loader per document re-reads the whole text
     for node in nodes:
         if node is None:
@@ -90,15 +171,15 @@ def parse_text(text: str, file: Path) -> tuple[list[LoadedDoc], list[str]]:
             except _MergeKey:
                 data = constructor.construct_document(node)  # YAML merge keys: PyYAML knows their rules
         except _DuplicateKey as dup:
-            problems.append(f"{file}:{dup.line}: duplicate key {dup.key!r}")
+            problems.append(Problem.at(file, dup.line, f"duplicate key {dup.key!r}"))
             continue
         except yaml.YAMLError as exc:
-            problems.append(f"{file}:{_yaml_line(exc)}: malformed YAML: {_yaml_reason(exc)}")
+            problems.append(Problem.at(file, _yaml_line(exc), f"malformed YAML: {_yaml_reason(exc)}"))
             continue
         if data is None:  # an empty document: a stray "---" or only comments
             continue
         if not isinstance(data, dict):
-            problems.append(f"{file}:{start}: a document must be a mapping with kind, metadata and spec")
+            problems.append(Problem.at(file, start, "a document must be a mapping with kind, metadata and spec"))
             continue
         kind = data.get("kind")
         model = DOCUMENT_MODELS.get(kind) if isinstance(kind, str) else None
@@ -106,18 +187,28 @@ def parse_text(text: str, file: Path) -> tuple[list[LoadedDoc], list[str]]:
             where = _line_for(lines, ("kind",), start)
             known = ", ".join(DOCUMENT_MODELS)
             shown = "missing" if kind is None else f"unknown kind {kind!r}"
-            problems.append(f"{file}:{where}: kind: {shown}; expected one of {known}")
+            problems.append(Problem.at(file, where, f"kind: {shown}; expected one of {known}"))
             continue
         try:
             doc = model.model_validate(data)
         except ValidationError as exc:
             problems.extend(_describe(exc, file, lines, start, data))
+            loaded.rejected.add(_raw_address(kind, data))
             continue
         docs.append(LoadedDoc(doc=doc, source=Source(file, start), lines=lines))
-    return docs, problems
+    return loaded
 
 
-def _describe(exc: ValidationError, file: Path, lines: dict[Loc, int], start: int, data: dict[str, Any]) -> list[str]:
+def _raw_address(kind: str, data: dict[str, Any]) -> str:
+    """The address a document that did not validate would have had, as far as its metadata says."""
+    meta = data.get("metadata")
+    meta = meta if isinstance(meta, dict) else {}
+    if kind == "Pair":
+        return f"pair.{meta.get('name')}"
+    return f"{kind.lower()}.{meta.get('pair')}.{meta.get('name')}"
+
+
+def _describe(exc: ValidationError, file: Path, lines: dict[Loc, int], start: int, data: dict[str, Any]) -> list[Problem]:
     label = _label(data)
     out = []
     for err in exc.errors(include_url=False):
@@ -129,8 +220,10 @@ def _describe(exc: ValidationError, file: Path, lines: dict[Loc, int], start: in
         elif err["type"] == "union_tag_invalid":
             loc = loc + (err["ctx"]["discriminator"].strip("'"),)
             message = f"expected one of {err['ctx']['expected_tags']}, got {err['ctx']['tag']!r}"
-        field_path = ".".join(str(p) for p in loc) or "(document)"
-        if err["type"] == "extra_forbidden":
+        field_path = ".".join(_shown_key(p) for p in loc) or "(document)"
+        if isinstance(err.get("input"), bool) and err["type"] in ("int_type", "float_type"):
+            message = f"expected a number, got {str(err['input']).lower()}"
+        elif err["type"] == "extra_forbidden":
             message = "unknown field"
         elif message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
@@ -138,8 +231,13 @@ def _describe(exc: ValidationError, file: Path, lines: dict[Loc, int], start: in
             message = "required field is missing"
         elif err["type"] in ("literal_error", "enum"):
             message = f"{message}, got {err.get('input')!r}"
-        out.append(f"{file}:{_line_for(lines, loc, start)}: {label}{field_path}: {message}")
+        out.append(Problem.at(file, _line_for(lines, loc, start), f"{label}{field_path}: {message}"))
     return out
+
+
+def _shown_key(part: str | int) -> str:
+    text = str(part)
+    return repr(text) if control_character_problem(text) else text  # a key with a newline stays on one line
 
 
 def _real_path(data: Any, loc: Loc) -> Loc:

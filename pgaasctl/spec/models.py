@@ -12,36 +12,51 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
+    field_validator,
     model_validator,
 )
 
-from pgaasctl.spec.names import check_identifier
+from pgaasctl.spec.names import check_existing_name, check_identifier, check_schema, control_character_problem
 
 Identifier = Annotated[str, AfterValidator(check_identifier)]
-
-
-def _check_role_reference(name: str) -> str:
-    # Predefined roles (pg_read_all_data, pg_monitor...) may be referenced, never declared.
-    if name.lower().startswith("pg_"):
-        check_identifier("x" + name[3:], "name")  # every rule but the reserved prefix
-        return name
-    return check_identifier(name)
-
-
-RoleReference = Annotated[str, AfterValidator(_check_role_reference)]
+# Predefined roles (pg_read_all_data, pg_monitor...) may be referenced, never declared.
+RoleReference = Annotated[str, AfterValidator(check_existing_name)]
+ExistingName = Annotated[str, AfterValidator(check_existing_name)]
+SchemaName = Annotated[str, AfterValidator(check_schema)]
 SettingValue = str | int | float | bool
+INT4_MAX = 2**31 - 1  # PostgreSQL's integer columns (rolconnlimit, datconnlimit)
 
-_SETTING_NAME = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$")
+_SETTING_NAME = re.compile(r"[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?")
+# Parameters PostgreSQL reads as lists of (possibly double-quoted) items; pgaasctl.plan.settings has the same set.
+LIST_PARAMETERS = frozenset({"search_path", "temp_tablespaces", "shared_preload_libraries",
+                             "session_preload_libraries", "local_preload_libraries"})
+
+
+def _list_item_problem(name: str, value: SettingValue) -> str | None:
+    """Items are split on commas and may be wrapped in double quotes: an item holding either cannot round-trip."""
+    if name not in LIST_PARAMETERS or not isinstance(value, str):
+        return None
+    for item in (part.strip() for part in value.split(",")):
+        inner = item[1:-1] if len(item) >= 2 and item[0] == item[-1] == '"' else item
+        if '"' in inner:
+            return (f"setting {name}: item {item!r} cannot be kept as written (items are separated by commas and "
+                    "may be wrapped in double quotes, but cannot contain a comma or a double quote)")
+    return None
 
 
 def _check_settings(settings: dict[str, SettingValue]) -> dict[str, SettingValue]:
     """Parameter names are case-insensitive (TimeZone is timezone): kept lower-case."""
     out: dict[str, SettingValue] = {}
     for name, value in settings.items():
-        if not _SETTING_NAME.match(name.lower()):
+        if not _SETTING_NAME.fullmatch(name.lower()):
             raise ValueError(f"setting name {name!r} is not a PostgreSQL parameter name")
         if name.lower() in out:
             raise ValueError(f"setting {name!r} is given twice")
+        problem = _list_item_problem(name.lower(), value)
+        if problem:
+            raise ValueError(problem)
         out[name.lower()] = value
     return out
 
@@ -49,15 +64,42 @@ def _check_settings(settings: dict[str, SettingValue]) -> dict[str, SettingValue
 Settings = Annotated[dict[str, SettingValue], AfterValidator(_check_settings)]
 
 
+def _control_problem(value: Any) -> str | None:
+    """A control character in the strings a field holds itself: the value, list items, map keys and values.
+    Nested models check their own fields."""
+    if isinstance(value, str):
+        return control_character_problem(value)
+    if isinstance(value, list):
+        return next(filter(None, (control_character_problem(v) for v in value if isinstance(v, str))), None)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if problem := control_character_problem(str(key)):
+                return problem
+            if isinstance(item, str) and (problem := control_character_problem(item)):
+                return f"{key}: {problem}"
+    return None
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*")
+    @classmethod
+    def _no_control_characters(cls, value: Any) -> Any:
+        """Every string of every kind: a newline or NUL must never reach SQL, psql or a shell. (An after-validator:
+        discriminator fields allow no other; the normalisers below keep control characters so that it sees them.)"""
+        problem = _control_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
 
 
 class SecretSource(Strict):
     """Where a secret comes from. Secrets never live in the spec text."""
 
     env: str | None = Field(None, description="Name of an environment variable holding the secret.")
-    file: str | None = Field(None, description="Path of a file holding the secret (relative to the spec file); one trailing newline is stripped.")
+    file: str | None = Field(None, description="Path of a regular UTF-8 file of at most 64 KiB holding the secret "
+                             "(relative to the spec file); one trailing newline (LF or CRLF) is stripped.")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> SecretSource:
@@ -68,19 +110,19 @@ class SecretSource(Strict):
 
 # ---------------------------------------------------------------- Pair
 
-_HOST = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.:_-]*$")
-_PATH = re.compile(r"^[A-Za-z0-9._/+@-]+$")
+_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9.:_-]*")
+_PATH = re.compile(r"[A-Za-z0-9._/+@-]+")
 
 
 def _check_host(value: str) -> str:
-    if not _HOST.match(value):
+    if not _HOST.fullmatch(value):
         raise ValueError(f"host {value!r} is not a host name or IP address")
     return value
 
 
 def _check_path(value: str) -> str:
     # these reach shell command lines on the nodes: plain path characters only
-    if not _PATH.match(value):
+    if not _PATH.fullmatch(value):
         raise ValueError(f"path {value!r} may use letters, digits and . _ / + @ - only")
     return value
 
@@ -92,21 +134,21 @@ SafePath = Annotated[str, AfterValidator(_check_path)]
 def _seconds(value: Any) -> Any:
     """Durations as repmgr takes them: whole seconds, written 3, "3s" or "1min"."""
     if isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d+)\s*(s|sec|min)?\s*", value)
+        match = re.fullmatch(r" *(\d+) *(s|sec|min)? *", value)
         if not match:
             raise ValueError(f"expected whole seconds such as 3s or 1min, got {value!r}")
         return int(match.group(1)) * (60 if match.group(2) == "min" else 1)
     return value
 
 
-Seconds = Annotated[int, BeforeValidator(_seconds), Field(ge=1, le=3600)]
+Seconds = Annotated[StrictInt, BeforeValidator(_seconds), Field(ge=1, le=3600)]
 
 
 class SshSettings(Strict):
     """How pgaasctl reaches a node over SSH (fabric) to run repmgr."""
 
     user: Identifier = Field("postgres", description="OS user that runs PostgreSQL and repmgr.")
-    port: int = Field(22, ge=1, le=65535, description="SSH port.")
+    port: StrictInt = Field(22, ge=1, le=65535, description="SSH port.")
     key_file: SafePath = Field(description="Private key file (relative to the spec file).")
     repmgr_config: SafePath = Field("/etc/repmgr.conf", description="Path of repmgr.conf on the node.")
     bin_dir: SafePath = Field("/usr/lib/postgresql/15/bin", description="PostgreSQL (and repmgr) binaries on the node.")
@@ -117,14 +159,14 @@ class ExistingNode(Strict):
 
     name: Identifier = Field(description="Node name, unique in the pair (the repmgr node_name when ssh is given).")
     host: HostName = Field(description="Address or host name pgaasctl connects to.")
-    port: int = Field(5432, ge=1, le=65535, description="PostgreSQL port.")
-    admin_user: str = Field("postgres", description="Superuser (or role with CREATEROLE/CREATEDB) pgaasctl connects as.")
+    port: StrictInt = Field(5432, ge=1, le=65535, description="PostgreSQL port.")
+    admin_user: ExistingName = Field("postgres", description="Superuser (or role with CREATEROLE/CREATEDB) pgaasctl connects as.")
     admin_password: SecretSource | None = Field(None, description="Password of admin_user; omit for trust, peer or ~/.pgpass.")
-    admin_database: str = Field("postgres", description="Database to connect to for cluster-wide reads and changes.")
+    admin_database: ExistingName = Field("postgres", description="Database to connect to for cluster-wide reads and changes.")
     sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] = Field(
         "prefer", description="libpq sslmode."
     )
-    connect_timeout: int = Field(5, ge=1, le=120, description="Seconds to wait for a connection.")
+    connect_timeout: StrictInt = Field(5, ge=1, le=120, description="Seconds to wait for a connection.")
     ssh: SshSettings | None = Field(None, description="SSH access, for repmgr discovery and operations; omit for SQL only.")
 
 
@@ -142,7 +184,7 @@ class FailoverSettings(Strict):
 
     mode: Literal["automatic", "manual"] = Field("automatic", description="Whether repmgrd promotes the standby by itself.")
     monitor_interval: Seconds = Field(1, description="Seconds between repmgrd's checks of the upstream (monitor_interval_secs).")
-    reconnect_attempts: int = Field(3, ge=0, le=100, description="Attempts to reach a failed primary before failing over.")
+    reconnect_attempts: StrictInt = Field(3, ge=0, le=100, description="Attempts to reach a failed primary before failing over.")
     reconnect_interval: Seconds = Field(1, description="Seconds between those attempts.")
     connect_timeout: Seconds = Field(2, description="libpq connect_timeout of repmgr's connections.")
 
@@ -193,7 +235,7 @@ class RoleSpec(Strict):
     replication: bool = Field(False, description="May start streaming replication.")
     bypassrls: bool = Field(False, description="Bypasses row-level security.")
     inherit: bool = Field(True, description="Inherits privileges of roles it is a member of.")
-    connection_limit: int = Field(-1, ge=-1, description="Concurrent connections allowed; -1 for no limit.")
+    connection_limit: StrictInt = Field(-1, ge=-1, le=INT4_MAX, description="Concurrent connections allowed; -1 for no limit.")
     valid_until: dt.datetime | Literal["infinity"] | None = Field(
         None, description="Password expiry time (ISO 8601, with time zone) or `infinity`."
     )
@@ -211,6 +253,11 @@ class RoleSpec(Strict):
     def _tz_aware(self) -> RoleSpec:
         if isinstance(self.valid_until, dt.datetime) and self.valid_until.tzinfo is None:
             raise ValueError("valid_until needs a time zone, e.g. 2027-01-01T00:00:00Z")
+        if isinstance(self.valid_until, dt.datetime):
+            try:
+                self.valid_until.astimezone(dt.timezone.utc)
+            except OverflowError:
+                raise ValueError("valid_until is out of range: in UTC it must fall in the years 1 to 9999") from None
         return self
 
 
@@ -225,13 +272,13 @@ class Extension(Strict):
 
     name: Identifier = Field(description="Extension name, e.g. pgcrypto.")
     version: str | None = Field(None, description="Version; omitted: the default version when created, never updated.")
-    schema_: Identifier | None = Field(None, alias="schema", description="Schema to install into; create-only.")
+    schema_: SchemaName | None = Field(None, alias="schema", description="Schema to install into; create-only.")
 
 
 class Schema(Strict):
     """A schema in the database."""
 
-    name: Identifier = Field(description="Schema name.")
+    name: SchemaName = Field(description="Schema name.")
     owner: Identifier | None = Field(None, description="Owner role; omitted: the database owner.")
 
 
@@ -242,7 +289,7 @@ class DatabaseSpec(Strict):
     encoding: str | None = Field(None, description="Encoding, e.g. UTF8; create-only.")
     locale: str | None = Field(None, description="LC_COLLATE and LC_CTYPE, e.g. C.UTF-8; create-only.")
     template: Identifier | Literal["template0", "template1"] = Field("template1", description="Template to copy; create-only.")
-    connection_limit: int = Field(-1, ge=-1, description="Concurrent connections allowed; -1 for no limit.")
+    connection_limit: StrictInt = Field(-1, ge=-1, le=INT4_MAX, description="Concurrent connections allowed; -1 for no limit.")
     allow_connections: bool = Field(True, description="Whether anyone may connect.")
     settings: Settings = Field(default_factory=dict, description="Per-database parameters (ALTER DATABASE ... SET).")
     extensions: list[Annotated[Extension, BeforeValidator(_name_or_mapping)]] = Field(
@@ -292,7 +339,7 @@ def _privileges(kind: str) -> Any:
             value = [value]
         out: list[Any] = []
         for item in value:
-            word = item.upper().strip() if isinstance(item, str) else item
+            word = item.upper().strip(" ") if isinstance(item, str) else item
             if word == "TEMP":
                 word = "TEMPORARY"
             if word in ("ALL", "ALL PRIVILEGES"):
@@ -345,7 +392,7 @@ class GrantSpec(Strict):
     privileges: Annotated[list[DatabasePrivilege] | None, _privileges("database")] = Field(
         None, description="On the database: CONNECT, CREATE, TEMPORARY (or ALL)."
     )
-    schemas: dict[Identifier, SchemaGrant] = Field(default_factory=dict, description="Privileges per schema.")
+    schemas: dict[SchemaName, SchemaGrant] = Field(default_factory=dict, description="Privileges per schema.")
 
 
 # ---------------------------------------------------------------- Workspace
@@ -357,8 +404,8 @@ class WorkspaceSpec(Strict):
         "sqlite:///state/pgaasctl.db",
         description="State store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://...",
     )
-    lock_timeout: float = Field(5.0, ge=0, le=600, description="Seconds a second apply waits for the pair lock.")
-    standby_timeout: float = Field(30.0, ge=0, le=3600, description="Seconds apply waits for the standby to replay.")
+    lock_timeout: StrictFloat = Field(5.0, ge=0, le=600, description="Seconds a second apply waits for the pair lock.")
+    standby_timeout: StrictFloat = Field(30.0, ge=0, le=3600, description="Seconds apply waits for the standby to replay.")
     local_dir: SafePath = Field(
         "state/local", description="Where provider `local` keeps each node's sshd, PostgreSQL data and logs."
     )

@@ -156,3 +156,93 @@ def test_invalid_setting_value_changes_nothing(unchanged: Workspace) -> None:
     unchanged.write("r.yaml", GOOD_ROLE)
     unchanged.pair(settings={"work_mem": "lots"})
     fails(unchanged, "parameter work_mem: expects a number with a unit, got 'lots'")
+
+
+# ---------------------------------------------------------------- inputs that used to get through (issue 6)
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ('kind: Role\nmetadata: {name: "canary\\n", pair: main}\n', "metadata.name: name 'canary\\n' contains '\\n'"),
+        ('kind: Database\nmetadata: {name: "canarydb\\n", pair: main}\n', "metadata.name: name 'canarydb\\n' contains '\\n'"),
+        ('kind: Database\nmetadata: {name: db, pair: main}\nspec: {schemas: ["sch\\n"]}\n', "spec.schemas.0.name: schema 'sch\\n' contains '\\n'"),
+        ('kind: Role\nmetadata: {name: app, pair: main}\nspec: {settings: {work_mem: "4MB\\0"}}\n',
+         "spec.settings: work_mem: contains a control character (U+0000)"),
+        ("kind: Role\nmetadata: {name: app, pair: main}\nspec: {connection_limit: true}\n",
+         "spec.connection_limit: expected a number, got true"),
+        ("kind: Database\nmetadata: {name: db, pair: main}\nspec: {connection_limit: 2147483648}\n",
+         "spec.connection_limit: Input should be less than or equal to 2147483647"),
+        ("kind: Database\nmetadata: {name: db, pair: main}\nspec: {schemas: [information_schema]}\n",
+         "information_schema is PostgreSQL's own schema (reserved)"),
+        ('kind: Role\nmetadata: {name: app, pair: main}\nspec: {settings: {search_path: \'"a,b", public\'}}\n',
+         "setting search_path: item '\"a' cannot be kept as written"),
+        ("kind: Role\nmetadata: {name: a, pair: main}\nspec: {member_of: [b]}\n---\n"
+         "kind: Role\nmetadata: {name: b, pair: main}\nspec: {member_of: [a]}\n", "member_of cycle a -> b -> a"),
+        ("kind: Role\nmetadata: {name: app, pair: main}\nspec:\n  x: " + "[" * 5000 + "]" * 5000 + "\n",
+         "nested more than 64 levels deep"),
+    ],
+    ids=["role-newline", "database-newline", "schema-newline", "nul-in-setting", "bool-as-int", "int4-overflow",
+         "information_schema", "search_path-comma", "member_of-cycle", "deep-yaml"],
+)
+def test_inputs_that_used_to_get_through_are_refused_by_validate(unchanged: Workspace, doc: str, message: str) -> None:
+    path = unchanged.write("bad.yaml", doc)
+    flat = fails(unchanged, str(path), message, command="validate")
+    assert "superuser" not in flat
+
+
+def test_a_nul_in_a_pair_setting_is_a_validation_error(unchanged: Workspace) -> None:
+    unchanged.pair(settings={"work_mem": '"4MB\\0"'})
+    fails(unchanged, "spec.settings: work_mem: contains a control character (U+0000)", command="validate")
+
+
+def test_admin_database_is_checked_as_a_name(unchanged: Workspace) -> None:
+    unchanged.write("pair-main.yaml", pair_yaml(unchanged.server).replace(
+        "connect_timeout: 2}", "connect_timeout: 2, admin_database: 'postgres\\n\\! touch /tmp/x'}"))
+    fails(unchanged, "spec.nodes.0.admin_database", command="validate")
+
+
+def test_schema_and_reference_problems_are_reported_in_one_run(unchanged: Workspace) -> None:
+    path = unchanged.write("bad.yaml", "kind: Role\nmetadata: {name: app, pair: main}\nspec: {member_of: [ghost]}\n---\n"
+                                       "kind: Role\nmetadata: {name: other, pair: main}\nspec: {login: maybe}\n")
+    flat = fails(unchanged, command="validate")
+    assert flat.index(f"{path}:3: role.main.app: member_of 'ghost'") < flat.index(f"{path}:7: Role 'other': spec.login")
+
+
+def test_upper_case_suffixes_are_read_and_hidden_directories_skipped(ws: Workspace) -> None:
+    ws.write("roles.YAML", GOOD_ROLE)
+    ws.write(".github/workflows/ci.yml", "on: push\njobs: {build: {runs-on: ubuntu-latest}}\n")
+    result = ws.run("validate", str(ws.specs))
+    assert result.exit_code == 0, result.output
+    assert "1 pair, 1 role" in result.flat
+    ws.must_apply()
+    (ws.specs / "roles.YAML").rename(ws.specs / "roles.Yml")
+    ws.assert_converged()  # renaming a file is not a destroy
+
+
+def test_a_directory_without_specs_is_an_error_not_no_changes(ws: Workspace) -> None:
+    empty = ws.root / "nothing-here"
+    empty.mkdir()
+    (empty / "README.md").write_text("specs go here\n")
+    for command in ("validate", "plan"):
+        result = ws.run(command, str(empty))
+        assert result.exit_code == 1, result.output
+        assert f"no spec documents under {empty}" in result.flat
+        assert "No changes" not in result.output and "Traceback" not in result.output
+
+
+def test_a_password_file_that_is_a_fifo_fails_at_once(unchanged: Workspace) -> None:
+    import os
+    import time
+
+    os.mkfifo(unchanged.specs / "app.pw")
+    unchanged.write("r.yaml", "kind: Role\nmetadata: {name: app, pair: main}\nspec: {password: {file: app.pw}}\n")
+    started = time.monotonic()
+    fails(unchanged, f"role.main.app: password file {unchanged.specs / 'app.pw'} is a FIFO, not a regular file",
+          "Point file: at a regular file")
+    assert time.monotonic() - started < 30
+
+
+def test_a_password_file_that_is_not_utf8_names_the_file(unchanged: Workspace) -> None:
+    (unchanged.specs / "app.pw").write_bytes(b"caf\xe9\n")
+    unchanged.write("r.yaml", "kind: Role\nmetadata: {name: app, pair: main}\nspec: {password: {file: app.pw}}\n")
+    fails(unchanged, f"role.main.app: password file {unchanged.specs / 'app.pw'} is not UTF-8 text")

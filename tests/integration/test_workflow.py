@@ -190,6 +190,10 @@ def test_removing_a_pair_with_managed_objects_is_refused(app_ws: Workspace) -> N
     app_ws.remove("roles.yaml")
     result = app_ws.plan()
     assert result.exit_code == 1
+    assert f"no spec documents under {app_ws.specs}" in result.flat  # not "No changes"
+    app_ws.write("workspace.yaml", "kind: Workspace\n")
+    result = app_ws.plan()
+    assert result.exit_code == 1
     assert "managed objects on pair(s) main that are no longer in the specs" in result.flat
 
 
