@@ -76,16 +76,20 @@ def password_matches(password: str, verifier: str | None, role: str) -> bool:
 
 @dataclass(frozen=True)
 class PasswordCheck:
-    """What the plan needs to know of one role's password: does the server's match, and a new verifier if not."""
+    """What the plan needs to know of one role's password: does the server's match, and a new verifier if not.
+    `md5`: the server holds an md5 hash of this very password, which pg_hba's scram-sha-256 method refuses."""
 
     matches: bool
     verifier: str | None
+    md5: bool = False
 
 
 def check_password(password: str, live_verifier: str | None, role: str, exists: bool, readable: bool) -> PasswordCheck:
     if exists and not readable:
         return PasswordCheck(matches=True, verifier=None)  # drift cannot be seen; the plan says so
     if exists and password_matches(password, live_verifier, role):
+        if live_verifier and live_verifier.startswith("md5"):
+            return PasswordCheck(matches=False, verifier=scram_verifier(password), md5=True)
         return PasswordCheck(matches=True, verifier=None)
     return PasswordCheck(matches=False, verifier=scram_verifier(password))
 

@@ -278,7 +278,7 @@ def diff_role(ctx: PairContext, name: str, spec: RoleSpec) -> Change | None:
         elif password is not None and not password.matches:
             change.attributes.append(AttributeChange(
                 name="password", before=SENSITIVE if live.verifier else None, after=SENSITIVE, sensitive=True,
-                note="differs from the spec" if live.verifier else "not set",
+                note=_password_note(password, live.verifier),
             ))
             change.statements.append(sqlgen.set_password(name, verifier or ""))
     previously = list((ctx.record_of(address) or {}).get("settings", {}))
@@ -287,6 +287,12 @@ def diff_role(ctx: PairContext, name: str, spec: RoleSpec) -> Change | None:
     if change.action == "adopt":
         change.notes.append("exists on the server; pgaasctl starts managing it")
     return finish_update(change, ctx.record_of(address))
+
+
+def _password_note(check: PasswordCheck, live_verifier: str | None) -> str:
+    if check.md5:
+        return "stored as md5; rewritten as SCRAM-SHA-256"
+    return "differs from the spec" if live_verifier else "not set"
 
 
 def delete_role(ctx: PairContext, name: str) -> Change:

@@ -126,7 +126,17 @@ def test_md5_password_by_hand_is_drift(ws: Workspace, monkeypatch: pytest.Monkey
     ws.write("r.yaml", role("app", "{login: true, password: {env: APP_PASSWORD}}"))
     ws.must_apply()
     ws.sql("SET password_encryption = 'md5'; ALTER ROLE app PASSWORD 'pw-one'")
-    ws.assert_converged()  # same password stored as md5 still matches
+    assert ws.sql("SELECT left(rolpassword, 3) FROM pg_authid WHERE rolname = 'app'") == [("md5",)]
+    with pytest.raises(psycopg.OperationalError):  # pg_hba says scram-sha-256: the right password, refused
+        psycopg.connect(host=ws.server.host, port=ws.server.port, user="app", password="pw-one", dbname="postgres")
+    plan = ws.plan("--detailed-exitcode")
+    assert plan.exit_code == 2, plan.output
+    assert "password: (sensitive) -> (sensitive) (stored as md5; rewritten as SCRAM-SHA-256)" in plan.flat
+    ws.must_apply()
+    assert ws.sql("SELECT left(rolpassword, 14) FROM pg_authid WHERE rolname = 'app'") == [("SCRAM-SHA-256$",)]
+    with psycopg.connect(host=ws.server.host, port=ws.server.port, user="app", password="pw-one", dbname="postgres"):
+        pass
+    ws.assert_converged()
 
 
 def test_password_from_file(ws: Workspace) -> None:

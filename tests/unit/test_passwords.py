@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from pgaasctl.passwords import ITERATIONS, password_matches, scram_verifier
+from pgaasctl.passwords import ITERATIONS, check_password, password_matches, scram_verifier
 
 VERIFIER = re.compile(r"^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$")
 
@@ -127,3 +127,31 @@ def test_md5_verifiers():
 )
 def test_unusable_verifiers_never_match_and_never_raise(verifier: str | None):
     assert password_matches("pw", verifier, "r") is False
+
+
+# ---------------------------------------------------------------- check_password: what the plan does about it
+
+def test_an_md5_hash_of_the_right_password_is_drift_rewritten_as_scram():
+    md5 = "md5" + hashlib.md5(b"secretalice").hexdigest()
+    check = check_password("secret", md5, "alice", exists=True, readable=True)
+    assert check.matches is False
+    assert check.md5 is True
+    assert check.verifier is not None and check.verifier.startswith("SCRAM-SHA-256$")
+    assert password_matches("secret", check.verifier, "alice")
+
+
+def test_an_md5_hash_of_another_password_is_plain_drift():
+    md5 = "md5" + hashlib.md5(b"oldalice").hexdigest()
+    check = check_password("secret", md5, "alice", exists=True, readable=True)
+    assert (check.matches, check.md5) == (False, False)
+    assert check.verifier is not None and check.verifier.startswith("SCRAM-SHA-256$")
+
+
+def test_a_scram_verifier_of_the_right_password_is_no_change():
+    check = check_password("secret", scram_verifier("secret"), "alice", exists=True, readable=True)
+    assert (check.matches, check.md5, check.verifier) == (True, False, None)
+
+
+def test_unreadable_verifiers_are_never_drift():
+    check = check_password("secret", None, "alice", exists=True, readable=False)
+    assert (check.matches, check.md5, check.verifier) == (True, False, None)
