@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 
+from pgaasctl.errors import PgaasError
 from pgaasctl.plan.model import AttributeChange, Change, Plan
 
 SYMBOLS = {"create": ("+", "green"), "update": ("~", "yellow"), "adopt": ("~", "cyan"), "delete": ("-", "red")}
@@ -85,20 +87,50 @@ def render_json(plan: Plan) -> str:
 
 
 def render_sql(plan: Plan) -> str:
-    """The statements in order, as a psql script (\\connect switches databases); secrets redacted."""
+    """The statements in order, as a psql script (\\connect switches databases); secrets redacted.
+    Every line is a comment, a statement, or a \\connect whose argument is quoted: nothing else runs."""
     out: list[str] = []
     for pair in plan.pairs:
-        out.append(f"-- pair {pair.pair}: run on the primary {pair.primary}")
+        out.append(_comment(f"pair {pair.pair}: run on the primary {pair.primary}"))
         for op in pair.operations:
-            out.append(f"-- first, over SSH on node {op.node}: {op.detail}")
+            out.append(_comment(f"first, over SSH on node {op.node}: {op.detail}"))
         current = pair.admin_database
-        out.append(f"\\connect {current}")
+        out.append(_connect(current))
         for change in pair.changes:
-            out.append(f"-- {change.action} {change.address}")
+            out.append(_comment(f"{change.action} {change.address}"))
             for statement in change.sql:
                 database = statement.database or pair.admin_database
                 if database != current:
-                    out.append(f"\\connect {database}")
+                    out.append(_connect(database))
                     current = database
                 out.append(statement.text + ";")
     return "\n".join(out) + "\n"
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PSQL_ESCAPES = {"'": "''", "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _comment(text: str) -> str:
+    """A comment line: a newline in `text` would end it, and psql would run what follows."""
+    return "-- " + _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def _connect(database: str) -> str:
+    if "=" in database or database.startswith(("postgresql://", "postgres://")):
+        # validated names never look like this; psql would connect wherever the string says
+        raise PgaasError(f"database name {database!r} would be read by psql as a connection string")
+    if database == "-":
+        raise PgaasError("database name '-' means the previous connection's database to psql")
+    return f"\\connect {psql_quote(database)}"
+
+
+def psql_quote(argument: str) -> str:
+    """One argument of a psql meta-command, single-quoted: psql reads '' as a quote and expands backslash
+    escapes there, so a backslash, newline or other control character cannot end the command or start another."""
+    def escape(char: str) -> str:
+        if char in _PSQL_ESCAPES:
+            return _PSQL_ESCAPES[char]
+        return f"\\x{ord(char):02x}" if _CONTROL.fullmatch(char) else char
+
+    return "'" + "".join(map(escape, argument)) + "'"

@@ -483,7 +483,7 @@ def test_plan_as_sql_and_json(ws: Workspace) -> None:
     lines = as_sql.stdout.splitlines()
     create = next(i for i, line in enumerate(lines) if line.startswith('CREATE DATABASE "shop"'))
     assert 'OWNER "app_owner"' in lines[create]
-    connect = lines.index("\\connect shop")
+    connect = lines.index("\\connect 'shop'")
     assert connect > create
     after = "\n".join(lines[connect:])
     assert 'CREATE EXTENSION IF NOT EXISTS "pgcrypto"' in after

@@ -12,7 +12,16 @@ from psycopg import sql
 from rich.console import Console
 
 from pgaasctl.errors import PgaasError, StalePlan
-from pgaasctl.plan.model import SENSITIVE, AttributeChange, Change, PairPlan, Plan, ShownStatement, Statement
+from pgaasctl.plan.model import (
+    SENSITIVE,
+    AttributeChange,
+    Change,
+    HostOperation,
+    PairPlan,
+    Plan,
+    ShownStatement,
+    Statement,
+)
 from pgaasctl.plan.planfile import check_still_valid, is_plan_file, load_plan, save_plan
 from pgaasctl.plan.render import render_json, render_sql, render_text
 
@@ -178,21 +187,21 @@ def test_sql_output_connects_to_the_admin_database_first_and_switches_with_conne
     lines = out.splitlines()
     orders = lines[: lines.index("-- pair quiet: run on the primary quiet-a")]
     assert orders[0] == "-- pair orders: run on the primary orders-a"
-    assert orders[1] == "\\connect postgres"
+    assert orders[1] == "\\connect 'postgres'"
     body = [line for line in orders if not line.startswith("--")]
     assert body == [
-        "\\connect postgres",
+        "\\connect 'postgres'",
         "ALTER SYSTEM SET work_mem = '8MB';",
         "SELECT pg_reload_conf();",
         "CREATE ROLE \"orders_app\" LOGIN PASSWORD '(sensitive)';",
         "ALTER ROLE \"reporting\" PASSWORD '(sensitive)';",
         'ALTER DATABASE "legacy" CONNECTION LIMIT 100;',
-        "\\connect legacy",
+        "\\connect 'legacy'",
         'CREATE SCHEMA "billing";',
         'GRANT USAGE ON SCHEMA "billing" TO "reporting";',
-        "\\connect old",
+        "\\connect 'old'",
         'REVOKE ALL ON SCHEMA "public" FROM "x";',
-        "\\connect postgres",
+        "\\connect 'postgres'",
         'DROP DATABASE "old";',
     ]
     assert "-- delete database.orders.old" in orders
@@ -207,10 +216,43 @@ def test_sql_output_uses_each_pairs_own_admin_database():
     out = render_sql(plan)
     quiet = out[out.index("-- pair quiet"):].splitlines()
     assert [line for line in quiet if not line.startswith("--")] == [
-        "\\connect admin", 'CREATE ROLE "r";', "\\connect app", "SELECT 1;", "\\connect admin", 'ALTER ROLE "r" LOGIN;',
+        "\\connect 'admin'", 'CREATE ROLE "r";', "\\connect 'app'", "SELECT 1;", "\\connect 'admin'", 'ALTER ROLE "r" LOGIN;',
     ]
     # the second pair starts again from its admin database, whatever the first pair ended on
     assert out.endswith("\n")
+
+
+HOSTILE = "x\n\\! touch /tmp/pwned\n\\connect 'y'"
+
+
+def hostile_plan() -> Plan:
+    change = Change(address=f"role.p.{HOSTILE}", kind="role", name=HOSTILE, action="create",
+                    sql=[ShownStatement(database=HOSTILE, text="SELECT 1")])
+    pair = PairPlan(pair=f"p{HOSTILE}", primary=HOSTILE, admin_database=f"it's {HOSTILE}\t\r\x01\\", header="h",
+                    changes=[change],
+                    operations=[HostOperation(kind="start_host", node=HOSTILE, detail=f"detail{HOSTILE}")])
+    return Plan(spec_path="specs", spec_fingerprint="f", pairs=[pair])
+
+
+def test_plan_sql_writes_every_connect_argument_quoted():
+    lines = render_sql(hostile_plan()).splitlines()
+    connects = [line for line in lines if line.startswith("\\")]
+    assert connects == [
+        "\\connect 'it''s x\\n\\\\! touch /tmp/pwned\\n\\\\connect ''y''\\t\\r\\x01\\\\'",
+        "\\connect 'x\\n\\\\! touch /tmp/pwned\\n\\\\connect ''y'''",
+    ]
+    # every other line is a comment or a statement: nothing can start a meta-command
+    assert all(line.startswith(("--", "\\connect '")) or line == "SELECT 1;" for line in lines), lines
+    assert len(lines) == 6, lines
+
+
+@pytest.mark.parametrize("name", ["dbname=evil", "postgresql://evil/db", "postgres://evil", "-"])
+def test_a_database_psql_would_read_as_a_connection_string_is_refused(name: str):
+    plan = sample_plan()
+    plan.pairs[1].admin_database = name
+    with pytest.raises(PgaasError) as info:
+        render_sql(plan)
+    assert "connection string" in str(info.value) or "previous connection" in str(info.value)
 
 
 # ---------------------------------------------------------------- plan files
