@@ -406,6 +406,10 @@ def _database_contents(ctx: PairContext, address: str, name: str, spec: Database
         if have_schema is None:
             change.attributes.append(AttributeChange(name=f"schemas.{schema.name}", after=f"owner {schema_owner}"))
             change.statements.append(sqlgen.create_schema(name, schema.name, schema_owner))
+            if name not in ctx.catalog.databases:
+                # its template may hold the schema already (PostgreSQL 15's hold public, owned by
+                # pg_database_owner), and CREATE SCHEMA IF NOT EXISTS then leaves its owner as it was
+                change.statements.append(sqlgen.schema_owner(name, schema.name, schema_owner))
         elif have_schema.owner != schema_owner:
             change.attributes.append(AttributeChange(name=f"schemas.{schema.name}.owner", before=have_schema.owner, after=schema_owner))
             change.statements.append(sqlgen.schema_owner(name, schema.name, schema_owner))
