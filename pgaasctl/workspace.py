@@ -28,7 +28,7 @@ from pgaasctl.plan.build import (
     pairs_targeted,
     plan_pair,
 )
-from pgaasctl.plan.model import Plan, count_changes
+from pgaasctl.plan.model import HostOperation, Plan, count_changes
 from pgaasctl.plan.planfile import check_still_valid
 from pgaasctl.locate import WorkspaceLocation, locate
 from pgaasctl.spec.desired import DesiredPair, DesiredState, load_desired
@@ -185,6 +185,16 @@ def _record_failover(store: Store, live: LivePair) -> None:
         store.record(address, live.plan.pair, "pair", live.plan.pair, {**managed.attributes, "failover": spec.failover.model_dump()})
 
 
+def _record_node_ids(store: Store, pair: str, operations: list[HostOperation], before: bool) -> None:
+    """The repmgr node id of each node an operation registers, kept before it runs; a removed node's, dropped
+    after. Ids are never reused for another node name."""
+    for op in operations:
+        if before and op.node_id is not None and op.kind != "remove_node":
+            store.record_node_id(pair, op.node, op.node_id)
+        elif not before and op.kind == "remove_node":
+            store.forget_node_id(pair, op.node)
+
+
 MAX_OPERATION_ROUNDS = 3  # e.g. start a host, then find its PostgreSQL needs a rejoin
 
 
@@ -198,7 +208,9 @@ def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: Progres
         if rounds > MAX_OPERATION_ROUNDS:
             raise PgaasError(f"pair {name!r} still needs host operations after {MAX_OPERATION_ROUNDS} rounds",
                              "Look at `pgaasctl status`, then run apply again.")
+        _record_node_ids(store, name, live.plan.operations, before=True)
         operations_done += HostOperator(live.inputs, work.ssh, on_operation).run(live.plan.operations)
+        _record_node_ids(store, name, live.plan.operations, before=False)
         if any(op.kind == "reconfigure_repmgr" for op in live.plan.operations):
             _record_failover(store, live)
         if any(op.kind == "destroy_hosts" for op in live.plan.operations):

@@ -67,3 +67,11 @@ class Provider(Protocol):
     def destroy_hosts(self, pair: PairDoc) -> None:
         """Stop and remove everything the provider created for the pair."""
         ...
+
+    def undeclared_hosts(self, pair: PairDoc) -> list[Host]:
+        """Hosts the provider made for nodes the spec no longer declares (renamed or removed nodes)."""
+        ...
+
+    def remove_host(self, pair: PairDoc, node: str) -> None:
+        """Stop and remove one node's host (a node removed from the spec); nothing for hosts it did not make."""
+        ...

@@ -36,3 +36,9 @@ class ExistingProvider:
 
     def destroy_hosts(self, pair: PairDoc) -> None:
         """The servers are not ours: nothing to remove."""
+
+    def undeclared_hosts(self, pair: PairDoc) -> list[Host]:
+        return []  # only the spec says where existing servers are
+
+    def remove_host(self, pair: PairDoc, node: str) -> None:
+        """The server is not ours: it keeps running, unregistered."""

@@ -87,19 +87,24 @@ class LocalProvider:
     # -- the protocol
     def hosts(self, pair: PairDoc) -> list[Host]:
         assert isinstance(pair.spec, LocalPairSpec)
-        claimed = {(p, n): (address, port) for address, (p, n, port) in self.store.local_addresses(pair.metadata.name).items()}
-        out = []
-        for node in pair.spec.nodes:
-            name = pair.metadata.name
-            address, ssh_port = claimed.get((name, node.name), ("", SSH_PORT))
-            exists = bool(address) and (self.node_dir(name, node.name) / "ssh" / "sshd_config").exists()
-            layout = self.layout(name, node.name)
-            out.append(Host(
-                pair=name, node=node.name, address=address, pg_port=PG_PORT, ssh_port=ssh_port,
-                ssh_user=self.os_user, key_file=str(self.key_file()), repmgr_conf=layout.repmgr_conf, bin_dir=PG_BIN,
-                layout=layout, exists=exists, running=exists and self._sshd_running(name, node.name),
-            ))
-        return out
+        return [self._host(pair.metadata.name, node.name) for node in pair.spec.nodes]
+
+    def undeclared_hosts(self, pair: PairDoc) -> list[Host]:
+        assert isinstance(pair.spec, LocalPairSpec)
+        declared = {node.name for node in pair.spec.nodes}
+        claimed = sorted(n for _, n, _ in self.store.local_addresses(pair.metadata.name).values())
+        return [self._host(pair.metadata.name, node) for node in claimed if node not in declared]
+
+    def _host(self, pair: str, node: str) -> Host:
+        claimed = {n: (address, port) for address, (_, n, port) in self.store.local_addresses(pair).items()}
+        address, ssh_port = claimed.get(node, ("", SSH_PORT))
+        exists = bool(address) and (self.node_dir(pair, node) / "ssh" / "sshd_config").exists()
+        layout = self.layout(pair, node)
+        return Host(
+            pair=pair, node=node, address=address, pg_port=PG_PORT, ssh_port=ssh_port,
+            ssh_user=self.os_user, key_file=str(self.key_file()), repmgr_conf=layout.repmgr_conf, bin_dir=PG_BIN,
+            layout=layout, exists=exists, running=exists and self._sshd_running(pair, node),
+        )
 
     def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:
         try:
@@ -124,15 +129,21 @@ class LocalProvider:
 
     def destroy_hosts(self, pair: PairDoc) -> None:
         name = pair.metadata.name
-        for address, (_, node, ssh_port) in self.store.local_addresses(name).items():
-            self._stop_node(name, node)
-            shutil.rmtree(self.node_dir(name, node), ignore_errors=True)
-            self.store.forget_host_key(f"{address}:{ssh_port}")
-            self.store.release_local_address(address)
+        for _, node, _ in list(self.store.local_addresses(name).values()):
+            self.remove_host(pair, node)
         self.admin_password_file(name).unlink(missing_ok=True)
         pair_dir = self.root / name
         if pair_dir.exists() and not any(pair_dir.iterdir()):
             pair_dir.rmdir()
+
+    def remove_host(self, pair: PairDoc, node: str) -> None:
+        name = pair.metadata.name
+        self._stop_node(name, node)
+        shutil.rmtree(self.node_dir(name, node), ignore_errors=True)
+        for address, (_, claimed_node, ssh_port) in self.store.local_addresses(name).items():
+            if claimed_node == node:
+                self.store.forget_host_key(f"{address}:{ssh_port}")
+                self.store.release_local_address(address)
 
     # -- creation
     def _check_prerequisites(self) -> None:

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pgaasctl.errors import PgaasError
 from pgaasctl.hosts.bootstrap import Bootstrap
 from pgaasctl.hosts.ssh import SshSessions
+from pgaasctl.apply.nodes import remove_node
 from pgaasctl.plan.build import PairInputs
 from pgaasctl.plan.model import HostOperation
 from pgaasctl.spec.models import FailoverSettings, LocalPairSpec
@@ -30,6 +31,7 @@ class HostOperator:
         failover = spec.failover if isinstance(spec, LocalPairSpec) else None
         self.bootstrap = Bootstrap(ssh=ssh, failover=failover or FailoverSettings(), admin_password=admin_password)
         self._destroyed = False
+        self._ids: dict[str, int] = {}
 
     @property
     def pair(self) -> str:
@@ -42,10 +44,15 @@ class HostOperator:
         raise PgaasError(f"pair {self.pair!r} has no node {node!r}")
 
     def _node_id(self, node: str) -> int:
+        """The repmgr node id discovery assigned (registered, recorded, or new); by position for a plan made
+        before ids were carried in operations."""
+        if node in self._ids:
+            return self._ids[node]
         names = [n.name for n in self.inputs.pair.doc.spec.nodes]
         return names.index(node) + 1
 
     def run(self, operations: list[HostOperation]) -> list[str]:
+        self._ids = {op.node: op.node_id for op in operations if op.node_id is not None}
         done = []
         for op in operations:
             self.on_progress(self.pair, op, "start")
@@ -77,6 +84,8 @@ class HostOperator:
             self.bootstrap.reconfigure_repmgr(self._host(op.node), self._node_id(op.node))
         elif op.kind == "start_repmgrd":
             self.bootstrap.start_repmgrd(self._host(op.node))
+        elif op.kind == "remove_node":
+            remove_node(self.inputs, self.ssh, op)
         elif op.kind == "destroy_hosts":
             if not self._destroyed:
                 self.ssh.close()  # sessions to hosts about to vanish

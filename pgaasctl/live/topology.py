@@ -176,8 +176,10 @@ def probe_pair(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], 
 
 
 def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions,
-                      synchronous: bool, can_create: bool) -> Topology:
-    """Probe every node; wait briefly when repmgr has not yet recorded a promotion PostgreSQL already shows."""
+                      synchronous: bool, can_create: bool, undeclared: list[Host] | None = None,
+                      recorded_ids: dict[str, int] | None = None) -> Topology:
+    """Probe every node; wait briefly when repmgr has not yet recorded a promotion PostgreSQL already shows.
+    `undeclared`: hosts of nodes the spec no longer declares, asked over SQL whether they are primary."""
     deadline = time.monotonic() + CONSISTENCY_WAIT
     while True:
         reports = probe_pair(pair, hosts, addresses, ssh)
@@ -187,10 +189,78 @@ def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAdd
         _close(reports)
         time.sleep(0.2)  # polling repmgr's metadata after a promotion
     try:
-        return _decide(pair, reports, synchronous, can_create)
+        _refuse_undeclared_primary(pair, reports, undeclared or [], addresses)
+        topology = _decide(pair, reports, synchronous, can_create)
+        topology.operations += _removals(pair, topology, [h.node for h in hosts], undeclared or [])
+        registered = topology.primary.registered if topology.primary is not None else None
+        ids = assign_node_ids([h.node for h in hosts], {**(recorded_ids or {}),
+                                                        **{n: r.node_id for n, r in (registered or {}).items()}})
+        for op in topology.operations:
+            if op.kind in NEEDS_NODE_ID:
+                op.node_id = ids[op.node]
+        return topology
     except BaseException:
         _close(reports)
         raise
+
+
+NEEDS_NODE_ID = ("init_primary", "clone_standby", "reconfigure_repmgr", "rejoin", "recover_node")  # may write repmgr.conf
+
+
+def assign_node_ids(declared: list[str], known: dict[str, int]) -> dict[str, int]:
+    """repmgr node ids of the declared nodes: the one repmgr registered or the store recorded, else a new one
+    above every id known (so a renamed node never takes the id of the node it replaces). A pair with no id
+    known (new, or made before ids were recorded) numbers its nodes by position, as pgaasctl always did."""
+    if not known:
+        return {node: i + 1 for i, node in enumerate(declared)}
+    out = {node: known[node] for node in declared if node in known}
+    next_id = max(known.values()) + 1
+    for node in declared:
+        if node not in out:
+            out[node] = next_id
+            next_id += 1
+    return out
+
+
+def _refuse_undeclared_primary(pair: str, reports: list[NodeReport], undeclared: list[Host],
+                               addresses: dict[str, NodeAddress]) -> None:
+    """A node removed from the spec that is still the primary cannot be removed: the pair would lose it."""
+    for host in undeclared:
+        address = addresses.get(host.node)
+        if not host.exists or address is None:
+            continue
+        state, conn = probe_node(address)
+        if conn is not None:
+            conn.close()
+        if state.role != "primary":
+            continue
+        declared = [r.name for r in reports]
+        raise PlanError(
+            f"pair {pair!r}: node {host.label} is the primary, but the spec no longer declares it",
+            f"Put it back in the spec, run `pgaasctl switchover {pair} --to {declared[0]}`, then remove it again."
+            if declared else "Declare it again.",
+        )
+
+
+def _removals(pair: str, topology: Topology, declared: list[str], undeclared: list[Host]) -> list[HostOperation]:
+    """Nodes registered in repmgr, or made by the provider, that the spec no longer declares: removed."""
+    primary = topology.primary
+    if primary is None:
+        return []
+    registered = primary.registered or {}
+    hosts = {h.node: h for h in undeclared}
+    names = sorted(({n for n, r in registered.items() if r.role != "witness"} | set(hosts)) - set(declared))
+    out = []
+    for name in names:
+        host = hosts.get(name)
+        node_id = registered[name].node_id if name in registered else None
+        steps = ["stop it"] if host is not None and host.exists else []
+        steps += ["unregister it from repmgr", "drop its replication slot"] if node_id is not None else []
+        steps += ["remove its host"] if host is not None else ["its server keeps running"]
+        topology.warnings.append(f"pair {pair!r}: node {name} is no longer in the spec; apply removes it from the pair")
+        out.append(HostOperation(kind="remove_node", node=name, peer=primary.name, node_id=node_id,
+                                 detail="no longer in the spec: " + ", ".join(steps)))
+    return out
 
 
 def _metadata_lags(reports: list[NodeReport]) -> bool:

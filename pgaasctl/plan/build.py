@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -52,6 +52,8 @@ class PairInputs:
     hosts: list[Host]
     addresses: dict[str, NodeAddress]  # node -> admin login; a node pgaasctl has not created yet has none
     passwords: dict[str, str]  # role -> password, for roles whose password is managed
+    recorded_ids: dict[str, int] = field(default_factory=dict)  # node -> repmgr node id, as the store recorded them
+    undeclared: list[Host] = field(default_factory=list)  # hosts of nodes the spec no longer declares
 
     @property
     def uses_ssh(self) -> bool:
@@ -68,7 +70,8 @@ class PairInputs:
 
     def topology(self, ssh: SshSessions) -> Topology:
         """Discovery of a repmgr pair over SSH (and SQL), with the host operations it needs."""
-        return discover_topology(self.pair.name, self.hosts, self.addresses, ssh, self.synchronous, self.can_create)
+        return discover_topology(self.pair.name, self.hosts, self.addresses, ssh, self.synchronous, self.can_create,
+                                 self.undeclared, self.recorded_ids)
 
     def sql_state(self) -> PairState:
         """Discovery of a pair reached over SQL only."""
@@ -102,6 +105,7 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
     hosts = provider.hosts(pair.doc)
     addresses: dict[str, NodeAddress] = {}
     spec = pair.doc.spec
+    password: str | None = None
     if isinstance(spec, ExistingPairSpec):
         by_name = {h.node: h for h in hosts}
         for node in spec.nodes:
@@ -118,8 +122,17 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
                     password=SecretStr(password), admin_database="postgres", sslmode="prefer",
                     connect_timeout=spec.failover.connect_timeout,
                 )
+    undeclared = provider.undeclared_hosts(pair.doc)
+    for host in undeclared:
+        if host.exists and isinstance(spec, LocalPairSpec) and password is not None:
+            addresses[host.node] = NodeAddress(
+                pair=pair.name, name=host.node, host=host.address, port=host.pg_port, user=LOCAL_ADMIN_USER,
+                password=SecretStr(password), admin_database="postgres", sslmode="prefer",
+                connect_timeout=spec.failover.connect_timeout,
+            )
     passwords = role_passwords(pair) if role_secrets else {}
-    return PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=passwords)
+    return PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=passwords,
+                      recorded_ids=store.node_ids(pair.name), undeclared=undeclared)
 
 
 def role_passwords(pair: DesiredPair) -> dict[str, str]:
@@ -264,8 +277,8 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
         if topology.state is None:
             return _plan_without_primary(inputs, store, operations, warnings, destroy)
         state = topology.state
-        if len(inputs.hosts) > 1:
-            sync_names = "*" if inputs.synchronous and topology.whole_after_operations else ""
+        # managed on every repmgr pair, one node included: a primary left alone must not wait for a standby
+        sync_names = "*" if inputs.synchronous and topology.whole_after_operations else ""
         if hosts_in_scope:
             operations += _reconfigure_operations(inputs, store, topology)
     else:
@@ -306,7 +319,9 @@ def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology
         return []
     if managed.attributes.get("failover") == spec.failover.model_dump():
         return []
-    return [HostOperation(kind="reconfigure_repmgr", node=r.name, detail="rewrite repmgr.conf and restart repmgrd")
+    registered = (topology.primary.registered if topology.primary is not None else None) or {}
+    return [HostOperation(kind="reconfigure_repmgr", node=r.name, detail="rewrite repmgr.conf and restart repmgrd",
+                          node_id=registered[r.name].node_id if r.name in registered else None)
             for r in topology.nodes if r.role in ("primary", "standby")]
 
 

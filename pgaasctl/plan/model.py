@@ -71,9 +71,11 @@ class HostOperation(BaseModel):
     """A step on a node's host, run over SSH before any SQL (create, clone, rejoin, start...)."""
 
     kind: Literal["create_host", "start_host", "init_primary", "clone_standby", "rejoin", "recover_node",
-                  "start_postgres", "register_standby", "start_repmgrd", "reconfigure_repmgr", "destroy_hosts"]
+                  "start_postgres", "register_standby", "start_repmgrd", "reconfigure_repmgr", "destroy_hosts",
+                  "remove_node"]
     node: str
-    peer: str | None = None  # the primary a standby is made from
+    peer: str | None = None  # the primary a standby is made from (remove_node: the primary it is removed from)
+    node_id: int | None = None  # remove_node: its repmgr node id
     detail: str
 
 

@@ -47,6 +47,8 @@ DDL = [
         endpoint TEXT PRIMARY KEY, key TEXT NOT NULL, pinned_at TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS local_addresses (
         address TEXT PRIMARY KEY, pair TEXT NOT NULL, node TEXT NOT NULL, ssh_port INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS node_ids (
+        pair TEXT NOT NULL, node TEXT NOT NULL, node_id INTEGER NOT NULL, PRIMARY KEY (pair, node))""",
     """CREATE TABLE IF NOT EXISTS locks (
         pair TEXT PRIMARY KEY, holder TEXT NOT NULL, operation TEXT NOT NULL, acquired_at TEXT NOT NULL)""",
 ]
@@ -277,6 +279,7 @@ class Store:
 
     def forget_pair(self, name: str) -> None:
         self._writing()
+        self._exec("DELETE FROM node_ids WHERE pair = ?", (name,))
         self._exec("DELETE FROM nodes WHERE pair = ?", (name,))
         self._exec("DELETE FROM pairs WHERE name = ?", (name,))
 
@@ -317,6 +320,19 @@ class Store:
     def release_local_address(self, address: str) -> None:
         self._writing()
         self._exec("DELETE FROM local_addresses WHERE address = ?", (address,))
+
+    # -- repmgr node ids: recorded once, so renaming or reordering nodes in the spec never reuses an id
+    def node_ids(self, pair: str) -> dict[str, int]:
+        return {r[0]: int(r[1]) for r in self._exec("SELECT node, node_id FROM node_ids WHERE pair = ?", (pair,))}
+
+    def record_node_id(self, pair: str, node: str, node_id: int) -> None:
+        self._writing()
+        self._exec("INSERT INTO node_ids (pair, node, node_id) VALUES (?, ?, ?) ON CONFLICT (pair, node) DO NOTHING",
+                   (pair, node, node_id))
+
+    def forget_node_id(self, pair: str, node: str) -> None:
+        self._writing()
+        self._exec("DELETE FROM node_ids WHERE pair = ? AND node = ?", (pair, node))
 
     # -- history
     def begin(self, pair: str, operation: str) -> str:

@@ -1,0 +1,100 @@
+"""Nodes that change in the spec: a removed node is removed from the pair (repmgr, its slot, its host), a
+renamed node gets a new repmgr node id, and the primary is never removed. Real sshd, PostgreSQL 15, repmgr."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from tests.support.local_pair import Lab, LocalPair, no_traceback, processes_mentioning
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab.open("nodes", slot=1) as lab:
+        lab.add_pair("np", replication="synchronous")
+        yield lab
+
+
+@pytest.fixture
+def np_(lab: Lab) -> LocalPair:
+    pair = lab.pairs["np"]
+    pair.ensure_healthy()
+    return pair
+
+
+def registered(pair: LocalPair, primary: str) -> dict[int, str]:
+    return dict(pair.query(primary, "SELECT node_id, node_name FROM repmgr.nodes ORDER BY node_id", dbname="repmgr"))
+
+
+def slots(pair: LocalPair, primary: str) -> list[str]:
+    return [r[0] for r in pair.query(primary, "SELECT slot_name FROM pg_replication_slots ORDER BY 1")]
+
+
+def test_a_node_removed_from_the_spec_leaves_the_pair(np_: LocalPair) -> None:
+    primary = np_.primary()
+    standby = np_.other(primary)
+    standby_dir = np_.node_dir(standby)
+    np_.rewrite_spec(nodes=[{"name": primary}])
+
+    plan = np_.ws.plan()
+    assert plan.exit_code == 0, plan.output
+    assert f"node {standby} is no longer in the spec" in plan.flat
+    assert (f"node {standby}: no longer in the spec: stop it, unregister it from repmgr, drop its replication slot, "
+            "remove its host") in plan.flat
+    assert "synchronous_standby_names: * ->" in plan.flat, plan.output  # a primary alone must not wait
+
+    applied = np_.ws.apply()
+    assert applied.exit_code == 0, applied.output
+    no_traceback(applied)
+    assert not standby_dir.exists() and processes_mentioning(str(standby_dir) + "/") == {}
+    assert list(registered(np_, primary).values()) == [primary]
+    assert slots(np_, primary) == []
+    with psycopg.connect(host=np_.address(primary), port=5432, user="postgres", password=np_.admin_password,
+                         dbname="postgres", autocommit=True, options="-c statement_timeout=5000") as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS alone (x int)")
+        conn.execute("INSERT INTO alone VALUES (1)")  # commits: nothing waits for the removed standby
+    np_.ws.assert_converged()
+    # back to two nodes: the standby is made again
+    np_.ensure_healthy()
+
+
+def test_a_renamed_node_gets_a_new_id_and_the_old_one_goes(np_: LocalPair) -> None:
+    primary = np_.primary()
+    old = np_.other(primary)
+    before = registered(np_, primary)
+    new = "np-c"
+    np_.rewrite_spec(nodes=[{"name": primary}, {"name": new}])
+    plan = np_.ws.plan()
+    assert plan.exit_code == 0, plan.output
+    assert "not allocated" not in plan.output
+    assert f"node {new}: create the host" in plan.flat and f"node {old}: no longer in the spec" in plan.flat
+    applied = np_.ws.apply()
+    assert applied.exit_code == 0, applied.output
+    after = registered(np_, primary)
+    assert sorted(after.values()) == sorted([primary, new])
+    new_id = next(i for i, name in after.items() if name == new)
+    assert new_id > max(before), (before, after)  # the removed node's id is not reused
+    assert not np_.node_dir(old).exists()
+    rows = np_.query(primary, "SELECT application_name, sync_state FROM pg_stat_replication")
+    assert rows == [(new, "sync")], rows
+    assert slots(np_, primary) == [f"repmgr_slot_{new_id}"]
+    np_.ws.assert_converged()
+    # leave the module's pair as the baseline declares it
+    np_.ws.reset()
+    assert np_.ws.apply().exit_code == 0
+    np_.ensure_healthy()
+
+
+def test_the_primary_is_never_removed(np_: LocalPair) -> None:
+    primary = np_.primary()
+    standby = np_.other(primary)
+    np_.rewrite_spec(nodes=[{"name": standby}])
+    plan = np_.ws.plan()
+    assert plan.exit_code == 1, plan.output
+    assert f"node {primary}" in plan.flat and "is the primary, but the spec no longer declares it" in plan.flat
+    assert f"pgaasctl switchover np --to {standby}" in plan.flat
+    assert np_.ws.apply().exit_code == 1
+    np_.assert_whole(primary)
