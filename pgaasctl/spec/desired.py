@@ -157,28 +157,38 @@ def _membership_cycles(pair: DesiredPair) -> list[Problem]:
     """member_of cycles among the pair's declared roles (PostgreSQL refuses them, mid-apply), each reported once,
     at the membership of its alphabetically first role."""
     problems: list[Problem] = []
-    done: set[str] = set()
     reported: set[tuple[str, ...]] = set()
-
-    def visit(name: str, path: list[str]) -> None:
-        if name in path:
-            cycle = path[path.index(name):]
-            first = cycle.index(min(cycle))
-            cycle = cycle[first:] + cycle[:first]
-            if len(cycle) > 1 and tuple(cycle) not in reported:  # a member of itself is reported above
-                reported.add(tuple(cycle))
-                d = pair.roles[cycle[0]]
-                i = d.doc.spec.member_of.index(cycle[1])
-                shown = " -> ".join(cycle + [cycle[0]])
-                problems.append(d.problem(("spec", "member_of", i),
-                                          f"{d.address}: member_of cycle {shown}; remove one of these memberships"))
-            return
-        if name in done or name not in pair.roles:
-            return
-        for parent in pair.roles[name].doc.spec.member_of:
-            visit(parent, path + [name])
-        done.add(name)
-
-    for name in sorted(pair.roles):
-        visit(name, [])
+    done: set[str] = set()
+    for start in sorted(pair.roles):
+        if start in done:
+            continue
+        # depth-first without recursion: a chain of thousands of roles must not hit Python's recursion limit
+        path = [start]
+        parents_left = [iter(pair.roles[start].doc.spec.member_of)]
+        while path:
+            parent = next(parents_left[-1], None)
+            if parent is None:  # every parent of path[-1] is seen
+                done.add(path.pop())
+                parents_left.pop()
+            elif parent in path:
+                cycle = _rotated(path[path.index(parent):])
+                if len(cycle) > 1 and tuple(cycle) not in reported:  # a member of itself is reported above
+                    reported.add(tuple(cycle))
+                    problems.append(_cycle_problem(pair, cycle))
+            elif parent in pair.roles and parent not in done:
+                path.append(parent)
+                parents_left.append(iter(pair.roles[parent].doc.spec.member_of))
     return problems
+
+
+def _rotated(cycle: list[str]) -> list[str]:
+    """The cycle starting at its alphabetically first role, so that each cycle has one spelling."""
+    first = cycle.index(min(cycle))
+    return cycle[first:] + cycle[:first]
+
+
+def _cycle_problem(pair: DesiredPair, cycle: list[str]) -> Problem:
+    d = pair.roles[cycle[0]]
+    shown = " -> ".join(cycle + [cycle[0]])
+    return d.problem(("spec", "member_of", d.doc.spec.member_of.index(cycle[1])),
+                     f"{d.address}: member_of cycle {shown}; remove one of these memberships")

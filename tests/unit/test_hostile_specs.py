@@ -440,3 +440,13 @@ def test_yaml_nested_deep_through_a_merge_key(depth: int):
     text = "kind: Role\nmetadata: {name: r, pair: p}\nspec:\n  <<: {x: " + "[" * depth + "1" + "]" * depth + "}\n"
     docs, problems = parse_text(text, FILE)
     assert docs == [] and len(problems) == 1 and "nested" in problems[0], problems
+
+
+def test_a_long_membership_chain_is_no_recursion_error(tmp_path: Path):
+    roles = "".join(f"---\nkind: Role\nmetadata: {{name: r{i}, pair: p}}\nspec: {{member_of: [r{i + 1}]}}\n" for i in range(3000))
+    write(tmp_path, "pair.yaml", PAIR)
+    write(tmp_path, "roles.yaml", roles + "---\nkind: Role\nmetadata: {name: r3000, pair: p}\nspec: {member_of: [r0]}\n")
+    problems = problems_of(tmp_path)
+    assert len(problems) == 1 and "member_of cycle r0 -> r1 -> " in problems[0] and "r3000 -> r0;" in problems[0]
+    (tmp_path / "roles.yaml").write_text(roles + "---\nkind: Role\nmetadata: {name: r3000, pair: p}\n")
+    assert len(load_desired(tmp_path).pairs["p"].roles) == 3001
