@@ -154,11 +154,8 @@ def diff_pair(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec | None, a
         )
     change = Change(address=address, kind="pair", name=ctx.pair, action="update" if managed else "adopt")
     previously = (ctx.record_of(address) or {}).get("settings", {})
-    desired = dict(spec.settings)
-    if ctx.sync_standby_names is not None:
-        if "synchronous_standby_names" in desired:
-            ctx.errors.append(f"{address}: synchronous_standby_names follows `replication:` on this pair; remove it from settings")
-        desired["synchronous_standby_names"] = ctx.sync_standby_names
+    traits = pair_traits(spec)
+    desired = _pair_settings(ctx, spec, traits, address)
     needs_reload = False
     for key in sorted(set(desired) | set(previously)):
         setting = ctx.catalog.settings.get(key)
@@ -175,10 +172,10 @@ def diff_pair(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec | None, a
             if setting is not None:
                 current = setting.file_value if setting.file_value is not None else setting.setting
                 current_canonical = settings_rules.canonical(current, setting) if setting.file_value is not None \
-                    else _running_canonical(setting)
+                    else settings_rules.running_canonical(setting)
                 if current_canonical == settings_rules.canonical(want, setting):
-                    if setting.pending_restart:
-                        ctx.warnings.append(f"{address}: {key} = {want} is set but takes effect only after a restart")
+                    if settings_rules.restart_pending(setting):
+                        ctx.warnings.append(_pending_warning(ctx.pair, traits, address, f"{key} = {want}", setting))
                     continue
             restart = setting is not None and settings_rules.needs_restart(setting)
             change.attributes.append(AttributeChange(
@@ -194,6 +191,8 @@ def diff_pair(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec | None, a
             ))
             change.statements.append(sqlgen.alter_system(key, None))
             needs_reload = True
+        elif setting is not None and settings_rules.restart_pending(setting):
+            ctx.warnings.append(_pending_warning(ctx.pair, traits, address, f"{key} (reset to its default)", setting))
     if needs_reload:
         change.statements.append(sqlgen.reload_conf())
     change.record = pair_record(spec)
@@ -206,6 +205,46 @@ def diff_pair(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec | None, a
     return result
 
 
+def pair_traits(spec: ExistingPairSpec | LocalPairSpec) -> settings_rules.PairTraits:
+    """Who owns what on this pair: pgaasctl created it (local), drives repmgr on it (SSH), how many nodes."""
+    created = isinstance(spec, LocalPairSpec)
+    repmgr = created or all(node.ssh is not None for node in spec.nodes)  # type: ignore[union-attr]
+    return settings_rules.PairTraits(created=created, repmgr=repmgr, nodes=len(spec.nodes))
+
+
+def _pair_settings(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec, traits: settings_rules.PairTraits,
+                   address: str) -> dict[str, SettingValue]:
+    """The spec's server settings, less the parameters replication owns (each a plan error with its reason),
+    with repmgr kept in shared_preload_libraries and synchronous_standby_names as the pair's replication says."""
+    desired = dict(spec.settings)
+    for name, reason in settings_rules.owned_parameter_problems(desired, traits).items():
+        ctx.errors.append(f"{address}: {reason}; remove it from settings")
+        del desired[name]
+    if traits.repmgr and "shared_preload_libraries" in desired:
+        desired["shared_preload_libraries"] = settings_rules.with_repmgr(desired["shared_preload_libraries"])
+    if traits.repmgr and "synchronous_standby_names" in desired:
+        ctx.errors.append(f"{address}: synchronous_standby_names follows `replication:` on this pair; remove it from settings")
+        del desired["synchronous_standby_names"]
+    if ctx.sync_standby_names is not None:
+        desired["synchronous_standby_names"] = ctx.sync_standby_names
+    return desired
+
+
+def _pending_warning(pair: str, traits: settings_rules.PairTraits, address: str, what: str, setting: Any) -> str:
+    """A setting the primary's configuration has but the primary does not run yet, and how to restart."""
+    running = settings_rules.running_shown(setting)
+    configured = setting.file_value if setting.file_value is not None else running
+    if traits.repmgr:
+        how = f"run `pgaasctl restart {pair} --pending`"
+    elif traits.nodes == 1:
+        how = "restart PostgreSQL"
+    elif settings_rules.lowered(setting.name.lower(), setting.setting, configured):
+        how = "restart PostgreSQL on the primary first, then on the standby (a standby may not run it lower than its primary)"
+    else:
+        how = "restart PostgreSQL on the standby first, then on the primary"
+    return f"{address}: {what} takes effect only after a restart (the primary runs {running}); {how}"
+
+
 def pair_record(spec: ExistingPairSpec | LocalPairSpec) -> dict[str, Any]:
     record: dict[str, Any] = {
         "provider": spec.provider,
@@ -215,11 +254,6 @@ def pair_record(spec: ExistingPairSpec | LocalPairSpec) -> dict[str, Any]:
     if isinstance(spec, LocalPairSpec):
         record["failover"] = spec.failover.model_dump()
     return record
-
-
-def _running_canonical(setting: Any) -> str:
-    # pg_settings.setting is already in the parameter's base unit
-    return settings_rules.canonical(setting.setting, setting.model_copy(update={"unit": None}))
 
 
 # ---------------------------------------------------------------- roles
@@ -597,23 +631,29 @@ def needs_contents(spec: DatabaseSpec | None, record: dict[str, Any] | None, gra
 
 
 def role_order(changes: dict[str, Change], specs: dict[str, RoleSpec]) -> list[str]:
-    """Role names in an order where every parent role comes before its members."""
+    """Role names in an order where every parent role comes before its members. Iterative: a chain of
+    thousands of roles must not reach Python's recursion limit. (Cycles are refused when specs are loaded.)"""
     order: list[str] = []
-    state: dict[str, int] = {}
-
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            raise ValueError(" -> ".join(path + [name]))
-        state[name] = 1
-        for parent in sorted(specs[name].member_of) if name in specs else []:
-            if parent in specs:
-                visit(parent, path + [name])
-        state[name] = 2
-        if name in changes:
-            order.append(name)
-
-    for name in sorted(specs):
-        visit(name, [])
+    done: set[str] = set()
+    for root in sorted(specs):
+        if root in done:
+            continue
+        on_path: set[str] = {root}
+        stack: list[tuple[str, list[str]]] = [(root, sorted(p for p in specs[root].member_of if p in specs))]
+        while stack:
+            name, parents = stack[-1]
+            while parents and parents[-1] in done:
+                parents.pop()
+            if not parents:
+                stack.pop()
+                on_path.discard(name)
+                done.add(name)
+                if name in changes:
+                    order.append(name)
+                continue
+            parent = parents.pop()
+            if parent in on_path:
+                raise ValueError(" -> ".join([n for n, _ in stack] + [parent]))
+            on_path.add(parent)
+            stack.append((parent, sorted(p for p in specs[parent].member_of if p in specs)))
     return order

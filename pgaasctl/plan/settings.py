@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from pgaasctl.live.catalog import LiveSetting
 from pgaasctl.spec.models import SettingValue
@@ -104,3 +105,135 @@ def shown(setting: LiveSetting) -> str:
 
 def needs_restart(setting: LiveSetting) -> bool:
     return setting.context == "postmaster"
+
+
+# ---------------------------------------------------------------- parameters replication depends on
+
+# A hot standby must run these at no less than its primary does, or PostgreSQL refuses to start it (and pauses
+# replay when the primary raises one). Each maps to its label in pg_controldata, which holds the primary's values.
+HOT_STANDBY_PARAMETERS: dict[str, str] = {
+    "max_connections": "max_connections setting",
+    "max_worker_processes": "max_worker_processes setting",
+    "max_wal_senders": "max_wal_senders setting",
+    "max_prepared_transactions": "max_prep_xacts setting",
+    "max_locks_per_transaction": "max_locks_per_xact setting",
+}
+
+REPMGR_LIBRARY = "repmgr"
+MIN_WAL_SENDERS = 4  # the standby's stream, pg_basebackup's two while a node is cloned, one a crashed peer holds
+MIN_REPLICATION_SLOTS = 2  # repmgr keeps a slot per standby; a former primary's slot lingers until dropped
+_WAL_LEVELS = ("minimal", "replica", "logical")
+
+
+@dataclass(frozen=True)
+class PairTraits:
+    """What a pair is, as far as the parameters its replication owns are concerned."""
+
+    created: bool  # pgaasctl bootstrapped the nodes (provider local): it owns their layout and sockets
+    repmgr: bool  # pgaasctl drives repmgr on the nodes over SSH
+    nodes: int
+
+    @property
+    def replicated(self) -> bool:
+        return self.repmgr or self.nodes > 1
+
+
+_CONNECTION = ("pgaasctl (and repmgr, and every client) connect through it; an ALTER SYSTEM change would cut "
+               "them off at the next restart")
+_FILES = "it locates the server's files, which pgaasctl does not move"
+_PER_NODE = "it names one node's upstream (repmgr writes it on each standby), and pair settings go to every node"
+
+
+def owned_parameter_problems(settings: dict[str, SettingValue], pair: PairTraits) -> dict[str, str]:
+    """Parameters of a Pair's `settings` that its replication owns, each with why it is refused.
+
+    Every pair: what pgaasctl connects through (port, listen_addresses), where the server's files are, and the
+    per-node primary_conninfo / primary_slot_name. Replicated pairs (repmgr, or two nodes): the values that stop
+    replication at the next restart. Pairs pgaasctl created: its socket directory, and wal_log_hints (pg_rewind).
+    A single server of the user's own (provider existing without SSH) may set wal_level minimal and the like.
+    """
+    problems: dict[str, str] = {}
+    for name, value in settings.items():
+        reason = _owned_reason(name, as_text(value).strip(), pair)
+        if reason is not None:
+            problems[name] = reason
+    return problems
+
+
+def _owned_reason(name: str, text: str, pair: PairTraits) -> str | None:
+    if name in ("port", "listen_addresses"):
+        return f"{name} is owned by pgaasctl: {_CONNECTION}"
+    if name in ("data_directory", "config_file", "hba_file", "ident_file"):
+        return f"{name} is owned by pgaasctl: {_FILES}"
+    if name in ("primary_conninfo", "primary_slot_name"):
+        return f"{name} is owned by pgaasctl's replication: {_PER_NODE}"
+    if pair.created and name == "unix_socket_directories":
+        return (f"{name} is owned by pgaasctl: its promote hook and bootstrap connect through the socket directory "
+                "it set up")
+    if pair.created and name == "wal_log_hints" and _boolean(text) is False:
+        return "wal_log_hints off is refused: pg_rewind needs it to rejoin a failed primary without a full re-clone"
+    if not pair.replicated:
+        return None
+    if name == "wal_level" and text.lower() in _WAL_LEVELS and _WAL_LEVELS.index(text.lower()) < 1:
+        return (f"wal_level {text} is refused: a standby needs replica or logical; {text} stops replication at the "
+                "next restart")
+    if name == "hot_standby" and _boolean(text) is False:
+        return "hot_standby off is refused: the standby would refuse connections, so pgaasctl could not see or check it"
+    minimum = {"max_wal_senders": MIN_WAL_SENDERS if pair.repmgr else 1,
+               "max_replication_slots": MIN_REPLICATION_SLOTS if pair.repmgr else 0}.get(name)
+    number = _integer(text)
+    if minimum is not None and number is not None and number < minimum:
+        why = ("one stream per standby, two for pg_basebackup while a node is cloned, and one a crashed node may "
+               "still hold" if name == "max_wal_senders" else "repmgr keeps a replication slot for each standby")
+        if not pair.repmgr:
+            why = "the standby streams through one"
+        return f"{name} {number} is refused: this pair needs at least {minimum} ({why})"
+    return None
+
+
+def _boolean(text: str) -> bool | None:
+    low = text.lower()
+    return True if low in _TRUE else False if low in _FALSE else None
+
+
+def _integer(text: str) -> int | None:
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def with_repmgr(value: SettingValue) -> str:
+    """shared_preload_libraries as the spec gives it, with repmgr appended unless it is already there."""
+    items = [item.strip() for item in as_text(value).split(",") if item.strip()]
+    if REPMGR_LIBRARY not in [item.strip('"') for item in items]:
+        items.append(REPMGR_LIBRARY)
+    return ", ".join(items)
+
+
+def restart_pending(setting: LiveSetting) -> bool:
+    """The server runs another value than its configuration gives: PostgreSQL's own flag, or a postmaster
+    parameter raised on the command line for one run (a standby started at its primary's hot-standby values)."""
+    if setting.pending_restart:
+        return True
+    if not needs_restart(setting) or setting.file_value is None:
+        return False
+    return canonical(setting.file_value, setting) != running_canonical(setting)
+
+
+def running_canonical(setting: LiveSetting) -> str:
+    """pg_settings.setting is already in the parameter's base unit."""
+    return canonical(setting.setting, setting.model_copy(update={"unit": None}))
+
+
+def running_shown(setting: LiveSetting) -> str:
+    """The value the server runs, as a person writes it."""
+    return shown(setting.model_copy(update={"file_value": None}))
+
+
+def lowered(name: str, running: str, configured: str) -> bool:
+    """A hot-standby parameter whose configured value is below the one the server runs."""
+    if name not in HOT_STANDBY_PARAMETERS:
+        return False
+    now, then = _integer(running.strip()), _integer(configured.strip())
+    return now is not None and then is not None and then < now
