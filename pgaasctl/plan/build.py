@@ -463,18 +463,25 @@ def _pair_changes(ctx: diff.PairContext, pair: DesiredPair, objects: PairObjects
 
 
 def _members_first(names: list[str], parents: dict[str, list[str]]) -> list[str]:
-    """Members before the roles they belong to, so no DROP ROLE trips over a membership."""
+    """The roles to drop, ordered by how deep they sit among each other's memberships (PostgreSQL has no
+    membership cycles). Iterative: a chain of thousands of roles must not reach the recursion limit."""
+    wanted = set(names)
     depth: dict[str, int] = {}
-
-    def level(name: str, seen: frozenset[str] = frozenset()) -> int:
-        if name in depth:
-            return depth[name]
-        if name in seen:
-            return 0
-        depth[name] = 1 + max((level(p, seen | {name}) for p in parents.get(name, []) if p in names), default=0)
-        return depth[name]
-
-    return sorted(names, key=lambda n: (level(n), n))
+    for root in names:
+        stack = [root]
+        while stack:
+            name = stack[-1]
+            if name in depth:
+                stack.pop()
+                continue
+            ups = [p for p in parents.get(name, []) if p in wanted and p != name]
+            missing = [p for p in ups if p not in depth and p not in stack]
+            if missing:
+                stack.extend(missing)
+                continue
+            depth[name] = 1 + max((depth.get(p, 0) for p in ups), default=0)
+            stack.pop()
+    return sorted(names, key=lambda n: (depth[n], n))
 
 
 def filter_targets(changes: list[Change], targets: list[str]) -> list[Change]:
