@@ -631,23 +631,29 @@ def needs_contents(spec: DatabaseSpec | None, record: dict[str, Any] | None, gra
 
 
 def role_order(changes: dict[str, Change], specs: dict[str, RoleSpec]) -> list[str]:
-    """Role names in an order where every parent role comes before its members."""
+    """Role names in an order where every parent role comes before its members. Iterative: a chain of
+    thousands of roles must not reach Python's recursion limit. (Cycles are refused when specs are loaded.)"""
     order: list[str] = []
-    state: dict[str, int] = {}
-
-    def visit(name: str, path: list[str]) -> None:
-        if state.get(name) == 2:
-            return
-        if state.get(name) == 1:
-            raise ValueError(" -> ".join(path + [name]))
-        state[name] = 1
-        for parent in sorted(specs[name].member_of) if name in specs else []:
-            if parent in specs:
-                visit(parent, path + [name])
-        state[name] = 2
-        if name in changes:
-            order.append(name)
-
-    for name in sorted(specs):
-        visit(name, [])
+    done: set[str] = set()
+    for root in sorted(specs):
+        if root in done:
+            continue
+        on_path: set[str] = {root}
+        stack: list[tuple[str, list[str]]] = [(root, sorted(p for p in specs[root].member_of if p in specs))]
+        while stack:
+            name, parents = stack[-1]
+            while parents and parents[-1] in done:
+                parents.pop()
+            if not parents:
+                stack.pop()
+                on_path.discard(name)
+                done.add(name)
+                if name in changes:
+                    order.append(name)
+                continue
+            parent = parents.pop()
+            if parent in on_path:
+                raise ValueError(" -> ".join([n for n, _ in stack] + [parent]))
+            on_path.add(parent)
+            stack.append((parent, sorted(p for p in specs[parent].member_of if p in specs)))
     return order
