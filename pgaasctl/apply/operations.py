@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pgaasctl.errors import PgaasError
-from pgaasctl.hosts.bootstrap import Bootstrap
+from pgaasctl.hosts.bootstrap import Bootstrap, RewindFailed
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.apply.nodes import remove_node
 from pgaasctl.plan.build import PairInputs
@@ -100,14 +100,16 @@ class HostOperator:
         self.bootstrap.create_standby(self._host(node), self._node_id(node), primary_host, password, force=force)
 
     def _rejoin(self, node: str, primary: str) -> None:
-        """pg_rewind the failed node onto the new primary; when rewind cannot work, clone it afresh."""
+        """pg_rewind the failed node onto the new primary. Only when pg_rewind itself cannot work is the node
+        cloned afresh (which wipes its data directory); an SSH error or a failed start is reported as itself."""
+        host = self._host(node)
         try:
-            self.bootstrap.rejoin(self._host(node), self._host(primary))
-        except PgaasError:
-            if self.bootstrap.postgres_running(self._host(node)):
-                self.bootstrap.stop_postgres(self._host(node))
+            self.bootstrap.rejoin(host, self._host(primary))
+        except RewindFailed:
+            if self.bootstrap.postgres_running(host):
+                self.bootstrap.stop_postgres(host)
             self._clone(node, primary, force=True)
-        self.bootstrap.restart_repmgrd(self._host(node))
+        self.bootstrap.restart_repmgrd(host)
 
     def _recover(self, node: str, primary: str) -> None:
         host = self._host(node)

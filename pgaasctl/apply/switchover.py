@@ -6,6 +6,8 @@ repmgrd is paused throughout, so that it does not mistake the planned stop for a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from psycopg import sql
 
@@ -19,8 +21,8 @@ PROMOTE_TIMEOUT = 60.0
 
 
 def switchover(topology: Topology, hosts: dict[str, Host], addresses: dict[str, NodeAddress], bootstrap: Bootstrap,
-               to: str | None, synchronous: bool) -> tuple[str, str]:
-    """Returns (old primary, new primary)."""
+               to: str | None, synchronous: bool, on_primary_stop: Callable[[], None] | None = None) -> tuple[str, str]:
+    """Returns (old primary, new primary). `on_primary_stop` is called just before the primary stops."""
     pair = topology.pair
     primary = topology.primary
     if primary is None:
@@ -40,12 +42,18 @@ def switchover(topology: Topology, hosts: dict[str, Host], addresses: dict[str, 
 
     bootstrap.pause_repmgrd(old)
     try:
-        bootstrap.stop_postgres(old)  # a clean stop: walsenders hand every last WAL record to the standby first
-        bootstrap.promote(new)
-        _wait_primary(addresses[new.node])
-        bootstrap.rejoin(old, new)
-    finally:
-        bootstrap.unpause_repmgrd(new)
+        with then(lambda: bootstrap.unpause_repmgrd(new), "unpausing repmgrd"):
+            if on_primary_stop is not None:
+                on_primary_stop()
+            bootstrap.stop_postgres(old)  # a clean stop: walsenders hand every last WAL record to the standby first
+            bootstrap.promote(new)
+            _wait_primary(addresses[new.node])
+            bootstrap.rejoin(old, new)
+    except PgaasError as exc:
+        exc.message = f"switchover of pair {pair!r} stopped: {exc.message}"
+        exc.hint = exc.hint or "See `pgaasctl status`; once the cause is fixed, `pgaasctl apply` rejoins the old primary."
+        raise
+    bootstrap.restart_repmgrd(old)  # a fresh repmgrd watches it as the standby it now is
     if synchronous:
         for node in (new.node, old.node):
             with connect(addresses[node]) as conn:
@@ -62,3 +70,24 @@ def _wait_primary(address: NodeAddress) -> None:
                 return
         time.sleep(0.1)  # polling the promotion
     raise PgaasError(f"{address.label} did not become primary within {PROMOTE_TIMEOUT:g}s")
+
+
+@contextmanager
+def then(cleanup: Callable[[], None], what: str) -> Iterator[None]:
+    """Run `cleanup` after the block, whatever happens in it. A failure of the block is reported as itself; if
+    the cleanup fails too (it often does, for the same cause), that is said after it, never instead of it."""
+    try:
+        yield
+    except PgaasError as exc:
+        try:
+            cleanup()
+        except PgaasError as second:
+            exc.message = f"{exc.message}\n  Then {what} failed too: {second.message}"
+        raise
+    except BaseException:
+        try:
+            cleanup()
+        except PgaasError:
+            pass  # the interruption is what the user must see
+        raise
+    cleanup()

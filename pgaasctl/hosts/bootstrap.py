@@ -8,15 +8,37 @@ from __future__ import annotations
 
 import secrets
 import shlex
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from pgaasctl.errors import ConnectionFailed, PgaasError
 from pgaasctl.hosts.ssh import SshSessions, SshTarget
 from pgaasctl.passwords import scram_verifier
+from pgaasctl.plan.settings import HOT_STANDBY_PARAMETERS
 from pgaasctl.spec.models import FailoverSettings
 from providers.base import Host, HostLayout
 
 REPMGR_USER = "repmgr"
 REPMGR_DATABASE = "repmgr"
+LOG_LINES = 10  # lines of a node's PostgreSQL log shown when it did not start
+
+# What `repmgr node rejoin --force-rewind` prints when pg_rewind itself cannot work (its prerequisites, the WAL
+# since the fork, the timelines). Only then is a re-clone the way out; any other failure is reported as itself.
+REWIND_FAILURES = (
+    "pg_rewind execution failed",
+    "pg_rewind cannot be used",
+    "pg_rewind can only be used",
+    "pg_rewind will not be able to run",
+    "cannot attach to",
+)
+
+
+class StartFailed(PgaasError):
+    """PostgreSQL did not start on a node; the message carries the end of its log."""
+
+
+class RewindFailed(PgaasError):
+    """pg_rewind could not bring the node onto the primary's timeline: only a re-clone can."""
 
 
 def target_of(host: Host) -> SshTarget:
@@ -54,6 +76,7 @@ def postgresql_conf(host: Host, layout: HostLayout) -> str:
         "hot_standby": "on",
         "wal_log_hints": "on",  # pg_rewind, for `repmgr node rejoin --force-rewind`
         "wal_keep_size": _q("512MB"),
+        "wal_retrieve_retry_interval": _q("500ms"),  # a standby reconnects soon after its primary restarts
         "shared_preload_libraries": _q("repmgr"),
         "password_encryption": "scram-sha-256",
         "log_line_prefix": _q("%m [%p] %q%u@%d "),
@@ -80,12 +103,72 @@ host    replication  repmgr   ::/0        scram-sha-256
 
 
 def pg_ctl(host: Host, layout: HostLayout, action: str) -> str:
-    base = f"{_bin(host, 'pg_ctl')} -D {shlex.quote(layout.config_dir)} -w -t 120"
+    """The command for `action`; starts (and restarts) go through the node's start script."""
     if action in ("start", "restart"):
-        return f"{base} -l {shlex.quote(layout.log_dir + '/postgresql.log')} {'-m fast ' if action == 'restart' else ''}{action}"
+        script = shlex.quote(start_script_path(layout))
+        return script if action == "start" else f"{script} restart"
+    base = f"{_bin(host, 'pg_ctl')} -D {shlex.quote(layout.config_dir)} -w -t 120"
     if action == "stop":
         return f"{base} -m fast stop"
     return f"{base} {action}"
+
+
+def postgres_log(layout: HostLayout) -> str:
+    return f"{layout.log_dir}/postgresql.log"
+
+
+def start_script_path(layout: HostLayout) -> str:
+    return f"{layout.config_dir}/start.sh"
+
+
+def start_script(host: Host, layout: HostLayout) -> str:
+    """How PostgreSQL starts on a node pgaasctl bootstrapped: repmgr's service_start_command (so `node rejoin`,
+    `node service` and `standby follow` use it too) and pgaasctl's own starts.
+
+    A standby must run the hot-standby parameters at no less than the values its pg_control holds, or
+    PostgreSQL refuses to start it ("max_connections = 150 is a lower setting than on the primary server").
+    pg_control is the robust source: it is exactly what that start-up check compares against; it holds the
+    primary's running values (the clone or pg_rewind copied it from the primary, and replaying the primary's
+    parameter changes updates it); and it is read on the node itself, with no connection to a primary that may
+    be down or restarting. Where the node's configured value is lower (it was lowered on the pair and the primary
+    has not restarted with it yet), this start raises it for this run only, on the command line: the
+    configuration keeps the spec's value, pg_settings.pending_restart says a restart is due, and the next start
+    after the primary runs the lower value uses it.
+    """
+    pairs = " ".join(f"{name}:{label.split()[0]}" for name, label in HOT_STANDBY_PARAMETERS.items())
+    return "\n".join([
+        "#!/bin/sh",
+        "# written by pgaasctl: how PostgreSQL starts on this node (see pgaasctl/hosts/bootstrap.py, start_script)",
+        "# usage: start.sh [restart]",
+        f"bin={shlex.quote(host.bin_dir)}",
+        f"conf={shlex.quote(layout.config_dir)}",
+        f"data={shlex.quote(layout.data_dir)}",
+        f"log={shlex.quote(postgres_log(layout))}",
+        'if [ "${1:-start}" = restart ] && "$bin/pg_ctl" -D "$conf" status >/dev/null; then',
+        '  "$bin/pg_ctl" -D "$conf" -w -t 120 -m fast stop || exit $?',
+        "fi",
+        'opts=""',
+        'if [ -f "$data/standby.signal" ]; then',
+        '  control=$("$bin/pg_controldata" "$data" 2>/dev/null)',
+        f"  for pair in {pairs}; do",
+        '    name=${pair%%:*}; label=${pair#*:}',
+        '    primary=$(printf "%s\\n" "$control" | sed -n "s/^$label setting: *//p")',
+        '    mine=$("$bin/postgres" -D "$conf" -C "$name" 2>/dev/null)',
+        '    case "$primary" in ""|*[!0-9]*) continue;; esac',
+        '    case "$mine" in ""|*[!0-9]*) continue;; esac',
+        '    if [ "$primary" -gt "$mine" ]; then',
+        '      opts="$opts -c $name=$primary"',
+        '      echo "pgaasctl: starting a standby with $name=$primary, its primary\'s value in pg_control' 
+        ' (configured: $mine; a restart is pending)" >>"$log"',
+        "    fi",
+        "  done",
+        "fi",
+        'if [ -n "$opts" ]; then',
+        '  exec "$bin/pg_ctl" -D "$conf" -l "$log" -w -t 120 -o "$opts" start',
+        "fi",
+        'exec "$bin/pg_ctl" -D "$conf" -l "$log" -w -t 120 start',
+        "",
+    ])
 
 
 def conninfo(host: Host, failover: FailoverSettings) -> str:
@@ -157,6 +240,7 @@ class Bootstrap:
         self.ssh.put_text(target, "", f"{layout.config_dir}/pg_ident.conf", 0o640)
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
         self.ssh.put_text(target, promote_hook(host, layout), f"{layout.config_dir}/promote.sh", 0o755)
+        self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
         self.ssh.put_text(target, f"*:*:*:{REPMGR_USER}:{repmgr_password}\n", f"{layout.config_dir}/.pgpass", 0o600)
 
     def _repmgr(self, host: Host, args: str, what: str, timeout: float = 300) -> str:
@@ -172,6 +256,9 @@ class Bootstrap:
         return self.ssh.check(target_of(host), command, what)
 
     def postgres_running(self, host: Host) -> bool:
+        if host.layout is not None:  # pg_ctl status: 0 running, 3 not (repmgr node status also fails on warnings)
+            command = f"{_bin(host, 'pg_ctl')} -D {shlex.quote(host.layout.config_dir)} status"
+            return self.ssh.run(target_of(host), command).exited == 0
         env = repmgr_env(host)
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
         result = self.ssh.run(target_of(host), f"{env}{_bin(host, 'repmgr')} -f {conf} node status --csv")
@@ -201,7 +288,8 @@ class Bootstrap:
         # Read only when PostgreSQL runs on the data directory alone: pg_rewind's single-user crash
         # recovery. It is copied between nodes, so it must say nothing node-specific.
         self.ssh.put_text(target, DATA_DIR_CONF, f"{layout.data_dir}/postgresql.conf", 0o600)
-        self.ssh.check(target, pg_ctl(host, layout, "start"), "starting PostgreSQL")
+        self._started(host, "starting PostgreSQL",
+                      lambda: self.ssh.check(target, pg_ctl(host, layout, "start"), "starting PostgreSQL"))
         verifier = scram_verifier(repmgr_password)
         self._psql(host, f"CREATE ROLE {REPMGR_USER} WITH LOGIN SUPERUSER REPLICATION PASSWORD '{verifier}'", "creating the repmgr role")
         self._psql(host, f"CREATE DATABASE {REPMGR_DATABASE} OWNER {REPMGR_USER}", "creating the repmgr database")
@@ -223,26 +311,88 @@ class Bootstrap:
             + (" -F" if force else ""),
             "repmgr standby clone",
         )
-        self.ssh.check(target_of(host), pg_ctl(host, layout, "start"), "starting PostgreSQL")
+        self._started(host, "starting the cloned standby",
+                      lambda: self.ssh.check(target_of(host), pg_ctl(host, layout, "start"), "starting PostgreSQL"))
         self._repmgr(host, "standby register --wait-sync=60" + (" -F" if force else ""), "repmgr standby register")
 
     def rejoin(self, host: Host, primary: Host) -> None:
-        """Make a failed primary follow the new one, rewinding what it wrote after the fork."""
+        """Make a failed primary follow the new one, rewinding what it wrote after the fork.
+
+        Raises RewindFailed when pg_rewind itself cannot work (then only a re-clone can), StartFailed (with the
+        end of the node's log) when PostgreSQL did not start, and PgaasError or ConnectionFailed otherwise."""
         # pg_rewind (15) compares timelines from pg_control, which a promotion updates only at its next checkpoint
         self._psql_any(primary, "CHECKPOINT", "CHECKPOINT on the primary")
         if self.postgres_running(host):
             self.stop_postgres(host)
-        self._repmgr(
-            host,
-            f"node rejoin -d {shlex.quote(conninfo(primary, self.failover))} --force-rewind --verbose",
-            "repmgr node rejoin --force-rewind",
-        )
+        self._install_start_script(host)
+        what = "repmgr node rejoin --force-rewind"
+        command = (f"{repmgr_env(host)}{_bin(host, 'repmgr')} -f {shlex.quote(host.repmgr_conf or '/etc/repmgr.conf')} "
+                   f"node rejoin -d {shlex.quote(conninfo(primary, self.failover))} --force-rewind --verbose")
+        log_offset = self._log_size(host)
+        result = self.ssh.run(target_of(host), command, timeout=300)
+        if result.exited == 0:
+            return
+        output = (result.stderr + "\n" + result.stdout).strip()
+        detail = "\n    ".join(_last_lines(output, 8))
+        label = target_of(host).label
+        if rewind_impossible(output):
+            raise RewindFailed(f"{label}: pg_rewind cannot bring it onto {primary.node}'s timeline:\n    {detail}")
+        self._raise_if_not_started(host, what, log_offset, attempted_only=True)
+        raise PgaasError(f"{label}: {what} failed (exit {result.exited}):\n    {detail}")
 
     def stop_postgres(self, host: Host) -> None:
         self._repmgr(host, "node service --action=stop --checkpoint", "stopping PostgreSQL")
 
     def start_postgres(self, host: Host) -> None:
-        self._repmgr(host, "node service --action=start", "starting PostgreSQL")
+        self._install_start_script(host)
+        self._started(host, "starting PostgreSQL",
+                      lambda: self._repmgr(host, "node service --action=start", "starting PostgreSQL"))
+
+    def _install_start_script(self, host: Host) -> None:
+        """The current start script, before a start repmgr runs (nodes bootstrapped by an older pgaasctl too)."""
+        if host.layout is not None:
+            self.ssh.put_text(target_of(host), start_script(host, host.layout), start_script_path(host.layout), 0o755)
+
+    def _started(self, host: Host, what: str, start: Callable[[], object]) -> None:
+        """Run `start`; when it fails and PostgreSQL is not running, say so with the end of the node's log."""
+        log_offset = self._log_size(host)
+        try:
+            start()
+        except ConnectionFailed:
+            raise
+        except PgaasError:
+            self._raise_if_not_started(host, what, log_offset)
+            raise
+
+    def _log_size(self, host: Host) -> int:
+        """Bytes in the node's PostgreSQL log now: what a start writes after them is that start's."""
+        if host.layout is None:
+            return 0
+        log = shlex.quote(postgres_log(host.layout))
+        size = self.ssh.run(target_of(host), f"stat -c %s {log} 2>/dev/null || echo 0").stdout.strip()
+        return int(size) if size.isdigit() else 0
+
+    def _raise_if_not_started(self, host: Host, what: str, log_offset: int, attempted_only: bool = False) -> None:
+        """StartFailed with the log lines this start wrote (else the log's last lines), unless PostgreSQL runs.
+        `attempted_only`: only if a start was attempted at all (the log grew)."""
+        if self.postgres_running(host):
+            return
+        label = target_of(host).label
+        if host.layout is None:
+            if attempted_only:
+                return
+            raise StartFailed(f"{label}: {what}: PostgreSQL did not start",
+                              "See PostgreSQL's log on that node, fix the cause, then run `pgaasctl apply`.")
+        log = postgres_log(host.layout)
+        new = self.ssh.run(target_of(host), f"tail -c +{log_offset + 1} {shlex.quote(log)} 2>/dev/null").stdout
+        if attempted_only and not new.strip():
+            return
+        text = new if new.strip() else self.ssh.run(target_of(host), f"tail -n {LOG_LINES} {shlex.quote(log)}").stdout
+        raise StartFailed(
+            f"{label}: {what}: PostgreSQL did not start. The end of its log, {log}:\n    "
+            + "\n    ".join(_last_lines(text, LOG_LINES)),
+            "Fix the cause, then run `pgaasctl apply`: it starts or rejoins the node without re-cloning it.",
+        )
 
     def register_standby(self, host: Host) -> None:
         self._repmgr(host, "standby register -F --wait-sync=60", "repmgr standby register")
@@ -268,6 +418,7 @@ class Bootstrap:
         layout = host.layout
         assert layout is not None
         target = target_of(host)
+        self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
         self.ssh.put_text(target, promote_hook(host, layout), f"{layout.config_dir}/promote.sh", 0o755)
         self.restart_repmgrd(host)
@@ -296,3 +447,12 @@ class Bootstrap:
             self.ssh.check(target_of(host), shlex.quote(f"{host.layout.config_dir}/promote.sh"), "promoting the standby")
         else:
             self._repmgr(host, "standby promote", "repmgr standby promote")
+
+
+def rewind_impossible(output: str) -> bool:
+    """Whether `repmgr node rejoin --force-rewind` failed because pg_rewind itself cannot work."""
+    return any(marker in output for marker in REWIND_FAILURES)
+
+
+def _last_lines(text: str, count: int) -> list[str]:
+    return [line.rstrip() for line in text.strip().splitlines() if line.strip()][-count:]
