@@ -189,6 +189,15 @@ class FailoverSettings(Strict):
     connect_timeout: Seconds = Field(2, description="libpq connect_timeout of repmgr's connections.")
 
 
+def _one_or_two_nodes(nodes: list[Any]) -> list[Any]:
+    if not nodes:
+        raise ValueError("a pair needs at least one node")
+    if len(nodes) > 2:
+        raise ValueError(f"a pair has one or two nodes (a primary and a standby), got {len(nodes)}: "
+                         "pgaasctl does not run more standbys yet; declare another pair instead")
+    return nodes
+
+
 class PairSpecBase(Strict):
     postgres: Literal[15] = Field(15, description="PostgreSQL major version.")
     replication: Literal["synchronous", "asynchronous"] = Field(
@@ -209,14 +218,16 @@ class ExistingPairSpec(PairSpecBase):
     """A pair (or single server) you already run; pgaasctl manages the objects on it."""
 
     provider: Literal["existing"] = Field(description="`existing`: servers you already run.")
-    nodes: list[ExistingNode] = Field(min_length=1, max_length=2, description="The nodes; one is allowed but is not fault tolerant.")
+    nodes: Annotated[list[ExistingNode], AfterValidator(_one_or_two_nodes)] = Field(
+        description="The nodes: a primary and a standby; one is allowed but is not fault tolerant.")
 
 
 class LocalPairSpec(PairSpecBase):
     """A pair pgaasctl creates on this machine, replicating with repmgr and failing over by itself."""
 
     provider: Literal["local"] = Field(description="`local`: loopback addresses on this machine, each with sshd and PostgreSQL.")
-    nodes: list[LocalNode] = Field(min_length=1, max_length=2, description="The nodes; one is allowed but is not fault tolerant.")
+    nodes: Annotated[list[LocalNode], AfterValidator(_one_or_two_nodes)] = Field(
+        description="The nodes: a primary and a standby; one is allowed but is not fault tolerant.")
     failover: FailoverSettings = Field(default_factory=FailoverSettings, description="repmgrd settings.")
 
 

@@ -690,3 +690,17 @@ def test_alias_bomb_is_not_expanded():
     _, problems = _parse(text, _Path("b.yaml"))
     assert time.monotonic() - started < 5  # 10**12 leaves if expanded
     assert "b.yaml:4: Role 'a': spec.a: unknown field" in problems
+
+
+@pytest.mark.parametrize("provider, node", [("local", "{name: n%d}"),
+                                            ("existing", "{name: n%d, host: 127.0.0.9}")])
+def test_a_third_node_is_refused_with_a_plain_sentence(provider: str, node: str) -> None:
+    nodes = ", ".join(node % i for i in range(3))
+    docs, problems = parse(f"kind: Pair\nmetadata: {{name: p}}\nspec:\n  provider: {provider}\n  nodes: [{nodes}]\n")
+    assert docs == []
+    assert len(problems) == 1 and problems[0].endswith(
+        "spec.nodes: a pair has one or two nodes (a primary and a standby), got 3: pgaasctl does not run more "
+        "standbys yet; declare another pair instead"), problems
+    assert ":5:" in problems[0] and "List should" not in problems[0]
+    _, none = parse(f"kind: Pair\nmetadata: {{name: p}}\nspec:\n  provider: {provider}\n  nodes: []\n")
+    assert none and none[0].endswith("spec.nodes: a pair needs at least one node"), none
