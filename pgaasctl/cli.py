@@ -398,11 +398,13 @@ def status(
         if pair.error:
             out.print(f"  {_escape(pair.error)}")
             continue
-        table = Table("node", "address", "role", "replication", "lag", "repmgrd", box=None, pad_edge=False)
+        table = Table("node", "address", "role", "replication", "lag", "repmgrd", "pending restart", box=None,
+                      pad_edge=False)
         for node in pair.nodes:
             lag = "" if node.lag_seconds is None else f"{node.lag_seconds:.3f}s / {node.lag_bytes or 0} B"
             repmgrd = "" if node.repmgrd is None else ("running" if node.repmgrd else "[red]stopped[/red]")
-            table.add_row(node.name, node.address, node.role, node.replication or "", lag, repmgrd)
+            pending = f"[yellow]{', '.join(node.pending_restart)}[/yellow]" if node.pending_restart else ""
+            table.add_row(node.name, node.address, node.role, node.replication or "", lag, repmgrd, pending)
         out.print(table)
         for warning in pair.warnings:
             out.print(f"  [yellow]warning:[/yellow] {_escape(warning)}")
@@ -587,6 +589,63 @@ def normalise_argv(argv: list[str]) -> list[str]:
 def _terminate(signum: int, frame: Any) -> None:
     # SIGTERM unwinds like Ctrl-C: locks are released and the history records the interruption
     raise KeyboardInterrupt
+
+
+@app.command()
+def restart(
+    pair: Annotated[str, typer.Argument(help="Pair name.")],
+    pending: Annotated[bool, typer.Option(
+        "--pending", help="Only nodes whose settings wait for a restart; when none do, do nothing.")] = False,
+    path: PathArg = workspace.DEFAULT_SPECS,
+    store: StoreOpt = None,
+) -> None:
+    """Restart a pair's PostgreSQL: the standby first, then the primary by switchover (in place, first, when a
+    hot-standby parameter is lowered). Says how long writes paused."""
+
+    def action() -> workspace.RestartReport:
+        loaded = workspace.load(path)
+        st = loaded.open_store(store, "write")
+        report = workspace.restart_pair(loaded.desired, st, pair, pending)
+        _notices(st)
+        return report
+
+    for line in _restart_lines(run(action), pending):
+        out.print(line)
+
+
+def _restart_lines(report: workspace.RestartReport, pending_only: bool) -> list[str]:
+    if report.order is None:
+        what = "no restart is pending" if pending_only else "no node to restart"
+        return [f"Pair {report.pair!r}: {what}; nothing was restarted."]
+    lines = []
+    waiting = {node: [p.name for p in pending] for node, pending in report.pending.items() if pending}
+    if waiting:
+        lines.append(f"Pair {report.pair!r}: waiting for a restart: "
+                     + "; ".join(f"{node}: {', '.join(names)}" for node, names in waiting.items()) + ".")
+    if report.order == "in place" and report.lowered:
+        if len(report.lowered) == 1:
+            first = report.lowered[0]
+            what = f"{first.name} is lowered ({first.running} -> {first.configured})"
+        else:
+            what = " and ".join(f"{p.name} ({p.running} -> {p.configured})" for p in report.lowered) + " are lowered"
+        lines.append(f"{what}: a standby may not run it below its primary, so the primary restarts in place first "
+                     "(writes pause while it is down), then the standby.")
+    elif report.order == "in place":
+        lines.append("The pair has no standby: the primary restarts in place (writes pause while it is down).")
+    elif report.order == "switchover":
+        first = "The standby restarts first; then the primary" if len(report.nodes) > 1 else "The primary restarts"
+        lines.append(f"{first}, by switchover: the standby takes over and the old primary restarts as its standby.")
+    else:
+        lines.append("Only the standby restarts; the primary keeps running.")
+    for node in report.nodes:
+        lines.append(f"  {node.node} ({node.role}): {node.how} in {node.seconds:.2f}s")
+    if report.write_pause is not None:
+        lines.append(f"  writes paused {report.write_pause:.2f}s (from the primary's stop to the first commit on "
+                     f"{report.primary})")
+    if report.standby_wait is not None:
+        lines.append(f"  commits waited {report.standby_wait:.2f}s while the standby restarted (synchronous replication)")
+    lines.append(f"[green]Restart complete:[/green] {report.primary} is the primary of {report.pair!r}.")
+    return lines
 
 
 def main() -> None:

@@ -6,10 +6,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
 from pydantic import BaseModel
 
+from pgaasctl.apply.restart import pending_on
 from pgaasctl.errors import PgaasError
 from pgaasctl.hosts.ssh import SshSessions
+from pgaasctl.live.connect import connect
 from pgaasctl.live.discovery import PairState
 from pgaasctl.live.topology import Topology
 from pgaasctl.plan.build import pair_inputs
@@ -32,6 +35,7 @@ class NodeStatus(BaseModel):
     lag_seconds: float | None = None
     lag_bytes: int | None = None
     repmgrd: bool | None = None
+    pending_restart: list[str] = []  # parameters whose configuration differs from what the node runs
 
 
 class PairStatus(BaseModel):
@@ -72,6 +76,7 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
         try:
             status.nodes = _nodes(state, topology)
             status.warnings = topology.warnings if topology is not None else state.warnings
+            status.warnings = status.warnings + _pending_warnings(pair.name, status.nodes, inputs.uses_ssh)
             status.degraded = any("degraded" in w for w in status.warnings) or len(status.nodes) < 2
         finally:
             state.close()
@@ -82,6 +87,7 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
 
 def _nodes(state: PairState, topology: Topology | None) -> list[NodeStatus]:
     lag = {row[0]: (row[1], row[2]) for row in state.connection.execute(LAG_SQL).fetchall()}
+    pending = _pending_restart(state)
     processes = {r.name: r.repmgrd_process for r in topology.nodes} if topology is not None else {}
     out = []
     for node in state.nodes:
@@ -95,9 +101,33 @@ def _nodes(state: PairState, topology: Topology | None) -> list[NodeStatus]:
             name=node.name, address=f"{node.address.host}:{node.address.port}", role=role,
             replication=node.replication if node.role == "standby" else None,
             lag_seconds=seconds if node.role == "standby" else None, lag_bytes=size if node.role == "standby" else None,
-            repmgrd=processes.get(node.name),
+            repmgrd=processes.get(node.name), pending_restart=pending.get(node.name, []),
         ))
     return out
+
+
+def _pending_restart(state: PairState) -> dict[str, list[str]]:
+    """Per node that answers, the parameters waiting for its restart (one query; a new session per standby)."""
+    out: dict[str, list[str]] = {}
+    try:
+        out[state.primary.name] = [p.name for p in pending_on(state.connection)]
+    except psycopg.Error:
+        pass  # an admin user that may not read pg_file_settings: nothing to show
+    for node in state.standbys:
+        try:
+            with connect(node.address) as conn:
+                out[node.name] = [p.name for p in pending_on(conn)]
+        except (PgaasError, psycopg.Error):
+            continue  # it stopped answering since discovery: its role says what it is
+    return out
+
+
+def _pending_warnings(pair: str, nodes: list[NodeStatus], uses_ssh: bool) -> list[str]:
+    waiting = [f"{n.name} ({', '.join(n.pending_restart)})" for n in nodes if n.pending_restart]
+    if not waiting:
+        return []
+    how = f"run `pgaasctl restart {pair} --pending`" if uses_ssh else "restart PostgreSQL there, the standby first"
+    return [f"pair {pair!r}: settings wait for a restart on {', '.join(waiting)}; {how}"]
 
 
 def all_status(desired: DesiredState, store: Store, pairs: list[DesiredPair] | None = None,

@@ -319,3 +319,40 @@ def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str
             ssh.close()
         store.finish(entry, "applied", {"operations": [f"{new} promoted; {old} follows it"]})
         return old, new
+
+
+from pgaasctl.apply.restart import PairRestart, RestartReport  # noqa: E402  (added with `restart`, at the end)
+
+
+def restart_pair(desired: DesiredState, store: Store, pair_name: str, pending_only: bool) -> RestartReport:
+    """Restart a repmgr pair's PostgreSQL, the standby first, holding the pair's lock (see apply/restart.py).
+    With `pending_only`, only the nodes whose settings wait for a restart. Recorded in the history when a node
+    restarts."""
+    pair = desired.pairs.get(pair_name)
+    if pair is None:
+        raise PgaasError(f"pair {pair_name!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
+    inputs = pair_inputs(pair, desired.workspace, store)
+    if not inputs.uses_ssh:
+        raise PgaasError(f"pair {pair_name!r} has no SSH access, so pgaasctl cannot restart its servers",
+                         "Restart PostgreSQL on each node yourself (the standby first), or give its nodes `ssh:` settings.")
+    with store.locked(pair_name, "restart", desired.workspace.lock_timeout):
+        ssh = SshSessions(store)
+        try:
+            restart = PairRestart(inputs.topology(ssh), {h.node: h for h in inputs.hosts}, inputs.addresses,
+                                  HostOperator(inputs, ssh).bootstrap, inputs.synchronous)
+            report = restart.prepare(pending_only)
+            if report.order is None:
+                return report
+            entry = store.begin(pair_name, "restart")
+            try:
+                restart.run(report)
+            except PgaasError as exc:
+                store.finish(entry, "failed", {"error": exc.message})
+                raise
+            except BaseException:
+                store.finish(entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)"})
+                raise
+            store.finish(entry, "applied", report.summary())
+            return report
+        finally:
+            ssh.close()
