@@ -158,7 +158,7 @@ def start_script(host: Host, layout: HostLayout) -> str:
         '    case "$mine" in ""|*[!0-9]*) continue;; esac',
         '    if [ "$primary" -gt "$mine" ]; then',
         '      opts="$opts -c $name=$primary"',
-        '      echo "pgaasctl: starting a standby with $name=$primary, its primary\'s value in pg_control' 
+        '      echo "pgaasctl: starting a standby with $name=$primary, its primary\'s value in pg_control'
         ' (configured: $mine; a restart is pending)" >>"$log"',
         "    fi",
         "  done",
