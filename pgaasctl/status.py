@@ -98,7 +98,7 @@ def _nodes(state: PairState, topology: Topology | None) -> list[NodeStatus]:
         if seconds is None and node.role == "standby" and len(lag) == 1:
             seconds, size = next(iter(lag.values()))
         out.append(NodeStatus(
-            name=node.name, address=f"{node.address.host}:{node.address.port}", role=role,
+            name=node.name, address=f"{node.address.host}:{node.address.port}" if node.address.host else "", role=role,
             replication=node.replication if node.role == "standby" else None,
             lag_seconds=seconds if node.role == "standby" else None, lag_bytes=size if node.role == "standby" else None,
             repmgrd=processes.get(node.name), pending_restart=pending.get(node.name, []),

@@ -16,6 +16,7 @@ from pgaasctl.apply.executor import (
     wait_for_standbys,
 )
 from pgaasctl.apply.operations import HostOperator, OperationCallback
+from pgaasctl.apply.restart import PairRestart, RestartReport
 from pgaasctl.apply.switchover import switchover
 from pgaasctl.errors import PgaasError, SpecError
 from pgaasctl.hosts.ssh import SshSessions
@@ -319,9 +320,6 @@ def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str
             ssh.close()
         store.finish(entry, "applied", {"operations": [f"{new} promoted; {old} follows it"]})
         return old, new
-
-
-from pgaasctl.apply.restart import PairRestart, RestartReport  # noqa: E402  (added with `restart`, at the end)
 
 
 def restart_pair(desired: DesiredState, store: Store, pair_name: str, pending_only: bool) -> RestartReport:
