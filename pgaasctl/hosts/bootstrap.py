@@ -18,6 +18,9 @@ from pgaasctl.plan.settings import HOT_STANDBY_PARAMETERS
 from pgaasctl.spec.models import FailoverSettings
 from providers.base import Host, HostLayout
 
+# Bumped whenever the files pgaasctl writes on a node (repmgr.conf, start.sh, promote.sh) change: nodes of
+# pairs made with older files get them rewritten by the next apply (a reconfigure_repmgr operation).
+NODE_FILES_VERSION = 2
 REPMGR_USER = "repmgr"
 REPMGR_DATABASE = "repmgr"
 LOG_LINES = 10  # lines of a node's PostgreSQL log shown when it did not start

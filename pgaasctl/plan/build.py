@@ -12,6 +12,7 @@ import psycopg
 from pydantic import SecretStr
 
 from pgaasctl.errors import ConnectionFailed, PgaasError, PlanError
+from pgaasctl.hosts.bootstrap import NODE_FILES_VERSION
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.catalog import (
     DatabaseContents,
@@ -312,12 +313,14 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
 
 
 def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology) -> list[HostOperation]:
-    """Failover settings changed since the pair was made: rewrite repmgr.conf and restart repmgrd everywhere."""
+    """Failover settings changed since the pair was made, or its node files are from an older pgaasctl:
+    rewrite repmgr.conf (and the start and promote scripts) and restart repmgrd everywhere."""
     spec = inputs.pair.doc.spec
     managed = store.managed(inputs.pair.name).get(f"pair.{inputs.pair.name}")
     if not isinstance(spec, LocalPairSpec) or managed is None:
         return []
-    if managed.attributes.get("failover") == spec.failover.model_dump():
+    if managed.attributes.get("failover") == spec.failover.model_dump() and \
+            managed.attributes.get("node_files") == NODE_FILES_VERSION:
         return []
     registered = (topology.primary.registered if topology.primary is not None else None) or {}
     return [HostOperation(kind="reconfigure_repmgr", node=r.name, detail="rewrite repmgr.conf and restart repmgrd",

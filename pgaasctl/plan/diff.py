@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pgaasctl.hosts.bootstrap import NODE_FILES_VERSION
 from pgaasctl.live.catalog import (
     DatabaseContents,
     LiveCatalog,
@@ -253,6 +254,7 @@ def pair_record(spec: ExistingPairSpec | LocalPairSpec) -> dict[str, Any]:
     }
     if isinstance(spec, LocalPairSpec):
         record["failover"] = spec.failover.model_dump()
+        record["node_files"] = NODE_FILES_VERSION
     return record
 
 

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from pgaasctl.store import open_store
 from tests.support.local_pair import Lab, LocalPair, no_traceback, processes_mentioning
 
 
@@ -98,3 +99,22 @@ def test_the_primary_is_never_removed(np_: LocalPair) -> None:
     assert f"pgaasctl switchover np --to {standby}" in plan.flat
     assert np_.ws.apply().exit_code == 1
     np_.assert_whole(primary)
+
+
+def test_node_files_from_an_older_pgaasctl_are_rewritten(np_: LocalPair) -> None:
+    """A pair made before start.sh existed: its repmgr.conf starts PostgreSQL without the standby's floor."""
+    store = open_store(np_.ws.store_url, mode="write")
+    record = store.managed("np")["pair.np"]
+    store.record("pair.np", "np", "pair", "np", {k: v for k, v in record.attributes.items() if k != "node_files"})
+    store.close()
+    for node in np_.nodes:
+        (np_.etc(node) / "start.sh").unlink()  # as an older bootstrap left the node
+    plan = np_.ws.plan("--detailed-exitcode")
+    assert plan.exit_code == 2, plan.output
+    for node in np_.nodes:
+        assert f"node {node}: rewrite repmgr.conf and restart repmgrd" in plan.flat
+    np_.ws.must_apply()
+    for node in np_.nodes:
+        assert (np_.etc(node) / "start.sh").is_file()
+    np_.ws.assert_converged()
+    np_.assert_whole()
