@@ -75,10 +75,14 @@ def wait_replicating(uri: str, password: str, synchronous: bool, timeout: float 
         time.sleep(0.05)  # polling pg_stat_replication
 
 
+# 'pair P: node N: WHAT: done' (since issue 6 followed by pgaasctl's own timing, ' (0.52s)')
+DONE_LINE = re.compile(r"^pair [^:]+: (.+): done(?: \([0-9.]+s\))?$")
+
+
 def operation_breakdown(events: list[tuple[float, str]]) -> list[tuple[str, float]]:
     """Where a command's time went, from its output lines as they arrived: up to the plan summary
     ('Plan: ...': interpreter start, spec loading, discovery, planning), each host operation (progress
-    lines 'pair P: node N: WHAT: done'), and the rest (SQL changes, waiting for the standby, exit)."""
+    lines 'pair P: node N: WHAT: done (1.23s)'), and the rest (SQL changes, waiting for the standby, exit)."""
     out: list[tuple[str, float]] = []
     previous = 0.0
     for at, line in events:
@@ -86,8 +90,8 @@ def operation_breakdown(events: list[tuple[float, str]]) -> list[tuple[str, floa
         if text.startswith("Plan:") and not out:
             out.append(("start + discovery + plan", at))
             previous = at
-        elif text.startswith("pair ") and text.endswith(": done"):
-            what = text.split(": ", 1)[1].rsplit(": done", 1)[0]
+        elif (done := DONE_LINE.match(text)) is not None:
+            what = done.group(1)
             out.append((what, at - previous))
             previous = at
     return out
