@@ -377,6 +377,9 @@ def trial(bench: LocalBench, pair: str, label: str, method: str, next_n: int, in
         first_new = writer.acks_by(new_host)[0].at
         last_old = writer.acks_by(old_host)[-1].at
         downtime = first_new - last_old
+        wait_for(lambda: time.time() - first_new >= AFTER_S, AFTER_S + 5, "acks on the new primary")
+        # read the log only now: the postmaster logs "ready to accept connections" when it reaps the startup
+        # process, which can be after the first commit on the promoted node (read at once, it was sometimes missing)
         marks = log_milestones(new_log, offset)
         # in the order they happened (the promote hook may clear synchronous_standby_names before or after promoting)
         events = sorted([(marks[key], name) for key, name in (("promote", "promote request"), ("ready", "read-write"),
@@ -388,7 +391,6 @@ def trial(bench: LocalBench, pair: str, label: str, method: str, next_n: int, in
             parts.append(f"{name} +{at - previous:.2f}")
             previous = at
         breakdown = f"last ack {last_old - killed_at:+.2f} vs kill; kill -> " + ", ".join(parts)
-        wait_for(lambda: time.time() - first_new >= AFTER_S, AFTER_S + 5, "acks on the new primary")
         # rejoin, the writer still running
         before_apply = time.time()
         rejoin_logs = {n: log_size(bench.node_dir(pair, n) / "log" / "repmgr.log") for n in (old, new)}
