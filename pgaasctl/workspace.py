@@ -205,6 +205,7 @@ def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: Progres
                 on_operation: OperationCallback | None) -> ApplyResult:
     live = work.live[name]
     operations_done: list[str] = []
+    shown = {(c.address, c.action) for c in live.plan.changes}  # the reviewed plan
     rounds = 0
     while live.plan.operations:
         rounds += 1
@@ -221,7 +222,6 @@ def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: Progres
             break
         # The hosts changed under the plan: plan the pair again, now that it has a primary. Only what the
         # reviewed plan showed may run; anything else waits for a new plan.
-        shown = {(c.address, c.action) for c in live.plan.changes}
         live.close()
         live = plan_pair(pair_inputs(live.inputs.pair, work.desired.workspace, store, role_secrets=True), store,
                          work.ssh, work.plan.destroy, work.plan.targets)
@@ -238,6 +238,9 @@ def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: Progres
                 f"pair {name!r}: its hosts are up, but it needs changes the plan did not show: {', '.join(unshown)}",
                 "Review them with `pgaasctl plan`, then apply again.",
             )
+        for change in live.plan.changes:  # what the reviewed plan showed as created is recorded as created
+            if change.action == "adopt" and (change.address, "create") in shown:
+                change.action = "create"
         work.live[name] = live
         if live.state is not None:
             take_advisory_lock(live.state.connection, name)

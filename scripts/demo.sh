@@ -17,7 +17,12 @@ if [ -z "${PGAASCTL_LOCAL_DIR:-}" ] && [ "$(id -u)" -eq 0 ] && ! runuser -u post
 fi
 
 if [ "${1:-}" = "destroy" ]; then
-  exec "$PGAASCTL" destroy specs/examples --auto-approve
+  if ! "$PGAASCTL" destroy specs/examples --auto-approve; then
+    echo "The demo database is protected (deletion_protection: true in specs/examples/orders.yaml), so the pair" >&2
+    echo "is not destroyed with it. To remove everything: set it to false, run apply, then run this again." >&2
+    exit 1
+  fi
+  exit 0
 fi
 
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }

@@ -22,7 +22,7 @@ from pgaasctl.live.catalog import (
     read_contents,
 )
 from pgaasctl.live.connect import NodeAddress
-from pgaasctl.live.discovery import PairState, discover
+from pgaasctl.live.discovery import PairState, discover, probe_node
 from pgaasctl.live.topology import Topology, discover_topology
 from pgaasctl.passwords import check_passwords
 from pgaasctl.plan import diff, policy
@@ -398,8 +398,12 @@ def _plan_destroy_hosts(inputs: PairInputs, store: Store) -> LivePair:
         if item.kind != "pair":
             changes.append(Change(address=address, kind=item.kind, name=item.name, action="delete",  # type: ignore[arg-type]
                                   notes=["goes with the pair's hosts"]))
-    changes.append(Change(address=f"pair.{pair.name}", kind="pair", name=pair.name, action="delete",
-                          notes=["every node is stopped and its files removed"]))
+    managed_databases = {item.name for item in store.managed(pair.name).values() if item.kind == "database"}
+    unmanaged = sorted(set(_databases_on(inputs)) - managed_databases)
+    notes = ["every node is stopped and its files removed"]
+    if unmanaged:
+        notes.append(f"databases pgaasctl does not manage go with it, and their data is lost: {', '.join(unmanaged)}")
+    changes.append(Change(address=f"pair.{pair.name}", kind="pair", name=pair.name, action="delete", notes=notes))
     existing = [h for h in inputs.hosts if h.exists]
     pair_plan = PairPlan(
         pair=pair.name, primary="", header=f'Pair "{pair.name}": nodes ' + ", ".join(f"{h.node} ({h.address})" for h in existing),
@@ -408,6 +412,22 @@ def _plan_destroy_hosts(inputs: PairInputs, store: Store) -> LivePair:
         changes=changes,
     )
     return LivePair(inputs=inputs, state=None, catalog=empty_catalog(), plan=pair_plan)
+
+
+_SYSTEM_DATABASES = ("postgres", "template0", "template1", "repmgr")
+
+
+def _databases_on(inputs: PairInputs) -> list[str]:
+    """The databases of a pair about to be destroyed, from whichever node answers (none: nothing to say)."""
+    for address in inputs.addresses.values():
+        state, conn = probe_node(address)
+        if conn is None:
+            continue
+        with conn:
+            rows = conn.execute("SELECT datname FROM pg_database WHERE NOT (datname = ANY(%s))",
+                                (list(_SYSTEM_DATABASES),)).fetchall()
+        return [r[0] for r in rows]
+    return []
 
 
 def _readable_contents(catalog: LiveCatalog, read: dict[str, DatabaseContents | ConnectionFailed]) -> dict[str, DatabaseContents]:

@@ -74,3 +74,14 @@ def test_status_says_where_the_nodes_live(sp: LocalPair, lab: Lab) -> None:
     assert "Workspace document" in data[0]["nodes_dir_source"]
     text = sp.ws.status()
     assert f"nodes live in {lab.local_dir / 'sp'}" in text.stdout
+
+
+def test_a_pair_destroy_names_the_databases_it_does_not_manage(sp: LocalPair) -> None:
+    primary = sp.primary()
+    sp.execute(primary, "CREATE DATABASE handmade")
+    try:
+        plan = sp.ws.plan("--destroy")
+        assert plan.exit_code == 0, plan.output
+        assert "databases pgaasctl does not manage go with it, and their data is lost: handmade" in plan.flat
+    finally:
+        sp.execute(primary, "DROP DATABASE handmade")
