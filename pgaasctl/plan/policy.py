@@ -48,10 +48,14 @@ def enforce(pair_plan: PairPlan, pair: DesiredPair, managed: dict[str, ManagedOb
     for problem in problems:
         if not targets or problem.address in planned or _matches(problem.address, targets):
             errors.append(problem.message)
+    hosts_go = any(op.kind == "destroy_hosts" for op in pair_plan.operations)
+    if hosts_go:
+        errors.extend(_protected_with_hosts(pair, managed))
     for change in pair_plan.changes:
         record = managed.get(change.address)
         if change.action == "delete":
-            errors.extend(_protected(change, pair, record))
+            if not (hosts_go and change.kind == "database"):  # judged above, with every database on the hosts
+                errors.extend(_protected(change, pair, record))
             _mark_origin(change, record)
         elif change.action == "adopt" and change.kind in ("role", "database") and change.address not in adopting:
             errors.extend(_adoption(change, pair))
@@ -75,6 +79,15 @@ def _protected(change: Change, pair: DesiredPair, record: ManagedObject | None) 
             return [f"{change.address}: deletion_protection is on, so it will not be dropped; "
                     "to drop it, set deletion_protection: false and apply first"]
     return []
+
+
+def _protected_with_hosts(pair: DesiredPair, managed: dict[str, ManagedObject]) -> list[str]:
+    """Destroying a pair's hosts takes every database on them, whatever the plan lists (a --target, one file):
+    each database protected in the store or in the specs refuses it."""
+    names = {m.name for m in managed.values() if m.kind == "database" and m.attributes.get("deletion_protection")}
+    names |= {name for name, d in pair.databases.items() if d.doc.spec.deletion_protection}
+    return [f"database.{pair.name}.{name}: deletion_protection is on, and destroying the pair's hosts would drop "
+            "it; set deletion_protection: false and apply first" for name in sorted(names)]
 
 
 def _mark_origin(change: Change, record: ManagedObject | None) -> None:

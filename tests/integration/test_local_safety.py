@@ -85,3 +85,24 @@ def test_a_pair_destroy_names_the_databases_it_does_not_manage(sp: LocalPair) ->
         assert "databases pgaasctl does not manage go with it, and their data is lost: handmade" in plan.flat
     finally:
         sp.execute(primary, "DROP DATABASE handmade")
+
+
+def test_no_targeted_or_partial_destroy_of_the_hosts_drops_a_protected_database(sp: LocalPair) -> None:
+    sp.ws.write("vault.yaml", PROTECTED.format(flag="true"))
+    sp.ws.must_apply()
+    primary = sp.primary()
+    for args in (["--target", "pair.sp"], []):
+        plan = sp.ws.run("plan", str(sp.ws.specs / sp.spec_file) if not args else str(sp.ws.specs), "--destroy", *args)
+        assert plan.exit_code == 1 and "database.sp.vault: deletion_protection is on" in plan.flat, (args, plan.output)
+        destroyed = sp.ws.run("destroy", str(sp.ws.specs), "--auto-approve", *args)
+        assert destroyed.exit_code == 1, destroyed.output
+    # forgotten by the store, still protected by the spec
+    assert sp.ws.run("state", "rm", "database.sp.vault", str(sp.ws.specs)).exit_code == 0
+    assert sp.ws.run("destroy", str(sp.ws.specs), "--auto-approve", "--target", "pair.sp").exit_code == 1
+    sp.assert_whole(primary)
+    assert sp.query(primary, "SELECT 1 FROM pg_database WHERE datname = 'vault'") == [(1,)]
+    sp.ws.write("vault.yaml", "kind: Database\nmetadata: {name: vault, pair: sp}\n"
+                              "spec: {deletion_protection: false, adopt: true}\n")
+    sp.ws.must_apply()
+    sp.ws.remove("vault.yaml")
+    sp.ws.must_apply()
