@@ -92,6 +92,7 @@ class LiveCatalog(BaseModel):
     roles: dict[str, LiveRole]
     databases: dict[str, LiveDatabase]
     contents: dict[str, DatabaseContents]  # only for databases whose contents matter to the plan
+    libraries: list[str] | None = None  # shared libraries installed on the server (None: not read, or not readable)
 
     def fingerprint(self) -> str:
         """A digest of what the plan was computed from (no secrets, no connection counts)."""
@@ -222,8 +223,12 @@ def _setconfig(items: list[str]) -> dict[str, str]:
     return {key.lower(): value for key, value in (item.split("=", 1) for item in items)}
 
 
-def read_cluster(conn: psycopg.Connection) -> LiveCatalog:
-    """Roles, databases and server settings: three queries, whatever their number."""
+LIBRARIES_SQL = "SELECT pg_ls_dir(setting) FROM pg_config WHERE name = 'PKGLIBDIR'"
+
+
+def read_cluster(conn: psycopg.Connection, list_libraries: bool = False) -> LiveCatalog:
+    """Roles, databases and server settings: three queries, whatever their number; with `list_libraries`, the
+    libraries installed (one more, superusers only), to check the *_preload_libraries a spec sets."""
     version, user, can_read_passwords = conn.execute(
         "SELECT current_setting('server_version'), current_user, has_table_privilege('pg_authid', 'SELECT')"
     ).fetchone()  # type: ignore[misc]
@@ -257,9 +262,15 @@ def read_cluster(conn: psycopg.Connection) -> LiveCatalog:
                 name=name, setting=value, unit=None, vartype="string", context="user", enumvals=None, file_value=value,
                 pending_restart=False,
             )
+    libraries: list[str] | None = None
+    if list_libraries:
+        try:
+            libraries = sorted(r[0] for r in conn.execute(LIBRARIES_SQL))
+        except psycopg.Error:
+            libraries = None  # not a superuser: the check is skipped, and the plan says so
     return LiveCatalog(
         server_version=version, user=user, can_read_passwords=can_read_passwords, settings=settings, roles=roles,
-        databases=databases, contents={},
+        databases=databases, contents={}, libraries=libraries,
     )
 
 

@@ -28,6 +28,7 @@ from pgaasctl.passwords import check_passwords
 from pgaasctl.plan import diff, policy
 from pgaasctl.plan.model import Change, HostOperation, PairPlan, Plan, ShownStatement
 from pgaasctl.plan.planfile import secret_fingerprint
+from pgaasctl.plan.settings import PRELOAD_PARAMETERS
 from pgaasctl.secrets import resolve_secret
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.spec.models import (
@@ -292,7 +293,7 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
         # Database contents are read over their own sessions while the cluster-wide catalog is read.
         with ThreadPoolExecutor(max_workers=1) as background:
             contents = background.submit(read_contents, state.primary.address, objects.contents_needed(pair.name, managed))
-            catalog = read_cluster(state.connection)
+            catalog = read_cluster(state.connection, list_libraries=bool(PRELOAD_PARAMETERS & set(pair.doc.spec.settings)))
             catalog.contents = _readable_contents(catalog, contents.result())
         pair_plan = _plan_objects(inputs, catalog, managed, objects, destroy, warnings, sync_names)
         pair_plan.primary = state.primary.name

@@ -226,9 +226,26 @@ def _pair_settings(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec, tra
     if traits.repmgr and "synchronous_standby_names" in desired:
         ctx.errors.append(f"{address}: synchronous_standby_names follows `replication:` on this pair; remove it from settings")
         del desired["synchronous_standby_names"]
+    for name in sorted(settings_rules.PRELOAD_PARAMETERS & set(desired)):
+        _check_libraries(ctx, address, name, desired)
     if ctx.sync_standby_names is not None:
         desired["synchronous_standby_names"] = ctx.sync_standby_names
     return desired
+
+
+def _check_libraries(ctx: PairContext, address: str, name: str, desired: dict[str, SettingValue]) -> None:
+    """A library that is not installed locks everyone out (session/local preload: every new connection fails,
+    pgaasctl's own included) or stops the server at its next start (shared preload)."""
+    if not ctx.catalog.settings:
+        return  # a pair not created yet: checked once it runs
+    if ctx.catalog.libraries is None:
+        ctx.note_once(f"{address}: {ctx.admin} cannot list the server's libraries, so {name} is not checked")
+        return
+    missing = settings_rules.missing_libraries(desired[name], ctx.catalog.libraries)
+    if missing:
+        ctx.errors.append(f"{address}: {name}: {', '.join(missing)} is not installed on the server; with it every "
+                          "new connection (or the next start) would fail. Install it first, or remove it")
+        del desired[name]
 
 
 def _pending_warning(pair: str, traits: settings_rules.PairTraits, address: str, what: str, setting: Any) -> str:

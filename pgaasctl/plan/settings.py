@@ -144,6 +144,28 @@ _FILES = "it locates the server's files, which pgaasctl does not move"
 _PER_NODE = "it names one node's upstream (repmgr writes it on each standby), and pair settings go to every node"
 
 
+PRELOAD_PARAMETERS = frozenset({"shared_preload_libraries", "session_preload_libraries", "local_preload_libraries"})
+
+# Recovery belongs to repmgr and pgaasctl's failover: with one of these a standby may promote itself (two primaries)
+# or stop following the primary after a failover.
+RECOVERY_PARAMETERS = frozenset({
+    "promote_trigger_file", "recovery_target", "recovery_target_name", "recovery_target_time", "recovery_target_xid",
+    "recovery_target_lsn", "recovery_target_inclusive", "recovery_target_timeline", "recovery_target_action",
+    "restore_command", "archive_cleanup_command", "recovery_end_command",
+})
+
+
+def missing_libraries(value: SettingValue, installed: list[str]) -> list[str]:
+    """The items of a *_preload_libraries value with no shared library in the server's library directory."""
+    have = {name.removesuffix(".so") for name in installed}
+    out = []
+    for item in (i.strip().strip('"') for i in as_text(value).split(",")):
+        name = item.removeprefix("$libdir/").removesuffix(".so")
+        if item and "/" not in name and name not in have:
+            out.append(item)
+    return out
+
+
 def owned_parameter_problems(settings: dict[str, SettingValue], pair: PairTraits) -> dict[str, str]:
     """Parameters of a Pair's `settings` that its replication owns, each with why it is refused.
 
@@ -172,8 +194,13 @@ def _owned_reason(name: str, text: str, pair: PairTraits) -> str | None:
                 "it set up")
     if pair.created and name == "wal_log_hints" and _boolean(text) is False:
         return "wal_log_hints off is refused: pg_rewind needs it to rejoin a failed primary without a full re-clone"
+    if pair.created and name == "full_page_writes" and _boolean(text) is False:
+        return "full_page_writes off is refused: pg_rewind needs it to rejoin a failed primary, and a crash may tear pages"
     if not pair.replicated:
         return None
+    if name in RECOVERY_PARAMETERS:
+        return (f"{name} is owned by pgaasctl's failover (repmgr): on a standby it may promote the node by itself "
+                "(two primaries) or stop it following the primary")
     if name == "wal_level" and text.lower() in _WAL_LEVELS and _WAL_LEVELS.index(text.lower()) < 1:
         return (f"wal_level {text} is refused: a standby needs replica or logical; {text} stops replication at the "
                 "next restart")

@@ -109,3 +109,18 @@ def test_search_path_with_user_converges(ws: Workspace) -> None:
     ws.must_apply()
     assert ws.sql("SELECT setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase WHERE d.datname = 'app'") == [(['search_path="$user", public'],)]
     ws.assert_converged()
+
+
+def test_a_preload_library_that_is_not_installed_is_refused(ws: Workspace) -> None:
+    """session_preload_libraries naming a missing library would lock every new connection out, pgaasctl's too."""
+    ws.pair(settings={"session_preload_libraries": "nonexistent_lib"})
+    plan = ws.plan()
+    assert plan.exit_code == 1, plan.output
+    assert "session_preload_libraries: nonexistent_lib is not installed on the server" in plan.flat
+    assert ws.apply().exit_code == 1
+    assert show(ws, "session_preload_libraries") == ""
+    ws.pair(settings={"session_preload_libraries": "auto_explain"})
+    ws.must_apply()
+    assert show(ws, "session_preload_libraries") == "auto_explain"
+    ws.pair(settings={})
+    ws.must_apply()

@@ -222,3 +222,27 @@ def test_only_pg_rewinds_own_failures_allow_a_reclone() -> None:
     assert rewind_impossible('ERROR: --force-rewind specified but pg_rewind cannot be used\nDETAIL: pg_rewind requires "wal_log_hints" to be enabled')
     assert not rewind_impossible(START_FAILED)
     assert not rewind_impossible("ERROR: connection to database failed:\nconnection to server ... failed: Connection refused")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("promote_trigger_file", "/tmp/x"), ("recovery_target", "immediate"), ("recovery_target_action", "promote"),
+    ("recovery_target_timeline", "current"), ("restore_command", "cp /a %f"), ("recovery_end_command", "true"),
+])
+def test_recovery_belongs_to_failover_on_replicated_pairs(name: str, value: object) -> None:
+    for traits in (LOCAL, EXISTING_REPMGR, EXISTING_TWO):
+        assert "promote the node by itself" in owned_parameter_problems({name: value}, traits)[name]  # type: ignore[dict-item]
+    assert owned_parameter_problems({name: value}, EXISTING_ONE) == {}  # type: ignore[dict-item]
+
+
+def test_full_page_writes_off_is_refused_where_pg_rewind_rejoins() -> None:
+    assert "pg_rewind" in owned_parameter_problems({"full_page_writes": "off"}, LOCAL)["full_page_writes"]
+    assert owned_parameter_problems({"full_page_writes": "on"}, LOCAL) == {}
+
+
+def test_missing_libraries() -> None:
+    from pgaasctl.plan.settings import missing_libraries
+
+    installed = ["auto_explain.so", "pg_stat_statements.so", "repmgr.so"]
+    assert missing_libraries("auto_explain, pg_stat_statements", installed) == []
+    assert missing_libraries("'$libdir/auto_explain', nonexistent_lib", installed) == ["nonexistent_lib"]
+    assert missing_libraries("", installed) == []
