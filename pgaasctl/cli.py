@@ -44,10 +44,12 @@ app.add_typer(state_app, name="state")
 
 def _console(stderr: bool) -> Console:
     # Piped output is never cut or wrapped at 80 columns: a wide virtual width when not on a terminal.
+    # NO_COLOR (or --no-color) drops every style, bold included.
     probe = Console(stderr=stderr)
     width = None if probe.is_terminal else 10_000
-    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width,
-                   no_color=bool(os.environ.get("NO_COLOR")))
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(stderr=stderr, highlight=False, soft_wrap=True, width=width, no_color=plain,
+                   color_system=None if plain else "auto")
 
 
 out = _console(stderr=False)
@@ -61,11 +63,22 @@ StoreOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 TargetOpt = Annotated[list[str] | None, typer.Option("--target", help="Only this address (or prefix); repeatable.")]
+def _lock_timeout(value: float | None) -> float | None:
+    if value is not None and not 0 <= value <= 3600:  # also refuses nan
+        raise typer.BadParameter("give seconds between 0 and 3600")
+    return value
+
+
 LockTimeoutOpt = Annotated[
-    float | None, typer.Option("--lock-timeout", help="Seconds to wait for the pair lock (default: the Workspace's).")
+    float | None, typer.Option("--lock-timeout", callback=_lock_timeout,
+                               help="Seconds to wait for the pair lock (default: the Workspace's).")
 ]
 AutoApproveOpt = Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")]
 T = TypeVar("T")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, unwound like Ctrl-C (locks released, history recorded), exiting 143 as a terminated process."""
 
 
 def run(action: Callable[[], T]) -> T:
@@ -75,9 +88,9 @@ def run(action: Callable[[], T]) -> T:
     except PgaasError as exc:
         err.print(f"[bold red]Error:[/bold red] {_escape(str(exc))}")
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err.print("[bold red]Interrupted.[/bold red] Run the same command again to converge.")
-        raise typer.Exit(130) from None
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
 
 
 def _escape(text: str) -> str:
@@ -97,9 +110,12 @@ def _print_json(data: Any) -> None:
 
 
 @app.command()
-def version() -> None:
+def version(as_json: JsonOpt = False) -> None:
     """Print pgaasctl's version."""
-    print(f"pgaasctl {__version__}")
+    if as_json:
+        _print_json({"pgaasctl_version": __version__, "python_version": sys.version.split()[0]})
+    else:
+        print(f"pgaasctl {__version__}")
 
 
 @app.command()
@@ -124,8 +140,9 @@ def init(path: PathArg = workspace.DEFAULT_SPECS, store: StoreOpt = None) -> Non
     def action() -> None:
         loaded = workspace.load(path)
         setting = loaded.location.store(store)
-        loaded.open_store(store, "create").close()
-        out.print(f"State store ready: {setting.value} ({setting.source}). Workspace root: {loaded.location.root}")
+        st = loaded.open_store(store, "create")
+        st.close()
+        out.print(f"State store ready: {_escape(st.where)} ({setting.source}). Workspace root: {loaded.location.root}")
 
     run(action)
 
@@ -139,6 +156,8 @@ def plan(
     detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode", help="Exit 0: no changes, 1: error, 2: changes.")] = False,
     target: TargetOpt = None,
     destroy: Annotated[bool, typer.Option("--destroy", help="Plan destroying every managed object.")] = False,
+    lock_timeout: Annotated[float | None, typer.Option(
+        "--lock-timeout", callback=_lock_timeout, help="Accepted for Terraform's habit; a plan takes no lock.")] = None,
     store: StoreOpt = None,
 ) -> None:
     """Show what apply would change on each pair. Reads only: changes no server and no state."""
@@ -195,6 +214,9 @@ def show(
 
 
 def _confirm(what: str) -> bool:
+    if os.environ.get(NO_INPUT_ENV):
+        err.print("[bold red]Error:[/bold red] -input=false and no --auto-approve: nothing may ask for confirmation.")
+        raise typer.Exit(1)
     out.print(f"\nDo you want to {what}? Only 'yes' will be accepted.")
     try:
         answer = input("  Enter a value: ")
@@ -212,6 +234,14 @@ def _apply(path: Path, store: str | None, auto_approve: bool, destroy: bool, tar
     saved: SavedPlan | None = None
     if is_plan_file(path):
         saved = run(lambda: load_plan(path))
+        if targets:
+            err.print("[bold red]Error:[/bold red] a saved plan applies exactly as it was made: --target cannot "
+                      "narrow it. Make a targeted plan with `pgaasctl plan --target ADDR --out FILE`.")
+            raise typer.Exit(1)
+        if destroy and not saved.plan.destroy:
+            err.print(f"[bold red]Error:[/bold red] {_escape(str(path))} is a plan to apply, not a destroy plan: run "
+                      "`pgaasctl apply` with it, or make a destroy plan with `pgaasctl plan --destroy --out FILE`.")
+            raise typer.Exit(1)
         destroy = saved.plan.destroy
         targets = saved.plan.targets or None
         auto_approve = True  # a saved plan was reviewed when it was made
@@ -306,11 +336,12 @@ def apply(
     auto_approve: AutoApproveOpt = False,
     target: TargetOpt = None,
     lock_timeout: LockTimeoutOpt = None,
+    destroy: Annotated[bool, typer.Option("--destroy", help="The same as `pgaasctl destroy` (Terraform's apply -destroy).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was done as JSON (needs --auto-approve).")] = False,
     store: StoreOpt = None,
 ) -> None:
     """Make the servers match the specs (or carry out a saved plan)."""
-    _apply(path, store, auto_approve, destroy=False, targets=target, lock_timeout=lock_timeout, as_json=as_json)
+    _apply(path, store, auto_approve, destroy=destroy, targets=target, lock_timeout=lock_timeout, as_json=as_json)
 
 
 @app.command()
@@ -549,9 +580,14 @@ def history(
             pair = pair or pair_or_path
 
     def action() -> list[dict[str, Any]]:
-        st = workspace.load(path).open_store(store, "read")
+        loaded = workspace.load(path)
+        st = loaded.open_store(store, "read")
         try:
-            return [e.model_dump() for e in st.history(pair)]
+            entries = [e.model_dump() for e in st.history(pair)]
+            if pair is not None and not entries and pair not in loaded.desired.pairs and pair not in st.pairs():
+                raise PgaasError(f"pair {pair!r} is not declared in {loaded.spec_dir} and has no history",
+                                 f"Pairs: {', '.join(sorted(loaded.desired.pairs)) or 'none'}.")
+            return entries
         finally:
             st.close()
 
@@ -570,25 +606,46 @@ def history(
 # Terraform's single-dash spellings, accepted as their double-dash equivalents.
 _TERRAFORM_FLAGS = {"target", "out", "json", "detailed-exitcode", "auto-approve", "no-color", "lock-timeout",
                     "destroy", "sql", "store"}
+# Terraform flags with no pgaasctl meaning: said plainly rather than "No such option: -r".
+_NOT_HERE = {
+    "refresh": "pgaasctl always reads the servers before planning: there is no -refresh=false",
+    "var": "pgaasctl specs have no variables: secrets come from the env vars or files the specs name",
+    "var-file": "pgaasctl specs have no variables: secrets come from the env vars or files the specs name",
+    "parallelism": "pgaasctl sets its own parallelism (four sessions per pair)",
+    "state": "the state store is chosen with --store URL, $PGAASCTL_STORE or the Workspace document",
+    "lock": "pgaasctl always locks a pair while it changes it",
+}
+NO_INPUT_ENV = "PGAASCTL_NO_INPUT"
+
+
+class UnsupportedFlag(Exception):
+    pass
 
 
 def normalise_argv(argv: list[str]) -> list[str]:
-    """-target=x -> --target=x; --no-color anywhere sets NO_COLOR (rich honours it)."""
+    """-target=x -> --target=x; --no-color anywhere sets NO_COLOR; -input=false forbids prompts; --version."""
+    if argv in (["--version"], ["-version"], ["-v"]):
+        return ["version"]
     out_args: list[str] = []
     for arg in argv:
-        name = arg[1:].split("=", 1)[0] if arg.startswith("-") and not arg.startswith("--") else None
-        if name in _TERRAFORM_FLAGS:
+        name = arg.lstrip("-").split("=", 1)[0] if arg.startswith("-") and arg != "-" else None
+        if arg.startswith("-") and not arg.startswith("--") and name in _TERRAFORM_FLAGS:
             arg = "-" + arg
         if arg == "--no-color":
             os.environ["NO_COLOR"] = "1"
             continue
+        if name == "input":
+            if arg.split("=", 1)[-1].lower() in ("false", "0", "no"):
+                os.environ[NO_INPUT_ENV] = "1"
+            continue
+        if name in _NOT_HERE:
+            raise UnsupportedFlag(f"{arg}: {_NOT_HERE[name]}.")
         out_args.append(arg)
     return out_args
 
 
 def _terminate(signum: int, frame: Any) -> None:
-    # SIGTERM unwinds like Ctrl-C: locks are released and the history records the interruption
-    raise KeyboardInterrupt
+    raise Terminated
 
 
 @app.command()
@@ -649,10 +706,15 @@ def _restart_lines(report: workspace.RestartReport, pending_only: bool) -> list[
 
 
 def main() -> None:
+    global out, err
     signal.signal(signal.SIGTERM, _terminate)
-    args = normalise_argv(sys.argv[1:])
-    if "NO_COLOR" in os.environ:
-        out.no_color = err.no_color = True
+    try:
+        args = normalise_argv(sys.argv[1:])
+    except UnsupportedFlag as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if os.environ.get("NO_COLOR"):
+        out, err = _console(stderr=False), _console(stderr=True)
     try:
         app(args=args, prog_name="pgaasctl")
     except BrokenPipeError:

@@ -30,7 +30,7 @@ from pgaasctl.plan.build import (
     pairs_targeted,
     plan_pair,
 )
-from pgaasctl.plan.model import HostOperation, Plan, count_changes
+from pgaasctl.plan.model import Change, HostOperation, Plan, count_changes
 from pgaasctl.plan.planfile import check_still_valid
 from pgaasctl.locate import WorkspaceLocation, locate
 from pgaasctl.spec.desired import DesiredPair, DesiredState, load_desired
@@ -61,8 +61,9 @@ class LoadedWorkspace:
             raise StoreMissing(f"{exc.message} (from {setting.source})", exc.hint) from None
 
     def targets(self, given: list[str] | None) -> list[str] | None:
-        """--target addresses, else the addresses the named part declares, else None (everything)."""
-        return list(given) if given else self.part_addresses
+        """--target addresses (a trailing dot is a prefix's), else the addresses the named part declares, else
+        None (everything)."""
+        return [t.rstrip(".") for t in given] if given else self.part_addresses
 
     def pairs_in_scope(self) -> list[DesiredPair]:
         if self.part_addresses is None:
@@ -164,18 +165,44 @@ def execute(work: PlannedWork, store: Store, on_progress: ProgressCallback | Non
         if not pair_plan.changes and not pair_plan.operations:
             continue
         entry = store.begin(pair_plan.pair, operation)
+        done = _Done(on_progress, on_operation)  # what ran, for the history, however the apply ends
         try:
-            result = _apply_pair(work, store, pair_plan.pair, on_progress, on_operation)
+            result = _apply_pair(work, store, pair_plan.pair, done.on_progress, done.on_operation)
         except PgaasError as exc:
-            store.finish(entry, "failed", {"error": exc.message})
+            store.finish(entry, "failed", {"error": exc.message, **done.summary()})
             raise
         except BaseException:
-            store.finish(entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)"})
+            store.finish(entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)", **done.summary()})
             raise
         result.counts = count_changes(pair_plan.changes)  # what the reviewed plan showed, not the re-plan
         store.finish(entry, "applied", {"changes": result.done, "operations": result.operations})
         work.results.append(result)
     return work.results
+
+
+@dataclass
+class _Done:
+    """Passes progress on, keeping the changes and host operations that completed."""
+
+    forward_change: ProgressCallback | None
+    forward_operation: OperationCallback | None
+    changes: list[str] = field(default_factory=list)
+    operations: list[str] = field(default_factory=list)
+
+    def on_progress(self, pair: str, change: Change, status: str) -> None:
+        if status == "done":
+            self.changes.append(change.address)
+        if self.forward_change is not None:
+            self.forward_change(pair, change, status)
+
+    def on_operation(self, pair: str, op: HostOperation, status: str) -> None:
+        if status == "done":
+            self.operations.append(f"node {op.node}: {op.detail}")
+        if self.forward_operation is not None:
+            self.forward_operation(pair, op, status)
+
+    def summary(self) -> dict[str, list[str]]:
+        return {"changes": list(self.changes), "operations": list(self.operations)}
 
 
 def _record_failover(store: Store, live: LivePair) -> None:
@@ -206,6 +233,10 @@ def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: Progres
     live = work.live[name]
     operations_done: list[str] = []
     shown = {(c.address, c.action) for c in live.plan.changes}  # the reviewed plan
+    created = next((c for c in live.plan.changes if c.kind == "pair" and c.action == "create"), None)
+    if created is not None and created.record is not None:
+        # intent first: a pair whose creation is killed midway is still pgaasctl's creation, not an adoption
+        store.record_intent(created.address, name, "pair", name, created.record, "created")
     rounds = 0
     while live.plan.operations:
         rounds += 1

@@ -234,11 +234,12 @@ def _refuse_undeclared_primary(pair: str, reports: list[NodeReport], undeclared:
             conn.close()
         if state.role != "primary":
             continue
-        declared = [r.name for r in reports]
+        standbys = [r.name for r in reports if r.role == "standby"]
         raise PlanError(
             f"pair {pair!r}: node {host.label} is the primary, but the spec no longer declares it",
-            f"Put it back in the spec, run `pgaasctl switchover {pair} --to {declared[0]}`, then remove it again."
-            if declared else "Declare it again.",
+            f"Put it back in the spec, run `pgaasctl switchover {pair} --to {standbys[0]}`, then remove it again."
+            if standbys else "Declare it again (its new standby is made first), switch over to the standby, then "
+            "remove it.",
         )
 
 

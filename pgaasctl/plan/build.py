@@ -156,7 +156,9 @@ def make_plan(desired: DesiredState, store: Store, spec_path: Path, ssh: SshSess
             "Put the Pair document back and run `pgaasctl destroy`, or drop them from the state with `pgaasctl state rm ADDR`.",
         )
     # Secrets first: a missing env var fails before any connection is made.
-    prepared = [pair_inputs(pair, desired.workspace, store, role_secrets=True) for pair in pairs_targeted(desired, targets)]
+    # a destroy sets no password: it needs no role secret
+    prepared = [pair_inputs(pair, desired.workspace, store, role_secrets=not destroy)
+                for pair in pairs_targeted(desired, targets)]
     plan = Plan(spec_path=str(spec_path), spec_fingerprint=spec_fingerprint(desired), destroy=destroy,
                 targets=list(targets or []))
     key = store.plan_key()

@@ -92,6 +92,7 @@ def build_desired(docs: list[LoadedDoc], problems: list[Problem] | None = None,
                 pair.databases[doc.metadata.name] = d
             else:
                 pair.grants[(doc.spec.database, doc.spec.role)] = d
+    problems.extend(_shared_servers(pairs))
     for pair in pairs.values():
         problems.extend(_reference_problems(pair, rejected))
         problems.extend(_membership_cycles(pair))
@@ -114,6 +115,11 @@ def _reference_problems(pair: DesiredPair, rejected: set[str]) -> list[Problem]:
         ))
 
     for d in pair.roles.values():
+        if d.doc.metadata.name.lower() in RESERVED_ROLE_NAMES:
+            problems.append(d.problem(
+                ("metadata", "name"),
+                f"{d.address}: {d.doc.metadata.name!r} is a name PostgreSQL reserves; a role cannot have it",
+            ))
         if d.doc.metadata.name in pair.admin_users():
             problems.append(d.problem(
                 ("metadata", "name"),
@@ -136,6 +142,13 @@ def _reference_problems(pair: DesiredPair, rejected: set[str]) -> list[Problem]:
                 problems.append(d.problem(("spec", "database"),
                                           f"{d.address}: database {database!r} is not declared for pair {pair.name!r}"))
             continue
+        owner = db.doc.spec.owner
+        if owner == role and d.doc.spec.privileges is not None:
+            problems.append(d.problem(
+                ("spec", "privileges"),
+                f"{d.address}: {role!r} owns database {database!r} and holds every privilege on it (PostgreSQL gives "
+                "them back to the owner whenever the database's privileges are written): remove `privileges` here",
+            ))
         declared_schemas = {s.name for s in db.doc.spec.schemas} | {"public"}
         for schema, grant in d.doc.spec.schemas.items():
             if schema not in declared_schemas:
@@ -145,6 +158,31 @@ def _reference_problems(pair: DesiredPair, rejected: set[str]) -> list[Problem]:
                 ))
             if grant.default_privileges is not None:
                 need_role(d, grant.default_privileges.for_role, "for_role", "spec", "schemas", schema, "default_privileges", "for_role")
+    return problems
+
+
+RESERVED_ROLE_NAMES = frozenset({"public", "none", "current_user", "session_user", "current_role"})
+
+
+def _shared_servers(pairs: dict[str, DesiredPair]) -> list[Problem]:
+    """Two nodes (of one pair or two) at the same host and port are one server: two pairs would fight over it."""
+    problems: list[Problem] = []
+    first: dict[tuple[str, int], str] = {}
+    for name in sorted(pairs):
+        pair = pairs[name]
+        spec = pair.doc.spec
+        if not isinstance(spec, ExistingPairSpec):
+            continue
+        for i, node in enumerate(spec.nodes):
+            key = (node.host.lower(), node.port)
+            where = f"node {node.name} of pair {name}"
+            if key in first:
+                problems.append(pair.loaded.problem(
+                    ("spec", "nodes", i, "host"),
+                    f"pair.{name}: {where} is the server {node.host}:{node.port}, which {first[key]} already is",
+                ))
+            else:
+                first[key] = where
     return problems
 
 

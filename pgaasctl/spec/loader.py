@@ -112,8 +112,16 @@ def spec_files(path: Path) -> list[Path]:
 
 
 def _visible_files(root: Path) -> Iterator[Path]:
-    """Files under `root` whose path below it has no hidden part (.git/, .github/workflows/ci.yml, .draft.yaml)."""
-    for folder, dirs, files in os.walk(root):
+    """Files under `root` whose path below it has no hidden part (.git/, .github/workflows/ci.yml, .draft.yaml).
+    Symbolic links to directories are followed (a shared folder linked in is part of the specs), each real
+    directory once, so a link loop ends."""
+    seen: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         yield from (Path(folder) / name for name in files if not name.startswith("."))
 
@@ -175,6 +183,9 @@ def _parse(text: str, file: Path, loaded: Loaded) -> Loaded:
             continue
         except yaml.YAMLError as exc:
             problems.append(Problem.at(file, _yaml_line(exc), f"malformed YAML: {_yaml_reason(exc)}"))
+            continue
+        except (ValueError, OverflowError) as exc:  # a merge-key document PyYAML built itself
+            problems.append(Problem.at(file, start, f"malformed YAML: {exc}"))
             continue
         if data is None:  # an empty document: a stray "---" or only comments
             continue
@@ -300,7 +311,7 @@ def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], constructor: Any,
             if not isinstance(key_node, yaml.ScalarNode):
                 raise yaml.MarkedYAMLError(problem="a key must be a plain value, not a list or mapping",
                                            problem_mark=key_node.start_mark)
-            key = key_node.value if key_node.tag == _STR_TAG else constructor.construct_object(key_node)
+            key = key_node.value if key_node.tag == _STR_TAG else _construct_scalar(constructor, key_node)
             if key in out:
                 raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
             out[key] = _build(value_node, loc + (str(key),), lines, constructor, built, active)
@@ -316,7 +327,7 @@ def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], constructor: Any,
         return items
     if node.tag == _STR_TAG:
         return node.value
-    return constructor.construct_object(node, deep=True)
+    return _construct_scalar(constructor, node)
 
 
 def _line_for(lines: dict[Loc, int], loc: Loc, default: int) -> int:
@@ -340,3 +351,13 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
         where = f" at line {problem_mark.line + 1}" if problem_mark is not None else ""
         return f"{context}: {problem}{where}"
     return str(problem or exc).splitlines()[0]
+
+
+def _construct_scalar(constructor: Any, node: yaml.Node) -> Any:
+    """PyYAML's value of a tagged scalar; a value its tag cannot hold (2027-02-30) is a YAML error, not a crash."""
+    try:
+        return constructor.construct_object(node, deep=True)
+    except (ValueError, OverflowError) as exc:
+        kind = node.tag.rsplit(":", 1)[-1]
+        raise yaml.MarkedYAMLError(problem=f"{node.value!r} is not a valid {kind} ({exc})",
+                                   problem_mark=node.start_mark) from None

@@ -226,7 +226,7 @@ def test_sigterm_releases_the_lock_and_history_records_it(rooted: Workspace, tmp
         blocker.close()
         if process.poll() is None:
             process.kill()
-    assert process.returncode == 130 and "Interrupted" in stderr, stderr
+    assert process.returncode == 143 and "Interrupted" in stderr, stderr
     history = json.loads(rooted.run("history", str(rooted.specs), "--json").stdout)
     assert history[0]["status"] == "interrupted"
     again = rooted.run("apply", str(rooted.specs), "--auto-approve", "--lock-timeout", "0")
@@ -260,6 +260,7 @@ def test_history_names_failures_and_takes_a_path(rooted: Workspace, tmp_path: Pa
     assert failed.exit_code == 1
     entries = json.loads(rooted.run("history", str(rooted.specs), "--json").stdout)
     assert entries[0]["status"] == "failed" and "no_such_ext" in entries[0]["summary"]["error"]
+    assert "pair.main" in entries[0]["summary"]["changes"]  # what ran before the failure is recorded
     text = rooted.run("history", str(rooted.specs))
     assert "failed" in text.stdout and "no_such_ext" in text.flat
     os.chdir(rooted.root)
@@ -290,3 +291,45 @@ def test_targeted_destroy_is_judged_on_its_targets_only(ws: Workspace) -> None:
     assert ws.run("destroy", str(ws.specs), "--auto-approve").exit_code == 1
     assert ws.sql("SELECT 1 FROM pg_database WHERE datname = 'vault'") == [(1,)]
     assert ws.sql("SELECT 1 FROM pg_roles WHERE rolname = 'r'") == [(1,)]
+
+
+def test_saved_plans_are_not_narrowed_or_turned_into_destroys(rooted: Workspace, tmp_path: Path) -> None:
+    rooted.run("init", str(rooted.specs))
+    planfile = tmp_path / "tfplan"
+    assert rooted.run("plan", str(rooted.specs), "--out", str(planfile)).exit_code == 0
+    destroyed = rooted.run("destroy", str(planfile), "--auto-approve")
+    assert destroyed.exit_code == 1 and "not a destroy plan" in destroyed.flat, destroyed.output
+    narrowed = rooted.run("apply", str(planfile), "--target", "role.main.app")
+    assert narrowed.exit_code == 1 and "--target cannot narrow it" in narrowed.flat, narrowed.output
+    assert rooted.sql("SELECT 1 FROM pg_roles WHERE rolname = 'app'") == []
+
+
+def test_terraform_flags_that_mean_nothing_here_are_said_plainly(rooted: Workspace, tmp_path: Path) -> None:
+    cwd = tmp_path / "elsewhere"
+    for flag, words in (("-refresh=false", "always reads the servers"), ("-var=x=1", "no variables"),
+                        ("-lock-timeout=nan", "between 0 and 3600")):
+        result = cli(rooted, "plan", str(rooted.specs), flag, cwd=cwd)
+        assert result.returncode in (1, 2) and words in result.stderr, (flag, result.stderr)
+    assert cli(rooted, "--version", cwd=cwd).stdout.startswith("pgaasctl ")
+    assert json.loads(cli(rooted, "version", "-json", cwd=cwd).stdout)["pgaasctl_version"]
+    cli(rooted, "init", str(rooted.specs), cwd=cwd)
+    no_input = cli(rooted, "apply", str(rooted.specs), "-input=false", cwd=cwd)
+    assert no_input.returncode == 1 and "-input=false" in no_input.stderr, no_input.stderr
+    plain = cli(rooted, "plan", str(rooted.specs), "-no-color", cwd=cwd, env={"TERM": "xterm", "FORCE_COLOR": "1"})
+    assert "\x1b[" not in plain.stdout + plain.stderr
+    assert cli(rooted, "plan", str(rooted.specs), "-target=role.main.", cwd=cwd).stdout.count("+ role.main.app") == 1
+
+
+def test_destroy_needs_no_role_secret_and_apply_destroy_is_destroy(rooted: Workspace,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    rooted.write("roles.yaml", ROLE.format(name="app", extra=", password: {env: APP_SECRET}"))
+    monkeypatch.setenv("APP_SECRET", "s3cret-value-1")
+    assert rooted.run("apply", str(rooted.specs), "--auto-approve").exit_code == 0
+    monkeypatch.delenv("APP_SECRET")
+    plan = rooted.run("plan", str(rooted.specs), "--destroy")
+    assert plan.exit_code == 0 and "- role.main.app" in plan.stdout, plan.output
+    gone = rooted.run("apply", str(rooted.specs), "--destroy", "--auto-approve")
+    assert gone.exit_code == 0 and "Destroy complete!" in gone.stdout, gone.output
+    assert rooted.sql("SELECT 1 FROM pg_roles WHERE rolname = 'app'") == []
+    unknown = rooted.run("history", "nosuchpair", str(rooted.specs))
+    assert unknown.exit_code == 1 and "pair 'nosuchpair' is not declared" in unknown.flat

@@ -530,7 +530,7 @@ def test_reference_to_an_undeclared_role(tmp_path: Path, text: str, line: int, n
 
 def test_role_declared_on_another_pair_does_not_count(tmp_path: Path):
     write(tmp_path, "pair.yaml", PAIR)
-    write(tmp_path, "pair2.yaml", PAIR.replace("name: p}", "name: q}"))
+    write(tmp_path, "pair2.yaml", PAIR.replace("name: p}", "name: q}").replace("127.0.0.1", "127.0.0.3"))
     write(tmp_path, "objs.yaml", "kind: Role\nmetadata: {name: app, pair: q}\n---\nkind: Database\nmetadata: {name: db, pair: p}\nspec: {owner: app}\n")
     problems = desired_problems(tmp_path)
     assert len(problems) == 1
@@ -704,3 +704,42 @@ def test_a_third_node_is_refused_with_a_plain_sentence(provider: str, node: str)
     assert ":5:" in problems[0] and "List should" not in problems[0]
     _, none = parse(f"kind: Pair\nmetadata: {{name: p}}\nspec:\n  provider: {provider}\n  nodes: []\n")
     assert none and none[0].endswith("spec.nodes: a pair needs at least one node"), none
+
+
+def test_two_pairs_on_one_server_are_refused(tmp_path: Path):
+    write(tmp_path, "pair.yaml", PAIR)
+    write(tmp_path, "pair2.yaml", PAIR.replace("name: p}", "name: q}").replace("host: 127.0.0.1", "host: 127.0.0.1, port: 5432"))
+    problems = desired_problems(tmp_path)
+    assert len(problems) == 1 and "pair2.yaml:5" in problems[0], problems
+    assert "node a of pair q is the server 127.0.0.1:5432, which node a of pair p already is" in problems[0]
+
+
+def test_reserved_role_names_and_owner_privileges_are_found_offline(tmp_path: Path):
+    write(tmp_path, "pair.yaml", PAIR)
+    write(tmp_path, "objs.yaml", "kind: Role\nmetadata: {name: public, pair: p}\n---\n"
+                                 "kind: Role\nmetadata: {name: app, pair: p}\n---\n"
+                                 "kind: Database\nmetadata: {name: db, pair: p}\nspec: {owner: app}\n---\n"
+                                 "kind: Grant\nmetadata: {pair: p}\nspec: {role: app, database: db, privileges: [CONNECT]}\n")
+    problems = desired_problems(tmp_path)
+    assert any("'public' is a name PostgreSQL reserves" in p for p in problems), problems
+    assert any("'app' owns database 'db' and holds every privilege on it" in p and ":13:" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("value", ["2027-02-30", "2027-13-01", "2027-01-01 25:00:00"])
+def test_an_impossible_timestamp_is_a_yaml_error_not_a_crash(value: str) -> None:
+    docs, problems = parse(f"kind: Role\nmetadata: {{name: a, pair: p}}\nspec: {{valid_until: {value}}}\n")
+    assert docs == [] and len(problems) == 1, problems
+    assert ":3: malformed YAML:" in problems[0] and "is not a valid timestamp" in problems[0]
+
+
+def test_a_symlinked_directory_is_part_of_the_specs_and_a_link_loop_ends(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    write(shared, "role.yaml", "kind: Role\nmetadata: {name: linked, pair: p}\n")
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    write(specs, "pair.yaml", PAIR)
+    (specs / "shared").symlink_to(shared)
+    (shared / "loop").symlink_to(specs)
+    desired = load_desired(specs)
+    assert set(desired.pairs["p"].roles) == {"linked"}
