@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
@@ -18,6 +17,7 @@ from pgaasctl.live.topology import Topology
 from pgaasctl.plan.build import pair_inputs
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.spec.models import LocalPairSpec
+from providers import LocalProvider
 from pgaasctl.store import Store
 
 LAG_SQL = """
@@ -55,11 +55,11 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
                 local_dir_source: str | None = None) -> PairStatus:
     spec = pair.doc.spec
     status = PairStatus(pair=pair.name, provider=spec.provider, replication=spec.replication)
-    if isinstance(spec, LocalPairSpec):
-        status.nodes_dir = str(Path(desired.workspace.local_dir) / pair.name)
-        status.nodes_dir_source = local_dir_source
     try:
         inputs = pair_inputs(pair, desired.workspace, store)
+        if isinstance(spec, LocalPairSpec) and isinstance(inputs.provider, LocalProvider):
+            status.nodes_dir = str(inputs.provider.pair_root(pair.name) / pair.name)
+            status.nodes_dir_source = inputs.provider.pair_dir_source(pair.name, local_dir_source or "")
         topology: Topology | None = None
         if inputs.uses_ssh:
             topology = inputs.topology(ssh)

@@ -51,16 +51,26 @@ class LocalProvider:
         self.candidates = [str(ipaddress.IPv4Address(i)) for i in range(int(first), int(last) + 1)]
         self.os_user = server_os_user()
 
-    # -- paths
-    def node_dir(self, pair: str, node: str) -> Path:
-        return self.root / pair / node
+    # -- paths: a pair's nodes stay under the local_dir they were made in, whatever local_dir says later
+    def pair_root(self, pair: str) -> Path:
+        recorded = self.store.local_root(pair)
+        return Path(recorded) if recorded else self.root
 
-    def key_file(self) -> Path:
-        return self.root / "id_ed25519"
+    def pair_dir_source(self, pair: str, current: str) -> str:
+        """Which setting says where the pair's nodes live, for `status`."""
+        if self.store.local_root(pair) and self.pair_root(pair) != self.root:
+            return f"recorded when its nodes were made; local_dir now says {self.root}"
+        return current
+
+    def node_dir(self, pair: str, node: str) -> Path:
+        return self.pair_root(pair) / pair / node
+
+    def key_file(self, pair: str) -> Path:
+        return self.pair_root(pair) / "id_ed25519"
 
     def admin_password_file(self, pair: str) -> Path:
         """The superuser password pgaasctl generated for the pair (0600, beside the nodes; never in the store)."""
-        return self.root / pair / "admin-password"
+        return self.pair_root(pair) / pair / "admin-password"
 
     def admin_password(self, pair: str, create: bool = False) -> str | None:
         path = self.admin_password_file(pair)
@@ -102,19 +112,21 @@ class LocalProvider:
         layout = self.layout(pair, node)
         return Host(
             pair=pair, node=node, address=address, pg_port=PG_PORT, ssh_port=ssh_port,
-            ssh_user=self.os_user, key_file=str(self.key_file()), repmgr_conf=layout.repmgr_conf, bin_dir=PG_BIN,
+            ssh_user=self.os_user, key_file=str(self.key_file(pair)), repmgr_conf=layout.repmgr_conf, bin_dir=PG_BIN,
             layout=layout, exists=exists, running=exists and self._sshd_running(pair, node),
         )
 
     def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise PgaasError(f"cannot create local_dir {self.root}: {exc.strerror}",
-                             "Set Workspace spec.local_dir to a directory pgaasctl can write.") from None
-        self._check_prerequisites()
-        self._ensure_client_key()
         name = pair.metadata.name
+        root = self.pair_root(name)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PgaasError(f"cannot create local_dir {root}: {exc.strerror}",
+                             "Set Workspace spec.local_dir to a directory pgaasctl can write.") from None
+        self._check_prerequisites(root)
+        self._ensure_client_key(name)
+        self.store.record_local_root(name, str(root))
         for node in nodes:
             self._refuse_node_in_use(name, node)
             address = self._claim_address(name, node)
@@ -132,9 +144,10 @@ class LocalProvider:
         for _, node, _ in list(self.store.local_addresses(name).values()):
             self.remove_host(pair, node)
         self.admin_password_file(name).unlink(missing_ok=True)
-        pair_dir = self.root / name
+        pair_dir = self.pair_root(name) / name
         if pair_dir.exists() and not any(pair_dir.iterdir()):
             pair_dir.rmdir()
+        self.store.forget_local_root(name)
 
     def remove_host(self, pair: PairDoc, node: str) -> None:
         name = pair.metadata.name
@@ -146,7 +159,7 @@ class LocalProvider:
                 self.store.release_local_address(address)
 
     # -- creation
-    def _check_prerequisites(self) -> None:
+    def _check_prerequisites(self, root: Path) -> None:
         missing = [p for p in (SSHD, f"{PG_BIN}/postgres", "/usr/bin/repmgr", "/usr/bin/ssh-keygen") if not Path(p).exists()]
         if missing:
             raise PgaasError(
@@ -156,9 +169,9 @@ class LocalProvider:
         if os.geteuid() == 0:
             self._unlock_account()
             Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege separation directory
-            if not self._reachable_by_server_user(self.root):
+            if not self._reachable_by_server_user(root):
                 raise PgaasError(
-                    f"the postgres OS user cannot reach {self.root}",
+                    f"the postgres OS user cannot reach {root}",
                     "Set Workspace spec.local_dir to a directory it can traverse (e.g. /var/lib/pgaasctl).",
                 )
 
@@ -173,8 +186,8 @@ class LocalProvider:
         probe = subprocess.run(["runuser", "-u", self.os_user, "--", "test", "-x", str(path)], check=False)
         return probe.returncode == 0
 
-    def _ensure_client_key(self) -> None:
-        key = self.key_file()
+    def _ensure_client_key(self, pair: str) -> None:
+        key = self.key_file(pair)
         if not key.exists():
             key.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pgaasctl", "-f", str(key)], check=True)
@@ -229,7 +242,7 @@ class LocalProvider:
         host_key = ssh / "ssh_host_ed25519_key"
         if not host_key.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
-        (ssh / "authorized_keys").write_text(Path(f"{self.key_file()}.pub").read_text())
+        (ssh / "authorized_keys").write_text(Path(f"{self.key_file(pair)}.pub").read_text())
         (ssh / "sshd_config").write_text("\n".join([
             f"ListenAddress {address}:{SSH_PORT}",
             f"HostKey {host_key}",

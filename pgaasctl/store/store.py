@@ -49,6 +49,7 @@ DDL = [
         address TEXT PRIMARY KEY, pair TEXT NOT NULL, node TEXT NOT NULL, ssh_port INTEGER NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS node_ids (
         pair TEXT NOT NULL, node TEXT NOT NULL, node_id INTEGER NOT NULL, PRIMARY KEY (pair, node))""",
+    """CREATE TABLE IF NOT EXISTS local_dirs (pair TEXT PRIMARY KEY, root TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS locks (
         pair TEXT PRIMARY KEY, holder TEXT NOT NULL, operation TEXT NOT NULL, acquired_at TEXT NOT NULL)""",
 ]
@@ -316,6 +317,19 @@ class Store:
             "INSERT INTO local_addresses (address, pair, node, ssh_port) VALUES (?, ?, ?, ?) ON CONFLICT (address) DO NOTHING",
             (address, pair, node, ssh_port),
         ) == 1
+
+    def local_root(self, pair: str) -> str | None:
+        """The local_dir provider local made the pair's nodes under (whatever local_dir says now)."""
+        rows = self._exec("SELECT root FROM local_dirs WHERE pair = ?", (pair,))
+        return rows[0][0] if rows else None
+
+    def record_local_root(self, pair: str, root: str) -> None:
+        self._writing()
+        self._exec("INSERT INTO local_dirs (pair, root) VALUES (?, ?) ON CONFLICT (pair) DO NOTHING", (pair, root))
+
+    def forget_local_root(self, pair: str) -> None:
+        self._writing()
+        self._exec("DELETE FROM local_dirs WHERE pair = ?", (pair,))
 
     def release_local_address(self, address: str) -> None:
         self._writing()

@@ -106,3 +106,14 @@ def test_no_targeted_or_partial_destroy_of_the_hosts_drops_a_protected_database(
     sp.ws.must_apply()
     sp.ws.remove("vault.yaml")
     sp.ws.must_apply()
+
+
+def test_nodes_stay_where_they_were_made_whatever_local_dir_says_later(sp: LocalPair, lab: Lab, tmp_path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PGAASCTL_LOCAL_DIR", str(tmp_path / "elsewhere"))
+    sp.ws.assert_converged()  # not "to be created" under the new local_dir
+    data = sp.ws.status_json()
+    assert data[0]["nodes_dir"] == str(lab.local_dir / "sp")
+    assert "recorded when its nodes were made" in data[0]["nodes_dir_source"]
+    assert all(node["role"] in ("primary", "standby") for node in data[0]["nodes"])
+    assert not (tmp_path / "elsewhere").exists()
