@@ -150,20 +150,23 @@ def test_destroy_removes_every_managed_object_and_nothing_else(ws: Workspace) ->
         kind: Role
         metadata: {name: owner_a, pair: main}
         ---
+        kind: Role
+        metadata: {name: reader_b, pair: main}
+        ---
         kind: Database
         metadata: {name: doomed, pair: main}
         spec: {owner: owner_a, schemas: [s1]}
         ---
         kind: Grant
         metadata: {pair: main}
-        spec: {role: owner_a, database: doomed, privileges: [CONNECT]}
+        spec: {role: reader_b, database: doomed, privileges: [CONNECT]}
     """)
     ws.must_apply()
     plan = ws.plan("--destroy")
-    assert "Plan: 0 to add, 0 to change, 4 to destroy." in plan.stdout
+    assert "Plan: 0 to add, 0 to change, 5 to destroy." in plan.stdout
     result = ws.run("destroy", str(ws.specs), "--auto-approve")
     assert result.exit_code == 0, result.output
-    assert ws.sql("SELECT rolname FROM pg_roles WHERE rolname IN ('owner_a', 'bystander')") == [("bystander",)]
+    assert ws.sql("SELECT rolname FROM pg_roles WHERE rolname IN ('owner_a', 'reader_b', 'bystander')") == [("bystander",)]
     assert ws.sql("SELECT 1 FROM pg_database WHERE datname = 'doomed'") == []
     assert ws.run("state", "list", str(ws.specs)).stdout.strip() == ""
 
