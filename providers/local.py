@@ -289,7 +289,8 @@ class LocalProvider:
         if result.returncode != 0:
             raise PgaasError(f"node {node} of pair {pair}: sshd did not start on {address}:{SSH_PORT}: {result.stderr.strip()}")
         deadline = time.monotonic() + START_TIMEOUT
-        while _free(address, SSH_PORT):
+        # listening, and its pid file written (sshd daemonizes between the two): then it counts as running
+        while _free(address, SSH_PORT) or not self._sshd_running(pair, node):
             if time.monotonic() > deadline:
                 log = (ssh / "sshd.log").read_text()[-500:] if (ssh / "sshd.log").exists() else ""
                 raise PgaasError(f"node {node} of pair {pair}: sshd does not answer on {address}:{SSH_PORT}. {log}")

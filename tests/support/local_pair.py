@@ -381,6 +381,7 @@ class LocalPair:
         ssh = self.node_dir(node) / "ssh"
         run_checked([SSHD, "-f", str(ssh / "sshd_config"), "-E", str(ssh / "sshd.log")])
         wait_until(lambda: listening(self.address(node), SSH_PORT), 10, f"sshd of {node} to listen", interval=0.02)
+        wait_until(lambda: self.sshd_pid(node), 10, f"sshd of {node} to write its pid file", interval=0.02)
 
     def logs(self, node: str, lines: int = 30) -> str:
         out = []
@@ -452,7 +453,10 @@ class HelperSshd:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         run_checked([SSHD, "-f", str(self.root / "sshd_config"), "-E", str(self.root / "sshd.log")])
         wait_until(lambda: listening(self.address, self.port), 10, f"helper sshd on {self.address}:{self.port}", 0.02)
-        self.pid = int((self.root / "sshd.pid").read_text().strip())
+        # sshd listens before it writes its pid file (it daemonizes in between)
+        pid_file = self.root / "sshd.pid"
+        wait_until(lambda: pid_file.exists() and pid_file.read_text().strip(), 10, "helper sshd's pid file", 0.02)
+        self.pid = int(pid_file.read_text().strip())
 
     def stop(self) -> None:
         if self.pid is not None and alive(self.pid):
