@@ -21,6 +21,8 @@ XDIST_WORKERS ?= 2
 .PHONY: setup system-packages test demo clean
 
 setup: system-packages $(STAMP)
+	@# bytecode for our own modules: where PYTHONDONTWRITEBYTECODE is set, every command would compile them anew
+	@$(PY) -m compileall -q pgaasctl providers >/dev/null
 
 # PostgreSQL 15, repmgr and sshd from Debian (provider local runs a sshd and a
 # PostgreSQL per node). Installing postgresql-15 also creates and starts a
