@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pgaasctl.apply.executor import (
     ApplyResult,
@@ -23,6 +24,7 @@ from pgaasctl.hosts.bootstrap import NODE_FILES_VERSION
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.plan.build import (
     LivePair,
+    PairInputs,
     close_pairs,
     finish_pair_plan,
     make_plan,
@@ -164,18 +166,10 @@ def execute(work: PlannedWork, store: Store, on_progress: ProgressCallback | Non
     for pair_plan in work.plan.pairs:
         if not pair_plan.changes and not pair_plan.operations:
             continue
-        entry = store.begin(pair_plan.pair, operation)
-        done = _Done(on_progress, on_operation)  # what ran, for the history, however the apply ends
-        try:
+        with recorded(store, pair_plan.pair, operation) as summary:
+            done = _Done(on_progress, on_operation, summary)  # what ran, for the history, however it ends
             result = _apply_pair(work, store, pair_plan.pair, done.on_progress, done.on_operation)
-        except PgaasError as exc:
-            store.finish(entry, "failed", {"error": exc.message, **done.summary()})
-            raise
-        except BaseException:
-            store.finish(entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)", **done.summary()})
-            raise
-        result.counts = count_changes(pair_plan.changes)  # what the reviewed plan showed, not the re-plan
-        store.finish(entry, "applied", {"changes": result.done, "operations": result.operations})
+            result.counts = count_changes(pair_plan.changes)  # what the reviewed plan showed, not the re-plan
         work.results.append(result)
     return work.results
 
@@ -186,23 +180,19 @@ class _Done:
 
     forward_change: ProgressCallback | None
     forward_operation: OperationCallback | None
-    changes: list[str] = field(default_factory=list)
-    operations: list[str] = field(default_factory=list)
+    summary: dict[str, Any]  # the history entry's: changes and operations, as they complete
 
     def on_progress(self, pair: str, change: Change, status: str) -> None:
         if status == "done":
-            self.changes.append(change.address)
+            self.summary.setdefault("changes", []).append(change.address)
         if self.forward_change is not None:
             self.forward_change(pair, change, status)
 
     def on_operation(self, pair: str, op: HostOperation, status: str) -> None:
         if status == "done":
-            self.operations.append(f"node {op.node}: {op.detail}")
+            self.summary.setdefault("operations", []).append(f"node {op.node}: {op.detail}")
         if self.forward_operation is not None:
             self.forward_operation(pair, op, status)
-
-    def summary(self) -> dict[str, list[str]]:
-        return {"changes": list(self.changes), "operations": list(self.operations)}
 
 
 def _record_failover(store: Store, live: LivePair) -> None:
@@ -327,17 +317,39 @@ def import_object(desired: DesiredState, path: Path, store: Store, address: str)
     return address
 
 
-def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str | None) -> tuple[str, str]:
-    """Planned switchover of a repmgr pair, holding the pair's lock."""
+def _repmgr_pair(desired: DesiredState, store: Store, pair_name: str, cannot: str, hint: str) -> PairInputs:
+    """The inputs of a declared pair that pgaasctl reaches over SSH (it drives repmgr there)."""
     pair = desired.pairs.get(pair_name)
     if pair is None:
         raise PgaasError(f"pair {pair_name!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
     inputs = pair_inputs(pair, desired.workspace, store)
     if not inputs.uses_ssh:
-        raise PgaasError(f"pair {pair_name!r} has no SSH access, so pgaasctl cannot drive repmgr there",
-                         "Give its nodes `ssh:` settings in the Pair spec.")
-    with store.locked(pair_name, "switchover", desired.workspace.lock_timeout):
-        entry = store.begin(pair_name, "switchover")
+        raise PgaasError(f"pair {pair_name!r} has no SSH access, so pgaasctl cannot {cannot}", hint)
+    return inputs
+
+
+@contextmanager
+def recorded(store: Store, pair: str, operation: str) -> Iterator[dict[str, Any]]:
+    """One history entry for the block: `failed` with its error, `interrupted` (a signal, Ctrl-C), or `applied`;
+    the block fills in the summary as it goes, so a failure still records what ran."""
+    entry = store.begin(pair, operation)
+    summary: dict[str, Any] = {}
+    try:
+        yield summary
+    except PgaasError as exc:
+        store.finish(entry, "failed", {"error": exc.message, **summary})
+        raise
+    except BaseException:
+        store.finish(entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)", **summary})
+        raise
+    store.finish(entry, "applied", summary)
+
+
+def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str | None) -> tuple[str, str]:
+    """Planned switchover of a repmgr pair, holding the pair's lock."""
+    inputs = _repmgr_pair(desired, store, pair_name, "drive repmgr there", "Give its nodes `ssh:` settings in the Pair spec.")
+    with store.locked(pair_name, "switchover", desired.workspace.lock_timeout), \
+            recorded(store, pair_name, "switchover") as summary:
         ssh = SshSessions(store)
         try:
             topology = inputs.topology(ssh)
@@ -346,15 +358,9 @@ def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str
             operator = HostOperator(inputs, ssh)
             hosts = {h.node: h for h in inputs.hosts}
             old, new = switchover(topology, hosts, inputs.addresses, operator.bootstrap, to, inputs.synchronous)
-        except PgaasError as exc:
-            store.finish(entry, "failed", {"error": exc.message})
-            raise
-        except BaseException:
-            store.finish(entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)"})
-            raise
         finally:
             ssh.close()
-        store.finish(entry, "applied", {"operations": [f"{new} promoted; {old} follows it"]})
+        summary["operations"] = [f"{new} promoted; {old} follows it"]
         return old, new
 
 
@@ -362,13 +368,8 @@ def restart_pair(desired: DesiredState, store: Store, pair_name: str, pending_on
     """Restart a repmgr pair's PostgreSQL, the standby first, holding the pair's lock (see apply/restart.py).
     With `pending_only`, only the nodes whose settings wait for a restart. Recorded in the history when a node
     restarts."""
-    pair = desired.pairs.get(pair_name)
-    if pair is None:
-        raise PgaasError(f"pair {pair_name!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
-    inputs = pair_inputs(pair, desired.workspace, store)
-    if not inputs.uses_ssh:
-        raise PgaasError(f"pair {pair_name!r} has no SSH access, so pgaasctl cannot restart its servers",
-                         "Restart PostgreSQL on each node yourself (the standby first), or give its nodes `ssh:` settings.")
+    inputs = _repmgr_pair(desired, store, pair_name, "restart its servers",
+                          "Restart PostgreSQL on each node yourself (the standby first), or give its nodes `ssh:` settings.")
     with store.locked(pair_name, "restart", desired.workspace.lock_timeout):
         ssh = SshSessions(store)
         try:
@@ -377,16 +378,9 @@ def restart_pair(desired: DesiredState, store: Store, pair_name: str, pending_on
             report = restart.prepare(pending_only)
             if report.order is None:
                 return report
-            entry = store.begin(pair_name, "restart")
-            try:
+            with recorded(store, pair_name, "restart") as summary:
                 restart.run(report)
-            except PgaasError as exc:
-                store.finish(entry, "failed", {"error": exc.message})
-                raise
-            except BaseException:
-                store.finish(entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)"})
-                raise
-            store.finish(entry, "applied", report.summary())
+                summary.update(report.summary())
             return report
         finally:
             ssh.close()
