@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from pgaasctl.errors import PgaasError
-from pgaasctl.hosts.bootstrap import Bootstrap, RewindFailed
-from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.apply.nodes import remove_node
+from pgaasctl.errors import PgaasError
+from pgaasctl.hosts.bootstrap import Bootstrap, RewindFailed, target_of
+from pgaasctl.hosts.ssh import SshSessions
+from pgaasctl.live.connect import connect
+from pgaasctl.live.discovery import primary_timeline
+from pgaasctl.live.topology import history_listing, rewinding_newer, timeline_of_history
 from pgaasctl.plan.build import PairInputs
 from pgaasctl.plan.model import HostOperation
 from pgaasctl.spec.models import FailoverSettings, LocalPairSpec
@@ -103,6 +106,7 @@ class HostOperator:
         """pg_rewind the failed node onto the new primary. Only when pg_rewind itself cannot work is the node
         cloned afresh (which wipes its data directory); an SSH error or a failed start is reported as itself."""
         host = self._host(node)
+        self._refuse_rewinding_newer(host, self._host(primary))
         try:
             self.bootstrap.rejoin(host, self._host(primary))
         except RewindFailed:
@@ -110,6 +114,19 @@ class HostOperator:
                 self.bootstrap.stop_postgres(host)
             self._clone(node, primary, force=True)
         self.bootstrap.restart_repmgrd(host)
+
+    def _refuse_rewinding_newer(self, host: Host, primary: Host) -> None:
+        """Checked again right before a rewind (the plan may not have reached the node): a node on a newer
+        timeline than the primary holds commits the primary lacks, and is never rewound onto it."""
+        address = self.inputs.addresses.get(primary.node)
+        if host.layout is None or address is None:
+            return
+        listing = self.ssh.run(target_of(host), history_listing(host.layout.data_dir)).stdout.strip()
+        newer = timeline_of_history(listing, has_data=True)
+        with connect(address) as conn:
+            running = primary_timeline(conn)
+        if newer is not None and newer > running:
+            raise rewinding_newer(self.pair, host, newer, primary, running)
 
     def _recover(self, node: str, primary: str) -> None:
         host = self._host(node)

@@ -21,6 +21,7 @@ class NodeState:
     error: str | None = None
     replication: str | None = None  # e.g. "streaming, sync"
     receiving_from: tuple[str, int] | None = None  # a standby's WAL sender (host, port), when streaming
+    timeline: int | None = None  # a primary's current timeline (a promotion starts a new one)
 
     @property
     def name(self) -> str:
@@ -51,9 +52,11 @@ def probe_node(node: NodeAddress) -> tuple[NodeState, psycopg.Connection | None]
     except ConnectionFailed as exc:
         return NodeState(node, "unreachable", error=exc.message), None
     try:
-        in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]  # type: ignore[index]
+        in_recovery, walfile = conn.execute(
+            "SELECT pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery() THEN pg_walfile_name(pg_current_wal_lsn()) END"
+        ).fetchone()  # type: ignore[misc]
         if not in_recovery:
-            return NodeState(node, "primary"), conn
+            return NodeState(node, "primary", timeline=timeline_of_walfile(walfile)), conn
         receiver = conn.execute("SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver").fetchone()
     except psycopg.Error as exc:
         conn.close()
@@ -98,10 +101,21 @@ def discover(pair: str, nodes: list[NodeAddress], synchronous: bool) -> PairStat
     return state
 
 
+def timeline_of_walfile(name: str) -> int:
+    """000000030000000000000005 -> 3: a WAL file's name starts with its timeline."""
+    return int(name[:8], 16)
+
+
+def primary_timeline(conn: psycopg.Connection) -> int:
+    return timeline_of_walfile(conn.execute("SELECT pg_walfile_name(pg_current_wal_lsn())").fetchone()[0])  # type: ignore[index]
+
+
 def _claim(state: NodeState) -> str:
     if state.role == "unreachable":
         return "is unreachable"
-    return "claims primary" if state.role == "primary" else "is a standby"
+    if state.role == "primary":
+        return "claims primary" + (f" on timeline {state.timeline}" if state.timeline is not None else "")
+    return "is a standby"
 
 
 def read_replication(state: PairState, synchronous: bool) -> None:

@@ -47,6 +47,7 @@ class NodeReport:
     has_data: bool | None = None
     standby_signal: bool | None = None
     repmgrd_process: bool | None = None  # from the pid file, where pgaasctl knows the layout
+    files_timeline: int | None = None  # the newest timeline the data directory's pg_wal has a history file of
     repmgr_error: str | None = None  # why `repmgr service status` failed on this node
     connection: psycopg.Connection | None = field(default=None, repr=False)
 
@@ -103,10 +104,18 @@ def _probe_script(host: Host) -> str:
         pid = shlex.quote(host.layout.socket_dir + "/repmgrd.pid")
         lines.append(f"echo \"@files $(test -f {data}/PG_VERSION && echo data) $(test -f {data}/standby.signal && echo signal)"
                      f" $(kill -0 $(cat {pid} 2>/dev/null) 2>/dev/null && echo repmgrd)\"")
+        lines.append(f"echo \"@timeline $({history_listing(host.layout.data_dir)})\"")
     else:
         pattern = shlex.quote(f"repmgrd.*{re.escape(host.repmgr_conf or 'repmgr.conf')}")
         lines.append(f"echo \"@files $(pgrep -f -- {pattern} >/dev/null && echo repmgrd)\"")
     return "\n".join(lines)
+
+
+def timeline_of_history(name: str, has_data: bool | None) -> int | None:
+    """00000003.history -> 3: a node holds the history file of every timeline it reached. None: no data."""
+    if name:
+        return int(name[:8], 16)
+    return 1 if has_data else None
 
 
 def _parse_probe(report: NodeReport, text: str) -> None:
@@ -116,7 +125,10 @@ def _parse_probe(report: NodeReport, text: str) -> None:
     section = ""
     problems: list[str] = []
     for line in text.splitlines():
-        if line.startswith("@files"):
+        if line.startswith("@timeline"):
+            report.files_timeline = timeline_of_history(line.split()[1] if len(line.split()) > 1 else "",
+                                                        report.has_data)
+        elif line.startswith("@files"):
             words = line.split()[1:]
             if report.host.layout is not None:
                 report.has_data, report.standby_signal = "data" in words, "signal" in words
@@ -281,7 +293,8 @@ def _close(reports: list[NodeReport]) -> None:
 
 
 def _describe(report: NodeReport) -> str:
-    return f"{report.host.label} {report.role}"
+    timeline = report.sql.timeline if report.sql is not None and report.sql.timeline is not None else None
+    return f"{report.host.label} {report.role}" + (f" on timeline {timeline}" if timeline is not None else "")
 
 
 def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create: bool) -> Topology:
@@ -295,7 +308,7 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
     if len(primaries) > 1:
         raise PlanError(
             f"pair {pair!r}: split brain, more than one node claims to be primary: {claims}",
-            "pgaasctl will not write to either. Stop or demote the wrong one, then plan again.",
+            "pgaasctl will not write to either. " + _newest_hint(primaries),
         )
     for report in reports:
         if report.role in ("primary", "standby") and report.repmgr_error and not report.ssh_down:
@@ -341,6 +354,7 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
                               detail=f"start PostgreSQL, or rejoin it to {primary.name}"),
             ]
         elif report.role == "down":
+            _refuse_rewinding_newer(pair, report, primary)
             # `node rejoin` also restarts a stopped standby that needs no rewind, and checks it attaches
             if report.has_data is False:
                 topo.operations.append(HostOperation(kind="clone_standby", node=report.name, peer=primary.name,
@@ -352,6 +366,7 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
                 ))
         elif report.role == "standby" and (report.sql is None or report.sql.receiving_from != (
                 primary.host.address, primary.host.pg_port)):
+            _refuse_rewinding_newer(pair, report, primary)
             topo.operations.append(HostOperation(
                 kind="rejoin", node=report.name, peer=primary.name,
                 detail=f"it does not stream from {primary.name}: rejoin it (pg_rewind; re-clone if rewind cannot work)",
@@ -387,6 +402,40 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
     topo.state = state
     topo.warnings = state.warnings + topo.warnings
     return topo
+
+
+def _newest_hint(primaries: list[NodeReport]) -> str:
+    """Which of two primaries holds the latest commits: the one promoted last is on the newest timeline."""
+    timelines = {r.name: r.sql.timeline for r in primaries if r.sql is not None and r.sql.timeline is not None}
+    if len(timelines) == len(primaries) and len(set(timelines.values())) == len(timelines):
+        newest = max(timelines, key=lambda n: timelines[n])
+        stale = ", ".join(sorted(n for n in timelines if n != newest))
+        return (f"{newest} was promoted last (newest timeline) and holds the latest commits; {stale} is stale. "
+                f"Stop PostgreSQL on {stale} (not on {newest}), then run `pgaasctl apply` to rejoin it.")
+    return "Their timelines do not tell which was promoted last: compare their data before stopping either."
+
+
+def _refuse_rewinding_newer(pair: str, report: NodeReport, primary: NodeReport) -> None:
+    """A node on a newer timeline than the running primary was promoted after it: the running one is a stale
+    primary, and rewinding the newer node onto it would throw away commits clients were told were made."""
+    newer, running = report.files_timeline, primary.sql.timeline if primary.sql is not None else None
+    if newer is not None and running is not None and newer > running:
+        raise rewinding_newer(pair, report.host, newer, primary.host, running)
+
+
+def rewinding_newer(pair: str, node: Host, newer: int, primary: Host, running: int) -> PlanError:
+    return PlanError(
+        f"pair {pair!r}: split brain: node {node.label} is down on timeline {newer}, newer than the running "
+        f"primary {primary.label} on timeline {running}: {node.node} was promoted after {primary.node}, so "
+        f"{primary.node} is a stale primary and {node.node} holds the latest commits",
+        f"pgaasctl will not rewind {node.node} onto the stale primary. Stop PostgreSQL on {primary.node}, start "
+        f"it on {node.node}, then run `pgaasctl apply` (it rejoins {primary.node} as the standby).",
+    )
+
+
+def history_listing(data_dir: str) -> str:
+    """Shell: the name of the newest timeline history file in a data directory's pg_wal (empty when none)."""
+    return (f"ls {shlex.quote(data_dir)}/pg_wal 2>/dev/null | grep -E '^[0-9A-F]{{8}}[.]history$' | sort | tail -1")
 
 
 def _repmgrd_runs(report: NodeReport, registered: dict[str, Registered] | None) -> bool:
@@ -428,7 +477,10 @@ def _without_primary(topo: Topology, claims: str, can_create: bool) -> Topology:
         topo.warnings.append(f"pair {topo.pair!r} is stopped: apply starts it, then plans its objects")
         return topo
     raise PlanError(f"pair {topo.pair!r}: no node is primary: {claims}",
-                    "Promote a standby (repmgr standby promote) or start the primary, then plan again.")
+                    "If the primary just failed, repmgrd is promoting the standby: wait a few seconds and run "
+                    "`pgaasctl status` again. Do not promote with repmgr by hand (that skips pgaasctl's promote hook, "
+                    "and the new primary would wait for its lost standby on every commit), and do not start the old "
+                    "primary while a standby may have been promoted (two primaries).")
 
 
 def _unreachable_address(report: NodeReport) -> NodeAddress:

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.support.local_pair import Lab, LocalPair, Writer, no_traceback
+from tests.support.local_pair import Lab, LocalPair, Writer, no_traceback, wait_until
 
 TABLE = "ledger"
 
@@ -151,6 +151,7 @@ def test_split_brain_is_refused_and_nothing_is_written(fo: LocalPair) -> None:
         assert "split brain" in result.flat, result.output
         assert f"{old} ({fo.address(old)}) primary" in result.flat, result.output
         assert f"{new} ({fo.address(new)}) primary" in result.flat, result.output
+        assert f"{new} was promoted last (newest timeline) and holds the latest commits; {old} is stale" in result.flat
     for node in (old, new):
         assert fo.query(node, "SELECT 1 FROM pg_roles WHERE rolname = 'split_role'") == []
     assert {n: fo.value(n, "SHOW synchronous_standby_names") for n in (old, new)} == settings_before
@@ -162,6 +163,48 @@ def test_split_brain_is_refused_and_nothing_is_written(fo: LocalPair) -> None:
     fo.stop_postgres(old)
     fo.ws.remove("role.yaml")
     _assert_made_whole(fo, old, new)
+
+
+@pytest.mark.parametrize("host_down", [False, True], ids=["postgres-down", "host-down"])
+def test_a_stale_primary_never_gets_the_promoted_node_rewound_onto_it(fo: LocalPair, host_down: bool) -> None:
+    """The promoted node is down and the old primary runs again: following a routine rejoin would rewind away
+    every commit made on the promoted node. The plan refuses, names the node that holds them, and says what to do.
+    With the node's host down too, the plan cannot see its timeline: apply checks again before any rewind."""
+    old = fo.primary()
+    new = fo.other(old)
+    timeline_sql = "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+    stale_timeline = fo.value(old, timeline_sql)
+    fo.stop_immediate(old)
+    fo.wait_promoted(new)
+    fo.execute(new, f"INSERT INTO {TABLE} (n) SELECT generate_series(1, 100)")  # acknowledged on the new primary
+    assert fo.value(new, timeline_sql) == stale_timeline + 1
+    wait_until(lambda: fo.value(new, "SELECT type FROM repmgr.nodes WHERE node_name = %s", (new,), dbname="repmgr")
+               == "primary", 30, "repmgr to record the promotion")  # the promotion is complete; the node fails later
+    fo.stop_immediate(new)
+    (fo.node_dir(old) / "data" / "standby.signal").unlink(missing_ok=True)
+    fo.start_postgres(old)  # the stale primary, started by hand
+    assert fo.role_of(old) == "primary"
+    if host_down:
+        fo.stop_sshd(new)
+        assert "start the host" in fo.ws.plan().flat
+        results = [fo.ws.apply()]
+        assert fo.sshd_pid(new) is not None  # apply started the host, then refused to rewind its node
+    else:
+        results = [fo.ws.plan(), fo.ws.apply()]
+
+    for result in results:
+        assert result.exit_code == 1, result.output
+        no_traceback(result)
+        assert (f"node {new} ({fo.address(new)}) is down on timeline {stale_timeline + 1}, newer than the running "
+                f"primary {old} ({fo.address(old)}) on timeline {stale_timeline}") in result.flat, result.output
+        assert f"pgaasctl will not rewind {new} onto the stale primary" in result.flat
+    assert fo.role_of(new) is None  # untouched: not rewound, not started
+
+    # what the message says to do: stop the stale one, start the newer one, apply
+    fo.stop_postgres(old)
+    fo.start_postgres(new)
+    _assert_made_whole(fo, old, new)
+    assert fo.value(new, f"SELECT count(*) FROM {TABLE} WHERE n > 0") == 100
 
 
 def test_switchover_swaps_roles_without_losing_a_commit(fo: LocalPair) -> None:
