@@ -258,6 +258,22 @@ class Bootstrap:
                    f"-U {REPMGR_USER} -d {REPMGR_DATABASE} -c {shlex.quote(sql)}")
         return self.ssh.check(target_of(host), command, what)
 
+    def refuse_frozen(self, host: Host) -> None:
+        """A postmaster stopped by a signal (SIGSTOP, a debugger) neither answers nor stops: nothing may touch
+        its data directory (no standby.signal, no rewind), and waiting for a clean stop would hang."""
+        if host.layout is None:
+            return
+        pid_file = shlex.quote(f"{host.layout.data_dir}/postmaster.pid")
+        probe = (f"pid=$(head -1 {pid_file} 2>/dev/null); [ -n \"$pid\" ] && "
+                 f"awk '{{print $3}}' /proc/$pid/stat 2>/dev/null && echo $pid")
+        words = self.ssh.run(target_of(host), probe).stdout.split()
+        if len(words) == 2 and words[0] == "T":
+            raise PgaasError(
+                f"{target_of(host).label}: its PostgreSQL (postmaster pid {words[1]}) is frozen (stopped by a signal): "
+                "pgaasctl will neither stop it nor rewind its data directory",
+                f"Resume it (kill -CONT {words[1]}) or kill it, then run apply again.",
+            )
+
     def postgres_running(self, host: Host) -> bool:
         if host.layout is not None:  # pg_ctl status: 0 running, 3 not (repmgr node status also fails on warnings)
             command = f"{_bin(host, 'pg_ctl')} -D {shlex.quote(host.layout.config_dir)} status"
@@ -323,6 +339,7 @@ class Bootstrap:
 
         Raises RewindFailed when pg_rewind itself cannot work (then only a re-clone can), StartFailed (with the
         end of the node's log) when PostgreSQL did not start, and PgaasError or ConnectionFailed otherwise."""
+        self.refuse_frozen(host)
         # pg_rewind (15) compares timelines from pg_control, which a promotion updates only at its next checkpoint
         self._psql_any(primary, "CHECKPOINT", "CHECKPOINT on the primary")
         if self.postgres_running(host):

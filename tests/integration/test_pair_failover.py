@@ -6,6 +6,9 @@ Each test starts from a healthy pair (the fixture repairs or recreates it), so t
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 
@@ -234,3 +237,28 @@ def test_switchover_swaps_roles_without_losing_a_commit(fo: LocalPair) -> None:
     [status] = fo.ws.status_json()
     assert status["degraded"] is False and status["needs"] == [], status
     assert {n["name"]: (n["role"], n["repmgrd"]) for n in status["nodes"]} == {new: ("primary", True), old: ("standby", True)}
+
+
+def test_apply_never_touches_a_frozen_old_primary(fo: LocalPair) -> None:
+    """Every process of the primary stopped with SIGSTOP: repmgrd fails over; apply must not write standby.signal
+    into, stop or rewind the frozen server's data directory."""
+    old = fo.primary()
+    new = fo.other(old)
+    postmaster = fo.postmaster_pid(old)
+    frozen = [postmaster, *(int(p) for p in subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
+                                                            text=True, check=False).stdout.split())]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        fo.wait_promoted(new, timeout=60)
+        applied = fo.ws.apply()
+        assert applied.exit_code == 1, applied.output
+        no_traceback(applied)
+        assert f"postmaster pid {postmaster}) is frozen" in applied.flat and "kill -CONT" in applied.flat, applied.output
+        assert not (fo.node_dir(old) / "data" / "standby.signal").exists()
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    # resumed, it is a stale primary: stopping it lets apply rejoin it onto the new one
+    fo.stop_postgres(old)
+    _assert_made_whole(fo, old, new)
