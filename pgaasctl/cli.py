@@ -405,7 +405,8 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print the status as JSON.")] = False,
     store: StoreOpt = None,
 ) -> None:
-    """Show every pair: nodes, roles, up/down, replication and lag, degraded or not, and where its nodes live."""
+    """Show every pair: nodes, roles, up/down, replication and lag, degraded or not, and where its nodes live.
+    Exit 0: every pair healthy; 2: one is degraded; 1: one could not be read (an error)."""
 
     def action() -> list[PairStatus]:
         loaded = workspace.load(path)
@@ -416,11 +417,10 @@ def status(
             st.close()
 
     pairs = run(action)
+    exit_code = 1 if any(p.error for p in pairs) else 2 if any(p.degraded for p in pairs) else 0
     if as_json:
         print(json.dumps([p.model_dump() for p in pairs], indent=2))
-        if any(p.error for p in pairs):
-            raise typer.Exit(1)
-        return
+        raise typer.Exit(exit_code)
     for pair in pairs:
         state = "[red]error[/red]" if pair.error else "[yellow]degraded[/yellow]" if pair.degraded else "[green]healthy[/green]"
         out.print(f"[bold]{pair.pair}[/bold] ({pair.provider}, {pair.replication}): {state}")
@@ -441,8 +441,7 @@ def status(
             out.print(f"  [yellow]warning:[/yellow] {_escape(warning)}")
         for need in pair.needs:
             out.print(f"  apply would: {_escape(need)}")
-    if any(p.error for p in pairs):
-        raise typer.Exit(1)
+    raise typer.Exit(exit_code)
 
 
 @app.command()

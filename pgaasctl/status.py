@@ -77,7 +77,9 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             status.nodes = _nodes(state, topology)
             status.warnings = topology.warnings if topology is not None else state.warnings
             status.warnings = status.warnings + _pending_warnings(pair.name, status.nodes, inputs.uses_ssh)
-            status.degraded = any("degraded" in w for w in status.warnings) or len(status.nodes) < 2
+            problems = _failover_off(pair.name, status.nodes) + _stalled_commits(pair.name, state)
+            status.warnings = status.warnings + problems
+            status.degraded = any("degraded" in w for w in status.warnings) or len(status.nodes) < 2 or bool(problems)
         finally:
             state.close()
     except PgaasError as exc:
@@ -120,6 +122,29 @@ def _pending_restart(state: PairState) -> dict[str, list[str]]:
         except (PgaasError, psycopg.Error):
             continue  # it stopped answering since discovery: its role says what it is
     return out
+
+
+STALL_SECONDS = 1.0  # a commit waiting this long for the synchronous standby means replication is stalled
+
+
+def _failover_off(pair: str, nodes: list[NodeStatus]) -> list[str]:
+    return [f"pair {pair!r} is degraded: automatic failover is off on {n.name}: repmgrd is not running"
+            for n in nodes if n.repmgrd is False and n.role in ("primary", "standby")]
+
+
+def _stalled_commits(pair: str, state: PairState) -> list[str]:
+    """Commits waiting for the synchronous standby: streaming may still look fine while every commit hangs."""
+    try:
+        count, longest = state.connection.execute(
+            "SELECT count(*), coalesce(max(extract(epoch FROM now() - query_start)), 0)::float8 "
+            "FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+        ).fetchone()  # type: ignore[misc]
+    except psycopg.Error:
+        return []
+    if not count or longest < STALL_SECONDS:
+        return []
+    return [f"pair {pair!r} is degraded: replication stalled: {count} commit(s) waiting for the synchronous standby, "
+            f"the longest for {longest:.1f}s"]
 
 
 def _pending_warnings(pair: str, nodes: list[NodeStatus], uses_ssh: bool) -> list[str]:

@@ -55,6 +55,13 @@ def repmgr_env(host: Host) -> str:
     return f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
 
 
+def alive_from_pid_file(pid_file: str) -> str:
+    """Shell: exits 0 when the process a pid file names runs. Not `kill -0`: a zombie (dead, not yet reaped)
+    passes that; /proc/PID/stat says Z for it."""
+    return (f"pid=$(cat {shlex.quote(pid_file)} 2>/dev/null); [ -n \"$pid\" ] && "
+            f"st=$(awk '{{print $3}}' /proc/$pid/stat 2>/dev/null) && [ -n \"$st\" ] && [ \"$st\" != Z ]")
+
+
 def _bin(host: Host, program: str) -> str:
     return shlex.quote(f"{host.bin_dir}/{program}")
 
@@ -421,17 +428,28 @@ class Bootstrap:
         pid_file = f"{host.layout.socket_dir}/repmgrd.pid" if host.layout else None
         if pid_file is None:
             return False
-        result = self.ssh.run(target_of(host), f"kill -0 $(cat {shlex.quote(pid_file)}) 2>/dev/null")
+        result = self.ssh.run(target_of(host), alive_from_pid_file(pid_file))
         return result.exited == 0
 
     def start_repmgrd(self, host: Host) -> None:
         if self.repmgrd_running(host):
             return
+        if host.layout is not None:
+            # a pid file naming a dead (or zombie) repmgrd: repmgrd's own check (kill -0) would take the zombie for
+            # a running repmgrd and exit without a word
+            self.ssh.run(target_of(host), f"rm -f {shlex.quote(host.layout.socket_dir + '/repmgrd.pid')}")
         env = repmgr_env(host)
         log = shlex.quote((host.layout.log_dir if host.layout else "/tmp") + "/repmgrd.out")
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
         self.ssh.check(target_of(host), f"{env}{_bin(host, 'repmgrd')} -f {conf} --daemonize >>{log} 2>&1 </dev/null",
                        "starting repmgrd")
+        if host.layout is not None:  # it daemonizes: wait for its pid file, so the next look finds it running
+            alive = alive_from_pid_file(host.layout.socket_dir + "/repmgrd.pid")
+            waited = self.ssh.run(target_of(host), f"for i in $(seq 100); do if {alive}; then exit 0; fi; sleep 0.05; done; "
+                                                   "exit 1")
+            if waited.exited != 0:
+                raise PgaasError(f"{target_of(host).label}: repmgrd did not start; see {host.layout.log_dir}/repmgrd.out "
+                                 "and repmgr.log there")
 
     def reconfigure_repmgr(self, host: Host, node_id: int) -> None:
         """New failover settings: rewrite repmgr.conf and the promote hook, then restart repmgrd."""

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import psycopg
 
 from pgaasctl.errors import ConnectionFailed, PgaasError, PlanError
-from pgaasctl.hosts.bootstrap import REPMGR_DATABASE, repmgr_env, target_of
+from pgaasctl.hosts.bootstrap import REPMGR_DATABASE, alive_from_pid_file, repmgr_env, target_of
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.connect import NodeAddress, connect
 from pgaasctl.live.discovery import NodeState, PairState, probe_node, read_replication
@@ -101,9 +101,9 @@ def _probe_script(host: Host) -> str:
     ]
     if host.layout:
         data = shlex.quote(host.layout.data_dir)
-        pid = shlex.quote(host.layout.socket_dir + "/repmgrd.pid")
+        lines.append(f"if {alive_from_pid_file(host.layout.socket_dir + '/repmgrd.pid')}; then rd=repmgrd; else rd=; fi")
         lines.append(f"echo \"@files $(test -f {data}/PG_VERSION && echo data) $(test -f {data}/standby.signal && echo signal)"
-                     f" $(kill -0 $(cat {pid} 2>/dev/null) 2>/dev/null && echo repmgrd)\"")
+                     f" $rd\"")
         lines.append(f"echo \"@timeline $({history_listing(host.layout.data_dir)})\"")
     else:
         pattern = shlex.quote(f"repmgrd.*{re.escape(host.repmgr_conf or 'repmgr.conf')}")

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.support.local_pair import Lab, LocalPair, Writer, no_traceback, wait_until
+from tests.support.local_pair import Lab, LocalPair, Writer, alive, no_traceback, wait_until
 
 TABLE = "ledger"
 
@@ -262,3 +262,39 @@ def test_apply_never_touches_a_frozen_old_primary(fo: LocalPair) -> None:
     # resumed, it is a stale primary: stopping it lets apply rejoin it onto the new one
     fo.stop_postgres(old)
     _assert_made_whole(fo, old, new)
+
+
+def test_status_tells_stalled_commits_and_failover_off(fo: LocalPair) -> None:
+    primary = fo.primary()
+    standby = fo.other(primary)
+    [healthy] = fo.ws.status_json()
+    assert healthy["degraded"] is False
+
+    # the standby frozen: its connection stays up and looks streaming, but every commit waits for it
+    postmaster = fo.postmaster_pid(standby)
+    frozen = [postmaster, *(int(p) for p in subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
+                                                            text=True, check=False).stdout.split())]
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    writer = threading.Thread(target=lambda: fo.execute(primary, f"INSERT INTO {TABLE} (n) VALUES (7)"), daemon=True)
+    try:
+        writer.start()
+        stalled = wait_until(lambda: next((w for w in fo.ws.status_json()[0]["warnings"] if "replication stalled" in w),
+                                          None), 20, "status to see the stalled commit")
+        assert "1 commit(s) waiting for the synchronous standby" in stalled
+        assert fo.ws.run("status", str(fo.ws.specs)).exit_code == 2
+    finally:
+        for pid in frozen:
+            os.kill(pid, signal.SIGCONT)
+    writer.join(timeout=20)
+    assert not writer.is_alive()
+
+    # repmgrd gone on the standby: automatic failover is off there, and status says so
+    pid = int((fo.node_dir(standby) / "run" / "repmgrd.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not alive(pid), 10, "repmgrd to die")
+    [status] = fo.ws.status_json()
+    assert status["degraded"] is True
+    assert f"automatic failover is off on {standby}: repmgrd is not running" in " ".join(status["warnings"])
+    fo.ws.must_apply()  # starts repmgrd again
+    assert fo.ws.status_json()[0]["degraded"] is False

@@ -207,7 +207,8 @@ class SpecDir:
     def status_json(self) -> list[dict[str, Any]]:
         result = self.run("status", str(self.specs), "--json")
         data = json.loads(result.stdout)
-        assert result.exit_code == (1 if any(p["error"] for p in data) else 0), result.output  # exit 1 on any error
+        expected = 1 if any(p["error"] for p in data) else 2 if any(p["degraded"] for p in data) else 0
+        assert result.exit_code == expected, result.output  # 0 healthy, 2 degraded, 1 error
         return data
 
     def connection(self, pair: str, *args: str) -> Result:
