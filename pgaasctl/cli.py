@@ -648,6 +648,27 @@ def _terminate(signum: int, frame: Any) -> None:
 
 
 @app.command()
+def promote(
+    pair: Annotated[str, typer.Argument(help="Pair name.")],
+    node: Annotated[str, typer.Argument(help="The standby to promote.")],
+    path: PathArg = workspace.DEFAULT_SPECS,
+    store: StoreOpt = None,
+) -> None:
+    """Promote a standby when repmgrd did not (no node is primary), through pgaasctl's promote hook. Refused when
+    a node is primary already or another node is on a newer timeline."""
+
+    def action() -> None:
+        loaded = workspace.load(path)
+        st = loaded.open_store(store, "write")
+        workspace.promote_node(loaded.desired, st, pair, node)
+        _notices(st)
+
+    run(action)
+    out.print(f"[green]Promoted:[/green] {node} is the primary of {pair!r}. The pair stays degraded until "
+              "`pgaasctl apply` rejoins its other node.")
+
+
+@app.command()
 def restart(
     pair: Annotated[str, typer.Argument(help="Pair name.")],
     pending: Annotated[bool, typer.Option(

@@ -17,6 +17,7 @@ from pgaasctl.apply.executor import (
     wait_for_standbys,
 )
 from pgaasctl.apply.operations import HostOperator, OperationCallback
+from pgaasctl.apply.promote import promote
 from pgaasctl.apply.restart import PairRestart, RestartReport
 from pgaasctl.apply.switchover import switchover
 from pgaasctl.errors import PgaasError, SpecError
@@ -34,6 +35,7 @@ from pgaasctl.plan.build import (
 )
 from pgaasctl.plan.model import Change, HostOperation, Plan, count_changes
 from pgaasctl.plan.planfile import check_still_valid
+from pgaasctl.live.topology import probe_pair
 from pgaasctl.locate import WorkspaceLocation, locate
 from pgaasctl.spec.desired import DesiredPair, DesiredState, load_desired
 from pgaasctl.spec.models import LocalPairSpec
@@ -384,3 +386,18 @@ def restart_pair(desired: DesiredState, store: Store, pair_name: str, pending_on
             return report
         finally:
             ssh.close()
+
+
+def promote_node(desired: DesiredState, store: Store, pair_name: str, node: str) -> None:
+    """Promote a standby by hand, through pgaasctl's promote hook, holding the pair's lock (apply/promote.py)."""
+    inputs = _repmgr_pair(desired, store, pair_name, "promote its nodes",
+                          "Promote it on the server yourself, then clear synchronous_standby_names there.")
+    with store.locked(pair_name, "promote", desired.workspace.lock_timeout), \
+            recorded(store, pair_name, "promote") as summary:
+        ssh = SshSessions(store)
+        try:
+            reports = probe_pair(pair_name, inputs.hosts, inputs.addresses, ssh)
+            promote(pair_name, reports, node, HostOperator(inputs, ssh).bootstrap)
+        finally:
+            ssh.close()
+        summary["operations"] = [f"node {node}: promoted by hand"]

@@ -47,7 +47,7 @@ def switchover(topology: Topology, hosts: dict[str, Host], addresses: dict[str, 
                 on_primary_stop()
             bootstrap.stop_postgres(old)  # a clean stop: walsenders hand every last WAL record to the standby first
             bootstrap.promote(new)
-            _wait_primary(addresses[new.node])
+            wait_primary(addresses[new.node])
             bootstrap.rejoin(old, new)
     except PgaasError as exc:
         exc.message = f"switchover of pair {pair!r} stopped: {exc.message}"
@@ -62,7 +62,7 @@ def switchover(topology: Topology, hosts: dict[str, Host], addresses: dict[str, 
     return primary.name, candidate.name
 
 
-def _wait_primary(address: NodeAddress) -> None:
+def wait_primary(address: NodeAddress) -> None:
     deadline = time.monotonic() + PROMOTE_TIMEOUT
     while time.monotonic() < deadline:
         with connect(address) as conn:

@@ -476,9 +476,12 @@ def _without_primary(topo: Topology, claims: str, can_create: bool) -> Topology:
             topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
         topo.warnings.append(f"pair {topo.pair!r} is stopped: apply starts it, then plans its objects")
         return topo
+    standby = next((r.name for r in reports if r.role == "standby"), "NODE")
     raise PlanError(f"pair {topo.pair!r}: no node is primary: {claims}",
                     "If the primary just failed, repmgrd is promoting the standby: wait a few seconds and run "
-                    "`pgaasctl status` again. Do not promote with repmgr by hand (that skips pgaasctl's promote hook, "
+                    "`pgaasctl status` again. If repmgrd has not promoted it after its failover timeout (monitor "
+                    "interval + reconnect attempts × interval), run `pgaasctl promote "
+                    f"{topo.pair} {standby}`. Do not promote with repmgr by hand (that skips pgaasctl's promote hook, "
                     "and the new primary would wait for its lost standby on every commit), and do not start the old "
                     "primary while a standby may have been promoted (two primaries).")
 

@@ -3,6 +3,7 @@ renamed node gets a new repmgr node id, and the primary is never removed. Real s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import psycopg
@@ -118,3 +119,27 @@ def test_node_files_from_an_older_pgaasctl_are_rewritten(np_: LocalPair) -> None
         assert (np_.etc(node) / "start.sh").is_file()
     np_.ws.assert_converged()
     np_.assert_whole()
+
+
+def test_promote_by_hand_runs_the_hook_and_refuses_two_primaries(np_: LocalPair) -> None:
+    np_.rewrite_spec(failover={"mode": "manual"})  # repmgrd will not promote: a person does
+    np_.ws.must_apply()
+    primary = np_.primary()
+    standby = np_.other(primary)
+    refused = np_.ws.run("promote", "np", standby, str(np_.ws.specs))
+    assert refused.exit_code == 1 and "would make two primaries" in refused.flat, refused.output
+
+    np_.stop_immediate(primary)
+    plan = np_.ws.plan()
+    assert plan.exit_code == 1 and f"pgaasctl promote np {standby}" in plan.flat, plan.output
+    assert "repmgr standby promote" not in plan.flat
+    promoted = np_.ws.run("promote", "np", standby, str(np_.ws.specs))
+    assert promoted.exit_code == 0, promoted.output
+    assert np_.role_of(standby) == "primary"
+    assert np_.value(standby, "SHOW synchronous_standby_names") == ""  # the hook ran: commits do not wait
+    np_.execute(standby, "CREATE TABLE IF NOT EXISTS after_promote (x int)")
+    history = json.loads(np_.ws.run("history", str(np_.ws.specs), "--json").stdout)
+    assert history[0]["operation"] == "promote" and history[0]["status"] == "applied"
+    np_.ws.reset()
+    np_.ws.must_apply()  # rejoins the old primary, back to automatic failover
+    np_.assert_whole(standby)
