@@ -79,7 +79,8 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             status.warnings = status.warnings + _pending_warnings(pair.name, status.nodes, inputs.uses_ssh)
             problems = _failover_off(pair.name, status.nodes) + _stalled_commits(pair.name, state)
             status.warnings = status.warnings + problems
-            status.degraded = any("degraded" in w for w in status.warnings) or len(status.nodes) < 2 or bool(problems)
+            # a pair declared with one node is what it was asked to be: warned (not fault tolerant), not degraded
+            status.degraded = any("degraded" in w for w in status.warnings) or bool(problems)
         finally:
             state.close()
     except PgaasError as exc:

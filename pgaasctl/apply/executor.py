@@ -213,8 +213,9 @@ class Executor:
         try:
             self._run_statements(change.statements)
         except psycopg.Error as exc:
-            if change.action == "create" and exc.sqlstate in _ALREADY_EXISTS:
-                self._forget_unconfirmed(change.address)  # made by someone else meanwhile: not ours
+            if change.action == "create" and (exc.sqlstate in _ALREADY_EXISTS or self._absent(change)):
+                # made by someone else meanwhile, or the failure left nothing behind: not ours either way
+                self._forget_unconfirmed(change.address)
             self.on_progress(self.pair, change, "failed")
             raise
         if change.record is None:
@@ -222,6 +223,18 @@ class Executor:
         else:
             self.store.record(change.address, self.pair, change.kind, change.name, change.record, origin)
         self.on_progress(self.pair, change, "done")
+
+    def _absent(self, change: Change) -> bool:
+        """Whether the server certainly holds no object of this change (False when it cannot be asked)."""
+        catalog = {"role": "SELECT 1 FROM pg_roles WHERE rolname = %s",
+                   "database": "SELECT 1 FROM pg_database WHERE datname = %s"}.get(change.kind)
+        if catalog is None:
+            return False
+        try:
+            with connect(self.live.state.primary.address) as conn:  # type: ignore[union-attr]
+                return conn.execute(catalog, (change.name,)).fetchone() is None
+        except (psycopg.Error, PgaasError):
+            return False  # the outcome is unknown: the intent stays
 
     def _forget_unconfirmed(self, address: str) -> None:
         managed = self.store.managed(self.pair).get(address)

@@ -87,7 +87,15 @@ def discover(pair: str, nodes: list[NodeAddress], synchronous: bool) -> PairStat
     if not primaries:
         if len(states) == 1 and states[0].error:
             raise ConnectionFailed(states[0].error)
-        raise PlanError(f"pair {pair!r}: no node is primary: {claims}", "Promote a standby or start the primary, then plan again.")
+        unreachable = [s for s in states if s.role == "unreachable"]
+        if unreachable:  # not "no primary": pgaasctl cannot see; a promotion now could make two
+            raise ConnectionFailed(
+                f"pair {pair!r}: pgaasctl cannot tell which node is primary: "
+                + "; ".join(s.error or f"{s.address.label} is unreachable" for s in unreachable),
+                "Fix what stops pgaasctl from connecting (above); never promote a node while another may be primary.",
+            )
+        raise PlanError(f"pair {pair!r}: no node is primary: {claims}",
+                        "Every node is a standby: promote the one that has the latest data, on the server.")
 
     primary, conn = primaries[0]
     assert conn is not None

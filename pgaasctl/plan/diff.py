@@ -210,7 +210,8 @@ def pair_traits(spec: ExistingPairSpec | LocalPairSpec) -> settings_rules.PairTr
     """Who owns what on this pair: pgaasctl created it (local), drives repmgr on it (SSH), how many nodes."""
     created = isinstance(spec, LocalPairSpec)
     repmgr = created or all(node.ssh is not None for node in spec.nodes)  # type: ignore[union-attr]
-    return settings_rules.PairTraits(created=created, repmgr=repmgr, nodes=len(spec.nodes))
+    return settings_rules.PairTraits(created=created, repmgr=repmgr, nodes=len(spec.nodes),
+                                     synchronous=spec.replication == "synchronous")
 
 
 def _pair_settings(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec, traits: settings_rules.PairTraits,

@@ -132,6 +132,7 @@ class PairTraits:
     created: bool  # pgaasctl bootstrapped the nodes (provider local): it owns their layout and sockets
     repmgr: bool  # pgaasctl drives repmgr on the nodes over SSH
     nodes: int
+    synchronous: bool = False  # `replication: synchronous`: a commit returns once the standby has it
 
     @property
     def replicated(self) -> bool:
@@ -151,7 +152,7 @@ PRELOAD_PARAMETERS = frozenset({"shared_preload_libraries", "session_preload_lib
 RECOVERY_PARAMETERS = frozenset({
     "promote_trigger_file", "recovery_target", "recovery_target_name", "recovery_target_time", "recovery_target_xid",
     "recovery_target_lsn", "recovery_target_inclusive", "recovery_target_timeline", "recovery_target_action",
-    "restore_command", "archive_cleanup_command", "recovery_end_command",
+    "restore_command", "archive_cleanup_command", "recovery_end_command", "recovery_min_apply_delay",
 })
 
 
@@ -194,6 +195,14 @@ def _owned_reason(name: str, text: str, pair: PairTraits) -> str | None:
                 "it set up")
     if pair.created and name == "wal_log_hints" and _boolean(text) is False:
         return "wal_log_hints off is refused: pg_rewind needs it to rejoin a failed primary without a full re-clone"
+    if pair.synchronous and pair.nodes > 1 and name == "synchronous_commit" and text.lower() in ("off", "local"):
+        return (f"synchronous_commit {text} is refused on a synchronous pair: commits would be acknowledged before "
+                "the standby has them, and a failover could lose them (set it per Role or Database where that is meant)")
+    if name == "default_transaction_read_only" and _boolean(text) is True:
+        return ("default_transaction_read_only on is refused: every session, pgaasctl's and your clients' through "
+                "the connection URI, would start read-only (set it on a Role or Database instead)")
+    if name == "fsync" and _boolean(text) is False:
+        return "fsync off is refused: a crash of the node could corrupt its data, and a standby cloned from it"
     if pair.created and name == "full_page_writes" and _boolean(text) is False:
         return "full_page_writes off is refused: pg_rewind needs it to rejoin a failed primary, and a crash may tear pages"
     if not pair.replicated:

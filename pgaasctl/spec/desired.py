@@ -36,6 +36,11 @@ class DesiredPair:
     def doc(self) -> PairDoc:
         return self.loaded.doc
 
+    def admin_databases(self) -> set[str]:
+        if isinstance(self.doc.spec, ExistingPairSpec):
+            return {n.admin_database for n in self.doc.spec.nodes}
+        return {"postgres"}
+
     def admin_users(self) -> set[str]:
         if isinstance(self.doc.spec, ExistingPairSpec):
             return {n.admin_user for n in self.doc.spec.nodes}
@@ -114,7 +119,11 @@ def _reference_problems(pair: DesiredPair, rejected: set[str]) -> list[Problem]:
             loc, f"{d.address}: {what} {name!r} is not a role declared for pair {pair.name!r}; declare it (kind: Role) or import it"
         ))
 
+    repmgr = _uses_repmgr(pair)
     for d in pair.roles.values():
+        if repmgr and d.doc.metadata.name == "repmgr":
+            problems.append(d.problem(("metadata", "name"), f"{d.address}: 'repmgr' is the role pgaasctl's replication "
+                                      "runs as on this pair; it cannot be declared (or adopted) as a Role"))
         if d.doc.metadata.name.lower() in RESERVED_ROLE_NAMES:
             problems.append(d.problem(
                 ("metadata", "name"),
@@ -130,6 +139,11 @@ def _reference_problems(pair: DesiredPair, rejected: set[str]) -> list[Problem]:
                 problems.append(d.problem(("spec", "member_of", i), f"{d.address}: a role cannot be a member of itself"))
             need_role(d, parent, "member_of", "spec", "member_of", i)
     for d in pair.databases.values():
+        name = d.doc.metadata.name
+        if (repmgr and name == "repmgr") or name in pair.admin_databases():
+            why = "repmgr's metadata" if name == "repmgr" else "the database pgaasctl connects to"
+            problems.append(d.problem(("metadata", "name"), f"{d.address}: {name!r} is {why} on this pair; it cannot "
+                                      "be declared (or adopted) as a Database"))
         spec = d.doc.spec
         need_role(d, spec.owner, "owner", "spec", "owner")
         for i, schema in enumerate(spec.schemas):
@@ -184,6 +198,11 @@ def _shared_servers(pairs: dict[str, DesiredPair]) -> list[Problem]:
             else:
                 first[key] = where
     return problems
+
+
+def _uses_repmgr(pair: DesiredPair) -> bool:
+    spec = pair.doc.spec
+    return not isinstance(spec, ExistingPairSpec) or all(node.ssh is not None for node in spec.nodes)
 
 
 def _rejected_names(rejected: set[str], kind: str, pair: str) -> set[str]:

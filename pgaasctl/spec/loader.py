@@ -108,7 +108,12 @@ def spec_files(path: Path) -> list[Path]:
         raise SpecError([f"{path}: no such file or directory"])
     if path.is_file():
         return [path]
-    return sorted(p for p in _visible_files(path) if p.suffix.lower() in YAML_SUFFIXES and p.is_file())
+    named = sorted(p for p in _visible_files(path) if p.suffix.lower() in YAML_SUFFIXES)
+    unreadable = [p for p in named if not p.is_file()]
+    if unreadable:  # skipping one would plan its objects' destroy
+        raise SpecError([f"{p}: not a regular file (a dangling link, a FIFO...): its documents cannot be read; "
+                         "fix or remove it" for p in unreadable])
+    return named
 
 
 def _visible_files(root: Path) -> Iterator[Path]:

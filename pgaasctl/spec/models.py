@@ -281,7 +281,7 @@ def _name_or_mapping(value: Any) -> Any:
 class Extension(Strict):
     """An extension installed in the database."""
 
-    name: Identifier = Field(description="Extension name, e.g. pgcrypto.")
+    name: ExistingName = Field(description="Extension name, e.g. pgcrypto or pg_trgm.")
     version: str | None = Field(None, description="Version; omitted: the default version when created, never updated.")
     schema_: SchemaName | None = Field(None, alias="schema", description="Schema to install into; create-only.")
 

@@ -11,6 +11,7 @@ import secrets
 import socket
 import sqlite3
 import threading
+import urllib.parse
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -477,7 +478,8 @@ def open_store(url: str, base: Path | None = None, mode: OpenMode = "create") ->
         try:
             if mode == "create":
                 path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(_sqlite_target(path, mode), timeout=30, isolation_level=None,
+                                   check_same_thread=False, uri=True)
             if mode != "read":
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")  # durable across crashes of pgaasctl; one fsync per checkpoint
@@ -498,6 +500,15 @@ def open_store(url: str, base: Path | None = None, mode: OpenMode = "create") ->
         f"state store URL {_redact_url(url)!r} is not understood",
         "Use sqlite:///state/pgaasctl.db (relative), sqlite:////abs/path.db or postgresql://user@host/db",
     )
+
+
+def _sqlite_target(path: Path, mode: OpenMode) -> str:
+    """The SQLite URI to open. A reading command on a store no writer has open (no -wal file) reads it as
+    immutable, so it creates no -wal/-shm file beside it; with a writer about, SQLite's own read-only locking."""
+    uri = "file:" + urllib.parse.quote(str(path))
+    if mode != "read":
+        return uri
+    return uri + ("?mode=ro" if Path(f"{path}-wal").exists() else "?mode=ro&immutable=1")
 
 
 def _redact_url(url: str) -> str:

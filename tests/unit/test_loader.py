@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -743,3 +744,18 @@ def test_a_symlinked_directory_is_part_of_the_specs_and_a_link_loop_ends(tmp_pat
     (shared / "loop").symlink_to(specs)
     desired = load_desired(specs)
     assert set(desired.pairs["p"].roles) == {"linked"}
+
+
+def test_a_spec_file_that_cannot_be_read_is_an_error_not_skipped(tmp_path: Path) -> None:
+    write(tmp_path, "pair.yaml", PAIR)
+    (tmp_path / "gone.yaml").symlink_to(tmp_path / "moved-away.yaml")
+    os.mkfifo(tmp_path / "pipe.yml")
+    with pytest.raises(SpecError) as info:
+        load_desired(tmp_path)
+    text = str(info.value)
+    assert "gone.yaml: not a regular file" in text and "pipe.yml: not a regular file" in text
+
+
+def test_extensions_may_start_with_pg() -> None:
+    docs, problems = parse("kind: Database\nmetadata: {name: d, pair: p}\nspec: {extensions: [pg_trgm, pg_stat_statements]}\n")
+    assert problems == [] and [e.name for e in docs[0].doc.spec.extensions] == ["pg_trgm", "pg_stat_statements"]
