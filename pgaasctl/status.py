@@ -77,7 +77,8 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             status.nodes = _nodes(state, topology)
             status.warnings = topology.warnings if topology is not None else state.warnings
             status.warnings = status.warnings + _pending_warnings(pair.name, status.nodes, inputs.uses_ssh)
-            problems = _failover_off(pair.name, status.nodes) + _stalled_commits(pair.name, state)
+            problems = (_failover_off(pair.name, status.nodes) + _stalled_commits(pair.name, state)
+                        + _paused_replay(pair.name, state))
             status.warnings = status.warnings + problems
             # a pair declared with one node is what it was asked to be: warned (not fault tolerant), not degraded
             status.degraded = any("degraded" in w for w in status.warnings) or bool(problems)
@@ -131,6 +132,22 @@ STALL_SECONDS = 1.0  # a commit waiting this long for the synchronous standby me
 def _failover_off(pair: str, nodes: list[NodeStatus]) -> list[str]:
     return [f"pair {pair!r} is degraded: automatic failover is off on {n.name}: repmgrd is not running"
             for n in nodes if n.repmgrd is False and n.role in ("primary", "standby")]
+
+
+def _paused_replay(pair: str, state: PairState) -> list[str]:
+    """A standby whose replay paused (PostgreSQL pauses it when the primary's WAL asks for more of a hot-standby
+    parameter than the standby runs): it still looks streaming, but it falls behind and cannot be promoted."""
+    out = []
+    for node in state.standbys:
+        try:
+            with connect(node.address) as conn:
+                paused = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0]  # type: ignore[index]
+        except (PgaasError, psycopg.Error):
+            continue
+        if paused != "not paused":
+            out.append(f"pair {pair!r} is degraded: replay is {paused} on standby {node.name} (its log says why; a "
+                       "hot-standby setting lower than the primary's needs the standby restarted)")
+    return out
 
 
 def _stalled_commits(pair: str, state: PairState) -> list[str]:

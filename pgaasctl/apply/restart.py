@@ -123,6 +123,17 @@ class PairRestart:
         if not chosen:
             return report
         report.lowered = [p for p in report.pending[primary] if lowered(p.name, p.running, p.configured)]
+        raised = [p for p in report.pending[primary]
+                  if p.name.lower() in HOT_STANDBY_PARAMETERS and p not in report.lowered]
+        if report.lowered and raised:
+            # a lowered one needs the primary first, a raised one the standby first: no single order works, and
+            # the wrong one pauses the standby's replay until a person restarts it again
+            raise PgaasError(
+                f"pair {self.pair!r}: {', '.join(p.name for p in report.lowered)} go down while "
+                f"{', '.join(p.name for p in raised)} go up: PostgreSQL needs the standby restarted first for one and "
+                "the primary first for the other",
+                "Change them in two steps: apply and restart the raised ones first, then the lowered ones.",
+            )
         if primary not in chosen:
             report.order = "standby only"
         elif report.lowered or standby is None:

@@ -203,3 +203,17 @@ def test_failed_start_names_the_log_and_is_never_recloned(rs: LocalPair) -> None
     rs.ws.must_apply()
     assert version_file.stat().st_ino == inode, "the node was re-cloned"
     rs.assert_whole(new)
+
+
+def test_lowering_and_raising_hot_standby_parameters_at_once_is_refused(rs: LocalPair) -> None:
+    """No restart order suits both: the wrong one pauses the standby's replay until it is restarted again."""
+    rs.rewrite_spec(settings={"max_connections": 150, "max_worker_processes": 16})
+    rs.ws.must_apply()
+    refused = rs.ws.run("restart", "rs", "--pending", str(rs.ws.specs))
+    assert refused.exit_code == 1, refused.output
+    assert "max_connections go down while max_worker_processes go up" in refused.flat
+    assert "Change them in two steps" in refused.flat
+    standby = rs.other(rs.primary())
+    assert rs.value(standby, "SELECT pg_get_wal_replay_pause_state()") == "not paused"  # nothing was restarted
+    rs.ws.reset()
+    rs.ws.must_apply()  # back to the baseline: nothing is left pending, for the next test
