@@ -359,6 +359,12 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
             if report.has_data is False:
                 topo.operations.append(HostOperation(kind="clone_standby", node=report.name, peer=primary.name,
                                                      detail=f"re-clone a standby from {primary.name}"))
+            elif _standby_on_primary_timeline(report, primary):
+                # already a standby on the primary's timeline (rewound before, or simply stopped): it only needs
+                # starting. Rewinding it again would run pg_rewind's crash recovery on it, which writes WAL of its
+                # own: a fork no later rewind can mend.
+                topo.operations.append(HostOperation(kind="start_postgres", node=report.name,
+                                                     detail=f"start PostgreSQL (a standby of {primary.name} already)"))
             else:
                 topo.operations.append(HostOperation(
                     kind="rejoin", node=report.name, peer=primary.name,
@@ -413,6 +419,11 @@ def _newest_hint(primaries: list[NodeReport]) -> str:
         return (f"{newest} was promoted last (newest timeline) and holds the latest commits; {stale} is stale. "
                 f"Stop PostgreSQL on {stale} (not on {newest}), then run `pgaasctl apply` to rejoin it.")
     return "Their timelines do not tell which was promoted last: compare their data before stopping either."
+
+
+def _standby_on_primary_timeline(report: NodeReport, primary: NodeReport) -> bool:
+    running = primary.sql.timeline if primary.sql is not None else None
+    return bool(report.standby_signal) and running is not None and report.files_timeline == running
 
 
 def _refuse_rewinding_newer(pair: str, report: NodeReport, primary: NodeReport) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -298,3 +299,26 @@ def test_status_tells_stalled_commits_and_failover_off(fo: LocalPair) -> None:
     assert f"automatic failover is off on {standby}: repmgrd is not running" in " ".join(status["warnings"])
     fo.ws.must_apply()  # starts repmgrd again
     assert fo.ws.status_json()[0]["degraded"] is False
+
+
+def test_a_rejoin_whose_start_failed_is_not_rewound_again(fo: LocalPair) -> None:
+    """pg_rewind ran, then PostgreSQL could not start (its port was taken). The next apply must only start the
+    node: a second rewind runs crash recovery on it, which forks its WAL for good."""
+    old = fo.primary()
+    new = fo.other(old)
+    fo.stop_immediate(old)
+    fo.wait_promoted(new)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind((fo.address(old), 5432))
+        squatter.listen()
+        first = fo.ws.apply()
+        assert first.exit_code == 1 and "postgresql.log" in first.flat, first.output
+        second_plan = fo.ws.plan()
+        assert f"node {old}: start PostgreSQL (a standby of {new} already)" in second_plan.flat, second_plan.output
+        second = fo.ws.apply()
+        assert second.exit_code == 1, second.output
+        assert "pg_rewind" not in second.flat
+    _assert_made_whole(fo, old, new)
+    fo.execute(new, f"INSERT INTO {TABLE} (n) VALUES (42)")
+    wait_until(lambda: fo.value(old, f"SELECT count(*) FROM {TABLE} WHERE n = 42") == 1, 10, "the row on the standby")
