@@ -202,6 +202,7 @@ def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAdd
         time.sleep(0.2)  # polling repmgr's metadata after a promotion
     try:
         _refuse_undeclared_primary(pair, reports, undeclared or [], addresses)
+        _refuse_starting_without_undeclared(pair, reports, undeclared or [])
         topology = _decide(pair, reports, synchronous, can_create)
         topology.operations += _removals(pair, topology, [h.node for h in hosts], undeclared or [])
         registered = topology.primary.registered if topology.primary is not None else None
@@ -251,6 +252,21 @@ def _refuse_undeclared_primary(pair: str, reports: list[NodeReport], undeclared:
             f"pair {pair!r}: node {host.label} is the primary, but the spec no longer declares it",
             f"Put it back in the spec, run `pgaasctl switchover {pair} --to {standbys[0]}`, then remove it again."
             if standbys else "Declare it again (its new standby is made first), switch over to the standby, then "
+            "remove it.",
+        )
+
+
+def _refuse_starting_without_undeclared(pair: str, reports: list[NodeReport], undeclared: list[Host]) -> None:
+    """No node runs as primary, and a node the spec dropped still exists: it may hold the primary's data (a stopped
+    pair), so neither it may be removed nor a declared standby be started as if the pair were whole."""
+    if any(r.role == "primary" for r in reports):
+        return
+    kept = [h for h in undeclared if h.exists]
+    if kept:
+        raise PlanError(
+            f"pair {pair!r}: no node runs as primary, and {', '.join(h.label for h in kept)}, which the spec no longer "
+            "declares, still exists: it may be the primary",
+            "Put it back in the spec until the pair runs again (apply starts it), switch over if you want, then "
             "remove it.",
         )
 

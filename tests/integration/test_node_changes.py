@@ -143,3 +143,19 @@ def test_promote_by_hand_runs_the_hook_and_refuses_two_primaries(np_: LocalPair)
     np_.ws.reset()
     np_.ws.must_apply()  # rejoins the old primary, back to automatic failover
     np_.assert_whole(standby)
+
+
+def test_a_stopped_pair_never_loses_its_primary_to_a_spec_change(np_: LocalPair) -> None:
+    primary = np_.primary()
+    standby = np_.other(primary)
+    np_.stop_postgres(standby)
+    np_.stop_postgres(primary)  # a stopped pair (a reboot), the primary last
+    np_.rewrite_spec(nodes=[{"name": standby}])
+    for result in (np_.ws.plan(), np_.ws.apply()):
+        assert result.exit_code == 1, result.output
+        assert f"no node runs as primary, and {primary} ({np_.address(primary)})" in result.flat, result.output
+        assert "it may be the primary" in result.flat
+    assert np_.role_of(standby) is None and np_.role_of(primary) is None  # nothing was started or removed
+    np_.ws.reset()
+    np_.ws.must_apply()  # the pair starts, its former primary first
+    assert np_.primary() == primary
