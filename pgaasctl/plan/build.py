@@ -270,7 +270,7 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
     if inputs.uses_ssh:
         if destroy and inputs.can_create and hosts_in_scope:
             return _plan_destroy_hosts(inputs, store)
-        topology = inputs.topology(ssh)
+        topology = _discover(inputs, store, ssh)
         operations, warnings = topology.operations, topology.warnings
         if not hosts_in_scope:
             if topology.state is None:
@@ -313,6 +313,22 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
         state.close()
         raise
     return LivePair(inputs=inputs, state=state, catalog=catalog, plan=pair_plan)
+
+
+def _discover(inputs: PairInputs, store: Store, ssh: SshSessions) -> Topology:
+    """Discovery of an SSH pair; when its creation never finished (the apply was killed), the way out is named."""
+    try:
+        return inputs.topology(ssh)
+    except PgaasError as exc:
+        record = store.managed(inputs.pair.name).get(f"pair.{inputs.pair.name}")
+        if record is None or not record.pending or not inputs.can_create:
+            raise
+        spec_file = inputs.pair.loaded.source.file
+        raise type(exc)(
+            f"{exc.message}\n  (pair {inputs.pair.name!r} was being created by an apply that did not finish)",
+            f"Remove what it made with `pgaasctl destroy {spec_file} --auto-approve` (its spec needs "
+            "deletion_protection: false), then apply again to create it afresh.",
+        ) from None
 
 
 def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology) -> list[HostOperation]:

@@ -5,11 +5,16 @@ and status saying where each pair's nodes live. Real sshd, PostgreSQL 15, repmgr
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.support.local_pair import Lab, LocalPair, no_traceback
+from tests.support.local_pair import Lab, LocalPair, no_traceback, wait_until
 
 PROTECTED = "kind: Database\nmetadata: {{name: vault, pair: sp}}\nspec: {{deletion_protection: {flag}}}\n"
 
@@ -117,3 +122,28 @@ def test_nodes_stay_where_they_were_made_whatever_local_dir_says_later(sp: Local
     assert "recorded when its nodes were made" in data[0]["nodes_dir_source"]
     assert all(node["role"] in ("primary", "standby") for node in data[0]["nodes"])
     assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_pair_whose_creation_was_killed_names_the_way_out(lab: Lab, sp: LocalPair) -> None:
+    spec = "kind: Pair\nmetadata: {name: kq}\nspec: {provider: local, deletion_protection: false, nodes: [{name: kq-a}, {name: kq-b}]}\n"
+    sp.ws.write("pair-kq.yaml", spec)
+    env = {**os.environ, "PGAASCTL_STORE": sp.ws.store_url}
+    process = subprocess.Popen([str(Path(sys.executable).parent / "pgaasctl"), "apply", str(sp.ws.specs), "--auto-approve"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_until(lambda: (lab.local_dir / "kq" / "kq-a" / "data" / "PG_VERSION").exists() or process.poll() is not None,
+                   60, "the first node's initdb")
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)  # the whole apply, mid-bootstrap
+        process.wait()
+    state = json.loads(sp.ws.run("state", "list", str(sp.ws.specs), "--json").stdout)
+    assert {o["address"]: o["pending"] for o in state}.get("pair.kq") is True
+    plan = sp.ws.plan()
+    if plan.exit_code == 1:  # what is left may or may not be discoverable: either way the way out is named
+        assert "was being created by an apply that did not finish" in plan.flat, plan.output
+        assert "pgaasctl destroy" in plan.flat and "pair-kq.yaml" in plan.flat
+    destroyed = sp.ws.run("destroy", str(sp.ws.specs / "pair-kq.yaml"), "--auto-approve")
+    assert destroyed.exit_code == 0, destroyed.output
+    assert not (lab.local_dir / "kq").exists()
+    sp.ws.remove("pair-kq.yaml")
+    sp.ws.assert_converged()
