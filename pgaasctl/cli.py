@@ -30,6 +30,7 @@ from pgaasctl.plan.planfile import SavedPlan, is_plan_file, load_plan, save_plan
 from pgaasctl.spec.schema import spec_json_schema
 from pgaasctl.status import PairStatus, all_status, connection_uri
 from pgaasctl.store import Store
+from pgaasctl.store.store import OpenMode
 
 app = typer.Typer(
     name="pgaasctl",
@@ -81,6 +82,15 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, unwound like Ctrl-C (locks released, history recorded), exiting 143 as a terminated process."""
 
 
+_opened: list[Store] = []  # closed when the command's action ends, however it ends
+
+
+def _open(loaded: workspace.LoadedWorkspace, flag: str | None, mode: OpenMode) -> Store:
+    st = loaded.open_store(flag, mode)
+    _opened.append(st)
+    return st
+
+
 def run(action: Callable[[], T]) -> T:
     """Turn our errors into a short message and exit 1; never a traceback."""
     try:
@@ -91,6 +101,9 @@ def run(action: Callable[[], T]) -> T:
     except KeyboardInterrupt as exc:
         err.print("[bold red]Interrupted.[/bold red] Run the same command again to converge.")
         raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+    finally:
+        while _opened:
+            _opened.pop().close()
 
 
 def _escape(text: str) -> str:
@@ -140,7 +153,7 @@ def init(path: PathArg = workspace.DEFAULT_SPECS, store: StoreOpt = None) -> Non
     def action() -> None:
         loaded = workspace.load(path)
         setting = loaded.location.store(store)
-        st = loaded.open_store(store, "create")
+        st = _open(loaded, store, "create")
         st.close()
         out.print(f"State store ready: {_escape(st.where)} ({setting.source}). Workspace root: {loaded.location.root}")
 
@@ -164,10 +177,14 @@ def plan(
     if as_json and as_sql:
         err.print("[bold red]Error:[/bold red] --json and --sql print two different things; choose one.")
         raise typer.Exit(1)
+    if out_file is not None and out_file.suffix.lower() in (".yaml", ".yml"):
+        err.print(f"[bold red]Error:[/bold red] --out {_escape(str(out_file))}: a plan file is not a spec; a .yaml or "
+                  ".yml name would be read as one. Use e.g. --out tfplan.")
+        raise typer.Exit(1)
 
     def action() -> Plan:
         loaded = workspace.load(path)
-        st = loaded.open_store(store, "read")
+        st = _open(loaded, store, "read")
         try:
             work = workspace.plan_specs(loaded.desired, loaded.spec_dir, st, destroy=destroy,
                                         targets=loaded.targets(target))
@@ -252,8 +269,12 @@ def _apply(path: Path, store: str | None, auto_approve: bool, destroy: bool, tar
     report: dict[str, Any] = {"pairs": [], "summary": {"add": 0, "change": 0, "destroy": 0}}
 
     def action() -> None:
+        if saved is not None and not Path(saved.plan.spec_path).is_dir():
+            raise PgaasError(f"{path}: the specs this plan was made from ({saved.plan.spec_path}, saved relative to the "
+                             "plan file) are not there", "Keep the plan file where it was made relative to the specs, "
+                             "or make a new plan.")
         loaded = workspace.load(Path(saved.plan.spec_path) if saved else path)
-        st = loaded.open_store(store, "create" if verb == "apply" else "write")
+        st = _open(loaded, store, "create" if verb == "apply" else "write")
         if saved is not None:
             key = st.plan_key()
             assert key is not None  # a writable store always has one
@@ -367,7 +388,7 @@ def import_(
 
     def action() -> None:
         loaded = workspace.load(path)
-        st = loaded.open_store(store, "create")
+        st = _open(loaded, store, "create")
         workspace.import_object(loaded.desired, loaded.spec_dir, st, address)
         out.print(f"[green]Imported[/green] {address}. Run `pgaasctl plan` to see how it differs from the spec.")
 
@@ -383,7 +404,7 @@ def force_unlock(
     """Remove a pair's lock left behind by a process that died."""
 
     def action() -> None:
-        st = workspace.load(path).open_store(store, "write")
+        st = _open(workspace.load(path), store, "write")
         info = st.force_unlock(pair)
         if info is None:
             out.print(f"Pair {pair!r} was not locked.")
@@ -410,7 +431,7 @@ def status(
 
     def action() -> list[PairStatus]:
         loaded = workspace.load(path)
-        st = loaded.open_store(store, "read")
+        st = _open(loaded, store, "read")
         try:
             return all_status(loaded.desired, st, loaded.pairs_in_scope(), loaded.location.local_dir().source)
         finally:
@@ -459,7 +480,7 @@ def connection(
         desired = loaded.desired
         if pair not in desired.pairs:
             raise PgaasError(f"pair {pair!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
-        st = loaded.open_store(store, "read")
+        st = _open(loaded, store, "read")
         try:
             return connection_uri(desired.pairs[pair], desired, st, database, role)
         finally:
@@ -479,7 +500,7 @@ def switchover(
 
     def action() -> tuple[str, str]:
         loaded = workspace.load(path)
-        st = loaded.open_store(store, "write")
+        st = _open(loaded, store, "write")
         result = workspace.switchover_pair(loaded.desired, st, pair, to)
         _notices(st)
         return result
@@ -497,7 +518,7 @@ def state_forget_host_key(
     """Forget a pinned SSH host key (after a host was rebuilt on purpose); the next contact pins the new one."""
 
     def action() -> None:
-        st = workspace.load(path).open_store(store, "write")
+        st = _open(workspace.load(path), store, "write")
         if not st.forget_host_key(endpoint):
             raise PgaasError(f"no SSH host key is pinned for {endpoint}")
         out.print(f"Forgot the SSH host key of {endpoint}; the next connection pins the key it presents.")
@@ -510,7 +531,7 @@ def state_list(path: PathArg = workspace.DEFAULT_SPECS, as_json: JsonOpt = False
     """List the managed addresses (and how each came to be managed, with --json)."""
 
     def action() -> list[dict[str, Any]]:
-        st = workspace.load(path).open_store(store, "read")
+        st = _open(workspace.load(path), store, "read")
         try:
             return [m.model_dump(exclude={"attributes"}) for m in st.managed().values()]
         finally:
@@ -533,7 +554,7 @@ def state_show(
     """Show what the store records for one address."""
 
     def action() -> dict[str, Any]:
-        st = workspace.load(path).open_store(store, "read")
+        st = _open(workspace.load(path), store, "read")
         try:
             managed = st.managed().get(address)
         finally:
@@ -554,7 +575,7 @@ def state_rm(
     """Forget an address; the object stays on the server, unmanaged."""
 
     def action() -> None:
-        st = workspace.load(path).open_store(store, "write")
+        st = _open(workspace.load(path), store, "write")
         if not st.forget(address):
             raise PgaasError(f"{address} is not in the state", "See the managed addresses with `pgaasctl state list`.")
         out.print(f"Removed {address} from the state; the object stays on the server, unmanaged.")
@@ -580,7 +601,7 @@ def history(
 
     def action() -> list[dict[str, Any]]:
         loaded = workspace.load(path)
-        st = loaded.open_store(store, "read")
+        st = _open(loaded, store, "read")
         try:
             entries = [e.model_dump() for e in st.history(pair)]
             if pair is not None and not entries and pair not in loaded.desired.pairs and pair not in st.pairs():
@@ -659,7 +680,7 @@ def promote(
 
     def action() -> None:
         loaded = workspace.load(path)
-        st = loaded.open_store(store, "write")
+        st = _open(loaded, store, "write")
         workspace.promote_node(loaded.desired, st, pair, node)
         _notices(st)
 
@@ -681,7 +702,7 @@ def restart(
 
     def action() -> workspace.RestartReport:
         loaded = workspace.load(path)
-        st = loaded.open_store(store, "write")
+        st = _open(loaded, store, "write")
         report = workspace.restart_pair(loaded.desired, st, pair, pending)
         _notices(st)
         return report

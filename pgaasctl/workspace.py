@@ -67,6 +67,8 @@ class LoadedWorkspace:
     def targets(self, given: list[str] | None) -> list[str] | None:
         """--target addresses (a trailing dot is a prefix's), else the addresses the named part declares, else
         None (everything)."""
+        if given and any(not t.strip(".").strip() for t in given):
+            raise PgaasError("--target needs an address, e.g. --target role.orders.app (or a prefix: role.orders)")
         return [t.rstrip(".") for t in given] if given else self.part_addresses
 
     def pairs_in_scope(self) -> list[DesiredPair]:

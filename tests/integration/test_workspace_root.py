@@ -343,3 +343,19 @@ def test_reading_commands_leave_the_store_directory_as_it_was(rooted: Workspace)
                  ["history", str(rooted.specs)]):
         rooted.run(*args)
         assert sorted(p.name for p in state.iterdir()) == before, args
+
+
+def test_plan_files_and_targets_that_cannot_work_are_refused_plainly(rooted: Workspace, tmp_path: Path) -> None:
+    rooted.run("init", str(rooted.specs))
+    spec_like = rooted.run("plan", str(rooted.specs), "--out", str(rooted.specs / "x.yaml"))
+    assert spec_like.exit_code == 1 and "a plan file is not a spec" in spec_like.flat
+    assert not (rooted.specs / "x.yaml").exists()
+    empty = rooted.run("plan", str(rooted.specs), "--target", "")
+    assert empty.exit_code == 1 and "--target needs an address" in empty.flat
+    planfile = tmp_path / "tfplan"
+    assert rooted.run("plan", str(rooted.specs), "--out", str(planfile)).exit_code == 0
+    moved = tmp_path / "far" / "away" / "tfplan"
+    moved.parent.mkdir(parents=True)
+    moved.write_bytes(planfile.read_bytes())
+    result = rooted.run("apply", str(moved))
+    assert result.exit_code == 1 and "saved relative to the plan file) are not there" in result.flat, result.output
