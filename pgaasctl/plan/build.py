@@ -26,7 +26,7 @@ from pgaasctl.live.discovery import PairState, discover, probe_node
 from pgaasctl.live.topology import Topology, discover_topology
 from pgaasctl.passwords import check_passwords
 from pgaasctl.plan import diff, policy
-from pgaasctl.plan.model import Change, HostOperation, PairPlan, Plan, ShownStatement
+from pgaasctl.plan.model import AttributeChange, Change, HostOperation, PairPlan, Plan, ShownStatement
 from pgaasctl.plan.planfile import secret_fingerprint
 from pgaasctl.plan.settings import PRELOAD_PARAMETERS
 from pgaasctl.secrets import resolve_secret
@@ -364,11 +364,27 @@ def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, M
                            dropping_databases=set(objects.gone_databases), sync_standby_names=sync_names)
     ctx.warnings.extend(warnings)
     changes = _pair_changes(ctx, pair, objects, destroy)
+    if catalog.settings and not destroy:  # a live server (not a pair being created)
+        changes += _confirmations(managed, catalog, {c.address for c in changes})
     for change in changes:
         change.sql = [ShownStatement(database=s.database, text=s.display()) for s in change.statements]
     return PairPlan(pair=pair.name, primary="", header="", warnings=ctx.warnings, changes=changes,
                     live_fingerprint=catalog.fingerprint() if catalog.settings else "",
                     problems=policy.problems_from(pair.name, ctx.errors))
+
+
+def _confirmations(managed: dict[str, ManagedObject], catalog: LiveCatalog, planned: set[str]) -> list[Change]:
+    """Objects an unfinished apply was making that exist and need nothing else: the store confirms them (a state
+    only change), so their records stop saying `pending`."""
+    out = []
+    for address, item in sorted(managed.items()):
+        exists = {"role": item.name in catalog.roles, "database": item.name in catalog.databases}.get(item.kind, True)
+        if item.pending and exists and address not in planned:
+            out.append(Change(address=address, kind=item.kind, name=item.name, action="update",  # type: ignore[arg-type]
+                              record=item.attributes, attributes=[AttributeChange(
+                                  name="record", before="pending (an apply did not finish)", after="confirmed",
+                                  note="state only")]))
+    return out
 
 
 def _mark_pair_change(pair_plan: PairPlan, created: bool) -> None:

@@ -359,3 +359,20 @@ def test_plan_files_and_targets_that_cannot_work_are_refused_plainly(rooted: Wor
     moved.write_bytes(planfile.read_bytes())
     result = rooted.run("apply", str(moved))
     assert result.exit_code == 1 and "saved relative to the plan file) are not there" in result.flat, result.output
+
+
+def test_an_unfinished_apply_is_confirmed_by_the_next_one(ws: Workspace) -> None:
+    """A role an apply was making when it died exists and needs nothing: the next apply confirms its record."""
+    ws.write("r.yaml", ROLE.format(name="halfway", extra=""))
+    ws.must_apply()
+    store = open_store(ws.store_url, mode="write")
+    attributes = store.managed("main")["role.main.halfway"].attributes
+    store.forget("role.main.halfway")
+    store.record_intent("role.main.halfway", "main", "role", "halfway", attributes)  # as a killed apply left it
+    store.close()
+    plan = ws.plan("--detailed-exitcode")
+    assert plan.exit_code == 2 and "record: pending (an apply did not finish) -> confirmed (state only)" in plan.flat
+    ws.must_apply()
+    objects = {o["address"]: o for o in json.loads(ws.run("state", "list", "--json").stdout)}
+    assert objects["role.main.halfway"]["pending"] is False and objects["role.main.halfway"]["origin"] == "created"
+    ws.assert_converged()
