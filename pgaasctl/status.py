@@ -169,7 +169,10 @@ def _pending_warnings(pair: str, nodes: list[NodeStatus], uses_ssh: bool) -> lis
     waiting = [f"{n.name} ({', '.join(n.pending_restart)})" for n in nodes if n.pending_restart]
     if not waiting:
         return []
-    how = f"run `pgaasctl restart {pair} --pending`" if uses_ssh else "restart PostgreSQL there, the standby first"
+    how = (f"run `pgaasctl restart {pair} --pending`" if uses_ssh else
+           "restart PostgreSQL there: the standby first, but the primary first when a hot-standby parameter "
+           "(max_connections, max_worker_processes, max_wal_senders, max_prepared_transactions, "
+           "max_locks_per_transaction) is lowered (`pgaasctl plan` says which)")
     return [f"pair {pair!r}: settings wait for a restart on {', '.join(waiting)}; {how}"]
 
 
