@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -170,8 +172,8 @@ def execute(work: PlannedWork, store: Store, on_progress: ProgressCallback | Non
     for pair_plan in work.plan.pairs:
         if not pair_plan.changes and not pair_plan.operations:
             continue
-        with recorded(store, pair_plan.pair, operation) as summary:
-            done = _Done(on_progress, on_operation, summary)  # what ran, for the history, however it ends
+        with recorded(store, pair_plan.pair, operation) as recording:
+            done = _Done(on_progress, on_operation, recording)  # what ran, for the history, however it ends
             result = _apply_pair(work, store, pair_plan.pair, done.on_progress, done.on_operation)
             result.counts = count_changes(pair_plan.changes)  # what the reviewed plan showed, not the re-plan
         work.results.append(result)
@@ -184,17 +186,17 @@ class _Done:
 
     forward_change: ProgressCallback | None
     forward_operation: OperationCallback | None
-    summary: dict[str, Any]  # the history entry's: changes and operations, as they complete
+    recording: Recording  # the history entry's: changes and operations, as they complete
 
     def on_progress(self, pair: str, change: Change, status: str) -> None:
         if status == "done":
-            self.summary.setdefault("changes", []).append(change.address)
+            self.recording.add("changes", change.address)
         if self.forward_change is not None:
             self.forward_change(pair, change, status)
 
     def on_operation(self, pair: str, op: HostOperation, status: str) -> None:
         if status == "done":
-            self.summary.setdefault("operations", []).append(f"node {op.node}: {op.detail}")
+            self.recording.add("operations", f"node {op.node}: {op.detail}")
         if self.forward_operation is not None:
             self.forward_operation(pair, op, status)
 
@@ -332,28 +334,46 @@ def _repmgr_pair(desired: DesiredState, store: Store, pair_name: str, cannot: st
     return inputs
 
 
+@dataclass
+class Recording:
+    """A history entry being written: what ran so far is saved as it goes (at most four times a second), so even a
+    kill -9 leaves a record of it."""
+
+    store: Store
+    entry: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    saved_at: float = 0.0
+    lock: threading.Lock = field(default_factory=threading.Lock)  # changes complete on the executor's threads
+
+    def add(self, key: str, item: str) -> None:
+        with self.lock:
+            self.summary.setdefault(key, []).append(item)
+            if time.monotonic() - self.saved_at >= 0.25:
+                self.saved_at = time.monotonic()
+                self.store.save_progress(self.entry, self.summary)
+
+
 @contextmanager
-def recorded(store: Store, pair: str, operation: str) -> Iterator[dict[str, Any]]:
+def recorded(store: Store, pair: str, operation: str) -> Iterator[Recording]:
     """One history entry for the block: `failed` with its error, `interrupted` (a signal, Ctrl-C), or `applied`;
     the block fills in the summary as it goes, so a failure still records what ran."""
-    entry = store.begin(pair, operation)
-    summary: dict[str, Any] = {}
+    rec = Recording(store=store, entry=store.begin(pair, operation))
     try:
-        yield summary
+        yield rec
     except PgaasError as exc:
-        store.finish(entry, "failed", {"error": exc.message, **summary})
+        store.finish(rec.entry, "failed", {"error": exc.message, **rec.summary})
         raise
     except BaseException:
-        store.finish(entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)", **summary})
+        store.finish(rec.entry, "interrupted", {"error": "interrupted (a signal or Ctrl-C)", **rec.summary})
         raise
-    store.finish(entry, "applied", summary)
+    store.finish(rec.entry, "applied", rec.summary)
 
 
 def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str | None) -> tuple[str, str]:
     """Planned switchover of a repmgr pair, holding the pair's lock."""
     inputs = _repmgr_pair(desired, store, pair_name, "drive repmgr there", "Give its nodes `ssh:` settings in the Pair spec.")
     with store.locked(pair_name, "switchover", desired.workspace.lock_timeout), \
-            recorded(store, pair_name, "switchover") as summary:
+            recorded(store, pair_name, "switchover") as recording:
         ssh = SshSessions(store)
         try:
             topology = inputs.topology(ssh)
@@ -364,7 +384,7 @@ def switchover_pair(desired: DesiredState, store: Store, pair_name: str, to: str
             old, new = switchover(topology, hosts, inputs.addresses, operator.bootstrap, to, inputs.synchronous)
         finally:
             ssh.close()
-        summary["operations"] = [f"{new} promoted; {old} follows it"]
+        recording.add("operations", f"{new} promoted; {old} follows it")
         return old, new
 
 
@@ -382,9 +402,9 @@ def restart_pair(desired: DesiredState, store: Store, pair_name: str, pending_on
             report = restart.prepare(pending_only)
             if report.order is None:
                 return report
-            with recorded(store, pair_name, "restart") as summary:
+            with recorded(store, pair_name, "restart") as recording:
                 restart.run(report)
-                summary.update(report.summary())
+                recording.summary.update(report.summary())
             return report
         finally:
             ssh.close()
@@ -395,11 +415,11 @@ def promote_node(desired: DesiredState, store: Store, pair_name: str, node: str)
     inputs = _repmgr_pair(desired, store, pair_name, "promote its nodes",
                           "Promote it on the server yourself, then clear synchronous_standby_names there.")
     with store.locked(pair_name, "promote", desired.workspace.lock_timeout), \
-            recorded(store, pair_name, "promote") as summary:
+            recorded(store, pair_name, "promote") as recording:
         ssh = SshSessions(store)
         try:
             reports = probe_pair(pair_name, inputs.hosts, inputs.addresses, ssh)
             promote(pair_name, reports, node, HostOperator(inputs, ssh).bootstrap)
         finally:
             ssh.close()
-        summary["operations"] = [f"node {node}: promoted by hand"]
+        recording.add("operations", f"node {node}: promoted by hand")

@@ -366,6 +366,12 @@ class Store:
             (_now(), status, json.dumps(summary, sort_keys=True), entry_id),
         )
 
+    def save_progress(self, entry_id: str, summary: dict[str, Any]) -> None:
+        """What a running entry has done so far: kept even if the process is killed before finish()."""
+        self._writing()
+        self._exec("UPDATE history SET summary = ? WHERE id = ? AND status = 'running'",
+                   (json.dumps(summary, sort_keys=True), entry_id))
+
     def history(self, pair: str | None = None, limit: int = 50) -> list[HistoryEntry]:
         """Recent entries, newest first. An entry still `running` whose process on this host is gone was
         killed: it shows (and, in a writable store, is recorded) as `interrupted`."""

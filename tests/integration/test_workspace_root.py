@@ -376,3 +376,23 @@ def test_an_unfinished_apply_is_confirmed_by_the_next_one(ws: Workspace) -> None
     objects = {o["address"]: o for o in json.loads(ws.run("state", "list", "--json").stdout)}
     assert objects["role.main.halfway"]["pending"] is False and objects["role.main.halfway"]["origin"] == "created"
     ws.assert_converged()
+
+
+def test_a_killed_apply_leaves_a_record_of_what_it_did(rooted: Workspace) -> None:
+    rooted.write("many.yaml", "---\n".join(ROLE.format(name=f"bulk{i}", extra="") for i in range(1000)))
+    rooted.run("init", str(rooted.specs))
+    env = {**os.environ, ADMIN_PASSWORD_ENV: rooted.server.admin_password}
+    env.pop("PGAASCTL_STORE", None)
+    process = subprocess.Popen([PGAASCTL, "apply", str(rooted.specs), "--auto-approve"], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: rooted.sql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'bulk%'")[0][0] >= 50
+                   or process.poll() is not None, 60, "the apply to create roles")
+    finally:
+        process.kill()
+        process.wait()
+    [entry] = [e for e in json.loads(rooted.run("history", str(rooted.specs), "--json").stdout) if e["operation"] == "apply"]
+    made = rooted.sql("SELECT count(*) FROM pg_roles WHERE rolname LIKE 'bulk%'")[0][0]
+    if made < 1000:  # killed midway (a fast machine may finish first)
+        assert entry["status"] == "interrupted", entry
+        assert 0 < len(entry["summary"].get("changes", [])) <= made, (entry["summary"], made)
