@@ -92,10 +92,24 @@ def locate(path: Path) -> WorkspaceLocation:
     return WorkspaceLocation(root=file.parent, spec_dir=file.parent, part=path, workspace_file=file, spec=spec)
 
 
+def _shared_roots() -> set[Path]:
+    """Directories that hold unrelated things: a stray workspace.yaml there must never capture specs below."""
+    roots = {Path("/"), Path("/tmp"), Path("/var/tmp"), Path("/dev/shm")}
+    try:
+        roots.add(Path.home())
+    except RuntimeError:
+        pass
+    return roots
+
+
 def _workspace_above(start: Path) -> tuple[Path, WorkspaceSpec] | None:
-    """The Workspace document in `start` or the nearest directory above it (stopping at a git repository's
-    top), looking only at the YAML files directly in each directory."""
+    """The Workspace document in `start` or the nearest directory above it, looking only at the YAML files
+    directly in each directory; the search stops at a git repository's top and never looks in /, the home
+    directory or a temporary directory."""
+    shared = _shared_roots()
     for directory in (start, *start.parents):
+        if directory in shared:
+            return None
         try:
             files = sorted(p for p in directory.iterdir()
                            if p.suffix.lower() in _YAML and p.is_file() and not p.name.startswith("."))
