@@ -154,7 +154,6 @@ def init(path: PathArg = workspace.DEFAULT_SPECS, store: StoreOpt = None) -> Non
         loaded = workspace.load(path)
         setting = loaded.location.store(store)
         st = _open(loaded, store, "create")
-        st.close()
         out.print(f"State store ready: {_escape(st.where)} ({setting.source}). Workspace root: {loaded.location.root}")
 
     run(action)
@@ -185,19 +184,16 @@ def plan(
     def action() -> Plan:
         loaded = workspace.load(path)
         st = _open(loaded, store, "read")
-        try:
-            work = workspace.plan_specs(loaded.desired, loaded.spec_dir, st, destroy=destroy,
-                                        targets=loaded.targets(target))
-            work.close()
-            if out_file is not None:
-                key = st.plan_key()
-                if key is None:
-                    raise PgaasError("this state store predates saved plans' checksums",
-                                     "Run `pgaasctl init` once to upgrade it, then plan again.")
-                save_plan(work.plan, out_file, key)
-            return work.plan
-        finally:
-            st.close()
+        work = workspace.plan_specs(loaded.desired, loaded.spec_dir, st, destroy=destroy,
+                                    targets=loaded.targets(target))
+        work.close()
+        if out_file is not None:
+            key = st.plan_key()
+            if key is None:
+                raise PgaasError("this state store predates saved plans' checksums",
+                                 "Run `pgaasctl init` once to upgrade it, then plan again.")
+            save_plan(work.plan, out_file, key)
+        return work.plan
 
     result = run(action)
     if as_json:
@@ -432,10 +428,7 @@ def status(
     def action() -> list[PairStatus]:
         loaded = workspace.load(path)
         st = _open(loaded, store, "read")
-        try:
-            return all_status(loaded.desired, st, loaded.pairs_in_scope(), loaded.location.local_dir().source)
-        finally:
-            st.close()
+        return all_status(loaded.desired, st, loaded.pairs_in_scope(), loaded.location.local_dir().source)
 
     pairs = run(action)
     exit_code = 1 if any(p.error for p in pairs) else 2 if any(p.degraded for p in pairs) else 0
@@ -481,10 +474,7 @@ def connection(
         if pair not in desired.pairs:
             raise PgaasError(f"pair {pair!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
         st = _open(loaded, store, "read")
-        try:
-            return connection_uri(desired.pairs[pair], desired, st, database, role)
-        finally:
-            st.close()
+        return connection_uri(desired.pairs[pair], desired, st, database, role)
 
     print(run(action))
 
@@ -532,10 +522,7 @@ def state_list(path: PathArg = workspace.DEFAULT_SPECS, as_json: JsonOpt = False
 
     def action() -> list[dict[str, Any]]:
         st = _open(workspace.load(path), store, "read")
-        try:
-            return [m.model_dump(exclude={"attributes"}) for m in st.managed().values()]
-        finally:
-            st.close()
+        return [m.model_dump(exclude={"attributes"}) for m in st.managed().values()]
 
     objects = run(action)
     if as_json:
@@ -555,10 +542,7 @@ def state_show(
 
     def action() -> dict[str, Any]:
         st = _open(workspace.load(path), store, "read")
-        try:
-            managed = st.managed().get(address)
-        finally:
-            st.close()
+        managed = st.managed().get(address)
         if managed is None:
             raise PgaasError(f"{address} is not in the state", "See the managed addresses with `pgaasctl state list`.")
         return managed.model_dump()
@@ -602,14 +586,11 @@ def history(
     def action() -> list[dict[str, Any]]:
         loaded = workspace.load(path)
         st = _open(loaded, store, "read")
-        try:
-            entries = [e.model_dump() for e in st.history(pair)]
-            if pair is not None and not entries and pair not in loaded.desired.pairs and pair not in st.pairs():
-                raise PgaasError(f"pair {pair!r} is not declared in {loaded.spec_dir} and has no history",
-                                 f"Pairs: {', '.join(sorted(loaded.desired.pairs)) or 'none'}.")
-            return entries
-        finally:
-            st.close()
+        entries = [e.model_dump() for e in st.history(pair)]
+        if pair is not None and not entries and pair not in loaded.desired.pairs and pair not in st.pairs():
+            raise PgaasError(f"pair {pair!r} is not declared in {loaded.spec_dir} and has no history",
+                             f"Pairs: {', '.join(sorted(loaded.desired.pairs)) or 'none'}.")
+        return entries
 
     entries = run(action)
     if as_json:

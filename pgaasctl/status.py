@@ -74,11 +74,12 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             status.degraded = True
             return status
         try:
-            status.nodes = _nodes(state, topology)
+            pending, paused = _node_facts(state)
+            status.nodes = _nodes(state, topology, pending)
             status.warnings = topology.warnings if topology is not None else state.warnings
             status.warnings = status.warnings + _pending_warnings(pair.name, status.nodes, inputs.uses_ssh)
             problems = (_failover_off(pair.name, status.nodes) + _stalled_commits(pair.name, state)
-                        + _paused_replay(pair.name, state))
+                        + _paused_replay(pair.name, paused))
             status.warnings = status.warnings + problems
             # a pair declared with one node is what it was asked to be: warned (not fault tolerant), not degraded
             status.degraded = any("degraded" in w for w in status.warnings) or bool(problems)
@@ -89,9 +90,8 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
     return status
 
 
-def _nodes(state: PairState, topology: Topology | None) -> list[NodeStatus]:
+def _nodes(state: PairState, topology: Topology | None, pending: dict[str, list[str]]) -> list[NodeStatus]:
     lag = {row[0]: (row[1], row[2]) for row in state.connection.execute(LAG_SQL).fetchall()}
-    pending = _pending_restart(state)
     processes = {r.name: r.repmgrd_process for r in topology.nodes} if topology is not None else {}
     out = []
     for node in state.nodes:
@@ -110,20 +110,23 @@ def _nodes(state: PairState, topology: Topology | None) -> list[NodeStatus]:
     return out
 
 
-def _pending_restart(state: PairState) -> dict[str, list[str]]:
-    """Per node that answers, the parameters waiting for its restart (one query; a new session per standby)."""
-    out: dict[str, list[str]] = {}
+def _node_facts(state: PairState) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """Per node that answers, the parameters waiting for its restart; per standby, whether its replay is paused.
+    One session per standby for both."""
+    pending: dict[str, list[str]] = {}
+    paused: dict[str, str] = {}
     try:
-        out[state.primary.name] = [p.name for p in pending_on(state.connection)]
+        pending[state.primary.name] = [p.name for p in pending_on(state.connection)]
     except psycopg.Error:
         pass  # an admin user that may not read pg_file_settings: nothing to show
     for node in state.standbys:
         try:
             with connect(node.address) as conn:
-                out[node.name] = [p.name for p in pending_on(conn)]
+                paused[node.name] = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0]  # type: ignore[index]
+                pending[node.name] = [p.name for p in pending_on(conn)]
         except (PgaasError, psycopg.Error):
             continue  # it stopped answering since discovery: its role says what it is
-    return out
+    return pending, paused
 
 
 STALL_SECONDS = 1.0  # a commit waiting this long for the synchronous standby means replication is stalled
@@ -134,20 +137,12 @@ def _failover_off(pair: str, nodes: list[NodeStatus]) -> list[str]:
             for n in nodes if n.repmgrd is False and n.role in ("primary", "standby")]
 
 
-def _paused_replay(pair: str, state: PairState) -> list[str]:
+def _paused_replay(pair: str, paused: dict[str, str]) -> list[str]:
     """A standby whose replay paused (PostgreSQL pauses it when the primary's WAL asks for more of a hot-standby
     parameter than the standby runs): it still looks streaming, but it falls behind and cannot be promoted."""
-    out = []
-    for node in state.standbys:
-        try:
-            with connect(node.address) as conn:
-                paused = conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0]  # type: ignore[index]
-        except (PgaasError, psycopg.Error):
-            continue
-        if paused != "not paused":
-            out.append(f"pair {pair!r} is degraded: replay is {paused} on standby {node.name} (its log says why; a "
-                       "hot-standby setting lower than the primary's needs the standby restarted)")
-    return out
+    return [f"pair {pair!r} is degraded: replay is {state} on standby {node} (its log says why; a hot-standby "
+            "setting lower than the primary's needs the standby restarted)"
+            for node, state in sorted(paused.items()) if state != "not paused"]
 
 
 def _stalled_commits(pair: str, state: PairState) -> list[str]:

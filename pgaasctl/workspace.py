@@ -74,10 +74,7 @@ class LoadedWorkspace:
         return [t.rstrip(".") for t in given] if given else self.part_addresses
 
     def pairs_in_scope(self) -> list[DesiredPair]:
-        if self.part_addresses is None:
-            return list(self.desired.pairs.values())
-        named = {a.split(".")[1] for a in self.part_addresses}
-        return [p for name, p in sorted(self.desired.pairs.items()) if name in named]
+        return pairs_targeted(self.desired, self.part_addresses)
 
 
 def load(path: Path) -> LoadedWorkspace:
