@@ -27,7 +27,7 @@ from pgaasctl.errors import LockHeld, PgaasError
 class StoreMissing(PgaasError):
     """A command that needs an existing state store found none."""
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"  # 2: origins and intents; 3: node ids and where local pairs were made
 DDL = [
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS pairs (
@@ -131,10 +131,14 @@ class Store:
         self._lock = threading.Lock()
         self._pinned_in_memory: dict[str, str] = {}  # host keys met by a reading command: trusted for it alone
         self.notices: list[str] = []  # things the caller should tell the user (a lock taken over...)
-        if (read_only or must_exist) and not self._has_schema():
+        version = self._schema_version()
+        if (read_only or must_exist) and version is None:
             raise StoreMissing(f"{self.where} holds no pgaasctl state",
                                "Check the store URL; a new workspace gets its store from its first `pgaasctl apply`.")
         if read_only:
+            if version is not None and int(version) < int(SCHEMA_VERSION):  # a reading command may not upgrade it
+                raise PgaasError(f"the state store {self.where} was written by an older pgaasctl",
+                                 "Run `pgaasctl init` once: it adds what this version keeps and changes nothing else.")
             return
         for statement in DDL:
             self._exec(statement)
@@ -151,11 +155,12 @@ class Store:
         rows = self._exec("SELECT value FROM meta WHERE key = 'plan_key'")
         return bytes.fromhex(rows[0][0]) if rows else None
 
-    def _has_schema(self) -> bool:
+    def _schema_version(self) -> str | None:
         try:
-            return bool(self._exec("SELECT value FROM meta WHERE key = 'schema_version'"))
-        except (sqlite3.Error, psycopg.Error):
-            return False
+            rows = self._exec("SELECT value FROM meta WHERE key = 'schema_version'")
+        except PgaasError:
+            return None  # no meta table: not a pgaasctl store (yet)
+        return rows[0][0] if rows else None
 
     def _columns(self, table: str) -> set[str]:
         with self._lock:
@@ -179,7 +184,7 @@ class Store:
     def _exec(self, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         if self._placeholder != "?":
             query = query.replace("?", self._placeholder)
-        with self._lock:  # apply records from several threads
+        with self._lock, self._errors():  # apply records from several threads
             cur = self._conn.execute(query, params)
             try:
                 rows = cur.fetchall() if cur.description else []
@@ -187,10 +192,18 @@ class Store:
                 cur.close()
         return [tuple(r) for r in rows]
 
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """A failing store is reported as such, never as a traceback."""
+        try:
+            yield
+        except (sqlite3.Error, psycopg.Error) as exc:
+            raise PgaasError(f"the state store {self.where} failed: {_first_line(exc)}") from None
+
     def _count(self, query: str, params: tuple[Any, ...]) -> int:
         if self._placeholder != "?":
             query = query.replace("?", self._placeholder)
-        with self._lock:
+        with self._lock, self._errors():
             cur = self._conn.execute(query, params)
             n = cur.rowcount
             cur.close()

@@ -264,3 +264,24 @@ def test_password_quoted_back_by_libpq_is_redacted():
     with pytest.raises(_Error) as raised:
         _open("postgresql://bob:TopSecret99@[::1/db")
     assert "TopSecret99" not in str(raised.value)
+
+
+def test_a_store_from_an_older_pgaasctl_is_named_as_such_by_reading_commands(tmp_path: Path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    s = open_store(url)
+    s._exec("DROP TABLE local_dirs")
+    s._exec("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    s.close()
+    with pytest.raises(PgaasError) as info:
+        open_store(url, mode="read")
+    assert "written by an older pgaasctl" in str(info.value) and "pgaasctl init" in str(info.value)
+    open_store(url, mode="create").close()  # what init does: adds what is missing
+    again = open_store(url, mode="read")
+    assert again.local_root("p") is None
+    again.close()
+
+
+def test_a_failing_store_is_an_error_not_a_traceback(store: Store):
+    with pytest.raises(PgaasError) as info:
+        store._exec("SELECT nothing FROM nowhere")
+    assert "the state store" in str(info.value) and "failed" in str(info.value)
