@@ -443,13 +443,17 @@ def status(
         if pair.error:
             out.print(f"  {_escape(pair.error)}")
             continue
-        table = Table("node", "address", "role", "replication", "lag", "repmgrd", "pending restart", box=None,
-                      pad_edge=False)
+        with_vip = any(node.virtual_ip is not None for node in pair.nodes)
+        columns = ["node", "address", "role", "replication", "lag", "repmgrd", "guard"] + (["virtual IP"] if with_vip else [])
+        table = Table(*columns, "pending restart", box=None, pad_edge=False)
         for node in pair.nodes:
             lag = "" if node.lag_seconds is None else f"{node.lag_seconds:.3f}s / {node.lag_bytes or 0} B"
             repmgrd = "" if node.repmgrd is None else ("running" if node.repmgrd else "[red]stopped[/red]")
+            guard = "" if node.guard is None else ("[red]fenced[/red]" if node.fenced and node.role != "standby" else
+                                                   "running" if node.guard else "[red]stopped[/red]")
+            vip = ["holds it" if node.virtual_ip else ""] if with_vip else []
             pending = f"[yellow]{', '.join(node.pending_restart)}[/yellow]" if node.pending_restart else ""
-            table.add_row(node.name, node.address, node.role, node.replication or "", lag, repmgrd, pending)
+            table.add_row(node.name, node.address, node.role, node.replication or "", lag, repmgrd, guard, *vip, pending)
         out.print(table)
         for warning in pair.warnings:
             out.print(f"  [yellow]warning:[/yellow] {_escape(warning)}")

@@ -35,6 +35,9 @@ class NodeStatus(BaseModel):
     lag_seconds: float | None = None
     lag_bytes: int | None = None
     repmgrd: bool | None = None
+    guard: bool | None = None  # the fencing guard runs (None: not a node pgaasctl bootstrapped)
+    fenced: str | None = None  # the guard fenced this node: why and when
+    virtual_ip: bool | None = None  # holds the pair's virtual IP (None: the pair has none)
     pending_restart: list[str] = []  # parameters whose configuration differs from what the node runs
 
 
@@ -69,8 +72,9 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             state = inputs.sql_state()
         if state is None:
             assert topology is not None
-            status.nodes = [NodeStatus(name=r.name, address=r.host.address, role=r.role) for r in topology.nodes]
-            status.warnings = topology.warnings
+            status.nodes = [NodeStatus(name=r.name, address=r.host.address, role=r.role, repmgrd=r.repmgrd_process,
+                                       guard=r.guard_process, fenced=r.fenced) for r in topology.nodes]
+            status.warnings = topology.warnings + _fenced(pair.name, status.nodes)
             status.degraded = True
             return status
         try:
@@ -78,7 +82,8 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             status.nodes = _nodes(state, topology, pending)
             status.warnings = topology.warnings if topology is not None else state.warnings
             status.warnings = status.warnings + _pending_warnings(pair.name, status.nodes, inputs.uses_ssh)
-            problems = (_failover_off(pair.name, status.nodes) + _stalled_commits(pair.name, state)
+            problems = (_failover_off(pair.name, status.nodes) + _fencing_off(pair.name, status.nodes)
+                        + _fenced(pair.name, status.nodes) + _stalled_commits(pair.name, state)
                         + _paused_replay(pair.name, paused))
             status.warnings = status.warnings + problems
             # a pair declared with one node is what it was asked to be: warned (not fault tolerant), not degraded
@@ -92,7 +97,7 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
 
 def _nodes(state: PairState, topology: Topology | None, pending: dict[str, list[str]]) -> list[NodeStatus]:
     lag = {row[0]: (row[1], row[2]) for row in state.connection.execute(LAG_SQL).fetchall()}
-    processes = {r.name: r.repmgrd_process for r in topology.nodes} if topology is not None else {}
+    reports = {r.name: r for r in topology.nodes} if topology is not None else {}
     out = []
     for node in state.nodes:
         role = node.role
@@ -105,7 +110,10 @@ def _nodes(state: PairState, topology: Topology | None, pending: dict[str, list[
             name=node.name, address=f"{node.address.host}:{node.address.port}" if node.address.host else "", role=role,
             replication=node.replication if node.role == "standby" else None,
             lag_seconds=seconds if node.role == "standby" else None, lag_bytes=size if node.role == "standby" else None,
-            repmgrd=processes.get(node.name), pending_restart=pending.get(node.name, []),
+            repmgrd=reports[node.name].repmgrd_process if node.name in reports else None,
+            guard=reports[node.name].guard_process if node.name in reports else None,
+            fenced=reports[node.name].fenced if node.name in reports else None,
+            pending_restart=pending.get(node.name, []),
         ))
     return out
 
@@ -135,6 +143,16 @@ STALL_SECONDS = 1.0  # a commit waiting this long for the synchronous standby me
 def _failover_off(pair: str, nodes: list[NodeStatus]) -> list[str]:
     return [f"pair {pair!r} is degraded: automatic failover is off on {n.name}: repmgrd is not running"
             for n in nodes if n.repmgrd is False and n.role in ("primary", "standby")]
+
+
+def _fencing_off(pair: str, nodes: list[NodeStatus]) -> list[str]:
+    return [f"pair {pair!r} is degraded: fencing is off on {n.name}: its guard is not running, so a stale primary there "
+            "would not be stopped" for n in nodes if n.guard is False and n.role in ("primary", "standby")]
+
+
+def _fenced(pair: str, nodes: list[NodeStatus]) -> list[str]:
+    return [f"pair {pair!r} is degraded: {n.name} was fenced: {n.fenced}" for n in nodes
+            if n.fenced and n.role != "standby"]
 
 
 def _paused_replay(pair: str, paused: dict[str, str]) -> list[str]:

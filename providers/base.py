@@ -42,6 +42,7 @@ class Host(BaseModel):
     layout: HostLayout | None = None  # known when pgaasctl bootstraps the host itself
     exists: bool = True  # False: declared but not created yet
     running: bool = True  # False: the host exists but its sshd is not running (local: after a reboot)
+    namespace: str | None = None  # local, namespace network: the node's network namespace (it holds only its addresses)
 
     @property
     def label(self) -> str:

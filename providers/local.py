@@ -1,4 +1,10 @@
-"""provider: local — each node is a loopback address on this machine with its own sshd and PostgreSQL.
+"""provider: local — each node is a host on this machine with its own sshd and PostgreSQL.
+
+Two networks (Workspace spec.network):
+  namespaces  (root; the default then) each node in its own network namespace on a bridge of the workspace
+              subnet (providers/netns.py); sshd on port 22 of the node's address. A virtual IP works here.
+  loopback    (anyone) each node a loopback address (local_addresses) with sshd on port 2222. No virtual IP.
+A node keeps the network it was made on: its recorded address says which.
 
 Layout of a node, under Workspace.local_dir/PAIR/NODE:
   ssh/      sshd_config, the host key, authorized_keys, sshd.pid (owned by the invoking user)
@@ -28,11 +34,13 @@ from pgaasctl.errors import PgaasError
 from pgaasctl.spec.models import LocalPairSpec, PairDoc, WorkspaceSpec
 from pgaasctl.store import Store
 from providers.base import Host, HostLayout
+from providers.netns import NamespaceNetwork, namespace_exists, namespace_pids
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 SSHD = "/usr/sbin/sshd"
 PG_PORT = 5432
-SSH_PORT = 2222
+SSH_PORT = 2222  # loopback nodes; namespace nodes use 22
+NAMESPACE_SSH_PORT = 22
 START_TIMEOUT = 15.0
 
 
@@ -50,6 +58,17 @@ class LocalProvider:
         first, last = (ipaddress.IPv4Address(p.strip()) for p in workspace.local_addresses.split("-"))
         self.candidates = [str(ipaddress.IPv4Address(i)) for i in range(int(first), int(last) + 1)]
         self.os_user = server_os_user()
+        self.network = workspace.network if workspace.network != "auto" else (
+            "namespaces" if os.geteuid() == 0 else "loopback")
+        self.net = NamespaceNetwork(workspace.subnet_network)
+
+    @staticmethod
+    def in_namespace(address: str) -> bool:
+        """A node made on the namespace network (its address is not a loopback one)."""
+        return bool(address) and not ipaddress.IPv4Address(address).is_loopback
+
+    def namespace_of(self, address: str) -> str | None:
+        return self.net.namespace(address) if self.in_namespace(address) else None
 
     # -- paths: a pair's nodes stay under the local_dir they were made in, whatever local_dir says later
     def pair_root(self, pair: str) -> Path:
@@ -114,6 +133,7 @@ class LocalProvider:
             pair=pair, node=node, address=address, pg_port=PG_PORT, ssh_port=ssh_port,
             ssh_user=self.os_user, key_file=str(self.key_file(pair)), repmgr_conf=layout.repmgr_conf, bin_dir=PG_BIN,
             layout=layout, exists=exists, running=exists and self._sshd_running(pair, node),
+            namespace=self.namespace_of(address),
         )
 
     def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:
@@ -127,12 +147,32 @@ class LocalProvider:
         self._check_prerequisites(root)
         self._ensure_client_key(name)
         self.store.record_local_root(name, str(root))
+        assert isinstance(pair.spec, LocalPairSpec)
+        vip = str(pair.spec.virtual_ip) if pair.spec.virtual_ip else None
+        if vip and self.network != "namespaces":
+            raise PgaasError(f"pair {name}: a virtual IP needs the namespace network, and this workspace uses loopback "
+                             "addresses", "Run pgaasctl as root (Workspace spec.network: namespaces), or remove virtual_ip.")
         for node in nodes:
             self._refuse_node_in_use(name, node)
-            address = self._claim_address(name, node)
+            address = self._claim_address(name, node, avoid={vip} if vip else set())
             self._make_node(name, node, address)
             self._start_sshd(name, node, address)
+        self._refuse_blocked_bridge(name)
         return [h for h in self.hosts(pair) if h.node in nodes]
+
+    def _refuse_blocked_bridge(self, pair: str) -> None:
+        """Two namespace nodes that cannot reach each other's sshd: the bridge drops their traffic."""
+        addresses = sorted(a for a in self.store.local_addresses(pair) if self.in_namespace(a))
+        if len(addresses) < 2:
+            return
+        if not self.net.reachable(addresses[0], addresses[1], NAMESPACE_SSH_PORT):
+            raise PgaasError(
+                f"pair {pair}: node {addresses[0]} cannot reach node {addresses[1]} across bridge {self.net.bridge}: "
+                "something on this machine drops bridged traffic (a FORWARD DROP firewall policy, as Docker sets, "
+                "with net.bridge.bridge-nf-call-iptables=1)",
+                f"Allow it: iptables -I FORWARD -i {self.net.bridge} -o {self.net.bridge} -j ACCEPT "
+                "(or sysctl -w net.bridge.bridge-nf-call-iptables=0), then run apply again.",
+            )
 
     def start_hosts(self, pair: PairDoc, nodes: list[str]) -> None:
         claimed = {n: a for a, (_, n, _) in self.store.local_addresses(pair.metadata.name).items()}
@@ -155,8 +195,14 @@ class LocalProvider:
         shutil.rmtree(self.node_dir(name, node), ignore_errors=True)
         for address, (_, claimed_node, ssh_port) in self.store.local_addresses(name).items():
             if claimed_node == node:
+                if self.in_namespace(address):
+                    self.net.remove_node(address)
                 self.store.forget_host_key(f"{address}:{ssh_port}")
                 self.store.release_local_address(address)
+        if self.network == "namespaces" or any(self.in_namespace(a) for a in self.store.local_addresses()):
+            if not any(self.in_namespace(a) and ipaddress.IPv4Address(a) in self.net.subnet
+                       for a in self.store.local_addresses()):
+                self.net.remove_bridge_if_unused()
 
     # -- creation
     def _check_prerequisites(self, root: Path) -> None:
@@ -211,9 +257,12 @@ class LocalProvider:
                 "Use the workspace (and state store) that created it, or move the directory away if it is not needed.",
             )
 
-    def _claim_address(self, pair: str, node: str) -> str:
-        for address, (p, n, _) in self.store.local_addresses(pair).items():
+    def _claim_address(self, pair: str, node: str, avoid: set[str]) -> str:
+        for address, (p, n, port) in self.store.local_addresses(pair).items():
             if (p, n) == (pair, node):
+                if self.in_namespace(address):
+                    self._refuse_busy_namespace(pair, node, address)
+                    return address
                 for port in (SSH_PORT, PG_PORT):
                     holder = _listener(address, port)
                     if holder is not None:
@@ -223,13 +272,31 @@ class LocalProvider:
                             "Stop that process, or release the address with `pgaasctl destroy` of the pair that holds it.",
                         )
                 return address
-        taken = set(self.store.local_addresses())
+        taken = set(self.store.local_addresses()) | avoid
+        if self.network == "namespaces":
+            self.net.ensure_bridge()  # refuses a subnet the machine routes elsewhere, before any address is taken
+            for address in self.net.node_addresses():
+                if address in taken or namespace_exists(self.net.namespace(address)) or not _free(address, SSH_PORT):
+                    continue
+                if self.store.claim_local_address(address, pair, node, NAMESPACE_SSH_PORT):
+                    return address
+            raise PgaasError(f"no free address left in Workspace subnet {self.net.subnet} for node {node} of pair {pair}")
         for address in self.candidates:
             if address in taken or not _free(address, PG_PORT) or not _free(address, SSH_PORT):
                 continue
             if self.store.claim_local_address(address, pair, node, SSH_PORT):
                 return address
         raise PgaasError(f"no free loopback address left in Workspace local_addresses for node {node} of pair {pair}")
+
+    def _refuse_busy_namespace(self, pair: str, node: str, address: str) -> None:
+        namespace = self.net.namespace(address)
+        busy = [pid for pid in namespace_pids(namespace) if pid != os.getpid()] if namespace_exists(namespace) else []
+        if busy and not self._sshd_running(pair, node):
+            raise PgaasError(
+                f"node {node} of pair {pair}: its namespace {namespace} runs {_describe_process(busy[0])}; "
+                "pgaasctl will not create a host there",
+                f"Stop that process (ip netns pids {namespace} lists them), or destroy the pair that holds it.",
+            )
 
     def _make_node(self, pair: str, node: str, address: str) -> None:
         base = self.node_dir(pair, node)
@@ -243,8 +310,9 @@ class LocalProvider:
         if not host_key.exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
         (ssh / "authorized_keys").write_text(Path(f"{self.key_file(pair)}.pub").read_text())
+        ssh_port = NAMESPACE_SSH_PORT if self.in_namespace(address) else SSH_PORT
         (ssh / "sshd_config").write_text("\n".join([
-            f"ListenAddress {address}:{SSH_PORT}",
+            f"ListenAddress {address}:{ssh_port}",
             f"HostKey {host_key}",
             f"PidFile {ssh / 'sshd.pid'}",
             f"AuthorizedKeysFile {ssh / 'authorized_keys'}",
@@ -284,16 +352,21 @@ class LocalProvider:
         if self._sshd_running(pair, node):
             return
         ssh = self.node_dir(pair, node) / "ssh"
-        result = subprocess.run([SSHD, "-f", str(ssh / "sshd_config"), "-E", str(ssh / "sshd.log")],
+        prefix: list[str] = []
+        port = SSH_PORT
+        if self.in_namespace(address):
+            self.net.ensure_node(address)  # again after a reboot, which takes namespaces and bridges away
+            prefix, port = self.net.exec_prefix(address), NAMESPACE_SSH_PORT
+        result = subprocess.run([*prefix, SSHD, "-f", str(ssh / "sshd_config"), "-E", str(ssh / "sshd.log")],
                                 capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise PgaasError(f"node {node} of pair {pair}: sshd did not start on {address}:{SSH_PORT}: {result.stderr.strip()}")
+            raise PgaasError(f"node {node} of pair {pair}: sshd did not start on {address}:{port}: {result.stderr.strip()}")
         deadline = time.monotonic() + START_TIMEOUT
         # listening, and its pid file written (sshd daemonizes between the two): then it counts as running
-        while _free(address, SSH_PORT) or not self._sshd_running(pair, node):
+        while _free(address, port) or not self._sshd_running(pair, node):
             if time.monotonic() > deadline:
                 log = (ssh / "sshd.log").read_text()[-500:] if (ssh / "sshd.log").exists() else ""
-                raise PgaasError(f"node {node} of pair {pair}: sshd does not answer on {address}:{SSH_PORT}. {log}")
+                raise PgaasError(f"node {node} of pair {pair}: sshd does not answer on {address}:{port}. {log}")
             time.sleep(0.02)  # polling the port sshd is about to bind
 
     # -- destruction

@@ -87,6 +87,8 @@ class HostOperator:
             self.bootstrap.reconfigure_repmgr(self._host(op.node), self._node_id(op.node))
         elif op.kind == "start_repmgrd":
             self.bootstrap.start_repmgrd(self._host(op.node))
+        elif op.kind == "fence_node":
+            self.bootstrap.fence(self._host(op.node), op.detail)
         elif op.kind == "remove_node":
             remove_node(self.inputs, self.ssh, op)
         elif op.kind == "destroy_hosts":

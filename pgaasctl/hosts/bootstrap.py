@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pgaasctl.errors import ConnectionFailed, PgaasError
+from pgaasctl.hosts.guard import fenced_file, guard_log, guard_pid_file, guard_script, guard_script_path, vip_track_file
 from pgaasctl.hosts.ssh import SshSessions, SshTarget
 from pgaasctl.passwords import scram_verifier
 from pgaasctl.plan.settings import HOT_STANDBY_PARAMETERS
@@ -20,7 +21,7 @@ from providers.base import Host, HostLayout
 
 # Bumped whenever the files pgaasctl writes on a node (repmgr.conf, start.sh, promote.sh) change: nodes of
 # pairs made with older files get them rewritten by the next apply (a reconfigure_repmgr operation).
-NODE_FILES_VERSION = 2
+NODE_FILES_VERSION = 3  # 3: the fencing guard
 REPMGR_USER = "repmgr"
 REPMGR_DATABASE = "repmgr"
 LOG_LINES = 10  # lines of a node's PostgreSQL log shown when it did not start
@@ -75,7 +76,8 @@ def postgresql_conf(host: Host, layout: HostLayout) -> str:
         "data_directory": _q(layout.data_dir),
         "hba_file": _q(f"{layout.config_dir}/pg_hba.conf"),
         "ident_file": _q(f"{layout.config_dir}/pg_ident.conf"),
-        "listen_addresses": _q(host.address),
+        # a node in its own network namespace listens on all of its addresses: its own and the virtual IP
+        "listen_addresses": _q("*" if host.namespace else host.address),
         "port": str(host.pg_port),
         "unix_socket_directories": _q(layout.socket_dir),
         "unix_socket_permissions": "0700",  # local connections are trusted: the server's OS user alone
@@ -227,6 +229,8 @@ def promote_hook(host: Host, layout: HostLayout) -> str:
         "# cleared before the promotion, so the new primary never waits for the standby that just failed",
         f"{psql} -c \"ALTER SYSTEM SET synchronous_standby_names = ''\" -c 'SELECT pg_reload_conf()'",
         f"{_bin(host, 'repmgr')} -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file || exit 1",
+        "# the virtual IP may come here now (the guard keeps this file from now on)",
+        f"echo 0 >{shlex.quote(vip_track_file(layout))}",
         "# pg_rewind (PostgreSQL 15) reads the new timeline from pg_control: write it there now",
         f"{psql} -c 'CHECKPOINT'",
         "",
@@ -251,6 +255,7 @@ class Bootstrap:
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
         self.ssh.put_text(target, promote_hook(host, layout), f"{layout.config_dir}/promote.sh", 0o755)
         self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
+        self.ssh.put_text(target, guard_script(host, layout, node_id), guard_script_path(layout), 0o755)
         self.ssh.put_text(target, f"*:*:*:{REPMGR_USER}:{repmgr_password}\n", f"{layout.config_dir}/.pgpass", 0o600)
 
     def _repmgr(self, host: Host, args: str, what: str, timeout: float = 300) -> str:
@@ -367,6 +372,20 @@ class Bootstrap:
         self._raise_if_not_started(host, what, log_offset, attempted_only=True)
         raise PgaasError(f"{label}: {what} failed (exit {result.exited}):\n    {detail}")
 
+    def fence(self, host: Host, reason: str) -> None:
+        """Stop a stale primary, marking it fenced (the guard's mark, lifted once it runs as a standby)."""
+        self.refuse_frozen(host)
+        if host.layout is None:
+            self.stop_postgres(host)
+            return
+        target = target_of(host)
+        stamp = "$(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+        self.ssh.run(target, f"echo \"{stamp} fenced by pgaasctl apply: \"{shlex.quote(reason)} "
+                             f">>{shlex.quote(fenced_file(host.layout))}")
+        base = f"{_bin(host, 'pg_ctl')} -D {shlex.quote(host.layout.config_dir)} -w -t 30"
+        self.ssh.check(target, f"{base} status >/dev/null || exit 0; {base} -m fast stop || {base} -m immediate stop",
+                       "fencing: stopping PostgreSQL")
+
     def stop_postgres(self, host: Host) -> None:
         self._repmgr(host, "node service --action=stop --checkpoint", "stopping PostgreSQL")
 
@@ -431,7 +450,37 @@ class Bootstrap:
         result = self.ssh.run(target_of(host), alive_from_pid_file(pid_file))
         return result.exited == 0
 
+    def guard_running(self, host: Host) -> bool:
+        if host.layout is None:
+            return False
+        return self.ssh.run(target_of(host), alive_from_pid_file(guard_pid_file(host.layout))).exited == 0
+
+    def start_guard(self, host: Host) -> None:
+        """The fencing guard beside repmgrd (pgaasctl/hosts/guard.py), on nodes pgaasctl bootstrapped."""
+        layout = host.layout
+        if layout is None or self.guard_running(host):
+            return
+        target = target_of(host)
+        script, pid_file = shlex.quote(guard_script_path(layout)), guard_pid_file(layout)
+        # the redirections on the background command itself: nothing may hold the SSH channel open
+        self.ssh.check(target, f"test -x {script} || exit 1; setsid -f {script} >>{shlex.quote(guard_log(layout))} 2>&1 "
+                               "</dev/null", "starting the fencing guard")
+        waited = self.ssh.run(target, f"for i in $(seq 100); do if {alive_from_pid_file(pid_file)}; then exit 0; fi; "
+                                      "sleep 0.05; done; exit 1")
+        if waited.exited != 0:
+            raise PgaasError(f"{target.label}: the fencing guard did not start; see {guard_log(layout)}")
+
+    def stop_guard(self, host: Host) -> None:
+        if host.layout is None:
+            return
+        pid_file = shlex.quote(guard_pid_file(host.layout))
+        self.ssh.run(target_of(host), f"kill $(cat {pid_file}) 2>/dev/null; for i in $(seq 100); do "
+                                      f"kill -0 $(cat {pid_file} 2>/dev/null) 2>/dev/null || break; sleep 0.05; done; "
+                                      f"rm -f {pid_file}")
+
     def start_repmgrd(self, host: Host) -> None:
+        """repmgrd and, beside it, the fencing guard: whichever of them is not running."""
+        self.start_guard(host)
         if self.repmgrd_running(host):
             return
         if host.layout is not None:
@@ -459,6 +508,8 @@ class Bootstrap:
         self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
         self.ssh.put_text(target, promote_hook(host, layout), f"{layout.config_dir}/promote.sh", 0o755)
+        self.ssh.put_text(target, guard_script(host, layout, node_id), guard_script_path(layout), 0o755)
+        self.stop_guard(host)  # the next start runs the new script
         self.restart_repmgrd(host)
 
     def restart_repmgrd(self, host: Host) -> None:

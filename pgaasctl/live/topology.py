@@ -16,9 +16,11 @@ import psycopg
 
 from pgaasctl.errors import ConnectionFailed, PgaasError, PlanError
 from pgaasctl.hosts.bootstrap import REPMGR_DATABASE, alive_from_pid_file, repmgr_env, target_of
+from pgaasctl.hosts.guard import fenced_file, guard_pid_file
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.connect import NodeAddress, connect
 from pgaasctl.live.discovery import NodeState, PairState, probe_node, read_replication
+from pgaasctl.live.split_brain import read_primary, settle
 from pgaasctl.plan.model import HostOperation
 from providers.base import Host
 
@@ -47,6 +49,8 @@ class NodeReport:
     has_data: bool | None = None
     standby_signal: bool | None = None
     repmgrd_process: bool | None = None  # from the pid file, where pgaasctl knows the layout
+    guard_process: bool | None = None  # the fencing guard; None where pgaasctl did not bootstrap the node
+    fenced: str | None = None  # why the guard fenced this node (its `fenced` file), if it did
     files_timeline: int | None = None  # the newest timeline the data directory's pg_wal has a history file of
     repmgr_error: str | None = None  # why `repmgr service status` failed on this node
     connection: psycopg.Connection | None = field(default=None, repr=False)
@@ -102,8 +106,10 @@ def _probe_script(host: Host) -> str:
     if host.layout:
         data = shlex.quote(host.layout.data_dir)
         lines.append(f"if {alive_from_pid_file(host.layout.socket_dir + '/repmgrd.pid')}; then rd=repmgrd; else rd=; fi")
+        lines.append(f"if {alive_from_pid_file(guard_pid_file(host.layout))}; then gd=guard; else gd=; fi")
         lines.append(f"echo \"@files $(test -f {data}/PG_VERSION && echo data) $(test -f {data}/standby.signal && echo signal)"
-                     f" $rd\"")
+                     f" $rd $gd\"")
+        lines.append(f"echo \"@fenced $(tail -n 1 {shlex.quote(fenced_file(host.layout))} 2>/dev/null)\"")
         lines.append(f"echo \"@timeline $({history_listing(host.layout.data_dir)})\"")
     else:
         pattern = shlex.quote(f"repmgrd.*{re.escape(host.repmgr_conf or 'repmgr.conf')}")
@@ -133,6 +139,10 @@ def _parse_probe(report: NodeReport, text: str) -> None:
             if report.host.layout is not None:
                 report.has_data, report.standby_signal = "data" in words, "signal" in words
             report.repmgrd_process = "repmgrd" in words
+            if report.host.layout is not None:
+                report.guard_process = "guard" in words
+        elif line.startswith("@fenced"):
+            report.fenced = line.removeprefix("@fenced").strip() or None
         elif line.startswith("@exit="):
             code = int(line.removeprefix("@exit="))
             if code not in (0, REPMGR_EXIT_NODE_DOWN):
@@ -321,11 +331,21 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
                              "Install the postgresql-15-repmgr package on it.")
     primaries = [r for r in reports if r.role == "primary"]
     claims = "; ".join(_describe(r) for r in reports)
+    settled: set[str] = set()
     if len(primaries) > 1:
-        raise PlanError(
-            f"pair {pair!r}: split brain, more than one node claims to be primary: {claims}",
-            "pgaasctl will not write to either. " + _newest_hint(primaries),
-        )
+        verdict = settle(pair, [read_primary(r.name, r.host.label, r.sql.timeline if r.sql else None, r.connection)
+                                for r in primaries])
+        stale = next(r for r in primaries if r.name == verdict.stale.name)
+        keep = next(r for r in primaries if r.name == verdict.keep.name)
+        topo.operations += [
+            HostOperation(kind="fence_node", node=stale.name, peer=keep.name,
+                          detail=f"fence it: stop PostgreSQL ({verdict.explanation()})"),
+            HostOperation(kind="rejoin", node=stale.name, peer=keep.name,
+                          detail=f"rejoin as a standby of {keep.name} (repmgr node rejoin --force-rewind)"),
+        ]
+        topo.warnings.append(f"pair {pair!r} is degraded: split brain settled by evidence: {verdict.explanation()}")
+        settled.add(stale.name)
+        primaries = [keep]
     for report in reports:
         if report.role in ("primary", "standby") and report.repmgr_error and not report.ssh_down:
             raise PlanError(
@@ -352,8 +372,11 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
         return _without_primary(topo, claims, can_create)
 
     primary = primaries[0]
+    newer_down = _newer_down(reports, primary)
+    if newer_down is not None:
+        return _start_newer(topo, newer_down, primary)
     for report in reports:
-        if report is primary:
+        if report is primary or report.name in settled:
             continue
         if report.role == "missing":
             _require(can_create, pair, report, "is missing")
@@ -403,10 +426,11 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
             topo.warnings.append(f"pair {pair!r} is degraded: {why}")
             continue
         fixed = any(op.node == report.name for op in topo.operations)
-        if report.role in ("primary", "standby") and not fixed and not _repmgrd_runs(report, registered):
-            topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
+        services_down = not _repmgrd_runs(report, registered) or report.guard_process is False
+        if report.role in ("primary", "standby") and not fixed and services_down:
+            topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail=_services_detail(report)))
         elif fixed:
-            topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
+            topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail=_services_detail(report)))
 
     for report in reports:
         if report.connection is not None and report is not primary:
@@ -426,15 +450,36 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
     return topo
 
 
-def _newest_hint(primaries: list[NodeReport]) -> str:
-    """Which of two primaries holds the latest commits: the one promoted last is on the newest timeline."""
-    timelines = {r.name: r.sql.timeline for r in primaries if r.sql is not None and r.sql.timeline is not None}
-    if len(timelines) == len(primaries) and len(set(timelines.values())) == len(timelines):
-        newest = max(timelines, key=lambda n: timelines[n])
-        stale = ", ".join(sorted(n for n in timelines if n != newest))
-        return (f"{newest} was promoted last (newest timeline) and holds the latest commits; {stale} is stale. "
-                f"Stop PostgreSQL on {stale} (not on {newest}), then run `pgaasctl apply` to rejoin it.")
-    return "Their timelines do not tell which was promoted last: compare their data before stopping either."
+def _newer_down(reports: list[NodeReport], primary: NodeReport) -> NodeReport | None:
+    """A stopped node (its host up) on a newer timeline than the running primary: it was promoted after it."""
+    running = primary.sql.timeline if primary.sql is not None else None
+    for report in reports:
+        if (report is not primary and report.role == "down" and running is not None
+                and report.files_timeline is not None and report.files_timeline > running and not report.standby_signal):
+            return report
+    return None
+
+
+def _start_newer(topo: Topology, newer: NodeReport, stale: NodeReport) -> Topology:
+    """The node promoted last is down and a stale primary runs: rewinding the newer node onto it (the routine
+    rejoin) would discard acknowledged commits. Fence the stale one, start the newer one, and rejoin the stale one
+    to it. The objects are planned once the pair has its rightful primary again."""
+    running = stale.sql.timeline if stale.sql is not None else None
+    why = (f"a stale primary on timeline {running}; {newer.name} was promoted later (timeline {newer.files_timeline}) "
+           "and holds the latest commits")
+    topo.operations += [
+        HostOperation(kind="fence_node", node=stale.name, peer=newer.name, detail=f"fence it: stop PostgreSQL ({why})"),
+        HostOperation(kind="start_postgres", node=newer.name, detail="start PostgreSQL (the rightful primary)"),
+        HostOperation(kind="rejoin", node=stale.name, peer=newer.name,
+                      detail=f"rejoin as a standby of {newer.name} (repmgr node rejoin --force-rewind; its WAL "
+                             "after the fork is discarded)"),
+        HostOperation(kind="start_repmgrd", node=newer.name, detail="start repmgrd"),
+    ]
+    topo.warnings.append(f"pair {topo.pair!r} is degraded: split brain settled by evidence: {stale.name} is {why}")
+    for report in topo.nodes:
+        if report.connection is not None:
+            report.connection.close()
+    return topo
 
 
 def _standby_on_primary_timeline(report: NodeReport, primary: NodeReport) -> bool:
@@ -455,14 +500,23 @@ def rewinding_newer(pair: str, node: Host, newer: int, primary: Host, running: i
         f"pair {pair!r}: split brain: node {node.label} is down on timeline {newer}, newer than the running "
         f"primary {primary.label} on timeline {running}: {node.node} was promoted after {primary.node}, so "
         f"{primary.node} is a stale primary and {node.node} holds the latest commits",
-        f"pgaasctl will not rewind {node.node} onto the stale primary. Stop PostgreSQL on {primary.node}, start "
-        f"it on {node.node}, then run `pgaasctl apply` (it rejoins {primary.node} as the standby).",
+        f"pgaasctl will not rewind {node.node} onto the stale primary. Run `pgaasctl plan` again: now that it "
+        f"sees {node.node}, it fences {primary.node}, starts {node.node} and rejoins {primary.node} to it.",
     )
 
 
 def history_listing(data_dir: str) -> str:
     """Shell: the name of the newest timeline history file in a data directory's pg_wal (empty when none)."""
     return (f"ls {shlex.quote(data_dir)}/pg_wal 2>/dev/null | grep -E '^[0-9A-F]{{8}}[.]history$' | sort | tail -1")
+
+
+def _services_detail(report: NodeReport) -> str:
+    """What a start_repmgrd operation starts: repmgrd and the fencing guard beside it, where each is not running."""
+    if report.guard_process is not False:
+        return "start repmgrd"
+    if report.repmgrd_process is not False:
+        return "start the fencing guard"
+    return "start repmgrd and the fencing guard"
 
 
 def _repmgrd_runs(report: NodeReport, registered: dict[str, Registered] | None) -> bool:

@@ -98,6 +98,7 @@ def build_desired(docs: list[LoadedDoc], problems: list[Problem] | None = None,
             else:
                 pair.grants[(doc.spec.database, doc.spec.role)] = d
     problems.extend(_shared_servers(pairs))
+    problems.extend(_virtual_ip_problems(pairs, workspace))
     for pair in pairs.values():
         problems.extend(_reference_problems(pair, rejected))
         problems.extend(_membership_cycles(pair))
@@ -197,6 +198,32 @@ def _shared_servers(pairs: dict[str, DesiredPair]) -> list[Problem]:
                 ))
             else:
                 first[key] = where
+    return problems
+
+
+def _virtual_ip_problems(pairs: dict[str, DesiredPair], workspace: WorkspaceSpec) -> list[Problem]:
+    """A virtual IP is an address of the workspace subnet that no node and no other pair uses."""
+    problems: list[Problem] = []
+    subnet = workspace.subnet_network
+    reserved = {subnet.network_address, subnet.broadcast_address, subnet.network_address + 1}
+    first: dict[str, str] = {}
+    for name in sorted(pairs):
+        pair = pairs[name]
+        spec = pair.doc.spec
+        vip = getattr(spec, "virtual_ip", None)
+        if vip is None:
+            continue
+        loc = ("spec", "virtual_ip")
+        if vip not in subnet:
+            problems.append(pair.loaded.problem(loc, f"pair.{name}: virtual_ip {vip} is outside the workspace subnet "
+                                                     f"{subnet}; pick an address in it"))
+        elif vip in reserved:
+            problems.append(pair.loaded.problem(loc, f"pair.{name}: virtual_ip {vip} is the subnet's network, broadcast or "
+                                                     f"bridge address; pick another address in {subnet}"))
+        elif str(vip) in first:
+            problems.append(pair.loaded.problem(loc, f"pair.{name}: virtual_ip {vip} is already pair {first[str(vip)]}'s"))
+        else:
+            first[str(vip)] = name
     return problems
 
 

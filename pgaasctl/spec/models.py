@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from ipaddress import IPv4Address, IPv4Network
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -229,6 +230,16 @@ class LocalPairSpec(PairSpecBase):
     nodes: Annotated[list[LocalNode], AfterValidator(_one_or_two_nodes)] = Field(
         description="The nodes: a primary and a standby; one is allowed but is not fault tolerant.")
     failover: FailoverSettings = Field(default_factory=FailoverSettings, description="repmgrd settings.")
+    virtual_ip: IPv4Address | None = Field(
+        None, description="An address in the workspace subnet that follows the primary (keepalived); needs the "
+        "namespace network (pgaasctl run as root).")
+
+    @field_validator("virtual_ip", mode="before")
+    @classmethod
+    def _plain_address(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, str):
+            raise ValueError("virtual_ip must be an IPv4 address like 10.213.0.100")
+        return value
 
 
 PairSpec = Annotated[ExistingPairSpec | LocalPairSpec, Field(discriminator="provider")]
@@ -421,8 +432,32 @@ class WorkspaceSpec(Strict):
         "state/local", description="Where provider `local` keeps each node's sshd, PostgreSQL data and logs."
     )
     local_addresses: str = Field(
-        "127.0.1.2-127.0.1.254", description="Loopback range provider `local` takes node addresses from (first-last)."
+        "127.0.1.2-127.0.1.254", description="Loopback range provider `local` takes node addresses from (first-last), "
+        "on the loopback network."
     )
+    network: Literal["auto", "namespaces", "loopback"] = Field(
+        "auto", description="How provider `local` connects its nodes: `namespaces` (a network namespace per node on a "
+        "bridge, needs root), `loopback` (addresses of 127.0.0.0/8, no virtual IP), `auto` (namespaces when run as root).")
+    subnet: str = Field(
+        "10.213.0.0/24", description="The namespace network's IPv4 subnet; the machine must not route it already. "
+        "The bridge takes the first address, nodes the next ones.")
+
+    @field_validator("subnet")
+    @classmethod
+    def _private_subnet(cls, value: str) -> str:
+        try:
+            network = IPv4Network(value.strip())
+        except ValueError:
+            raise ValueError(f"subnet must be an IPv4 network like 10.213.0.0/24, got {value!r}") from None
+        if not network.is_private or network.is_loopback or network.is_link_local:
+            raise ValueError(f"subnet must be a private IPv4 network (10/8, 172.16/12, 192.168/16), got {value!r}")
+        if not 16 <= network.prefixlen <= 28:
+            raise ValueError(f"subnet must be a /16 to /28 network, got /{network.prefixlen}")
+        return str(network)
+
+    @property
+    def subnet_network(self) -> IPv4Network:
+        return IPv4Network(self.subnet)
 
     @model_validator(mode="after")
     def _loopback_range(self) -> WorkspaceSpec:

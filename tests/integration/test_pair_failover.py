@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 
 import psycopg
@@ -136,54 +137,88 @@ def test_failover_after_kill_9_then_changes_land_on_the_new_primary(fo: LocalPai
         assert conn.execute("SELECT host(inet_server_addr()), pg_is_in_recovery()").fetchone() == (fo.address(new), False)
 
 
-def test_split_brain_is_refused_and_nothing_is_written(fo: LocalPair) -> None:
+TIMELINE_SQL = "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
+
+
+def _stop_guard(pair: LocalPair, node: str) -> None:
+    """Fencing off on `node`: its guard stopped (what a person or a crash may do)."""
+    pid = int((pair.node_dir(node) / "run" / "guard.pid").read_text().strip())
+    os.kill(pid, signal.SIGTERM)
+    wait_until(lambda: not alive(pid), 10, f"the guard of {node} to exit", interval=0.02)
+
+
+def _promoted_with_rows(pair: LocalPair, old: str, new: str, rows: int = 100) -> int:
+    """The primary `old` stops; repmgrd promotes `new`, which acknowledges `rows` commits. Returns old's timeline."""
+    stale_timeline = pair.value(old, TIMELINE_SQL)
+    pair.stop_immediate(old)
+    pair.wait_promoted(new)
+    pair.execute(new, f"INSERT INTO {TABLE} (n) SELECT generate_series(1, {rows})")  # acknowledged on the new primary
+    assert pair.value(new, TIMELINE_SQL) == stale_timeline + 1
+    wait_until(lambda: pair.value(new, "SELECT type FROM repmgr.nodes WHERE node_name = %s", (new,), dbname="repmgr")
+               == "primary", 30, "repmgr to record the promotion")
+    return stale_timeline
+
+
+def test_an_old_primary_started_by_hand_is_fenced_by_its_guard(fo: LocalPair) -> None:
     old = fo.primary()
     new = fo.other(old)
-    fo.stop_immediate(old)
-    fo.wait_promoted(new)
-    # the old primary comes back on its own, as a primary: two nodes claim the pair
+    _promoted_with_rows(fo, old, new)
+    fo.start_postgres(old)  # started by hand after the failover: a stale primary
+    started = time.monotonic()
+    wait_until(lambda: fo.role_of(old) is None, 10, f"the guard to fence {old}", interval=0.05)
+    assert time.monotonic() - started < 5
+    assert "fenced: a stale primary" in (fo.node_dir(old) / "log" / "guard.log").read_text()
+
+    status = fo.ws.run("status", str(fo.ws.specs))
+    assert status.exit_code == 2, status.output
+    assert f"{old} was fenced" in status.flat and "fenced" in status.stdout, status.output
+    plan = fo.ws.plan()
+    assert f"node {old}: rejoin as a standby of {new}" in plan.flat, plan.output
+    _assert_made_whole(fo, old, new)
+    assert fo.value(old, f"SELECT count(*) FROM {TABLE} WHERE n > 0") == 100
+    assert not (fo.node_dir(old) / "run" / "fenced").exists() or wait_until(
+        lambda: not (fo.node_dir(old) / "run" / "fenced").exists(), 5, "the guard to lift the fence")
+
+
+def test_split_brain_is_settled_by_evidence(fo: LocalPair) -> None:
+    """Fencing is off on the old primary and it runs again after the failover: two primaries. The timelines say
+    which one holds the acknowledged commits; plan names it and fences the other, apply heals the pair."""
+    old = fo.primary()
+    new = fo.other(old)
+    _stop_guard(fo, old)
+    stale_timeline = _promoted_with_rows(fo, old, new)
     (fo.node_dir(old) / "data" / "standby.signal").unlink(missing_ok=True)
     fo.start_postgres(old)
     assert fo.role_of(old) == "primary" and fo.role_of(new) == "primary"
 
     fo.ws.write("role.yaml", "kind: Role\nmetadata: {name: split_role, pair: fo}\n")
-    state_before = fo.ws.state_list()
-    settings_before = {n: fo.value(n, "SHOW synchronous_standby_names") for n in (old, new)}
-    for result in (fo.ws.plan(), fo.ws.apply()):
-        assert result.exit_code == 1, result.output
-        no_traceback(result)
-        assert "split brain" in result.flat, result.output
-        assert f"{old} ({fo.address(old)}) primary" in result.flat, result.output
-        assert f"{new} ({fo.address(new)}) primary" in result.flat, result.output
-        assert f"{new} was promoted last (newest timeline) and holds the latest commits; {old} is stale" in result.flat
-    for node in (old, new):
-        assert fo.query(node, "SELECT 1 FROM pg_roles WHERE rolname = 'split_role'") == []
-    assert {n: fo.value(n, "SHOW synchronous_standby_names") for n in (old, new)} == settings_before
-    assert fo.ws.state_list() == state_before
+    plan = fo.ws.plan()
+    assert plan.exit_code == 0, plan.output
+    no_traceback(plan)
+    assert f'Pair "fo": primary {new}' in plan.stdout, plan.output
+    assert (f"node {old}: fence it: stop PostgreSQL ({old} is a stale primary on timeline {stale_timeline}; {new} was "
+            f"promoted later (timeline {stale_timeline + 1}, forked from timeline {stale_timeline} at") in plan.flat
+    assert "bytes of WAL" in plan.flat and f"node {old}: rejoin as a standby of {new}" in plan.flat, plan.output
     [status] = fo.ws.status_json()
-    assert status["error"] and "split brain" in status["error"]
+    assert status["degraded"] is True and any("split brain settled by evidence" in w for w in status["warnings"])
 
-    # resolved by stopping the wrong one: apply rewinds it onto the new primary
-    fo.stop_postgres(old)
-    fo.ws.remove("role.yaml")
     _assert_made_whole(fo, old, new)
+    for node in (old, new):
+        assert fo.query(node, "SELECT 1 FROM pg_roles WHERE rolname = 'split_role'") == [(1,)]
+    assert fo.value(new, f"SELECT count(*) FROM {TABLE} WHERE n > 0") == 100
+    fo.ws.remove("role.yaml")
 
 
 @pytest.mark.parametrize("host_down", [False, True], ids=["postgres-down", "host-down"])
 def test_a_stale_primary_never_gets_the_promoted_node_rewound_onto_it(fo: LocalPair, host_down: bool) -> None:
-    """The promoted node is down and the old primary runs again: following a routine rejoin would rewind away
-    every commit made on the promoted node. The plan refuses, names the node that holds them, and says what to do.
-    With the node's host down too, the plan cannot see its timeline: apply checks again before any rewind."""
+    """The promoted node is down and the old primary runs again: a routine rejoin would rewind away every commit
+    made on the promoted node. The plan fences the stale primary, starts the promoted node and rejoins the stale
+    one to it. With the promoted node's host down too, the plan cannot see its timeline: apply checks again before
+    any rewind, refuses, and the next plan settles it."""
     old = fo.primary()
     new = fo.other(old)
-    timeline_sql = "SELECT ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int"
-    stale_timeline = fo.value(old, timeline_sql)
-    fo.stop_immediate(old)
-    fo.wait_promoted(new)
-    fo.execute(new, f"INSERT INTO {TABLE} (n) SELECT generate_series(1, 100)")  # acknowledged on the new primary
-    assert fo.value(new, timeline_sql) == stale_timeline + 1
-    wait_until(lambda: fo.value(new, "SELECT type FROM repmgr.nodes WHERE node_name = %s", (new,), dbname="repmgr")
-               == "primary", 30, "repmgr to record the promotion")  # the promotion is complete; the node fails later
+    _stop_guard(fo, old)
+    stale_timeline = _promoted_with_rows(fo, old, new)
     fo.stop_immediate(new)
     (fo.node_dir(old) / "data" / "standby.signal").unlink(missing_ok=True)
     fo.start_postgres(old)  # the stale primary, started by hand
@@ -191,22 +226,19 @@ def test_a_stale_primary_never_gets_the_promoted_node_rewound_onto_it(fo: LocalP
     if host_down:
         fo.stop_sshd(new)
         assert "start the host" in fo.ws.plan().flat
-        results = [fo.ws.apply()]
+        refused = fo.ws.apply()
         assert fo.sshd_pid(new) is not None  # apply started the host, then refused to rewind its node
-    else:
-        results = [fo.ws.plan(), fo.ws.apply()]
-
-    for result in results:
-        assert result.exit_code == 1, result.output
-        no_traceback(result)
+        assert refused.exit_code == 1, refused.output
+        no_traceback(refused)
         assert (f"node {new} ({fo.address(new)}) is down on timeline {stale_timeline + 1}, newer than the running "
-                f"primary {old} ({fo.address(old)}) on timeline {stale_timeline}") in result.flat, result.output
-        assert f"pgaasctl will not rewind {new} onto the stale primary" in result.flat
-    assert fo.role_of(new) is None  # untouched: not rewound, not started
+                f"primary {old} ({fo.address(old)}) on timeline {stale_timeline}") in refused.flat, refused.output
+        assert fo.role_of(new) is None  # untouched: not rewound, not started
 
-    # what the message says to do: stop the stale one, start the newer one, apply
-    fo.stop_postgres(old)
-    fo.start_postgres(new)
+    plan = fo.ws.plan()
+    assert plan.exit_code == 0, plan.output
+    assert f"node {old}: fence it: stop PostgreSQL (a stale primary on timeline {stale_timeline}" in plan.flat
+    assert f"node {new}: start PostgreSQL (the rightful primary)" in plan.flat, plan.output
+    assert f"node {old}: rejoin as a standby of {new}" in plan.flat, plan.output
     _assert_made_whole(fo, old, new)
     assert fo.value(new, f"SELECT count(*) FROM {TABLE} WHERE n > 0") == 100
 

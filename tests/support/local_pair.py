@@ -75,6 +75,14 @@ def slot_range(slot: int) -> str:
     return f"127.0.2.{start}-127.0.2.{start + SLOT_SIZE - 1}"
 
 
+def slot_subnet(slot: int) -> str:
+    """The Workspace subnet of one namespace-network lab: a /24 of 10.214.0.0/16 per worker and slot (never the
+    default 10.213.0.0/24, which `make demo` uses)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") else 9
+    return f"10.214.{index * 4 + slot}.0/24"
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1) -> Any:
     """Poll `predicate` until it returns something truthy; fail the test with `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
@@ -263,8 +271,18 @@ class LocalPair:
     def etc(self, node: str) -> Path:
         return self.node_dir(node) / "etc"
 
+    @property
+    def ssh_port(self) -> int:
+        return 22 if self.lab.network == "namespaces" else SSH_PORT
+
+    def in_node(self, node: str, command: list[str]) -> list[str]:
+        """`command` run where the node's processes run: inside its network namespace, if it has one."""
+        if self.lab.network != "namespaces":
+            return command
+        return ["ip", "netns", "exec", f"pgaas-{self.address(node)}", *command]
+
     def address(self, node: str) -> str:
-        """The node's loopback address, from the sshd_config the provider wrote."""
+        """The node's address, from the sshd_config the provider wrote."""
         for line in (self.node_dir(node) / "ssh" / "sshd_config").read_text().splitlines():
             if line.startswith("ListenAddress "):
                 return line.split()[1].rsplit(":", 1)[0]
@@ -353,14 +371,16 @@ class LocalPair:
 
     def start_postgres(self, node: str) -> None:
         log = self.node_dir(node) / "log" / "postgresql.log"
-        run_checked(as_server_user([f"{PG_BIN}/pg_ctl", "-D", str(self.etc(node)), "-l", str(log), "-w", "-t", "60", "start"]))
+        run_checked(self.in_node(node, as_server_user([f"{PG_BIN}/pg_ctl", "-D", str(self.etc(node)), "-l", str(log),
+                                                       "-w", "-t", "60", "start"])))
 
     def stop_postgres(self, node: str) -> None:
         run_checked(as_server_user([f"{PG_BIN}/pg_ctl", "-D", str(self.etc(node)), "-m", "fast", "-w", "stop"]))
 
     def repmgr(self, node: str, *args: str) -> subprocess.CompletedProcess[str]:
         etc = self.etc(node)
-        return run_checked(as_server_user(["env", f"PGPASSFILE={etc}/.pgpass", REPMGR, "-f", str(etc / "repmgr.conf"), *args]))
+        return run_checked(self.in_node(node, as_server_user(["env", f"PGPASSFILE={etc}/.pgpass", REPMGR, "-f",
+                                                              str(etc / "repmgr.conf"), *args])))
 
     # -- sshd
     def sshd_pid(self, node: str) -> int | None:
@@ -375,13 +395,14 @@ class LocalPair:
         assert pid is not None, f"sshd of {node} is not running"
         os.kill(pid, signal.SIGTERM)
         wait_until(lambda: not alive(pid), 10, f"sshd of {node} to exit", interval=0.02)
-        wait_until(lambda: not listening(self.address(node), SSH_PORT), 10, f"{node}:{SSH_PORT} to close", interval=0.02)
+        wait_until(lambda: not listening(self.address(node), self.ssh_port), 10, f"{node}:{self.ssh_port} to close",
+                   interval=0.02)
 
     def start_sshd(self, node: str) -> None:
         """Start the node's sshd the way provider local does."""
         ssh = self.node_dir(node) / "ssh"
-        run_checked([SSHD, "-f", str(ssh / "sshd_config"), "-E", str(ssh / "sshd.log")])
-        wait_until(lambda: listening(self.address(node), SSH_PORT), 10, f"sshd of {node} to listen", interval=0.02)
+        run_checked(self.in_node(node, [SSHD, "-f", str(ssh / "sshd_config"), "-E", str(ssh / "sshd.log")]))
+        wait_until(lambda: listening(self.address(node), self.ssh_port), 10, f"sshd of {node} to listen", interval=0.02)
         wait_until(lambda: self.sshd_pid(node), 10, f"sshd of {node} to write its pid file", interval=0.02)
 
     def logs(self, node: str, lines: int = 30) -> str:
@@ -466,6 +487,36 @@ class HelperSshd:
         self.pid = None
 
 
+# ---------------------------------------------------------------- namespaces
+
+def remove_namespace_network(subnet: str) -> None:
+    """Whatever a lab's destroy left of its namespace network: each namespace's processes, the namespace, the
+    bridge. Only names derived from the lab's own subnet are touched."""
+    from ipaddress import IPv4Network
+
+    from providers.netns import NamespaceNetwork, namespace_exists, namespace_pids, kill_all
+
+    net = NamespaceNetwork(IPv4Network(subnet))
+    for address in net.node_addresses():
+        if namespace_exists(net.namespace(address)):
+            kill_all(namespace_pids(net.namespace(address)))
+            net.remove_node(address)
+    subprocess.run(["ip", "link", "del", net.bridge], capture_output=True, check=False)
+
+
+def namespace_leftovers(subnet: str) -> list[str]:
+    """The lab's namespaces and bridge that still exist."""
+    from ipaddress import IPv4Network
+
+    from providers.netns import NamespaceNetwork, namespace_exists
+
+    net = NamespaceNetwork(IPv4Network(subnet))
+    found = [net.namespace(a) for a in net.node_addresses() if namespace_exists(net.namespace(a))]
+    if subprocess.run(["ip", "link", "show", "dev", net.bridge], capture_output=True, check=False).returncode == 0:
+        found.append(net.bridge)
+    return found
+
+
 # ---------------------------------------------------------------- the lab
 
 @dataclass
@@ -474,12 +525,17 @@ class Lab:
 
     base: Path
     local_addresses: str
+    network: str = "loopback"  # or "namespaces": a namespace per node on a bridge of `subnet`
+    subnet: str = ""
     ws: SpecDir = field(init=False)
     pairs: dict[str, LocalPair] = field(default_factory=dict)
     helpers: list[HelperSshd] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.ws = SpecDir(self.base / "ws", {"local_dir": str(self.local_dir), "local_addresses": self.local_addresses})
+        workspace = {"local_dir": str(self.local_dir), "local_addresses": self.local_addresses, "network": self.network}
+        if self.subnet:
+            workspace["subnet"] = self.subnet
+        self.ws = SpecDir(self.base / "ws", workspace)
 
     @property
     def local_dir(self) -> Path:
@@ -487,11 +543,12 @@ class Lab:
 
     @classmethod
     @contextmanager
-    def open(cls, tag: str, slot: int) -> Iterator[Lab]:
+    def open(cls, tag: str, slot: int, network: str = "loopback") -> Iterator[Lab]:
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         base = Path(tempfile.mkdtemp(prefix=f"pgaasctl-it-{tag}-{worker}-", dir="/dev/shm"))
         base.chmod(0o755)  # the postgres OS user must reach local_dir
-        lab = cls(base=base, local_addresses=slot_range(slot))
+        lab = cls(base=base, local_addresses=slot_range(slot), network=network,
+                  subnet=slot_subnet(slot) if network == "namespaces" else "")
         try:
             yield lab
         finally:
@@ -546,6 +603,8 @@ class Lab:
             if result.exit_code != 0:
                 errors.append(result.output)
         kill_processes_mentioning(str(self.base))
+        if self.subnet:
+            remove_namespace_network(self.subnet)
         shutil.rmtree(self.base, ignore_errors=True)
         if errors:
             raise AssertionError("pgaasctl destroy failed at the end of the module:\n" + "\n".join(errors))
