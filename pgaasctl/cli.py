@@ -467,10 +467,13 @@ def connection(
     pair: Annotated[str, typer.Argument(help="Pair name.")],
     database: Annotated[str | None, typer.Option("--database", help="Database (default postgres).")] = None,
     role: Annotated[str | None, typer.Option("--role", help="Role to log in as.")] = None,
+    virtual_ip: Annotated[bool, typer.Option("--virtual-ip", help="One address: the pair's virtual IP, which follows "
+                                             "the primary (for clients that cannot use multi-host URIs).")] = False,
     path: PathArg = workspace.DEFAULT_SPECS,
     store: StoreOpt = None,
 ) -> None:
-    """Print the connection URI clients should use: every node, read-write target, so it follows a failover."""
+    """Print the connection URI clients should use: every node, read-write target, so it follows a failover
+    (or, with --virtual-ip, the pair's virtual IP)."""
 
     def action() -> str:
         loaded = workspace.load(path)
@@ -478,7 +481,7 @@ def connection(
         if pair not in desired.pairs:
             raise PgaasError(f"pair {pair!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
         st = _open(loaded, store, "read")
-        return connection_uri(desired.pairs[pair], desired, st, database, role)
+        return connection_uri(desired.pairs[pair], desired, st, database, role, virtual_ip)
 
     print(run(action))
 

@@ -85,6 +85,7 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             problems = (_failover_off(pair.name, status.nodes) + _fencing_off(pair.name, status.nodes)
                         + _fenced(pair.name, status.nodes) + _stalled_commits(pair.name, state)
                         + _paused_replay(pair.name, paused))
+            problems += _virtual_ip(pair, inputs.provider, status.nodes)
             status.warnings = status.warnings + problems
             # a pair declared with one node is what it was asked to be: warned (not fault tolerant), not degraded
             status.degraded = any("degraded" in w for w in status.warnings) or bool(problems)
@@ -145,6 +146,22 @@ def _failover_off(pair: str, nodes: list[NodeStatus]) -> list[str]:
             for n in nodes if n.repmgrd is False and n.role in ("primary", "standby")]
 
 
+def _virtual_ip(pair: DesiredPair, provider: object, nodes: list[NodeStatus]) -> list[str]:
+    """Marks the node holding the pair's virtual IP; degraded when the primary does not hold it."""
+    vip = getattr(pair.doc.spec, "virtual_ip", None)
+    if vip is None or not isinstance(provider, LocalProvider):
+        return []
+    holder = provider.virtual_ip_holder(pair.doc)
+    for node in nodes:
+        node.virtual_ip = node.name == holder
+    primary = next((n.name for n in nodes if n.role == "primary"), None)
+    if primary is None or holder == primary:
+        return []
+    where = f"on {holder}, not on the primary {primary}" if holder else "on no node"
+    return [f"pair {pair.name!r} is degraded: the virtual IP {vip} is {where} (keepalived moves it within a second "
+            "of a promotion; `pgaasctl apply` starts keepalived where it is not running)"]
+
+
 def _fencing_off(pair: str, nodes: list[NodeStatus]) -> list[str]:
     return [f"pair {pair!r} is degraded: fencing is off on {n.name}: its guard is not running, so a stale primary there "
             "would not be stopped" for n in nodes if n.guard is False and n.role in ("primary", "standby")]
@@ -200,8 +217,15 @@ def all_status(desired: DesiredState, store: Store, pairs: list[DesiredPair] | N
         ssh.close()
 
 
-def connection_uri(pair: DesiredPair, desired: DesiredState, store: Store, database: str | None, role: str | None) -> str:
-    """A libpq multi-host URI that follows a failover: target_session_attrs=read-write picks the primary."""
+def connection_uri(pair: DesiredPair, desired: DesiredState, store: Store, database: str | None, role: str | None,
+                   virtual_ip: bool = False) -> str:
+    """A libpq multi-host URI that follows a failover: target_session_attrs=read-write picks the primary. With
+    `virtual_ip`, the pair's virtual IP alone (still read-write: a holder that is not a primary is refused)."""
+    vip = getattr(pair.doc.spec, "virtual_ip", None)
+    if virtual_ip and vip is None:
+        raise PgaasError(f"pair {pair.name!r} has no virtual IP",
+                         f"Declare one (spec.virtual_ip, an address of the workspace subnet "
+                         f"{desired.workspace.subnet}) and run `pgaasctl apply`, or use the URI without --virtual-ip.")
     inputs = pair_inputs(pair, desired.workspace, store)
     missing = [h.node for h in inputs.hosts if not h.exists]
     if missing:
@@ -209,7 +233,7 @@ def connection_uri(pair: DesiredPair, desired: DesiredState, store: Store, datab
     for kind, name, known in (("role", role, pair.roles), ("database", database, pair.databases)):
         if name is not None and name not in known and name not in pair.admin_users() | {"postgres"}:
             raise PgaasError(f"{kind} {name!r} is not declared for pair {pair.name!r}")
-    hosts = ",".join(f"{h.address}:{h.pg_port}" for h in inputs.hosts)
+    hosts = f"{vip}:{inputs.hosts[0].pg_port}" if virtual_ip else ",".join(f"{h.address}:{h.pg_port}" for h in inputs.hosts)
     user = f"{quote(role, safe='')}@" if role else ""
     path = quote(database or "postgres", safe="")
     return f"postgresql://{user}{hosts}/{path}?target_session_attrs=read-write&connect_timeout=2"

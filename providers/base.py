@@ -43,6 +43,9 @@ class Host(BaseModel):
     exists: bool = True  # False: declared but not created yet
     running: bool = True  # False: the host exists but its sshd is not running (local: after a reboot)
     namespace: str | None = None  # local, namespace network: the node's network namespace (it holds only its addresses)
+    # keepalived for the pair's virtual IP: "current" (runs the configuration the spec asks for), "stale" (runs or
+    # lies with another one), "stopped", "unwanted" (runs, but the spec has no virtual IP); None: nothing to do
+    virtual_ip_state: str | None = None
 
     @property
     def label(self) -> str:

@@ -34,10 +34,13 @@ from pgaasctl.errors import PgaasError
 from pgaasctl.spec.models import LocalPairSpec, PairDoc, WorkspaceSpec
 from pgaasctl.store import Store
 from providers.base import Host, HostLayout
+from pgaasctl.hosts.guard import vip_track_file
+from pgaasctl.hosts.keepalived import keepalived_conf
 from providers.netns import NamespaceNetwork, namespace_exists, namespace_pids
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 SSHD = "/usr/sbin/sshd"
+KEEPALIVED = "/usr/sbin/keepalived"
 PG_PORT = 5432
 SSH_PORT = 2222  # loopback nodes; namespace nodes use 22
 NAMESPACE_SSH_PORT = 22
@@ -116,7 +119,114 @@ class LocalProvider:
     # -- the protocol
     def hosts(self, pair: PairDoc) -> list[Host]:
         assert isinstance(pair.spec, LocalPairSpec)
-        return [self._host(pair.metadata.name, node.name) for node in pair.spec.nodes]
+        hosts = [self._host(pair.metadata.name, node.name) for node in pair.spec.nodes]
+        for host in hosts:
+            if host.exists and host.namespace:
+                host.virtual_ip_state = self._virtual_ip_state(pair, host.node)
+            elif not host.exists and pair.spec.virtual_ip is not None:
+                host.virtual_ip_state = "stopped"
+        return hosts
+
+    # -- the virtual IP: keepalived in each node's namespace, run as root (it adds and removes addresses)
+    def _keepalived_dir(self, pair: str, node: str) -> Path:
+        return self.node_dir(pair, node) / "keepalived"
+
+    def keepalived_conf(self, pair: PairDoc, node: str) -> str | None:
+        """The configuration the spec asks for on `node`, or None when the pair has no virtual IP."""
+        assert isinstance(pair.spec, LocalPairSpec)
+        vip = pair.spec.virtual_ip
+        if vip is None:
+            return None
+        name = pair.metadata.name
+        addresses = {n: a for a, (_, n, _) in self.store.local_addresses(name).items()}
+        if node not in addresses:
+            return None
+        peers = [a for n, a in sorted(addresses.items()) if n != node and n in {x.name for x in pair.spec.nodes}]
+        layout = self.layout(name, node)
+        return keepalived_conf(name, node, addresses[node], peers, vip, self.net.subnet, vip_track_file(layout))
+
+    def _keepalived_pid(self, pair: str, node: str) -> int | None:
+        try:
+            pid = int((self._keepalived_dir(pair, node) / "keepalived.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        conf = str(self._keepalived_dir(pair, node) / "keepalived.conf")
+        return pid if _alive(pid) and f" {conf} " in _command_line(pid) else None
+
+    def _virtual_ip_state(self, pair: PairDoc, node: str) -> str | None:
+        wanted = self.keepalived_conf(pair, node)
+        running = self._keepalived_pid(pair.metadata.name, node) is not None
+        if wanted is None and pair.spec.virtual_ip is not None:  # type: ignore[union-attr]
+            return "stopped"  # a node without an address yet
+        if wanted is None:
+            return "unwanted" if running else None
+        conf = self._keepalived_dir(pair.metadata.name, node) / "keepalived.conf"
+        current = conf.exists() and conf.read_text() == wanted
+        if not running:
+            return "stopped"
+        return "current" if current else "stale"
+
+    def start_virtual_ip(self, pair: PairDoc, node: str) -> None:
+        """keepalived on `node` with the configuration the spec asks for (restarted when it ran another one)."""
+        name = pair.metadata.name
+        wanted = self.keepalived_conf(pair, node)
+        if wanted is None:
+            self.stop_virtual_ip(pair, node)
+            return
+        address = next(a for a, (_, n, _) in self.store.local_addresses(name).items() if n == node)
+        if not self.in_namespace(address):
+            raise PgaasError(f"pair {name}: node {node} is on the loopback network, where a virtual IP steers nothing",
+                             "Recreate the pair on the namespace network (pgaasctl run as root), or remove virtual_ip.")
+        if self._virtual_ip_state(pair, node) == "current":
+            return
+        self.stop_virtual_ip(pair, node)
+        directory = self._keepalived_dir(name, node)
+        directory.mkdir(exist_ok=True)
+        (directory / "keepalived.conf").write_text(wanted)
+        track = Path(vip_track_file(self.layout(name, node)))
+        if not track.exists():  # ineligible until the guard says otherwise; the guard (the server's user) owns it
+            track.write_text("1\n")
+            self._give_to_server_user([track])
+        log = open(directory / "keepalived.log", "ab")
+        with log:
+            subprocess.Popen(
+                [*self.net.exec_prefix(address), KEEPALIVED, "-n", "-l", "-G", "-D", "-P",
+                 "-f", str(directory / "keepalived.conf"), "-p", str(directory / "keepalived.pid"),
+                 "-r", str(directory / "vrrp.pid"), "-c", str(directory / "checkers.pid")],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while self._keepalived_pid(name, node) is None:
+            if time.monotonic() > deadline:
+                tail = (directory / "keepalived.log").read_text(errors="replace")[-500:]
+                raise PgaasError(f"node {node} of pair {name}: keepalived did not start. {tail}")
+            time.sleep(0.02)  # polling for its pid file
+
+    def stop_virtual_ip(self, pair: PairDoc, node: str) -> None:
+        pid = self._keepalived_pid(pair.metadata.name, node)
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)  # it removes the address it holds on the way out
+        deadline = time.monotonic() + 10
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)  # polling for it to exit
+        if _alive(pid):
+            _kill(pid)
+
+    def virtual_ip_holder(self, pair: PairDoc) -> str | None:
+        """The node whose namespace holds the pair's virtual IP now, or None."""
+        assert isinstance(pair.spec, LocalPairSpec)
+        if pair.spec.virtual_ip is None:
+            return None
+        wanted = str(pair.spec.virtual_ip)
+        for address, (_, node, _) in self.store.local_addresses(pair.metadata.name).items():
+            if not self.in_namespace(address) or not namespace_exists(self.net.namespace(address)):
+                continue
+            shown = subprocess.run(["ip", "-n", self.net.namespace(address), "-4", "-o", "addr", "show"],
+                                   capture_output=True, text=True, check=False).stdout
+            if f" {wanted}/" in shown:
+                return node
+        return None
 
     def undeclared_hosts(self, pair: PairDoc) -> list[Host]:
         assert isinstance(pair.spec, LocalPairSpec)
@@ -385,14 +495,15 @@ class LocalProvider:
 
 def _node_processes(base: Path) -> list[int]:
     """Processes started for the node at `base`: each names one of its files as an argument."""
-    own = {str(base / "ssh" / "sshd_config"), str(base / "etc"), str(base / "etc" / "repmgr.conf")}
+    own = {str(base / "ssh" / "sshd_config"), str(base / "etc"), str(base / "etc" / "repmgr.conf"),
+           str(base / "keepalived" / "keepalived.conf"), str(base / "etc" / "guard.sh")}
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         command = _command_line(int(entry.name))
         program = os.path.basename(command.split()[0]).rstrip(":") if command.strip() else ""
-        if program in ("sshd", "postgres", "repmgrd") and any(f" {path} " in command for path in own):
+        if program in ("sshd", "postgres", "repmgrd", "keepalived", "sh") and any(f" {path} " in command for path in own):
             found.append(int(entry.name))
     return found
 

@@ -87,6 +87,10 @@ class HostOperator:
             self.bootstrap.reconfigure_repmgr(self._host(op.node), self._node_id(op.node))
         elif op.kind == "start_repmgrd":
             self.bootstrap.start_repmgrd(self._host(op.node))
+        elif op.kind == "start_keepalived":
+            provider.start_virtual_ip(doc, op.node)  # type: ignore[attr-defined]  (only local hosts ask for it)
+        elif op.kind == "stop_keepalived":
+            provider.stop_virtual_ip(doc, op.node)  # type: ignore[attr-defined]
         elif op.kind == "fence_node":
             self.bootstrap.fence(self._host(op.node), op.detail)
         elif op.kind == "remove_node":

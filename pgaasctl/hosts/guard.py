@@ -16,8 +16,10 @@ not fenced, 1 otherwise, so keepalived never puts the address on a standby or a 
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
-from providers.base import Host, HostLayout
+if TYPE_CHECKING:  # providers.local imports this module for the track file's path
+    from providers.base import Host, HostLayout
 
 INTERVAL = 0.5  # seconds between two looks
 

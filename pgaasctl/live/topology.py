@@ -431,6 +431,7 @@ def _decide(pair: str, reports: list[NodeReport], synchronous: bool, can_create:
             topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail=_services_detail(report)))
         elif fixed:
             topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail=_services_detail(report)))
+    topo.operations += _virtual_ip_operations(reports)
 
     for report in reports:
         if report.connection is not None and report is not primary:
@@ -510,6 +511,16 @@ def history_listing(data_dir: str) -> str:
     return (f"ls {shlex.quote(data_dir)}/pg_wal 2>/dev/null | grep -E '^[0-9A-F]{{8}}[.]history$' | sort | tail -1")
 
 
+def _virtual_ip_operations(reports: list[NodeReport]) -> list[HostOperation]:
+    """keepalived where the pair's virtual IP needs it started, restarted or stopped."""
+    details = {"stopped": "start keepalived (the virtual IP)",
+               "stale": "restart keepalived with the virtual IP the spec declares",
+               "unwanted": "stop keepalived (the spec declares no virtual IP)"}
+    return [HostOperation(kind="stop_keepalived" if r.host.virtual_ip_state == "unwanted" else "start_keepalived",
+                          node=r.name, detail=details[r.host.virtual_ip_state])
+            for r in reports if r.host.virtual_ip_state in details]
+
+
 def _services_detail(report: NodeReport) -> str:
     """What a start_repmgrd operation starts: repmgrd and the fencing guard beside it, where each is not running."""
     if report.guard_process is not False:
@@ -543,6 +554,7 @@ def _without_primary(topo: Topology, claims: str, can_create: bool) -> Topology:
                                                  detail=f"clone a standby from {first.name} (repmgr standby clone)"))
         for report in reports:
             topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
+        topo.operations += _virtual_ip_operations(reports)
         return topo
     # Everything stopped (a reboot): the node without standby.signal was the primary.
     stopped = all(r.role in ("down", "host down") for r in reports)
@@ -555,6 +567,7 @@ def _without_primary(topo: Topology, claims: str, can_create: bool) -> Topology:
             topo.operations.append(HostOperation(kind="start_postgres", node=report.name, detail="start PostgreSQL"))
         for report in reports:
             topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
+        topo.operations += _virtual_ip_operations(reports)
         topo.warnings.append(f"pair {topo.pair!r} is stopped: apply starts it, then plans its objects")
         return topo
     standby = next((r.name for r in reports if r.role == "standby"), "NODE")
