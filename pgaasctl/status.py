@@ -217,6 +217,13 @@ def all_status(desired: DesiredState, store: Store, pairs: list[DesiredPair] | N
         ssh.close()
 
 
+# read-write: the primary, whichever node it is. The TCP options make a session on a server that vanished from the
+# network (cut off, or its host frozen) fail within about 5 s instead of hanging forever, so the client reconnects
+# and the URI finds the new primary; a server that is merely slow still answers keepalives.
+CLIENT_OPTIONS = ("target_session_attrs=read-write&connect_timeout=2&keepalives=1&keepalives_idle=2"
+                  "&keepalives_interval=1&keepalives_count=2&tcp_user_timeout=5000")
+
+
 def connection_uri(pair: DesiredPair, desired: DesiredState, store: Store, database: str | None, role: str | None,
                    virtual_ip: bool = False) -> str:
     """A libpq multi-host URI that follows a failover: target_session_attrs=read-write picks the primary. With
@@ -236,4 +243,4 @@ def connection_uri(pair: DesiredPair, desired: DesiredState, store: Store, datab
     hosts = f"{vip}:{inputs.hosts[0].pg_port}" if virtual_ip else ",".join(f"{h.address}:{h.pg_port}" for h in inputs.hosts)
     user = f"{quote(role, safe='')}@" if role else ""
     path = quote(database or "postgres", safe="")
-    return f"postgresql://{user}{hosts}/{path}?target_session_attrs=read-write&connect_timeout=2"
+    return f"postgresql://{user}{hosts}/{path}?{CLIENT_OPTIONS}"

@@ -123,7 +123,7 @@ class LocalProvider:
         for host in hosts:
             if host.exists and host.namespace:
                 host.virtual_ip_state = self._virtual_ip_state(pair, host.node)
-            elif not host.exists and pair.spec.virtual_ip is not None:
+            elif pair.spec.virtual_ip is not None:  # not created yet; or on loopback, where apply says why not
                 host.virtual_ip_state = "stopped"
         return hosts
 
@@ -187,13 +187,13 @@ class LocalProvider:
         if not track.exists():  # ineligible until the guard says otherwise; the guard (the server's user) owns it
             track.write_text("1\n")
             self._give_to_server_user([track])
-        log = open(directory / "keepalived.log", "ab")
-        with log:
-            subprocess.Popen(
-                [*self.net.exec_prefix(address), KEEPALIVED, "-n", "-l", "-G", "-D", "-P",
+        with open(directory / "keepalived.log", "ab") as log:
+            # in the foreground (-n) to keep its log on stdout, detached by setsid -f: not pgaasctl's child
+            subprocess.run(
+                ["setsid", "-f", *self.net.exec_prefix(address), KEEPALIVED, "-n", "-l", "-G", "-D", "-P",
                  "-f", str(directory / "keepalived.conf"), "-p", str(directory / "keepalived.pid"),
                  "-r", str(directory / "vrrp.pid"), "-c", str(directory / "checkers.pid")],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, check=True,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while self._keepalived_pid(name, node) is None:

@@ -555,7 +555,8 @@ class Lab:
             lab.close()
 
     def add_pair(self, name: str, replication: str = "synchronous", nodes: tuple[str, ...] = ("a", "b"),
-                 failover: dict[str, Any] | None = None, settings: dict[str, Any] | None = None) -> LocalPair:
+                 failover: dict[str, Any] | None = None, settings: dict[str, Any] | None = None,
+                 **extra: Any) -> LocalPair:
         node_names = [f"{name}-{n}" for n in nodes]
         spec: dict[str, Any] = {
             "provider": "local", "replication": replication, "nodes": [{"name": n} for n in node_names],
@@ -565,6 +566,7 @@ class Lab:
             spec["failover"] = failover
         if settings:
             spec["settings"] = settings
+        spec.update(extra)
         pair = LocalPair(lab=self, name=name, nodes=node_names, replication=replication, spec=spec)
         self.ws.write(pair.spec_file, pair.spec_text(), baseline=True)
         self.pairs[name] = pair

@@ -1,0 +1,200 @@
+"""Pairs on the namespace network: a namespace per node on the workspace's bridge, a keepalived virtual IP that
+follows the primary, the guard fencing a stale primary, and real faults (kill -9, a primary started by hand, a
+partition) with clients writing through the URI and through the virtual IP.
+
+Root only (namespaces and keepalived need it); CI runs as root.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Network
+
+import pytest
+
+from providers.netns import NamespaceNetwork, namespace_of
+from tests.support.local_pair import (
+    Lab,
+    LocalPair,
+    Writer,
+    namespace_leftovers,
+    no_traceback,
+    processes_mentioning,
+    wait_until,
+)
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI runs as root)")
+
+TABLE = "ledger"
+VIP_TABLE = "ledger_vip"  # written through the virtual IP
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab.open("netns", slot=0, network="namespaces") as lab:
+        net = IPv4Network(lab.subnet)
+        lab.add_pair("vp", replication="synchronous", virtual_ip=str(net.network_address + 200))
+        yield lab
+
+
+@pytest.fixture
+def vp(lab: Lab) -> LocalPair:
+    pair = lab.pairs["vp"]
+    pair.ensure_healthy()
+    wait_until(lambda: _holder(pair) == pair.primary(), 10, "the virtual IP on the primary")
+    primary = pair.primary()
+    for table in (TABLE, VIP_TABLE):
+        pair.execute(primary, f"CREATE TABLE IF NOT EXISTS {table} (n int PRIMARY KEY)")
+        pair.execute(primary, f"TRUNCATE {table}")
+    return pair
+
+
+def _vip(pair: LocalPair) -> str:
+    return str(pair.spec["virtual_ip"])
+
+
+def _holders(pair: LocalPair) -> list[str]:
+    """The nodes whose namespace has the virtual IP (two only while one of them is cut off from the other)."""
+    found = []
+    for node in pair.nodes:
+        shown = subprocess.run(["ip", "-n", f"pgaas-{pair.address(node)}", "-4", "-o", "addr", "show"],
+                               capture_output=True, text=True, check=False).stdout
+        if f" {_vip(pair)}/" in shown:
+            found.append(node)
+    return found
+
+
+def _holder(pair: LocalPair) -> str | None:
+    holders = _holders(pair)
+    return holders[0] if len(holders) == 1 else None
+
+
+def _uri(pair: LocalPair, *args: str) -> str:
+    result = pair.ws.connection(pair.name, "--role", "postgres", *args)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+def _lost(pair: LocalPair, node: str, writer: Writer) -> list[int]:
+    present = {row[0] for row in pair.query(node, f"SELECT n FROM {TABLE}")}
+    return sorted(set(writer.acked) - present)
+
+
+def test_each_node_runs_in_its_own_namespace_and_the_primary_holds_the_virtual_ip(vp: LocalPair) -> None:
+    net = NamespaceNetwork(IPv4Network(vp.lab.subnet))
+    for node in vp.nodes:
+        address = vp.address(node)
+        assert IPv4Network(f"{address}/32").subnet_of(net.subnet)
+        namespace = f"pgaas-{address}"
+        assert namespace_of(vp.postmaster_pid(node)) == namespace
+        assert namespace_of(vp.sshd_pid(node) or 0) == namespace
+    primary = vp.primary()
+    status = vp.ws.status()
+    assert status.exit_code == 0, status.output
+    assert "virtual IP" in status.stdout and "holds it" in status.stdout
+    [data] = vp.ws.status_json()
+    assert {n["name"]: n["virtual_ip"] for n in data["nodes"]} == {primary: True, vp.other(primary): False}
+    assert {n["guard"] for n in data["nodes"]} == {True}
+
+    uri = _uri(vp, "--virtual-ip")
+    assert uri.startswith(f"postgresql://postgres@{_vip(vp)}:5432/postgres?")
+    with Writer(uri, vp.admin_password, TABLE) as writer:
+        writer.wait_for_more(5, timeout=20)
+    assert set(writer.servers) == {_vip(vp)}
+
+
+def test_kill_9_of_the_primary_moves_the_virtual_ip_and_loses_no_commit(vp: LocalPair) -> None:
+    old = vp.primary()
+    new = vp.other(old)
+    with Writer(_uri(vp), vp.admin_password, TABLE) as by_uri, Writer(_uri(vp, "--virtual-ip"), vp.admin_password,
+                                                                     VIP_TABLE) as by_vip:
+        by_uri.wait_for_more(10, timeout=20)
+        by_vip.wait_for_more(10, timeout=20)
+        vp.kill_postmaster(old)
+        vp.wait_primary(new)
+        promoted = time.monotonic()
+        wait_until(lambda: _holder(vp) == new, 5, "the virtual IP on the new primary", interval=0.02)
+        moved = time.monotonic() - promoted
+        by_uri.wait_for_more(10, timeout=30)
+        by_vip.wait_for_more(10, timeout=30)
+    assert moved < 1.5, f"the virtual IP reached the new primary {moved:.2f}s after its promotion"
+    assert _lost(vp, new, by_uri) == []
+    present = {row[0] for row in vp.query(new, f"SELECT n FROM {VIP_TABLE}")}
+    assert sorted(set(by_vip.acked) - present) == []
+
+    applied = vp.ws.apply()
+    assert applied.exit_code == 0, applied.output
+    vp.assert_whole(new)
+    assert _holder(vp) == new
+
+
+def test_a_returning_old_primary_is_fenced_and_never_gets_the_virtual_ip(vp: LocalPair) -> None:
+    old = vp.primary()
+    new = vp.other(old)
+    vp.stop_immediate(old)
+    vp.wait_promoted(new)
+    wait_until(lambda: _holder(vp) == new, 5, "the virtual IP on the new primary", interval=0.02)
+    vp.start_postgres(old)  # by hand, as a primary: stale
+    started = time.monotonic()
+    wait_until(lambda: vp.role_of(old) is None, 10, f"the guard to fence {old}", interval=0.02)
+    assert time.monotonic() - started < 3
+    assert _holder(vp) == new
+    status = vp.ws.status()
+    assert status.exit_code == 2 and f"{old} was fenced" in status.flat, status.output
+    applied = vp.ws.apply()
+    assert applied.exit_code == 0, applied.output
+    vp.assert_whole(new)
+    assert vp.ws.status().exit_code == 0
+
+
+def test_a_partition_of_the_primary_never_leaves_two_primaries_accepting_writes(vp: LocalPair) -> None:
+    """The primary's link to the bridge is cut: the standby promotes. The cut-off primary cannot acknowledge a
+    commit (synchronous replication); when the link comes back its guard fences it, and the virtual IP stays."""
+    old = vp.primary()
+    new = vp.other(old)
+    veth = NamespaceNetwork.veth(vp.address(old))
+    bridge = NamespaceNetwork(IPv4Network(vp.lab.subnet)).bridge
+    with Writer(_uri(vp), vp.admin_password, TABLE) as writer:
+        writer.wait_for_more(10, timeout=20)
+        subprocess.run(["ip", "link", "set", veth, "nomaster"], check=True)
+        try:
+            vp.wait_primary(new, timeout=30)
+            writer.wait_for_more(10, timeout=30)
+            # the cut-off node still has it, unseen: the new primary's gratuitous ARP steers the bridge to itself
+            wait_until(lambda: new in _holders(vp), 5, "the virtual IP on the new primary", interval=0.02)
+            with Writer(_uri(vp, "--virtual-ip"), vp.admin_password, VIP_TABLE) as by_vip:
+                by_vip.wait_for_more(5, timeout=20)
+            assert set(by_vip.servers) == {_vip(vp)}
+        finally:
+            subprocess.run(["ip", "link", "set", veth, "master", bridge], check=True)
+        healed = time.monotonic()
+        wait_until(lambda: vp.role_of(old) != "primary", 10, f"the guard to fence {old}", interval=0.02)
+        fenced = time.monotonic() - healed
+        writer.wait_for_more(10, timeout=30)
+    assert fenced < 3, f"fenced {fenced:.2f}s after the partition healed"
+    assert _lost(vp, new, writer) == []
+    wait_until(lambda: _holder(vp) == new, 5, "the fenced node to give up the virtual IP", interval=0.02)
+
+    applied = vp.ws.apply()
+    assert applied.exit_code == 0, applied.output
+    vp.assert_whole(new)
+
+
+def test_a_virtual_ip_outside_the_subnet_is_refused_with_its_line(vp: LocalPair) -> None:
+    vp.rewrite_spec(virtual_ip="10.99.0.7")
+    result = vp.ws.plan()
+    assert result.exit_code == 1, result.output
+    no_traceback(result)
+    assert "virtual_ip 10.99.0.7 is outside the workspace subnet" in result.flat and "pair-vp.yaml" in result.flat
+
+
+def test_destroy_leaves_no_namespace_bridge_or_process(lab: Lab) -> None:
+    lab.pairs["vp"].ensure_healthy()
+    assert len(namespace_leftovers(lab.subnet)) == 3  # two namespaces and the bridge
+    result = lab.ws.destroy()
+    assert result.exit_code == 0, result.output
+    assert namespace_leftovers(lab.subnet) == []
+    assert processes_mentioning(str(lab.local_dir) + "/") == {}
