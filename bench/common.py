@@ -144,7 +144,7 @@ class LocalBench:
     local_dir and removes both directories; it records what destroy left behind, report_leftovers() prints it.
     """
 
-    def __init__(self, tag: str, addresses: str = ADDRESSES) -> None:
+    def __init__(self, tag: str, addresses: str = ADDRESSES, subnet: str | None = None) -> None:
         if os.geteuid() != 0:
             raise SystemExit("run as root: provider local runs PostgreSQL as the postgres OS user (see make demo)")
         self.local_dir = Path(tempfile.mkdtemp(prefix=f"pgaasctl-bench-{tag}-", dir="/dev/shm"))
@@ -152,6 +152,7 @@ class LocalBench:
         self.work = Path(tempfile.mkdtemp(prefix=f"pgaasctl-bench-{tag}-ws-"))
         self.store = self.work / "pgaasctl.db"
         self.addresses = addresses
+        self.subnet = subnet  # set: the namespace network on this subnet; else loopback addresses
         self.specs = self.spec_dir("specs")
         self.cli = pgaasctl_command()
         self.env = pgaasctl_env()
@@ -161,8 +162,9 @@ class LocalBench:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
     def workspace_doc(self) -> str:
+        network = f"network: namespaces, subnet: {self.subnet}" if self.subnet else "network: loopback"
         return ("kind: Workspace\n"
-                f"spec: {{local_dir: {self.local_dir}, local_addresses: {self.addresses}, "
+                f"spec: {{local_dir: {self.local_dir}, local_addresses: {self.addresses}, {network}, "
                 f"store: 'sqlite:///{self.store}'}}\n")
 
     def spec_dir(self, name: str) -> Path:

@@ -73,13 +73,13 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
         if state is None:
             assert topology is not None
             status.nodes = [NodeStatus(name=r.name, address=r.host.address, role=r.role, repmgrd=r.repmgrd_process,
-                                       guard=r.guard_process, fenced=r.fenced) for r in topology.nodes]
+                                       guard=r.guard_process, fenced=r.fenced) for r in topology.nodes] + _witness(topology)
             status.warnings = topology.warnings + _fenced(pair.name, status.nodes)
             status.degraded = True
             return status
         try:
             pending, paused = _node_facts(state)
-            status.nodes = _nodes(state, topology, pending)
+            status.nodes = _nodes(state, topology, pending) + _witness(topology)
             status.warnings = topology.warnings if topology is not None else state.warnings
             status.warnings = status.warnings + _pending_warnings(pair.name, status.nodes, inputs.uses_ssh)
             problems = (_failover_off(pair.name, status.nodes) + _fencing_off(pair.name, status.nodes)
@@ -119,6 +119,14 @@ def _nodes(state: PairState, topology: Topology | None, pending: dict[str, list[
     return out
 
 
+def _witness(topology: Topology | None) -> list[NodeStatus]:
+    witness = topology.witness if topology is not None else None
+    if witness is None:
+        return []
+    return [NodeStatus(name=witness.name, address=f"{witness.address}:5432" if witness.address else "", role=witness.role,
+                       repmgrd=witness.repmgrd if witness.postgres else None)]
+
+
 def _node_facts(state: PairState) -> tuple[dict[str, list[str]], dict[str, str]]:
     """Per node that answers, the parameters waiting for its restart; per standby, whether its replay is paused.
     One session per standby for both."""
@@ -139,6 +147,7 @@ def _node_facts(state: PairState) -> tuple[dict[str, list[str]], dict[str, str]]
 
 
 STALL_SECONDS = 1.0  # a commit waiting this long for the synchronous standby means replication is stalled
+SILENT_STANDBY_SECONDS = 3.0  # standbys pgaasctl sets up reply every second (wal_receiver_status_interval)
 
 
 def _failover_off(pair: str, nodes: list[NodeStatus]) -> list[str]:
@@ -189,10 +198,20 @@ def _stalled_commits(pair: str, state: PairState) -> list[str]:
         ).fetchone()  # type: ignore[misc]
     except psycopg.Error:
         return []
-    if not count or longest < STALL_SECONDS:
-        return []
-    return [f"pair {pair!r} is degraded: replication stalled: {count} commit(s) waiting for the synchronous standby, "
-            f"the longest for {longest:.1f}s"]
+    problems = []
+    if count and longest >= STALL_SECONDS:
+        problems.append(f"pair {pair!r} is degraded: replication stalled: {count} commit(s) waiting for the synchronous "
+                        f"standby, the longest for {longest:.1f}s")
+    try:
+        silent = state.connection.execute(
+            "SELECT application_name, extract(epoch FROM now() - reply_time)::float8 FROM pg_stat_replication "
+            "WHERE reply_time < now() - make_interval(secs => %s)", (SILENT_STANDBY_SECONDS,)).fetchall()
+    except psycopg.Error:
+        silent = []
+    for name, seconds in silent:
+        problems.append(f"pair {pair!r} is degraded: replication stalled: standby {name} has not replied for "
+                        f"{seconds:.1f}s (cut off, or frozen)" + ("; commits are waiting" if count else ""))
+    return problems
 
 
 def _pending_warnings(pair: str, nodes: list[NodeStatus], uses_ssh: bool) -> list[str]:

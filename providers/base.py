@@ -46,6 +46,7 @@ class Host(BaseModel):
     # keepalived for the pair's virtual IP: "current" (runs the configuration the spec asks for), "stale" (runs or
     # lies with another one), "stopped", "unwanted" (runs, but the spec has no virtual IP); None: nothing to do
     virtual_ip_state: str | None = None
+    witness: bool = False  # the pair's repmgr witness, not a data node
 
     @property
     def label(self) -> str:

@@ -228,9 +228,17 @@ class LocalProvider:
                 return node
         return None
 
+    def witness_host(self, pair: PairDoc) -> Host | None:
+        assert isinstance(pair.spec, LocalPairSpec)
+        if pair.spec.witness is None:
+            return None
+        host = self._host(pair.metadata.name, pair.spec.witness.name)
+        host.witness = True
+        return host
+
     def undeclared_hosts(self, pair: PairDoc) -> list[Host]:
         assert isinstance(pair.spec, LocalPairSpec)
-        declared = {node.name for node in pair.spec.nodes}
+        declared = {node.name for node in pair.spec.nodes} | ({pair.spec.witness.name} if pair.spec.witness else set())
         claimed = sorted(n for _, n, _ in self.store.local_addresses(pair.metadata.name).values())
         return [self._host(pair.metadata.name, node) for node in claimed if node not in declared]
 

@@ -44,6 +44,9 @@ class HostOperator:
         for host in self.inputs.provider.hosts(self.inputs.pair.doc):
             if host.node == node:
                 return host
+        witness = self.inputs.witness_host()
+        if witness is not None and witness.node == node:
+            return witness
         raise PgaasError(f"pair {self.pair!r} has no node {node!r}")
 
     def _node_id(self, node: str) -> int:
@@ -52,7 +55,7 @@ class HostOperator:
         if node in self._ids:
             return self._ids[node]
         names = [n.name for n in self.inputs.pair.doc.spec.nodes]
-        return names.index(node) + 1
+        return names.index(node) + 1 if node in names else len(names) + 1
 
     def run(self, operations: list[HostOperation]) -> list[str]:
         self._ids = {op.node: op.node_id for op in operations if op.node_id is not None}
@@ -91,6 +94,12 @@ class HostOperator:
             provider.start_virtual_ip(doc, op.node)  # type: ignore[attr-defined]  (only local hosts ask for it)
         elif op.kind == "stop_keepalived":
             provider.stop_virtual_ip(doc, op.node)  # type: ignore[attr-defined]
+        elif op.kind == "init_witness":
+            primary_host = self._host(op.peer or "")
+            self.bootstrap.create_witness(self._host(op.node), self._node_id(op.node), primary_host,
+                                          self.bootstrap.repmgr_password(primary_host))
+        elif op.kind == "register_witness":
+            self.bootstrap.register_witness(self._host(op.node), self._host(op.peer or ""))
         elif op.kind == "fence_node":
             self.bootstrap.fence(self._host(op.node), op.detail)
         elif op.kind == "remove_node":

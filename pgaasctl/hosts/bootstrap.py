@@ -89,6 +89,11 @@ def postgresql_conf(host: Host, layout: HostLayout) -> str:
         "wal_log_hints": "on",  # pg_rewind, for `repmgr node rejoin --force-rewind`
         "wal_keep_size": _q("512MB"),
         "wal_retrieve_retry_interval": _q("500ms"),  # a standby reconnects soon after its primary restarts
+        # a standby reports every second, so a silence of a few seconds means it is cut off (status says so), and
+        # either side drops a connection whose peer vanished after 5 s instead of a minute
+        "wal_receiver_status_interval": _q("1s"),
+        "wal_sender_timeout": _q("5s"),
+        "wal_receiver_timeout": _q("5s"),
         "shared_preload_libraries": _q("repmgr"),
         "password_encryption": "scram-sha-256",
         "log_line_prefix": _q("%m [%p] %q%u@%d "),
@@ -210,6 +215,10 @@ def repmgr_conf(host: Host, layout: HostLayout, node_id: int, failover: Failover
         "reconnect_attempts": str(failover.reconnect_attempts),
         "reconnect_interval": str(failover.reconnect_interval),
         "repmgrd_pid_file": _q(f"{layout.socket_dir}/repmgrd.pid"),
+        # No primary_visibility_consensus: repmgr 5.3 cancels an election when the witness saw the primary within
+        # 2 x monitor_interval and never holds another one, so a primary killed outright (refused at once) would
+        # never be failed over. The witness still counts for the majority: a standby that sees neither the primary
+        # nor the witness does not promote.
         "service_start_command": _q(pg_ctl(host, layout, "start")),
         "service_stop_command": _q(pg_ctl(host, layout, "stop")),
         "service_restart_command": _q(pg_ctl(host, layout, "restart")),
@@ -228,9 +237,11 @@ def promote_hook(host: Host, layout: HostLayout) -> str:
         f"export PGPASSFILE={shlex.quote(layout.config_dir + '/.pgpass')}",
         "# cleared before the promotion, so the new primary never waits for the standby that just failed",
         f"{psql} -c \"ALTER SYSTEM SET synchronous_standby_names = ''\" -c 'SELECT pg_reload_conf()'",
-        f"{_bin(host, 'repmgr')} -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file || exit 1",
-        "# the virtual IP may come here now (the guard keeps this file from now on)",
+        "# the virtual IP may come here now: repmgrd decided the old primary is gone, and a client that reaches this",
+        "# node a moment before its promotion completes is refused (read-only) and retries. The guard keeps the",
+        "# file from now on (and takes the address back if the promotion fails).",
         f"echo 0 >{shlex.quote(vip_track_file(layout))}",
+        f"{_bin(host, 'repmgr')} -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file || exit 1",
         "# pg_rewind (PostgreSQL 15) reads the new timeline from pg_control: write it there now",
         f"{psql} -c 'CHECKPOINT'",
         "",
@@ -325,6 +336,41 @@ class Bootstrap:
         self._psql(host, f"CREATE ROLE {REPMGR_USER} WITH LOGIN SUPERUSER REPLICATION PASSWORD '{verifier}'", "creating the repmgr role")
         self._psql(host, f"CREATE DATABASE {REPMGR_DATABASE} OWNER {REPMGR_USER}", "creating the repmgr database")
         self._repmgr(host, "primary register", "repmgr primary register")
+
+    def create_witness(self, host: Host, node_id: int, primary: Host, repmgr_password: str) -> None:
+        """A small PostgreSQL of its own, registered as the pair's repmgr witness."""
+        layout = host.layout
+        assert layout is not None
+        target = target_of(host)
+        self._write_config(host, node_id, repmgr_password)
+        pwfile = f"{layout.config_dir}/.initdb-password"
+        self.ssh.put_text(target, self.admin_password + "\n", pwfile, 0o600)
+        try:
+            self.ssh.check(target, (
+                f"test -f {shlex.quote(layout.data_dir)}/PG_VERSION || {_bin(host, 'initdb')} -D {shlex.quote(layout.data_dir)} "
+                f"-U postgres --pwfile={shlex.quote(pwfile)} -E UTF8 --locale=C.UTF-8 --auth-local=trust "
+                "--auth-host=scram-sha-256"
+            ), "initdb")
+        finally:
+            self.ssh.run(target, f"rm -f {shlex.quote(pwfile)}")
+        self.ssh.put_text(target, DATA_DIR_CONF, f"{layout.data_dir}/postgresql.conf", 0o600)
+        if not self.postgres_running(host):
+            self._started(host, "starting the witness",
+                          lambda: self.ssh.check(target, pg_ctl(host, layout, "start"), "starting PostgreSQL"))
+        verifier = scram_verifier(repmgr_password)
+        self._psql(host, f"DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{REPMGR_USER}') THEN "
+                         f"CREATE ROLE {REPMGR_USER} WITH LOGIN SUPERUSER REPLICATION; END IF; END$$", "creating the repmgr role")
+        self._psql(host, f"ALTER ROLE {REPMGR_USER} PASSWORD '{verifier}'", "setting the repmgr password")
+        exists = self.ssh.check(target, f"{_bin(host, 'psql')} -X -A -t -h {shlex.quote(layout.socket_dir)} -p {host.pg_port} "
+                                        f"-U postgres -d postgres -c \"SELECT 1 FROM pg_database WHERE datname = '{REPMGR_DATABASE}'\"",
+                                "looking for the repmgr database").strip()
+        if exists != "1":
+            self._psql(host, f"CREATE DATABASE {REPMGR_DATABASE} OWNER {REPMGR_USER}", "creating the repmgr database")
+        self.register_witness(host, primary)
+
+    def register_witness(self, host: Host, primary: Host) -> None:
+        self._repmgr(host, f"-h {shlex.quote(primary.address)} -p {primary.pg_port} -U {REPMGR_USER} -d {REPMGR_DATABASE} "
+                           "witness register -F", "repmgr witness register")
 
     def repmgr_password(self, host: Host) -> str:
         """The repmgr password, read from a bootstrapped node's .pgpass (it lives only on the nodes)."""
@@ -479,8 +525,10 @@ class Bootstrap:
                                       f"rm -f {pid_file}")
 
     def start_repmgrd(self, host: Host) -> None:
-        """repmgrd and, beside it, the fencing guard: whichever of them is not running."""
-        self.start_guard(host)
+        """repmgrd and, beside it, the fencing guard (not on a witness, which is no data node): whichever of them
+        is not running."""
+        if not host.witness:
+            self.start_guard(host)
         if self.repmgrd_running(host):
             return
         if host.layout is not None:

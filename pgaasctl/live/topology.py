@@ -76,12 +76,36 @@ class NodeReport:
 
 
 @dataclass
+class WitnessReport:
+    """The pair's repmgr witness as discovery saw it."""
+
+    name: str
+    address: str
+    exists: bool = False
+    ssh_up: bool = False
+    postgres: bool = False
+    repmgrd: bool = False
+    registered: bool = False
+
+    @property
+    def role(self) -> str:
+        if not self.exists:
+            return "missing"
+        if not self.ssh_up:
+            return "host down"
+        if not self.postgres:
+            return "down"
+        return "witness" if self.registered else "unregistered"
+
+
+@dataclass
 class Topology:
     pair: str
     nodes: list[NodeReport]
     operations: list[HostOperation] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     state: PairState | None = None  # with an open connection to the primary, when there is one
+    witness: WitnessReport | None = None
 
     @property
     def primary(self) -> NodeReport | None:
@@ -199,7 +223,7 @@ def probe_pair(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], 
 
 def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions,
                       synchronous: bool, can_create: bool, undeclared: list[Host] | None = None,
-                      recorded_ids: dict[str, int] | None = None) -> Topology:
+                      recorded_ids: dict[str, int] | None = None, witness: Host | None = None) -> Topology:
     """Probe every node; wait briefly when repmgr has not yet recorded a promotion PostgreSQL already shows.
     `undeclared`: hosts of nodes the spec no longer declares, asked over SQL whether they are primary."""
     deadline = time.monotonic() + CONSISTENCY_WAIT
@@ -215,9 +239,12 @@ def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAdd
         _refuse_starting_without_undeclared(pair, reports, undeclared or [])
         topology = _decide(pair, reports, synchronous, can_create)
         topology.operations += _removals(pair, topology, [h.node for h in hosts], undeclared or [])
+        if witness is not None:
+            _plan_witness(topology, witness, ssh)
         registered = topology.primary.registered if topology.primary is not None else None
-        ids = assign_node_ids([h.node for h in hosts], {**(recorded_ids or {}),
-                                                        **{n: r.node_id for n, r in (registered or {}).items()}})
+        declared = [h.node for h in hosts] + ([witness.node] if witness is not None else [])
+        ids = assign_node_ids(declared, {**(recorded_ids or {}),
+                                         **{n: r.node_id for n, r in (registered or {}).items()}})
         for op in topology.operations:
             if op.kind in NEEDS_NODE_ID:
                 op.node_id = ids[op.node]
@@ -227,7 +254,7 @@ def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAdd
         raise
 
 
-NEEDS_NODE_ID = ("init_primary", "clone_standby", "reconfigure_repmgr", "rejoin", "recover_node")  # may write repmgr.conf
+NEEDS_NODE_ID = ("init_primary", "clone_standby", "reconfigure_repmgr", "rejoin", "recover_node", "init_witness")  # may write repmgr.conf
 
 
 def assign_node_ids(declared: list[str], known: dict[str, int]) -> dict[str, int]:
@@ -509,6 +536,56 @@ def rewinding_newer(pair: str, node: Host, newer: int, primary: Host, running: i
 def history_listing(data_dir: str) -> str:
     """Shell: the name of the newest timeline history file in a data directory's pg_wal (empty when none)."""
     return (f"ls {shlex.quote(data_dir)}/pg_wal 2>/dev/null | grep -E '^[0-9A-F]{{8}}[.]history$' | sort | tail -1")
+
+
+def _witness_probe(host: Host) -> str:
+    assert host.layout is not None
+    return (f"{_pg_ctl_status(host)} >/dev/null && echo @postgres; "
+            f"if {alive_from_pid_file(host.layout.socket_dir + '/repmgrd.pid')}; then echo @repmgrd; fi")
+
+
+def _pg_ctl_status(host: Host) -> str:
+    assert host.layout is not None
+    return f"{shlex.quote(host.bin_dir + '/pg_ctl')} -D {shlex.quote(host.layout.config_dir)} status"
+
+
+def _plan_witness(topo: Topology, witness: Host, ssh: SshSessions) -> None:
+    """The witness's host operations: made and registered with the pair's primary, PostgreSQL and repmgrd
+    running. A witness that is down degrades the pair; it never stops the pair's own plan."""
+    report = WitnessReport(name=witness.node, address=witness.address, exists=witness.exists)
+    topo.witness = report
+    creating = next((op.node for op in topo.operations if op.kind == "init_primary"), None)
+    primary = topo.primary.name if topo.primary is not None else creating
+    if primary is None:
+        return  # no primary to register with: planned again once the pair has one
+    if not witness.exists:
+        topo.operations += [
+            HostOperation(kind="create_host", node=witness.node, detail="create the witness host"),
+            HostOperation(kind="init_witness", node=witness.node, peer=primary,
+                          detail=f"initdb, start PostgreSQL, repmgr witness register with {primary}"),
+            HostOperation(kind="start_repmgrd", node=witness.node, detail="start repmgrd"),
+        ]
+        return
+    if witness.running:
+        try:
+            words = ssh.run(target_of(witness), _witness_probe(witness), timeout=30).stdout.split()
+            report.ssh_up, report.postgres, report.repmgrd = True, "@postgres" in words, "@repmgrd" in words
+        except ConnectionFailed:
+            pass
+    registered = topo.primary.registered if topo.primary is not None else None
+    report.registered = bool(registered and witness.node in registered and registered[witness.node].role == "witness")
+    if report.role != "witness":
+        topo.warnings.append(f"pair {topo.pair!r} is degraded: its witness {witness.label} is {report.role}: a partition "
+                             "between the nodes could promote a standby cut off from a running primary")
+    if not report.ssh_up:
+        topo.operations.append(HostOperation(kind="start_host", node=witness.node, detail="start the witness host"))
+    if not report.postgres:
+        topo.operations.append(HostOperation(kind="start_postgres", node=witness.node, detail="start PostgreSQL"))
+    if not report.registered:
+        topo.operations.append(HostOperation(kind="register_witness", node=witness.node, peer=primary,
+                                             detail=f"repmgr witness register with {primary}"))
+    if not report.repmgrd or not report.postgres:
+        topo.operations.append(HostOperation(kind="start_repmgrd", node=witness.node, detail="start repmgrd"))
 
 
 def _virtual_ip_operations(reports: list[NodeReport]) -> list[HostOperation]:

@@ -70,10 +70,15 @@ class PairInputs:
     def synchronous(self) -> bool:
         return self.pair.doc.spec.replication == "synchronous"
 
+    def witness_host(self) -> Host | None:
+        """The pair's repmgr witness host, if the spec declares one."""
+        witness_host = getattr(self.provider, "witness_host", None)
+        return witness_host(self.pair.doc) if witness_host is not None else None
+
     def topology(self, ssh: SshSessions) -> Topology:
         """Discovery of a repmgr pair over SSH (and SQL), with the host operations it needs."""
         return discover_topology(self.pair.name, self.hosts, self.addresses, ssh, self.synchronous, self.can_create,
-                                 self.undeclared, self.recorded_ids)
+                                 self.undeclared, self.recorded_ids, self.witness_host())
 
     def sql_state(self) -> PairState:
         """Discovery of a pair reached over SQL only."""
@@ -344,7 +349,7 @@ def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology
     registered = (topology.primary.registered if topology.primary is not None else None) or {}
     return [HostOperation(kind="reconfigure_repmgr", node=r.name, detail="rewrite repmgr.conf and restart repmgrd",
                           node_id=registered[r.name].node_id if r.name in registered else None)
-            for r in topology.nodes if r.role in ("primary", "standby")]
+            for r in topology.nodes if r.host.exists]  # down nodes too: after their rejoin or start, which come first
 
 
 def _record_nodes(store: Store, pair: DesiredPair, state: PairState) -> None:

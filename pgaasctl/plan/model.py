@@ -72,7 +72,8 @@ class HostOperation(BaseModel):
 
     kind: Literal["create_host", "start_host", "init_primary", "clone_standby", "rejoin", "recover_node",
                   "start_postgres", "register_standby", "start_repmgrd", "reconfigure_repmgr", "destroy_hosts",
-                  "remove_node", "fence_node", "start_keepalived", "stop_keepalived"]
+                  "remove_node", "fence_node", "start_keepalived", "stop_keepalived", "init_witness",
+                  "register_witness"]
     node: str
     peer: str | None = None  # the primary a standby is made from (remove_node: the primary it is removed from)
     node_id: int | None = None  # remove_node: its repmgr node id

@@ -180,12 +180,22 @@ class LocalNode(Strict):
     name: Identifier = Field(description="Node name, unique in the pair.")
 
 
+class LocalWitness(Strict):
+    """A repmgr witness on a third host (provider local: a third namespace): a standby cut off from the primary
+    while the witness still sees it does not promote."""
+
+    name: Identifier = Field(description="The witness host's name, unique among the pair's nodes.")
+
+
 class FailoverSettings(Strict):
     """repmgrd's failure detection; they reach repmgr.conf."""
 
     mode: Literal["automatic", "manual"] = Field("automatic", description="Whether repmgrd promotes the standby by itself.")
     monitor_interval: Seconds = Field(1, description="Seconds between repmgrd's checks of the upstream (monitor_interval_secs).")
-    reconnect_attempts: StrictInt = Field(3, ge=0, le=100, description="Attempts to reach a failed primary before failing over.")
+    reconnect_attempts: StrictInt = Field(
+        1, ge=0, le=100, description="Attempts to reach a failed primary before failing over: 1 fails a hung or cut-off "
+        "primary over in about 6 s (two pings of connect_timeout), 0 in about 4 s at the risk of a failover for one "
+        "slow answer.")
     reconnect_interval: Seconds = Field(1, description="Seconds between those attempts.")
     connect_timeout: Seconds = Field(2, description="libpq connect_timeout of repmgr's connections.")
 
@@ -230,9 +240,17 @@ class LocalPairSpec(PairSpecBase):
     nodes: Annotated[list[LocalNode], AfterValidator(_one_or_two_nodes)] = Field(
         description="The nodes: a primary and a standby; one is allowed but is not fault tolerant.")
     failover: FailoverSettings = Field(default_factory=FailoverSettings, description="repmgrd settings.")
+    witness: LocalWitness | None = Field(None, description="A repmgr witness on a third host, the tie-breaker "
+                                          "in a network partition.")
     virtual_ip: IPv4Address | None = Field(
         None, description="An address in the workspace subnet that follows the primary (keepalived); needs the "
         "namespace network (pgaasctl run as root).")
+
+    @model_validator(mode="after")
+    def _witness_is_not_a_node(self) -> LocalPairSpec:
+        if self.witness is not None and self.witness.name in {n.name for n in self.nodes}:
+            raise ValueError(f"the witness {self.witness.name!r} has the name of a node; give it its own")
+        return self
 
     @field_validator("virtual_ip", mode="before")
     @classmethod
