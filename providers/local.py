@@ -123,8 +123,8 @@ class LocalProvider:
         for host in hosts:
             if host.exists and host.namespace:
                 host.virtual_ip_state = self._virtual_ip_state(pair, host.node)
-            elif pair.spec.virtual_ip is not None:  # not created yet; or on loopback, where apply says why not
-                host.virtual_ip_state = "stopped"
+            elif pair.spec.virtual_ip is not None:  # not created yet, or on the loopback network (refused)
+                host.virtual_ip_state = "loopback" if host.exists else "stopped"
         return hosts
 
     # -- the virtual IP: keepalived in each node's namespace, run as root (it adds and removes addresses)

@@ -34,11 +34,13 @@ step "$PGAASCTL" apply specs/examples --auto-approve
 step "$PGAASCTL" plan specs/examples --detailed-exitcode
 step "$PGAASCTL" status specs/examples
 step "$PGAASCTL" connection orders specs/examples --database orders --role orders_app
+step "$PGAASCTL" connection orders specs/examples --database orders --role orders_app --virtual-ip
 cat <<MSG
 
 The pair "orders" runs on this machine and matches the specs. Try:
   $PGAASCTL switchover orders specs/examples      # planned maintenance
   $PGAASCTL status specs/examples                 # after killing a node's PostgreSQL, watch the failover
+                                                  # (and the virtual IP move to the new primary)
   $PGAASCTL apply specs/examples --auto-approve   # makes a degraded pair whole again
   bash scripts/demo.sh destroy                    # removes the pair (every process and file)
 MSG

@@ -549,10 +549,14 @@ class Bootstrap:
                                  "and repmgr.log there")
 
     def reconfigure_repmgr(self, host: Host, node_id: int) -> None:
-        """New failover settings: rewrite repmgr.conf and the promote hook, then restart repmgrd."""
+        """New failover settings or node files: rewrite postgresql.conf (reloaded: what it adds over the years is
+        reloadable), repmgr.conf, the start, promote and guard scripts, then restart repmgrd and the guard."""
         layout = host.layout
         assert layout is not None
         target = target_of(host)
+        self.ssh.put_text(target, postgresql_conf(host, layout), f"{layout.config_dir}/postgresql.conf", 0o644)
+        if self.postgres_running(host):
+            self.ssh.check(target, pg_ctl(host, layout, "reload"), "reloading PostgreSQL's configuration")
         self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
         self.ssh.put_text(target, promote_hook(host, layout), f"{layout.config_dir}/promote.sh", 0o755)

@@ -568,9 +568,9 @@ def _plan_witness(topo: Topology, witness: Host, ssh: SshSessions) -> None:
         return
     if witness.running:
         try:
-            words = ssh.run(target_of(witness), _witness_probe(witness), timeout=30).stdout.split()
+            words = ssh.run(target_of(witness), _witness_probe(witness), timeout=10).stdout.split()
             report.ssh_up, report.postgres, report.repmgrd = True, "@postgres" in words, "@repmgrd" in words
-        except ConnectionFailed:
+        except PgaasError:  # unreachable (ConnectionFailed) or cut off mid-command: the witness is down, not the pair
             pass
     registered = topo.primary.registered if topo.primary is not None else None
     report.registered = bool(registered and witness.node in registered and registered[witness.node].role == "witness")
@@ -590,6 +590,12 @@ def _plan_witness(topo: Topology, witness: Host, ssh: SshSessions) -> None:
 
 def _virtual_ip_operations(reports: list[NodeReport]) -> list[HostOperation]:
     """keepalived where the pair's virtual IP needs it started, restarted or stopped."""
+    on_loopback = [r.host.label for r in reports if r.host.virtual_ip_state == "loopback"]
+    if on_loopback:
+        raise PlanError(f"pair {reports[0].host.pair!r}: a virtual IP needs the namespace network, and "
+                        f"{', '.join(on_loopback)} is on a loopback address, where a virtual IP steers nothing",
+                        "Remove virtual_ip from the Pair, or recreate the pair with pgaasctl run as root "
+                        "(Workspace spec.network: namespaces).")
     details = {"stopped": "start keepalived (the virtual IP)",
                "stale": "restart keepalived with the virtual IP the spec declares",
                "unwanted": "stop keepalived (the spec declares no virtual IP)"}

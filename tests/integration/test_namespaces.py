@@ -36,7 +36,8 @@ VIP_TABLE = "ledger_vip"  # written through the virtual IP
 def lab() -> Iterator[Lab]:
     with Lab.open("netns", slot=0, network="namespaces") as lab:
         net = IPv4Network(lab.subnet)
-        lab.add_pair("vp", replication="synchronous", virtual_ip=str(net.network_address + 200))
+        lab.add_pair("vp", replication="synchronous", virtual_ip=str(net.network_address + 200),
+                     witness={"name": "vp-w"})
         yield lab
 
 
@@ -183,6 +184,65 @@ def test_a_partition_of_the_primary_never_leaves_two_primaries_accepting_writes(
     vp.assert_whole(new)
 
 
+def _cut(pair: LocalPair, node: str) -> str:
+    """Cut the node's link to the bridge; returns its veth (for _heal)."""
+    veth = NamespaceNetwork.veth(pair.address(node))
+    subprocess.run(["ip", "link", "set", veth, "nomaster"], check=True)
+    return veth
+
+
+def _heal(pair: LocalPair, veth: str) -> None:
+    subprocess.run(["ip", "link", "set", veth, "master", NamespaceNetwork(IPv4Network(pair.lab.subnet)).bridge],
+                   check=True)
+
+
+def _role_inside(pair: LocalPair, node: str) -> str:
+    """The node's role asked through its own socket, from inside its namespace (it may be cut off)."""
+    result = subprocess.run(pair.in_node(node, ["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/psql",
+                                                "-X", "-A", "-t", "-h", str(pair.node_dir(node) / "run"), "-d",
+                                                "postgres", "-c", "SELECT pg_is_in_recovery()"]),
+                            capture_output=True, text=True, check=True)
+    return {"t": "standby", "f": "primary"}[result.stdout.strip()]
+
+
+def test_status_shows_the_witness(vp: LocalPair) -> None:
+    [data] = vp.ws.status_json()
+    witness = next(n for n in data["nodes"] if n["name"] == "vp-w")
+    assert witness["role"] == "witness" and witness["repmgrd"] is True
+    registered = vp.query(vp.primary(), "SELECT node_name FROM repmgr.nodes WHERE type = 'witness'", dbname="repmgr")
+    assert registered == [("vp-w",)]
+
+
+def test_a_cut_off_standby_sees_no_majority_and_does_not_promote(vp: LocalPair) -> None:
+    primary = vp.primary()
+    standby = vp.other(primary)
+    veth = _cut(vp, standby)
+    try:
+        log = vp.node_dir(standby) / "log" / "repmgr.log"
+        before = log.read_text()
+        wait_until(lambda: "unable to reach a qualified majority" in log.read_text()[len(before):], 30,
+                   "repmgrd on the cut-off standby to give up the election")
+        assert _role_inside(vp, standby) == "standby"
+    finally:
+        _heal(vp, veth)
+    assert vp.role_of(primary) == "primary"
+    wait_until(lambda: vp.ws.status().exit_code == 0, 30, "the pair to be healthy again after the partition")
+
+
+def test_a_cut_off_witness_degrades_the_pair_and_changes_nothing(vp: LocalPair) -> None:
+    primary = vp.primary()
+    veth = _cut(vp, "vp-w")
+    try:
+        status = vp.ws.status()
+        assert status.exit_code == 2, status.output
+        assert "its witness vp-w" in status.flat, status.output
+        assert vp.role_of(primary) == "primary"
+    finally:
+        _heal(vp, veth)
+    wait_until(lambda: vp.ws.status().exit_code == 0, 30, "the pair to be healthy again")
+    assert vp.primary() == primary
+
+
 def test_a_virtual_ip_outside_the_subnet_is_refused_with_its_line(vp: LocalPair) -> None:
     vp.rewrite_spec(virtual_ip="10.99.0.7")
     result = vp.ws.plan()
@@ -193,7 +253,7 @@ def test_a_virtual_ip_outside_the_subnet_is_refused_with_its_line(vp: LocalPair)
 
 def test_destroy_leaves_no_namespace_bridge_or_process(lab: Lab) -> None:
     lab.pairs["vp"].ensure_healthy()
-    assert len(namespace_leftovers(lab.subnet)) == 3  # two namespaces and the bridge
+    assert len(namespace_leftovers(lab.subnet)) == 4  # two nodes' and the witness's namespaces, and the bridge
     result = lab.ws.destroy()
     assert result.exit_code == 0, result.output
     assert namespace_leftovers(lab.subnet) == []
