@@ -161,8 +161,10 @@ def _virtual_ip(pair: DesiredPair, provider: object, nodes: list[NodeStatus]) ->
     if vip is None or not isinstance(provider, LocalProvider):
         return []
     holder = provider.virtual_ip_holder(pair.doc)
+    data_nodes = {n.name for n in pair.doc.spec.nodes}
     for node in nodes:
-        node.virtual_ip = node.name == holder
+        if node.name in data_nodes:  # the witness never holds it
+            node.virtual_ip = node.name == holder
     primary = next((n.name for n in nodes if n.role == "primary"), None)
     if primary is None or holder == primary:
         return []

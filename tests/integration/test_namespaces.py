@@ -97,8 +97,8 @@ def test_each_node_runs_in_its_own_namespace_and_the_primary_holds_the_virtual_i
     assert status.exit_code == 0, status.output
     assert "virtual IP" in status.stdout and "holds it" in status.stdout
     [data] = vp.ws.status_json()
-    assert {n["name"]: n["virtual_ip"] for n in data["nodes"]} == {primary: True, vp.other(primary): False}
-    assert {n["guard"] for n in data["nodes"]} == {True}
+    assert {n["name"]: n["virtual_ip"] for n in data["nodes"]} == {primary: True, vp.other(primary): False, "vp-w": None}
+    assert {n["name"]: n["guard"] for n in data["nodes"]} == {primary: True, vp.other(primary): True, "vp-w": None}
 
     uri = _uri(vp, "--virtual-ip")
     assert uri.startswith(f"postgresql://postgres@{_vip(vp)}:5432/postgres?")
