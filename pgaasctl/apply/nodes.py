@@ -30,6 +30,12 @@ def remove_node(inputs: PairInputs, ssh: SshSessions, op: HostOperation) -> None
         inputs.provider.remove_host(inputs.pair.doc, op.node)
     if op.node_id is None:
         return
+    with connect(inputs.addresses[primary.node], "repmgr") as conn:
+        row = conn.execute("SELECT type FROM repmgr.nodes WHERE node_id = %s", (op.node_id,)).fetchone()
+        if row is not None and row[0] == "witness":
+            # `repmgr witness unregister` runs on the witness, whose host is gone: its record goes by hand
+            conn.execute("DELETE FROM repmgr.nodes WHERE node_id = %s AND type = 'witness'", (op.node_id,))
+            return
     env, conf = repmgr_env(primary), shlex.quote(primary.repmgr_conf or "/etc/repmgr.conf")
     ssh.check(target_of(primary),
               f"{env}{shlex.quote(primary.bin_dir + '/repmgr')} -f {conf} standby unregister --node-id={op.node_id}",

@@ -274,10 +274,14 @@ def assign_node_ids(declared: list[str], known: dict[str, int]) -> dict[str, int
 
 def _refuse_undeclared_primary(pair: str, reports: list[NodeReport], undeclared: list[Host],
                                addresses: dict[str, NodeAddress]) -> None:
-    """A node removed from the spec that is still the primary cannot be removed: the pair would lose it."""
+    """A node removed from the spec that is still the primary cannot be removed: the pair would lose it. (A
+    witness runs a PostgreSQL that is not in recovery too: the running primary's records say it is a witness.)"""
+    registered = next((r.registered for r in reports if r.role == "primary" and r.registered), None) or {}
     for host in undeclared:
         address = addresses.get(host.node)
         if not host.exists or address is None:
+            continue
+        if host.node in registered and registered[host.node].role == "witness":
             continue
         state, conn = probe_node(address)
         if conn is not None:

@@ -7,11 +7,13 @@ Root only (namespaces and keepalived need it); CI runs as root.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
 from collections.abc import Iterator
 from ipaddress import IPv4Network
+from pathlib import Path
 
 import pytest
 
@@ -241,6 +243,20 @@ def test_a_cut_off_witness_degrades_the_pair_and_changes_nothing(vp: LocalPair) 
         _heal(vp, veth)
     wait_until(lambda: vp.ws.status().exit_code == 0, 30, "the pair to be healthy again")
     assert vp.primary() == primary
+
+
+def test_a_witness_removed_from_the_spec_is_unregistered_and_its_host_removed(vp: LocalPair) -> None:
+    witness_namespace = f"pgaas-{vp.address('vp-w')}"
+    spec = {k: v for k, v in vp.spec.items() if k != "witness"}
+    vp.ws.write(vp.spec_file, f"kind: Pair\nmetadata: {{name: vp}}\nspec: {json.dumps(spec)}\n")
+    plan = vp.ws.plan()
+    assert plan.exit_code == 0 and "node vp-w" in plan.flat, plan.output
+    vp.ws.must_apply()
+    assert vp.query(vp.primary(), "SELECT node_name FROM repmgr.nodes WHERE type = 'witness'", dbname="repmgr") == []
+    assert not Path("/run/netns", witness_namespace).exists()
+    vp.ws.assert_converged()
+    [data] = vp.ws.status_json()
+    assert data["degraded"] is False and "vp-w" not in {n["name"] for n in data["nodes"]}
 
 
 def test_a_virtual_ip_outside_the_subnet_is_refused_with_its_line(vp: LocalPair) -> None:
