@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pgaasctl.errors import ConnectionFailed, PgaasError
-from pgaasctl.hosts.guard import fenced_file, guard_log, guard_pid_file, guard_script, guard_script_path, vip_track_file
+from pgaasctl.hosts.guard import fenced_file, guard_log, promoting_file, guard_pid_file, guard_script, guard_script_path, vip_track_file
 from pgaasctl.hosts.ssh import SshSessions, SshTarget
 from pgaasctl.passwords import scram_verifier
 from pgaasctl.plan.settings import HOT_STANDBY_PARAMETERS
@@ -239,9 +239,13 @@ def promote_hook(host: Host, layout: HostLayout) -> str:
         f"{psql} -c \"ALTER SYSTEM SET synchronous_standby_names = ''\" -c 'SELECT pg_reload_conf()'",
         "# the virtual IP may come here now: repmgrd decided the old primary is gone, and a client that reaches this",
         "# node a moment before its promotion completes is refused (read-only) and retries. The guard keeps the",
-        "# file from now on (and takes the address back if the promotion fails).",
+        "# file from now on (and takes the address back if the promotion fails); `promoting` tells it to leave the",
+        "# file alone until then.",
+        f"touch {shlex.quote(promoting_file(layout))}",
         f"echo 0 >{shlex.quote(vip_track_file(layout))}",
-        f"{_bin(host, 'repmgr')} -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file || exit 1",
+        f"{_bin(host, 'repmgr')} -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file "
+        f"|| {{ rm -f {shlex.quote(promoting_file(layout))}; exit 1; }}",
+        f"rm -f {shlex.quote(promoting_file(layout))}",
         "# pg_rewind (PostgreSQL 15) reads the new timeline from pg_control: write it there now",
         f"{psql} -c 'CHECKPOINT'",
         "",

@@ -36,6 +36,11 @@ def fenced_file(layout: HostLayout) -> str:
     return f"{layout.socket_dir}/fenced"
 
 
+def promoting_file(layout: HostLayout) -> str:
+    """Present while the promote hook runs: the node is about to be primary, the guard leaves the track file alone."""
+    return f"{layout.socket_dir}/promoting"
+
+
 def vip_track_file(layout: HostLayout) -> str:
     return f"{layout.socket_dir}/vip.track"
 
@@ -55,6 +60,7 @@ def guard_script(host: Host, layout: HostLayout, node_id: int) -> str:
         f"port={host.pg_port}",
         f"fenced={q(fenced_file(layout))}",
         f"track={q(vip_track_file(layout))}",
+        f"promoting={q(promoting_file(layout))}",
         f"pidfile={q(guard_pid_file(layout))}",
         f"export PGPASSFILE={q(layout.config_dir + '/.pgpass')}",
         "export PGCONNECT_TIMEOUT=1",
@@ -73,7 +79,8 @@ def guard_script(host: Host, layout: HostLayout, node_id: int) -> str:
         '  me=$(local_sql "$ROLE")',
         '  case "$me" in',
         "    standby*)",
-        '      track 1',
+        "      # a promotion under way (the hook's mark, younger than a minute) keeps the address it was given",
+        '      [ -n "$(find "$promoting" -mmin -1 2>/dev/null)" ] || track 1',
         '      if [ -f "$fenced" ]; then say "running as a standby now: fence lifted"; rm -f "$fenced"; fi ;;',
         "    primary*)",
         '      mine=${me#primary }',
