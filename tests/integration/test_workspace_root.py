@@ -183,6 +183,9 @@ def test_status_and_connection_need_no_role_secrets(rooted: Workspace, monkeypat
     assert connection.exit_code == 0 and connection.stdout.startswith("postgresql://app@"), connection.output
     plan = rooted.run("plan", str(rooted.specs))
     assert plan.exit_code == 1 and "APP_SECRET is not set" in plan.flat
+    no_vip = rooted.run("connection", "main", str(rooted.specs), "--virtual-ip")
+    assert no_vip.exit_code == 1 and "pair 'main' has no virtual IP" in no_vip.flat, no_vip.output
+    assert "Traceback" not in no_vip.output
 
 
 def test_a_saved_plan_is_bound_to_its_secrets_and_to_its_own_text(rooted: Workspace, tmp_path: Path,
