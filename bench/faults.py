@@ -57,6 +57,7 @@ FAULTS = {
     "partition-standby": "the standby's link to the bridge cut for --hold s: it sees no majority, no failover",
     "partition-witness": "the witness cut off for --hold s: nothing may change",
     "repmgrd-killed": "kill -9 of repmgrd on the standby; status must say degraded; apply restarts it",
+    "load": "pgbench with 32 clients saturating the primary for 3 x --hold s: no failover may happen",
 }
 
 
@@ -245,7 +246,7 @@ def trial(pair: Pair, fault: str, hold: float, next_n: int) -> tuple[Result, int
     if any(stuck):
         raise Failure(f"{fault}: a writer is stuck in a commit")
     primary = pair.primary()
-    if fault not in ("partition-standby", "partition-witness", "repmgrd-killed") and primary != new:
+    if fault not in ("partition-standby", "partition-witness", "repmgrd-killed", "load") and primary != new:
         raise Failure(f"{fault}: {new} should be the primary now, {primary} is")
     lost = count_lost(pair, primary, writers)
     vip_delay = (watcher.vip_at - watcher.promoted_at) if watcher.promoted_at and watcher.vip_at else None
@@ -323,6 +324,15 @@ def inject(pair: Pair, fault: str, old: str, new: str, hold: float) -> float | N
         finally:
             ip("link", "set", pair.veth("w"), "master", pair.bridge())
         return None
+    if fault == "load":
+        result = subprocess.run(
+            ["pgbench", "-h", pair.address[old], "-U", "postgres", "-c", "32", "-j", "2", "-T", str(int(hold * 3)),
+             "postgres"], env={**os.environ, "PGPASSWORD": pair.password}, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise Failure(f"load: pgbench failed: {result.stderr.strip()[-300:]}")
+        if pair.role(new) != "standby" or pair.role(old) != "primary":
+            raise Failure("load: a failover happened under load (a false failover)")
+        return None
     if fault == "repmgrd-killed":
         pid = int((pair.bench.node_dir(PAIR, new) / "run" / "repmgrd.pid").read_text().strip())
         os.kill(pid, signal.SIGKILL)
@@ -360,6 +370,10 @@ def main() -> int:
         with psycopg.connect(host=pair.address[pair.primary()], user="postgres", password=pair.password,
                              dbname="postgres", autocommit=True) as conn:
             conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (n bigint PRIMARY KEY, at timestamptz DEFAULT now())")
+        if "load" in faults:  # pgbench's tables, made once (they replicate)
+            subprocess.run(["pgbench", "-h", pair.address[pair.primary()], "-U", "postgres", "-i", "-s", "10",
+                            "postgres"], env={**os.environ, "PGPASSWORD": pair.password}, capture_output=True,
+                           check=True)
         next_n = 1
         for fault in faults:
             for number in range(1, args.trials + 1):
