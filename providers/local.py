@@ -34,7 +34,7 @@ from pgaasctl.errors import PgaasError
 from pgaasctl.spec.models import LocalPairSpec, PairDoc, WorkspaceSpec
 from pgaasctl.store import Store
 from providers.base import Host, HostLayout
-from pgaasctl.hosts.guard import vip_track_file
+from pgaasctl.hosts.guard import vip_timeline_file, vip_track_file
 from pgaasctl.hosts.keepalived import keepalived_conf
 from providers.netns import NamespaceNetwork, namespace_exists, namespace_pids
 
@@ -143,7 +143,8 @@ class LocalProvider:
             return None
         peers = [a for n, a in sorted(addresses.items()) if n != node and n in {x.name for x in pair.spec.nodes}]
         layout = self.layout(name, node)
-        return keepalived_conf(name, node, addresses[node], peers, vip, self.net.subnet, vip_track_file(layout))
+        return keepalived_conf(name, node, addresses[node], peers, vip, self.net.subnet, vip_track_file(layout),
+                               vip_timeline_file(layout))
 
     def _keepalived_pid(self, pair: str, node: str) -> int | None:
         try:
@@ -183,10 +184,11 @@ class LocalProvider:
         directory = self._keepalived_dir(name, node)
         directory.mkdir(exist_ok=True)
         (directory / "keepalived.conf").write_text(wanted)
-        track = Path(vip_track_file(self.layout(name, node)))
-        if not track.exists():  # ineligible until the guard says otherwise; the guard (the server's user) owns it
-            track.write_text("1\n")
-            self._give_to_server_user([track])
+        layout = self.layout(name, node)
+        for path, value in ((Path(vip_track_file(layout)), "1"), (Path(vip_timeline_file(layout)), "0")):
+            if not path.exists():  # ineligible until the guard says otherwise; the guard (the server's user) owns it
+                path.write_text(f"{value}\n")
+                self._give_to_server_user([path])
         with open(directory / "keepalived.log", "ab") as log:
             # in the foreground (-n) to keep its log on stdout, detached by setsid -f: not pgaasctl's child
             subprocess.run(

@@ -41,6 +41,11 @@ def promoting_file(layout: HostLayout) -> str:
     return f"{layout.socket_dir}/promoting"
 
 
+def vip_timeline_file(layout: HostLayout) -> str:
+    """The virtual IP's priority bonus: this node's timeline while it is an eligible primary, else 0."""
+    return f"{layout.socket_dir}/vip.timeline"
+
+
 def vip_track_file(layout: HostLayout) -> str:
     return f"{layout.socket_dir}/vip.track"
 
@@ -61,13 +66,17 @@ def guard_script(host: Host, layout: HostLayout, node_id: int) -> str:
         f"fenced={q(fenced_file(layout))}",
         f"track={q(vip_track_file(layout))}",
         f"promoting={q(promoting_file(layout))}",
+        f"timeline_file={q(vip_timeline_file(layout))}",
         f"pidfile={q(guard_pid_file(layout))}",
         f"export PGPASSFILE={q(layout.config_dir + '/.pgpass')}",
         "export PGCONNECT_TIMEOUT=1",
         'echo $$ >"$pidfile"',
         "trap 'exit 0' TERM INT",
         "say() { echo \"$(date -u '+%Y-%m-%d %H:%M:%S UTC') $*\"; }",
-        "track() { [ \"$(cat \"$track\" 2>/dev/null)\" = \"$1\" ] || echo \"$1\" >\"$track\"; }",
+        "put() { [ \"$(cat \"$1\" 2>/dev/null)\" = \"$2\" ] || echo \"$2\" >\"$1\"; }",
+        # eligibility for the virtual IP (0 = eligible) and, while eligible, the timeline as its priority bonus
+        "track() { put \"$track\" \"$1\"; if [ \"$1\" = 0 ]; then put \"$timeline_file\" \"$((mine > 150 ? 150 : mine))\"; "
+        "else put \"$timeline_file\" 0; fi; }",
         'local_sql() { "$bin/psql" -X -A -t -q -h "$sock" -p "$port" -U repmgr -d repmgr -c "$1" 2>/dev/null; }',
         # a primary's timeline is in the name of the WAL file it writes (pg_control's lags until a checkpoint)
         "ROLE=\"SELECT CASE WHEN pg_is_in_recovery() THEN 'standby 0' ELSE 'primary ' || "

@@ -4,6 +4,9 @@ VRRP unicast between the two nodes, both BACKUP with no preemption, so the addre
 holder stops being eligible. Eligibility is the guard's track file (pgaasctl/hosts/guard.py): 0 only on a node
 that is a primary and not fenced. A standby or a stale primary is in FAULT and never holds the address, so after
 a partition heals keepalived cannot hand it back to a stale primary.
+
+Priority is 100 plus the node's timeline (the guard's second file), so when a partition heals and both nodes
+advertise at once, the one promoted last keeps the address: VRRP settles a tie by address, not by data.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ def router_id(vip: IPv4Address, subnet: IPv4Network) -> int:
 
 
 def keepalived_conf(pair: str, node: str, address: str, peers: list[str], vip: IPv4Address, subnet: IPv4Network,
-                    track_file: str, interface: str = "eth0") -> str:
+                    track_file: str, timeline_file: str, interface: str = "eth0") -> str:
     peer_lines = "".join(f"        {peer}\n" for peer in peers)
     return (
         "# written by pgaasctl: the virtual IP of pair " + pair + " (see pgaasctl/hosts/keepalived.py)\n"
@@ -32,6 +35,10 @@ def keepalived_conf(pair: str, node: str, address: str, peers: list[str], vip: I
         "track_file primary_not_fenced {\n"
         f"    file \"{track_file}\"\n"
         "    weight 0\n"
+        "}\n"
+        "track_file timeline {\n"
+        f"    file \"{timeline_file}\"\n"
+        "    weight 1\n"
         "}\n"
         f"vrrp_instance {pair} {{\n"
         "    state BACKUP\n"
@@ -50,6 +57,7 @@ def keepalived_conf(pair: str, node: str, address: str, peers: list[str], vip: I
         "    }\n"
         "    track_file {\n"
         "        primary_not_fenced\n"
+        "        timeline\n"
         "    }\n"
         "}\n"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -257,6 +258,56 @@ def test_a_witness_removed_from_the_spec_is_unregistered_and_its_host_removed(vp
     vp.ws.assert_converged()
     [data] = vp.ws.status_json()
     assert data["degraded"] is False and "vp-w" not in {n["name"] for n in data["nodes"]}
+
+
+def test_a_hung_primary_node_is_failed_over_and_fenced_when_it_resumes(vp: LocalPair) -> None:
+    """SIGSTOP of every process of the primary's node (PostgreSQL, repmgrd, the guard, keepalived, sshd)."""
+    old = vp.primary()
+    new = vp.other(old)
+    frozen = [int(p) for p in subprocess.run(["ip", "netns", "pids", f"pgaas-{vp.address(old)}"], capture_output=True,
+                                             text=True, check=True).stdout.split()]
+    with Writer(_uri(vp, "--virtual-ip"), vp.admin_password, VIP_TABLE) as by_vip:
+        by_vip.wait_for_more(10, timeout=20)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            vp.wait_primary(new, timeout=30)
+            promoted = time.monotonic() - started
+            by_vip.wait_for_more(10, timeout=30)  # through the virtual IP, on the new primary
+        finally:
+            for pid in frozen:
+                os.kill(pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        wait_until(lambda: vp.role_of(old) != "primary", 10, f"the guard to fence {old}", interval=0.02)
+        fenced = time.monotonic() - resumed
+    assert promoted < 15, f"a hung primary was failed over after {promoted:.1f}s"
+    assert fenced < 3, f"the resumed primary was fenced {fenced:.2f}s after SIGCONT"
+    present = {row[0] for row in vp.query(new, f"SELECT n FROM {VIP_TABLE}")}
+    assert sorted(set(by_vip.acked) - present) == []
+    wait_until(lambda: _holder(vp) == new, 5, "the virtual IP on the new primary alone", interval=0.02)
+    applied = vp.ws.apply()
+    assert applied.exit_code == 0, applied.output
+    vp.assert_whole(new)
+
+
+def test_a_primary_cut_off_with_the_witness_is_not_failed_over(vp: LocalPair) -> None:
+    """The standby sees neither the primary nor the witness: no majority, no promotion; when the network heals
+    the pair is as it was, and nothing acknowledged is lost."""
+    primary = vp.primary()
+    standby = vp.other(primary)
+    log = vp.node_dir(standby) / "log" / "repmgr.log"
+    before = len(log.read_text())
+    cut = [_cut(vp, primary), _cut(vp, "vp-w")]
+    try:
+        wait_until(lambda: "unable to reach a qualified majority" in log.read_text()[before:], 30,
+                   "repmgrd on the standby to give up the election")
+        assert _role_inside(vp, standby) == "standby"
+    finally:
+        for veth in cut:
+            _heal(vp, veth)
+    wait_until(lambda: vp.ws.status().exit_code == 0, 30, "the pair to be healthy again")
+    assert vp.primary() == primary
 
 
 def test_a_virtual_ip_outside_the_subnet_is_refused_with_its_line(vp: LocalPair) -> None:
