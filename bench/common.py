@@ -242,6 +242,8 @@ class LocalBench:
 
     def cleanup(self) -> None:
         """Destroy, then make sure: kill what still runs from local_dir, remove local_dir and the workspace."""
+        # a second SIGTERM (`timeout` passes its own on to us) must not cut the cleanup short
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             if any(self.specs.glob("pair-*.yaml")) and self.store.exists():
                 try:

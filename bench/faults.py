@@ -266,6 +266,14 @@ def count_lost(pair: Pair, primary: str, writers: list[Writer]) -> int:
     return len(set(acked) - present)
 
 
+def signal_all(pids: list[int], sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass  # a short-lived process that ended meanwhile
+
+
 def inject(pair: Pair, fault: str, old: str, new: str, hold: float) -> float | None:
     """Inject `fault`; returns the time to fence, where a stale primary comes back."""
     if fault == "kill9":
@@ -274,14 +282,12 @@ def inject(pair: Pair, fault: str, old: str, new: str, hold: float) -> float | N
         return None
     if fault == "hung":
         pids = pair.namespace_pids(old)
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+        signal_all(pids, signal.SIGSTOP)
         try:
             wait(lambda: pair.role(new) == "primary", RECOVERY_BOUND_S, f"{new} to be promoted")
             time.sleep(max(0.0, hold - 0.0))  # the frozen time
         finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGCONT)
+            signal_all(pids, signal.SIGCONT)
         return wait(lambda: pair.role(old) != "primary", 30, f"the guard to fence {old}")
     if fault == "restarted":
         pair.as_server_user(old, [f"{PG_BIN}/pg_ctl", "-D", pair.etc(old), "-m", "immediate", "-w", "stop"])
