@@ -195,7 +195,7 @@ class FailoverSettings(Strict):
     reconnect_attempts: StrictInt = Field(
         1, ge=0, le=100, description="Attempts to reach a failed primary after the first failed check, before failing "
         "over: 1 fails a hung or cut-off primary over in about 6.7 s; 0 in about 4.6 s, but one hung-primary trial in "
-        "34 was never failed over with it (see README); each attempt more adds about 2-3 s.")
+        "25 was never failed over with it (see README); each attempt more adds about 2-3 s.")
     reconnect_interval: Seconds = Field(1, description="Seconds between those attempts.")
     connect_timeout: Seconds = Field(2, description="libpq connect_timeout of repmgr's connections.")
 
