@@ -36,7 +36,7 @@ from pgaasctl.store import Store
 from providers.base import Host, HostLayout
 from pgaasctl.hosts.guard import vip_timeline_file, vip_track_file
 from pgaasctl.hosts.keepalived import keepalived_conf
-from providers.netns import NamespaceNetwork, namespace_exists, namespace_pids
+from providers.netns import NamespaceNetwork, alive, kill_all, namespace_exists, namespace_pids
 
 PG_BIN = "/usr/lib/postgresql/15/bin"
 SSHD = "/usr/sbin/sshd"
@@ -152,7 +152,7 @@ class LocalProvider:
         except (OSError, ValueError):
             return None
         conf = str(self._keepalived_dir(pair, node) / "keepalived.conf")
-        return pid if _alive(pid) and f" {conf} " in _command_line(pid) else None
+        return pid if alive(pid) and f" {conf} " in _command_line(pid) else None
 
     def _virtual_ip_state(self, pair: PairDoc, node: str) -> str | None:
         wanted = self.keepalived_conf(pair, node)
@@ -210,10 +210,10 @@ class LocalProvider:
             return
         os.kill(pid, signal.SIGTERM)  # it removes the address it holds on the way out
         deadline = time.monotonic() + 10
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)  # polling for it to exit
-        if _alive(pid):
-            _kill(pid)
+        if alive(pid):
+            kill_all([pid])
 
     def virtual_ip_holder(self, pair: PairDoc) -> str | None:
         """The node whose namespace holds the pair's virtual IP now, or None."""
@@ -463,7 +463,7 @@ class LocalProvider:
             pid = int((ssh / "sshd.pid").read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) and f" {ssh / 'sshd_config'} " in _command_line(pid) else None
+        return pid if alive(pid) and f" {ssh / 'sshd_config'} " in _command_line(pid) else None
 
     def _sshd_running(self, pair: str, node: str) -> bool:
         return self._sshd_pid(pair, node) is not None
@@ -500,7 +500,7 @@ class LocalProvider:
                 command = ["runuser", "-u", self.os_user, "--", *command]
             subprocess.run(command, capture_output=True, check=False, timeout=30)
         for pid in _node_processes(base):
-            _kill(pid)
+            kill_all([pid])
 
 
 def _node_processes(base: Path) -> list[int]:
@@ -563,22 +563,3 @@ def _free(address: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.settimeout(0.2)
         return probe.connect_ex((address, port)) != 0
-
-
-def _kill(pid: int) -> None:
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        return
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _alive(pid):
-        time.sleep(0.01)  # polling for the process to be gone
-
-
-def _alive(pid: int) -> bool:
-    """Running, not merely a zombie waiting for its parent (or init) to reap it."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False

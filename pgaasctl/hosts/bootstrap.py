@@ -316,24 +316,33 @@ class Bootstrap:
                    f"-p {host.pg_port} -U postgres -d {database} -c {shlex.quote(sql)}")
         return self.ssh.check(target_of(host), command, what)
 
+    def _initdb(self, host: Host, options: str, if_missing: bool = False) -> None:
+        """initdb with the admin password (in a file only for its run), then the data directory's own
+        postgresql.conf: read only when PostgreSQL runs on the data directory alone (pg_rewind's single-user crash
+        recovery), and copied between nodes, so it says nothing node-specific."""
+        layout = host.layout
+        assert layout is not None
+        target = target_of(host)
+        data = shlex.quote(layout.data_dir)
+        pwfile = f"{layout.config_dir}/.initdb-password"
+        self.ssh.put_text(target, self.admin_password + "\n", pwfile, 0o600)
+        try:
+            self.ssh.check(target, (
+                (f"test -f {data}/PG_VERSION || " if if_missing else "")
+                + f"{_bin(host, 'initdb')} -D {data} -U postgres --pwfile={shlex.quote(pwfile)} -E UTF8 --locale=C.UTF-8 "
+                f"--auth-local=trust --auth-host=scram-sha-256 {options}"
+            ), "initdb")
+        finally:
+            self.ssh.run(target, f"rm -f {shlex.quote(pwfile)}")
+        self.ssh.put_text(target, DATA_DIR_CONF, f"{layout.data_dir}/postgresql.conf", 0o600)
+
     def create_primary(self, host: Host, node_id: int) -> None:
         layout = host.layout
         assert layout is not None
         target = target_of(host)
         repmgr_password = secrets.token_urlsafe(24)
         self._write_config(host, node_id, repmgr_password)
-        pwfile = f"{layout.config_dir}/.initdb-password"
-        self.ssh.put_text(target, self.admin_password + "\n", pwfile, 0o600)
-        try:
-            self.ssh.check(target, (
-                f"{_bin(host, 'initdb')} -D {shlex.quote(layout.data_dir)} -U postgres --pwfile={shlex.quote(pwfile)} "
-                "-E UTF8 --locale=C.UTF-8 --auth-local=trust --auth-host=scram-sha-256 --data-checksums"
-            ), "initdb")
-        finally:
-            self.ssh.run(target, f"rm -f {shlex.quote(pwfile)}")
-        # Read only when PostgreSQL runs on the data directory alone: pg_rewind's single-user crash
-        # recovery. It is copied between nodes, so it must say nothing node-specific.
-        self.ssh.put_text(target, DATA_DIR_CONF, f"{layout.data_dir}/postgresql.conf", 0o600)
+        self._initdb(host, "--data-checksums")
         self._started(host, "starting PostgreSQL",
                       lambda: self.ssh.check(target, pg_ctl(host, layout, "start"), "starting PostgreSQL"))
         verifier = scram_verifier(repmgr_password)
@@ -347,17 +356,7 @@ class Bootstrap:
         assert layout is not None
         target = target_of(host)
         self._write_config(host, node_id, repmgr_password)
-        pwfile = f"{layout.config_dir}/.initdb-password"
-        self.ssh.put_text(target, self.admin_password + "\n", pwfile, 0o600)
-        try:
-            self.ssh.check(target, (
-                f"test -f {shlex.quote(layout.data_dir)}/PG_VERSION || {_bin(host, 'initdb')} -D {shlex.quote(layout.data_dir)} "
-                f"-U postgres --pwfile={shlex.quote(pwfile)} -E UTF8 --locale=C.UTF-8 --auth-local=trust "
-                "--auth-host=scram-sha-256"
-            ), "initdb")
-        finally:
-            self.ssh.run(target, f"rm -f {shlex.quote(pwfile)}")
-        self.ssh.put_text(target, DATA_DIR_CONF, f"{layout.data_dir}/postgresql.conf", 0o600)
+        self._initdb(host, "", if_missing=True)  # a retried witness keeps the data directory it made
         if not self.postgres_running(host):
             self._started(host, "starting the witness",
                           lambda: self.ssh.check(target, pg_ctl(host, layout, "start"), "starting PostgreSQL"))
@@ -523,10 +522,14 @@ class Bootstrap:
     def stop_guard(self, host: Host) -> None:
         if host.layout is None:
             return
-        pid_file = shlex.quote(guard_pid_file(host.layout))
-        self.ssh.run(target_of(host), f"kill $(cat {pid_file}) 2>/dev/null; for i in $(seq 100); do "
-                                      f"kill -0 $(cat {pid_file} 2>/dev/null) 2>/dev/null || break; sleep 0.05; done; "
-                                      f"rm -f {pid_file}")
+        self._stop_by_pid_file(host, guard_pid_file(host.layout))
+
+    def _stop_by_pid_file(self, host: Host, pid_file: str) -> None:
+        """SIGTERM the process a pid file names, wait up to 5 s for it to go, remove the file."""
+        quoted = shlex.quote(pid_file)
+        self.ssh.run(target_of(host), f"kill $(cat {quoted}) 2>/dev/null; for i in $(seq 100); do "
+                                      f"kill -0 $(cat {quoted} 2>/dev/null) 2>/dev/null || break; sleep 0.05; done; "
+                                      f"rm -f {quoted}")
 
     def start_repmgrd(self, host: Host) -> None:
         """repmgrd and, beside it, the fencing guard (not on a witness, which is no data node): whichever of them
@@ -574,10 +577,7 @@ class Bootstrap:
         if host.layout is None:
             self.start_repmgrd(host)
             return
-        pid_file = shlex.quote(f"{host.layout.socket_dir}/repmgrd.pid")
-        self.ssh.run(target_of(host), f"kill $(cat {pid_file}) 2>/dev/null; for i in $(seq 100); do "
-                                      f"kill -0 $(cat {pid_file} 2>/dev/null) 2>/dev/null || break; sleep 0.05; done; "
-                                      f"rm -f {pid_file}")
+        self._stop_by_pid_file(host, f"{host.layout.socket_dir}/repmgrd.pid")
         self.start_repmgrd(host)
 
     def pause_repmgrd(self, host: Host) -> None:
