@@ -301,7 +301,12 @@ class LocalProvider:
 
     def destroy_hosts(self, pair: PairDoc) -> None:
         name = pair.metadata.name
-        for _, node, _ in list(self.store.local_addresses(name).values()):
+        nodes = [node for _, node, _ in self.store.local_addresses(name).values()]
+        # failover off everywhere first: a standby must not start promoting itself while its primary is stopped
+        for node in nodes:
+            kill_all([pid for pid in _node_processes(self.node_dir(name, node))
+                      if _program(pid) in ("repmgrd", "sh", "repmgr")])
+        for node in nodes:
             self.remove_host(pair, node)
         self.admin_password_file(name).unlink(missing_ok=True)
         pair_dir = self.pair_root(name) / name
@@ -503,19 +508,27 @@ class LocalProvider:
             kill_all([pid])
 
 
+NODE_PROGRAMS = ("sshd", "postgres", "repmgrd", "repmgr", "keepalived", "sh", "psql", "pg_ctl", "pg_rewind",
+                 "pg_basebackup")
+
+
 def _node_processes(base: Path) -> list[int]:
-    """Processes started for the node at `base`: each names one of its files as an argument."""
-    own = {str(base / "ssh" / "sshd_config"), str(base / "etc"), str(base / "etc" / "repmgr.conf"),
-           str(base / "keepalived" / "keepalived.conf"), str(base / "etc" / "guard.sh")}
+    """Processes started for the node at `base`, one of pgaasctl's programs run on one of the node's files (its
+    sshd, PostgreSQL, repmgrd, the guard, keepalived, and a promote hook or repmgr command under way)."""
+    own = (f" {base}/", f"={base}/")
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         command = _command_line(int(entry.name))
-        program = os.path.basename(command.split()[0]).rstrip(":") if command.strip() else ""
-        if program in ("sshd", "postgres", "repmgrd", "keepalived", "sh") and any(f" {path} " in command for path in own):
+        if _program(int(entry.name), command) in NODE_PROGRAMS and any(mark in command for mark in own):
             found.append(int(entry.name))
     return found
+
+
+def _program(pid: int, command: str | None = None) -> str:
+    command = _command_line(pid) if command is None else command
+    return os.path.basename(command.split()[0]).rstrip(":") if command.strip() else ""
 
 
 def _describe_process(pid: int) -> str:
