@@ -318,6 +318,9 @@ class LocalProvider:
         name = pair.metadata.name
         self._stop_node(name, node)
         shutil.rmtree(self.node_dir(name, node), ignore_errors=True)
+        if self.node_dir(name, node).exists():  # something still wrote into it: stop it again, then remove
+            self._stop_node(name, node)
+            shutil.rmtree(self.node_dir(name, node), ignore_errors=True)
         for address, (_, claimed_node, ssh_port) in self.store.local_addresses(name).items():
             if claimed_node == node:
                 if self.in_namespace(address):
@@ -504,12 +507,17 @@ class LocalProvider:
             if os.geteuid() == 0:
                 command = ["runuser", "-u", self.os_user, "--", *command]
             subprocess.run(command, capture_output=True, check=False, timeout=30)
-        for pid in _node_processes(base):
-            kill_all([pid])
+        # a command under way over SSH (an initdb, a base backup) outlives its sshd session's parent: kill until
+        # nothing of the node runs, so nothing writes into the directory removed next
+        for _ in range(5):
+            pids = _node_processes(base)
+            if not pids:
+                break
+            kill_all(pids)
 
 
-NODE_PROGRAMS = ("sshd", "postgres", "repmgrd", "repmgr", "keepalived", "sh", "psql", "pg_ctl", "pg_rewind",
-                 "pg_basebackup")
+NODE_PROGRAMS = ("sshd", "postgres", "repmgrd", "repmgr", "keepalived", "sh", "bash", "psql", "pg_ctl", "pg_rewind",
+                 "pg_basebackup", "initdb")
 
 
 def _node_processes(base: Path) -> list[int]:

@@ -144,6 +144,19 @@ def test_a_pair_whose_creation_was_killed_names_the_way_out(lab: Lab, sp: LocalP
         assert "pgaasctl destroy" in plan.flat and "pair-kq.yaml" in plan.flat
     destroyed = sp.ws.run("destroy", str(sp.ws.specs / "pair-kq.yaml"), "--auto-approve")
     assert destroyed.exit_code == 0, destroyed.output
-    assert not (lab.local_dir / "kq").exists()
+    assert not (lab.local_dir / "kq").exists(), sorted(str(p) for p in (lab.local_dir / "kq").rglob("*"))[:10]
+    left = [pid for pid in _pids() if f"{lab.local_dir}/kq/" in _command_line(pid)]
+    assert not left, [_command_line(pid) for pid in left]  # an initdb under way over SSH included
     sp.ws.remove("pair-kq.yaml")
     sp.ws.assert_converged()
+
+
+def _pids() -> list[int]:
+    return [int(entry.name) for entry in Path("/proc").iterdir() if entry.name.isdigit()]
+
+
+def _command_line(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
