@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -63,10 +64,20 @@ FAULTS = {
 
 # ---------------------------------------------------------------- the pair
 
-def pair_doc() -> str:
+def pair_doc(reconnect_attempts: int | None = None) -> str:
+    failover = "" if reconnect_attempts is None else f"  failover: {{reconnect_attempts: {reconnect_attempts}}}\n"
     return (f"kind: Pair\nmetadata: {{name: {PAIR}}}\nspec:\n  provider: local\n  replication: synchronous\n"
             "  nodes: [{name: a}, {name: b}]\n  witness: {name: w}\n"
-            f"  virtual_ip: {VIP}\n  deletion_protection: false\n")
+            f"  virtual_ip: {VIP}\n  deletion_protection: false\n{failover}")
+
+
+def keep_logs(bench: LocalBench, target: Path) -> None:
+    """Copy every node's log directory to `target` (before the cleanup deletes them)."""
+    for node in ("a", "b", "w"):
+        source = bench.node_dir(PAIR, node) / "log"
+        if source.is_dir():
+            shutil.copytree(source, target / node, dirs_exist_ok=True)
+    print(f"node logs kept in {target}")
 
 
 def ip(*args: str) -> None:
@@ -363,13 +374,16 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--faults", default=",".join(FAULTS))
     parser.add_argument("--hold", type=float, default=15.0, help="seconds a freeze or partition lasts")
+    parser.add_argument("--reconnect-attempts", type=int, default=None,
+                        help="the pair's failover.reconnect_attempts (default: pgaasctl's)")
+    parser.add_argument("--keep-logs", type=Path, default=None, help="copy the node logs here before the cleanup")
     args = parser.parse_args()
     faults = [f.strip() for f in args.faults.split(",") if f.strip()]
     print(f"bench/faults.py: {args.trials} trial(s) per fault, hold {args.hold:g} s; {machine()}")
     bench = LocalBench("faults", subnet=SUBNET)
     results: dict[str, list[Result]] = {}
     try:
-        (bench.specs / f"pair-{PAIR}.yaml").write_text(pair_doc())
+        (bench.specs / f"pair-{PAIR}.yaml").write_text(pair_doc(args.reconnect_attempts))
         bench.apply()
         pair = Pair(bench)
         pair.load_addresses()
@@ -397,6 +411,8 @@ def main() -> int:
         print(f"FAILED: {exc}")
         return 1
     finally:
+        if args.keep_logs:
+            keep_logs(bench, args.keep_logs)
         bench.cleanup()
     print()
     print("fault | trials | promotion after the fault (median / p95 / max, s) | downtime via URI | via VIP | lost | "
