@@ -21,7 +21,7 @@ from providers.base import Host, HostLayout
 
 # Bumped whenever the files pgaasctl writes on a node (repmgr.conf, start.sh, promote.sh) change: nodes of
 # pairs made with older files get them rewritten by the next apply (a reconfigure_repmgr operation).
-NODE_FILES_VERSION = 3  # 3: the fencing guard
+NODE_FILES_VERSION = 4  # 3: the fencing guard; 4: the fast failover promotion and the guard's watchdog
 REPMGR_USER = "repmgr"
 REPMGR_DATABASE = "repmgr"
 LOG_LINES = 10  # lines of a node's PostgreSQL log shown when it did not start
@@ -54,6 +54,23 @@ def target_of(host: Host) -> SshTarget:
 def repmgr_env(host: Host) -> str:
     """The environment prefix repmgr commands need on hosts pgaasctl bootstrapped (their .pgpass)."""
     return f"PGPASSFILE={shlex.quote(host.layout.config_dir + '/.pgpass')} " if host.layout else ""
+
+
+def repmgrd_command(host: Host) -> str:
+    """Starts repmgrd as a daemon (pgaasctl over SSH, and the guard's watchdog on the node)."""
+    log = shlex.quote((host.layout.log_dir if host.layout else "/tmp") + "/repmgrd.out")
+    conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
+    return f"{repmgr_env(host)}{_bin(host, 'repmgrd')} -f {conf} --daemonize >>{log} 2>&1 </dev/null"
+
+
+def watchdog_after(failover: FailoverSettings) -> int | None:
+    """Seconds of upstream and repmgrd silence after which the guard's watchdog looks closer: longer than
+    repmgrd's own detection (a check, its reconnect attempts, a connect timeout each) with a margin."""
+    if failover.mode != "automatic":
+        return None
+    detection = failover.monitor_interval + failover.reconnect_attempts * (
+        failover.reconnect_interval + failover.connect_timeout) + failover.connect_timeout
+    return max(5, int(detection) + 2)
 
 
 def alive_from_pid_file(pid_file: str) -> str:
@@ -209,7 +226,7 @@ def repmgr_conf(host: Host, layout: HostLayout, node_id: int, failover: Failover
         "log_file": _q(f"{layout.log_dir}/repmgr.log"),
         "log_level": "INFO",
         "failover": failover.mode,
-        "promote_command": _q(f"{layout.config_dir}/promote.sh"),
+        "promote_command": _q(f"{layout.config_dir}/promote.sh failover"),
         "follow_command": _q(f"{env} {host.bin_dir}/repmgr -f {conf} standby follow --upstream-node-id=%n --log-to-file"),
         "monitor_interval_secs": str(failover.monitor_interval),
         "reconnect_attempts": str(failover.reconnect_attempts),
@@ -227,27 +244,58 @@ def repmgr_conf(host: Host, layout: HostLayout, node_id: int, failover: Failover
     return "# written by pgaasctl\n" + "".join(f"{k}={v}\n" for k, v in items.items())
 
 
-def promote_hook(host: Host, layout: HostLayout) -> str:
-    """Run by repmgrd on the standby it promotes. A synchronous primary whose standby is gone would block
-    every commit, so the new primary stops waiting for one; `pgaasctl apply` restores it when whole."""
-    psql = (f"{_bin(host, 'psql')} -X -q -h {shlex.quote(layout.socket_dir)} -p {host.pg_port} -U postgres -d postgres")
+def promote_hook(host: Host, layout: HostLayout, node_id: int) -> str:
+    """Promotes this standby: run by repmgrd (argument `failover`) on the standby it elected, and by
+    `pgaasctl promote` (no argument). A synchronous primary whose standby is gone would block every commit, so the
+    new primary stops waiting for one; `pgaasctl apply` restores it when whole.
+
+    repmgrd has just found the primary unreachable and won the election with the witness, so its path promotes
+    at once with pg_promote() (which waits in 0.1 s steps) and then updates repmgr's records as `repmgr standby
+    promote` does. That command would first look for a reachable primary, costing connect_timeout when the old one
+    hangs, then check the promotion once a second: about 3 s of a hung primary's failover. A person's promotion
+    keeps `repmgr standby promote` and its check that no primary runs."""
+    q = shlex.quote
+    psql = f"{_bin(host, 'psql')} -X -q -h {q(layout.socket_dir)} -p {host.pg_port} -U postgres"
+    promoting, log = q(promoting_file(layout)), q(f"{layout.log_dir}/repmgr.log")
+    records = (
+        "BEGIN; "
+        f"UPDATE repmgr.nodes SET active = false WHERE type = 'primary' AND active AND node_id <> {node_id}; "
+        f"UPDATE repmgr.nodes SET type = 'primary', upstream_node_id = NULL, active = true WHERE node_id = {node_id}; "
+        # the witness counts in the next election only as a sibling of the primary it watches
+        f"UPDATE repmgr.nodes SET upstream_node_id = {node_id} WHERE type = 'witness'; "
+        f"INSERT INTO repmgr.events (node_id, event, successful, details) VALUES ({node_id}, 'standby_promote', true, "
+        f"'promoted by repmgrd through pgaasctl''s promote hook (pg_promote)'); "
+        "COMMIT;"
+    )
     return "\n".join([
         "#!/bin/sh",
-        "# written by pgaasctl: repmgrd's promote_command",
-        f"export PGPASSFILE={shlex.quote(layout.config_dir + '/.pgpass')}",
+        "# written by pgaasctl: the promote hook (see promote_hook in pgaasctl/hosts/bootstrap.py)",
+        f"export PGPASSFILE={q(layout.config_dir + '/.pgpass')}",
+        "say() { echo \"[$(date '+%Y-%m-%d %H:%M:%S')] [NOTICE] promote hook: $*\" >>" + log + "; }",
         "# cleared before the promotion, so the new primary never waits for the standby that just failed",
-        f"{psql} -c \"ALTER SYSTEM SET synchronous_standby_names = ''\" -c 'SELECT pg_reload_conf()'",
-        "# the virtual IP may come here now: repmgrd decided the old primary is gone, and a client that reaches this",
-        "# node a moment before its promotion completes is refused (read-only) and retries. The guard keeps the",
-        "# file from now on (and takes the address back if the promotion fails); `promoting` tells it to leave the",
-        "# file alone until then.",
-        f"touch {shlex.quote(promoting_file(layout))}",
-        f"echo 0 >{shlex.quote(vip_track_file(layout))}",
-        f"{_bin(host, 'repmgr')} -f {shlex.quote(layout.repmgr_conf)} standby promote --log-to-file "
-        f"|| {{ rm -f {shlex.quote(promoting_file(layout))}; exit 1; }}",
-        f"rm -f {shlex.quote(promoting_file(layout))}",
+        f"{psql} -d postgres -c \"ALTER SYSTEM SET synchronous_standby_names = ''\" -c 'SELECT pg_reload_conf()' >/dev/null",
+        "# the virtual IP may come here now: the old primary is gone, and a client that reaches this node a moment",
+        "# before its promotion completes is refused (read-only) and retries. The guard keeps the file from now on",
+        "# (and takes the address back if the promotion fails); `promoting` tells it to leave the file alone until then.",
+        f"touch {promoting}",
+        f"echo 0 >{q(vip_track_file(layout))}",
+        'if [ "$1" = failover ]; then',
+        f"  promoted=$({psql} -d postgres -A -t -c 'SELECT pg_promote(true, 60)' 2>&1)",
+        '  if [ "$promoted" != t ]; then',
+        f'    say "pg_promote() failed: $promoted"; rm -f {promoting}; exit 1',
+        "  fi",
+        f"  if ! {psql} -d repmgr -v ON_ERROR_STOP=1 -c {q(records)} >/dev/null; then",
+        "    # promoted all the same; repmgrd updates the records itself once it sees the node primary",
+        f'    say "promoted, but repmgr\'s node records were not updated"; rm -f {promoting}; exit 1',
+        "  fi",
+        '  say "promoted with pg_promote(); repmgr\'s node records updated"',
+        "else",
+        f"  {_bin(host, 'repmgr')} -f {q(layout.repmgr_conf)} standby promote --log-to-file "
+        f"|| {{ rm -f {promoting}; exit 1; }}",
+        "fi",
+        f"rm -f {promoting}",
         "# pg_rewind (PostgreSQL 15) reads the new timeline from pg_control: write it there now",
-        f"{psql} -c 'CHECKPOINT'",
+        f"{psql} -d postgres -c 'CHECKPOINT'",
         "",
     ])
 
@@ -268,10 +316,14 @@ class Bootstrap:
         self.ssh.put_text(target, PG_HBA, f"{layout.config_dir}/pg_hba.conf", 0o640)
         self.ssh.put_text(target, "", f"{layout.config_dir}/pg_ident.conf", 0o640)
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
-        self.ssh.put_text(target, promote_hook(host, layout), f"{layout.config_dir}/promote.sh", 0o755)
+        self.ssh.put_text(target, promote_hook(host, layout, node_id), f"{layout.config_dir}/promote.sh", 0o755)
         self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
-        self.ssh.put_text(target, guard_script(host, layout, node_id), guard_script_path(layout), 0o755)
+        self.ssh.put_text(target, self._guard_script(host, node_id), guard_script_path(layout), 0o755)
         self.ssh.put_text(target, f"*:*:*:{REPMGR_USER}:{repmgr_password}\n", f"{layout.config_dir}/.pgpass", 0o600)
+
+    def _guard_script(self, host: Host, node_id: int) -> str:
+        assert host.layout is not None
+        return guard_script(host, host.layout, node_id, watchdog_after(self.failover), repmgrd_command(host))
 
     def _repmgr(self, host: Host, args: str, what: str, timeout: float = 300) -> str:
         env = repmgr_env(host)
@@ -542,11 +594,7 @@ class Bootstrap:
             # a pid file naming a dead (or zombie) repmgrd: repmgrd's own check (kill -0) would take the zombie for
             # a running repmgrd and exit without a word
             self.ssh.run(target_of(host), f"rm -f {shlex.quote(host.layout.socket_dir + '/repmgrd.pid')}")
-        env = repmgr_env(host)
-        log = shlex.quote((host.layout.log_dir if host.layout else "/tmp") + "/repmgrd.out")
-        conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
-        self.ssh.check(target_of(host), f"{env}{_bin(host, 'repmgrd')} -f {conf} --daemonize >>{log} 2>&1 </dev/null",
-                       "starting repmgrd")
+        self.ssh.check(target_of(host), repmgrd_command(host), "starting repmgrd")
         if host.layout is not None:  # it daemonizes: wait for its pid file, so the next look finds it running
             alive = alive_from_pid_file(host.layout.socket_dir + "/repmgrd.pid")
             waited = self.ssh.run(target_of(host), f"for i in $(seq 100); do if {alive}; then exit 0; fi; sleep 0.05; done; "
@@ -566,8 +614,8 @@ class Bootstrap:
             self.ssh.check(target, pg_ctl(host, layout, "reload"), "reloading PostgreSQL's configuration")
         self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
-        self.ssh.put_text(target, promote_hook(host, layout), f"{layout.config_dir}/promote.sh", 0o755)
-        self.ssh.put_text(target, guard_script(host, layout, node_id), guard_script_path(layout), 0o755)
+        self.ssh.put_text(target, promote_hook(host, layout, node_id), f"{layout.config_dir}/promote.sh", 0o755)
+        self.ssh.put_text(target, self._guard_script(host, node_id), guard_script_path(layout), 0o755)
         self.stop_guard(host)  # the next start runs the new script
         self.restart_repmgrd(host)
 

@@ -11,6 +11,19 @@ runs as a standby.
 
 The guard also keeps the virtual IP's track file (keepalived `track_file`): 0 when this node is a primary and
 not fenced, 1 otherwise, so keepalived never puts the address on a standby or a stale primary.
+
+On a standby with automatic failover it is also repmgrd's watchdog. repmgrd runs queries on its connection to
+the primary with no client-side deadline; when the primary hangs (its processes stopped, its kernel still
+acknowledging every packet) in the middle of one, repmgrd waits forever and never fails over (measured: about 1
+hung-primary trial in 20). The watchdog acts when all of these hold:
+  - the upstream has sent nothing to this standby's WAL receiver for `stuck_after` seconds;
+  - repmgrd runs, is not paused, and has written nothing to its log for as long (at work on a failure, it logs
+    every second; one that lost an election or has no majority keeps logging too);
+  - no promotion is under way;
+  - the upstream refuses or times out a new connection;
+  - the witness's repmgrd runs and has not seen the primary for 2 s or more (the majority repmgrd would ask for).
+Then it kills the stuck repmgrd, promotes this node with the same promote hook repmgrd runs, and starts repmgrd
+again, which monitors the node as the primary.
 """
 
 from __future__ import annotations
@@ -54,7 +67,8 @@ def guard_log(layout: HostLayout) -> str:
     return f"{layout.log_dir}/guard.log"
 
 
-def guard_script(host: Host, layout: HostLayout, node_id: int) -> str:
+def guard_script(host: Host, layout: HostLayout, node_id: int, stuck_after: int | None, repmgrd_command: str) -> str:
+    """`stuck_after`: seconds of silence before the watchdog looks closer; None (manual failover) turns it off."""
     q = shlex.quote
     return "\n".join([
         "#!/bin/sh",
@@ -84,10 +98,12 @@ def guard_script(host: Host, layout: HostLayout, node_id: int) -> str:
         "PEERS=\"SELECT conninfo FROM repmgr.nodes WHERE type <> 'witness' AND node_id <> "
         f"{node_id}\"",
         'peers=""',
+        *(_watchdog(host, layout, node_id, stuck_after, repmgrd_command) if stuck_after else ["watch() { :; }"]),
         "while :; do",
         '  me=$(local_sql "$ROLE")',
         '  case "$me" in',
         "    standby*)",
+        "      watch",
         "      # a promotion under way (the hook's mark, younger than a minute) keeps the address it was given",
         '      [ -n "$(find "$promoting" -mmin -1 2>/dev/null)" ] || track 1',
         '      if [ -f "$fenced" ]; then say "running as a standby now: fence lifted"; rm -f "$fenced"; fi ;;',
@@ -118,3 +134,58 @@ def guard_script(host: Host, layout: HostLayout, node_id: int) -> str:
         "done",
         "",
     ])
+
+
+def _watchdog(host: Host, layout: HostLayout, node_id: int, stuck_after: int, repmgrd_command: str) -> list[str]:
+    """The shell function `watch`, run on every look while the node is a standby (see the module's docstring)."""
+    q = shlex.quote
+    return [
+        f"stuck_after={stuck_after}",
+        f"repmgr_log={q(layout.log_dir + '/repmgr.log')}",
+        f"repmgrd_pidfile={q(layout.socket_dir + '/repmgrd.pid')}",
+        "WATCH=\"SELECT coalesce((SELECT extract(epoch FROM last_msg_receipt_time)::bigint FROM pg_stat_wal_receiver "
+        "WHERE status = 'streaming'), 0) || ' ' || repmgr.repmgrd_is_paused()::int\"",
+        "UPSTREAM=\"SELECT u.conninfo FROM repmgr.nodes u JOIN repmgr.nodes me ON u.node_id = me.upstream_node_id "
+        f"WHERE me.node_id = {node_id}\"",
+        "WITNESS=\"SELECT conninfo FROM repmgr.nodes WHERE type = 'witness'\"",
+        "WITNESS_SEEN=\"SELECT CASE WHEN repmgr.repmgrd_is_running() THEN repmgr.get_upstream_last_seen() ELSE 0 END\"",
+        "heard=$(date +%s)",
+        "watch() {",
+        '  set -- $(local_sql "$WATCH")',
+        '  [ "${1:-0}" -gt 0 ] 2>/dev/null && heard=$1',
+        '  [ "${2:-1}" = 0 ] || return 0  # paused (a switchover under way), or the local node does not answer',
+        "  now=$(date +%s)",
+        '  [ $((now - heard)) -ge $stuck_after ] || return 0',
+        '  [ -n "$(find "$promoting" -mmin -1 2>/dev/null)" ] && return 0',
+        '  logged=$(stat -c %Y "$repmgr_log" 2>/dev/null || echo 0)',
+        '  [ $((now - logged)) -ge $stuck_after ] || return 0  # repmgrd is at work on it',
+        '  pid=$(cat "$repmgrd_pidfile" 2>/dev/null)',
+        "  # no repmgrd, or a dead one: automatic failover is off (status says so), not stuck",
+        '  [ -n "$pid" ] && [ "$(sed "s/.*) //" /proc/$pid/stat 2>/dev/null | cut -c1)" != Z ] '
+        '&& [ -r /proc/$pid/stat ] || return 0',
+        '  upstream=$(local_sql "$UPSTREAM")',
+        '  [ -n "$upstream" ] || return 0',
+        '  if "$bin/psql" -X -A -t -q -d "$upstream connect_timeout=2" -c "SELECT 1" >/dev/null 2>&1; then',
+        "    heard=$now; return 0  # it answers: slow, not gone",
+        "  fi",
+        '  witness=$(local_sql "$WITNESS")',
+        '  if [ -n "$witness" ]; then',
+        '    seen=$("$bin/psql" -X -A -t -q -d "$witness connect_timeout=2" -c "$WITNESS_SEEN" 2>/dev/null)',
+        '    case "$seen" in',
+        '      -1) agrees="the witness has not seen it since its repmgrd started" ;;',
+        '      [2-9]|[1-9][0-9]*) agrees="the witness has not seen it for $seen s" ;;',
+        "      *) heard=$now; return 0 ;;  # no majority: the witness sees it, is not reachable, or runs no repmgrd",
+        "    esac",
+        '  else agrees="there is no witness"; fi',
+        '  say "watchdog: repmgrd (pid $pid) has written nothing for $((now - logged)) s while the upstream has been '
+        'silent for $((now - heard)) s and refuses connections, and $agrees: repmgrd is stuck; promoting this node '
+        'in its place"',
+        '  kill -9 "$pid" 2>/dev/null; rm -f "$repmgrd_pidfile"',
+        '  if "$conf/promote.sh" failover; then say "watchdog: promoted"; else say "watchdog: the promotion failed"; fi',
+        "  # what repmgrd does after its own promotion: tell the witness to follow the new primary",
+        '  [ -z "$witness" ] || "$bin/psql" -X -A -t -q -d "$witness connect_timeout=2" '
+        f'-c "SELECT repmgr.notify_follow_primary({node_id})" >/dev/null 2>&1 || say "watchdog: the witness was not told"',
+        f"  {repmgrd_command}",
+        "  heard=$(date +%s)",
+        "}",
+    ]
