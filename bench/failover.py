@@ -41,6 +41,7 @@ import itertools
 import os
 import re
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -102,6 +103,7 @@ class Writer:
     errors: list[tuple[float, str]] = field(default_factory=list)
     connects: int = 0
     failed_connects: int = 0
+    deadline: float | None = None  # seconds a statement may take before the client breaks its session itself
 
     def __post_init__(self) -> None:
         self._stop = threading.Event()
@@ -167,6 +169,10 @@ class Writer:
             n = self.next_n
             self.next_n += 1
             self._warned = False
+            timer = None
+            if self.deadline is not None:
+                timer = threading.Timer(self.deadline, _break_session, (self._conn,))
+                timer.start()
             try:
                 self._conn.execute(f"INSERT INTO {TABLE} (n) VALUES (%s)", (n,))
             except psycopg.Error as exc:
@@ -180,6 +186,9 @@ class Writer:
                 if outage_started is None:
                     outage_started = time.perf_counter()
                 continue
+            finally:
+                if timer is not None:
+                    timer.cancel()
             now = time.time()
             if self._warned:
                 self.local_only.append(n)
@@ -188,6 +197,16 @@ class Writer:
             outage_started = None
         if self._conn is not None:
             self._conn.close()
+
+
+def _break_session(conn: psycopg.Connection) -> None:
+    """The client's own deadline passed: shut its socket down, as a driver's socket timeout does. The statement
+    under way fails at once (its outcome unknown, so not counted as acknowledged) and the writer reconnects."""
+    try:
+        with socket.socket(fileno=os.dup(conn.pgconn.socket)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, psycopg.Error):
+        pass  # the session ended meanwhile
 
 
 # ---------------------------------------------------------------- the pair

@@ -9,8 +9,10 @@ the pair whole with an empty plan after it.
 One pair (sync, nodes a and b, witness w, virtual IP) in namespaces on 10.213.250.0/24, files under /dev/shm,
 failover settings at pgaasctl's defaults. Each trial:
 
-1. Two writers commit a numbered row every 20 ms, one through `pgaasctl connection` (multi-host URI), one
-   through `pgaasctl connection --virtual-ip`. A row counts as acknowledged once its INSERT returned.
+1. Three writers commit a numbered row every 20 ms: one through `pgaasctl connection` (multi-host URI), one
+   through `pgaasctl connection --virtual-ip`, and one through the URI with its own 2 s statement deadline (it
+   breaks its session when a statement takes longer, as a driver's socket timeout does). A row counts as
+   acknowledged once its INSERT returned.
 2. After 2 s the fault is injected (see FAULTS). A watcher samples every 20 ms which node is primary (SQL)
    and which namespace holds the virtual IP.
 3. Once both writers commit again (and the fault is healed, for faults that heal), the writers stop.
@@ -48,6 +50,7 @@ VIP = "10.213.250.200"
 PAIR = "fault"
 PG_BIN = "/usr/lib/postgresql/15/bin"
 WARMUP_S = 2.0
+CLIENT_DEADLINE_S = 2.0  # the third writer's own statement deadline
 RECOVERY_BOUND_S = 60.0
 FAULTS = {
     "kill9": "kill -9 of the primary's postmaster",
@@ -214,6 +217,7 @@ class Watcher:
 @dataclass
 class Result:
     downtime_uri: float
+    downtime_deadline: float  # through the URI, by a client with a 2 s statement deadline
     downtime_vip: float
     lost: int
     fence: float | None
@@ -234,7 +238,8 @@ def trial(pair: Pair, fault: str, hold: float, next_n: int) -> tuple[Result, int
     new = "b" if old == "a" else "a"
     uri = pair.bench.uri(PAIR)
     vip_uri = pair.bench.pgaasctl(["connection", PAIR, "--virtual-ip", "--role", "postgres"]).proc.stdout.strip()
-    writers = [Writer(uri, pair.password, next_n), Writer(vip_uri, pair.password, next_n + 1_000_000)]
+    writers = [Writer(uri, pair.password, next_n), Writer(vip_uri, pair.password, next_n + 1_000_000),
+               Writer(uri, pair.password, next_n + 2_000_000, deadline=CLIENT_DEADLINE_S)]
     for writer in writers:
         writer.start()
     time.sleep(WARMUP_S)  # acknowledged commits before the fault
@@ -244,7 +249,7 @@ def trial(pair: Pair, fault: str, hold: float, next_n: int) -> tuple[Result, int
     fence: float | None = None
     try:
         fence = inject(pair, fault, old, new, hold)
-        for name, writer in zip(("URI", "VIP"), writers):
+        for name, writer in zip(("URI", "VIP", "deadline URI"), writers):
             try:
                 wait(lambda w=writer: bool(w.acks) and w.acks[-1].at > injected + 0.1 and w.acks[-1].at > time.time() - 0.5,
                      RECOVERY_BOUND_S, f"the {name} writer to commit again")
@@ -264,6 +269,7 @@ def trial(pair: Pair, fault: str, hold: float, next_n: int) -> tuple[Result, int
     heal = pair.bench.apply().elapsed
     pair.healthy()
     result = Result(downtime_uri=longest_gap(writers[0], injected), downtime_vip=longest_gap(writers[1], injected),
+                    downtime_deadline=longest_gap(writers[2], injected),
                     lost=lost, fence=fence, vip_delay=vip_delay, heal=heal, failover=watcher.promoted_at is not None,
                     promotion=watcher.promoted_at - injected_monotonic if watcher.promoted_at else None)
     return result, max(w.next_n for w in writers) + 1
@@ -401,7 +407,7 @@ def main() -> int:
                 results.setdefault(fault, []).append(result)
                 promoted = "-" if result.promotion is None else f"{result.promotion:.2f} s"
                 print(f"  {fault} #{number}: promotion {promoted}, downtime uri {result.downtime_uri:.2f} s, "
-                      f"vip {result.downtime_vip:.2f} s, "
+                      f"vip {result.downtime_vip:.2f} s, uri with deadline {result.downtime_deadline:.2f} s, "
                       f"lost {result.lost}, fence {'-' if result.fence is None else f'{result.fence:.2f} s'}, "
                       f"vip after promotion {'-' if result.vip_delay is None else f'{result.vip_delay:.2f} s'}, "
                       f"heal {result.heal:.2f} s", flush=True)
@@ -415,13 +421,15 @@ def main() -> int:
             keep_logs(bench, args.keep_logs)
         bench.cleanup()
     print()
-    print("fault | trials | promotion after the fault (median / p95 / max, s) | downtime via URI | via VIP | lost | "
+    print("fault | trials | promotion after the fault (median / p95 / max, s) | downtime via URI | via URI with a "
+          f"{CLIENT_DEADLINE_S:g} s client deadline | via VIP | lost | "
           "time to fence | VIP after promotion | heal (apply)")
     for fault, rows in results.items():
         fences = [r.fence for r in rows if r.fence is not None]
         delays = [r.vip_delay for r in rows if r.vip_delay is not None]
         promotions = [r.promotion for r in rows if r.promotion is not None]
         print(f"{fault} | {len(rows)} | {summary(promotions)} | {summary([r.downtime_uri for r in rows])} | "
+              f"{summary([r.downtime_deadline for r in rows])} | "
               f"{summary([r.downtime_vip for r in rows])} | "
               f"{sum(r.lost for r in rows)} | {summary(fences)} | {summary(delays)} | {summary([r.heal for r in rows])}")
     print_done()
