@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import logging
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -608,6 +611,101 @@ def history(
         summary = entry["summary"]
         table.add_row(entry["started_at"], entry["pair"], entry["operation"], entry["status"], entry["actor"],
                       str(len(summary.get("changes", []))), _escape(str(summary.get("error", ""))))
+    out.print(table)
+
+
+@app.command()
+def agent(
+    path: PathArg = workspace.DEFAULT_SPECS,
+    interval: Annotated[str, typer.Option("--interval", help="Time between two rounds: 500ms, 5s, 1m.")] = "5s",
+    listen: Annotated[str | None, typer.Option(
+        "--listen", metavar="ADDR:PORT", help="Serve /metrics (Prometheus) and /healthz there.")] = None,
+    once: Annotated[bool, typer.Option("--once", help="Run one round, print what it saw, and exit.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every round, not only events and errors.")] = False,
+    store: StoreOpt = None,
+) -> None:
+    """Keep the lookup of every pair's nodes current until stopped (SIGINT or SIGTERM: a clean exit, code 0). Each
+    round discovers every pair in parallel, records role, up/down, replication, lag, repmgrd and fencing per node
+    and healthy/degraded per pair, and stores the events since the last round (see `pgaasctl events`)."""
+    from pgaasctl.durations import parse_duration
+    from pgaasctl.monitor.agent import Agent
+    from pgaasctl.monitor.endpoint import serve
+
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    seconds = run(lambda: parse_duration(interval, "--interval"))
+    runner = Agent(path=path, store_flag=store, interval=seconds)
+    if once:
+        report = run(runner.round)
+        _print_json(report.model_dump())
+        raise typer.Exit(1 if report.errors else 0)
+    # a workspace that cannot load, or has no store yet, is said now and ends the agent, not logged every round
+    loaded = run(lambda: workspace.load(path))
+    run(lambda: loaded.open_store(store, "write").close())
+    server = run(lambda: serve(runner, listen))[0] if listen else None
+    stop = threading.Event()
+
+    def stopping(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGINT, signal.SIGTERM)}
+    err.print(f"pgaasctl agent: a round every {seconds:g}s" + (f", serving http://{listen}/metrics" if listen else "")
+              + "; stop with Ctrl-C or SIGTERM.")
+    try:
+        runner.run(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+    err.print("pgaasctl agent: stopped.")
+
+
+@app.command()
+def events(
+    pair_or_path: Annotated[str | None, typer.Argument(
+        metavar="[PAIR|PATH]", help="Only this pair; or, when it names a file or directory, the workspace to read.")] = None,
+    path: PathArg = workspace.DEFAULT_SPECS,
+    pair: Annotated[str | None, typer.Option("--pair", help="Only this pair.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Only events of the last 30m, 24h, 7d...")] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100000, help="At most this many, the newest.")] = 100,
+    as_json: JsonOpt = False,
+    store: StoreOpt = None,
+) -> None:
+    """Show what the agent saw happen: failovers, switchovers, nodes down and up, pairs degraded and healthy again,
+    nodes fenced. Oldest first."""
+    from pgaasctl.durations import parse_duration
+
+    if pair_or_path is not None:
+        if os.sep in pair_or_path or Path(pair_or_path).exists():
+            path = Path(pair_or_path)
+        else:
+            pair = pair or pair_or_path
+
+    def action() -> list[dict[str, Any]]:
+        cutoff = None
+        if since is not None:
+            seconds = parse_duration(since, "--since")
+            cutoff = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+        loaded = workspace.load(path)
+        st = _open(loaded, store, "read")
+        if pair is not None and pair not in loaded.desired.pairs and pair not in st.pairs() and not st.events(pair, limit=1):
+            raise PgaasError(f"pair {pair!r} is not declared in {loaded.spec_dir} and has no events",
+                             f"Pairs: {', '.join(sorted(loaded.desired.pairs)) or 'none'}.")
+        return [e.model_dump() for e in st.events(pair, cutoff, limit)]
+
+    found = run(action)
+    if as_json:
+        _print_json(found)
+        return
+    if not found:
+        out.print("No events" + (f" for pair {pair}" if pair else "") + (f" in the last {since}" if since else "")
+                  + ". The agent (`pgaasctl agent`) records them.")
+        return
+    table = Table("at", "pair", "node", "event", "detail")
+    for event in found:
+        table.add_row(event["at"], event["pair"], event["node"], event["kind"], _escape(event["detail"]))
     out.print(table)
 
 

@@ -22,6 +22,7 @@ import psycopg
 from pydantic import BaseModel
 
 from pgaasctl.errors import LockHeld, PgaasError
+from pgaasctl.monitor.models import Event, LookupPair
 
 
 class StoreMissing(PgaasError):
@@ -53,6 +54,13 @@ DDL = [
     """CREATE TABLE IF NOT EXISTS local_dirs (pair TEXT PRIMARY KEY, root TEXT NOT NULL)""",
     """CREATE TABLE IF NOT EXISTS locks (
         pair TEXT PRIMARY KEY, holder TEXT NOT NULL, operation TEXT NOT NULL, acquired_at TEXT NOT NULL)""",
+    # the lookup: one row per pair, its nodes inside (pgaasctl/monitor/models.py LookupPair)
+    """CREATE TABLE IF NOT EXISTS lookup (
+        pair TEXT PRIMARY KEY, checked_at TEXT NOT NULL, healthy INTEGER NOT NULL, data TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS events (
+        id TEXT PRIMARY KEY, happened_at TEXT NOT NULL, pair TEXT NOT NULL, node TEXT NOT NULL, kind TEXT NOT NULL,
+        detail TEXT NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS events_by_pair ON events (pair, happened_at)",
 ]
 # Columns added after schema version 1; a store made by an older pgaasctl gets them on its first write.
 ADDED_COLUMNS = {
@@ -296,6 +304,7 @@ class Store:
         self._writing()
         self._exec("DELETE FROM node_ids WHERE pair = ?", (name,))
         self._exec("DELETE FROM nodes WHERE pair = ?", (name,))
+        self._exec("DELETE FROM lookup WHERE pair = ?", (name,))
         self._exec("DELETE FROM pairs WHERE name = ?", (name,))
 
     # -- SSH host keys, pinned on first contact
@@ -408,6 +417,48 @@ class Store:
                     self._exec("UPDATE history SET status = ?, summary = ? WHERE id = ? AND status = 'running'",
                                (entry.status, json.dumps(entry.summary, sort_keys=True), entry.id))
         return entries
+
+    # -- the lookup and its events
+    def record_lookup(self, lookup: LookupPair, events: list[Event]) -> None:
+        """Replace a pair's lookup and add the events since the previous one."""
+        self._writing()
+        self._exec(
+            """INSERT INTO lookup (pair, checked_at, healthy, data) VALUES (?, ?, ?, ?)
+               ON CONFLICT (pair) DO UPDATE SET checked_at = excluded.checked_at, healthy = excluded.healthy,
+               data = excluded.data""",
+            (lookup.pair, lookup.checked_at, int(lookup.healthy), lookup.model_dump_json()),
+        )
+        for number, event in enumerate(events):
+            self._exec("INSERT INTO events (id, happened_at, pair, node, kind, detail) VALUES (?, ?, ?, ?, ?, ?)",
+                       (f"{time.time_ns():x}-{os.getpid()}-{number}", event.at, event.pair, event.node, event.kind,
+                        event.detail))
+
+    def lookup(self, pair: str) -> LookupPair | None:
+        rows = self._exec("SELECT data FROM lookup WHERE pair = ?", (pair,))
+        return LookupPair.model_validate_json(rows[0][0]) if rows else None
+
+    def lookups(self) -> list[LookupPair]:
+        return [LookupPair.model_validate_json(r[0]) for r in self._exec("SELECT data FROM lookup ORDER BY pair")]
+
+    def forget_lookup(self, pair: str) -> None:
+        """A pair no longer declared: its lookup goes (its events stay, as history)."""
+        self._writing()
+        self._exec("DELETE FROM lookup WHERE pair = ?", (pair,))
+
+    def events(self, pair: str | None = None, since: str | None = None, limit: int = 100) -> list[Event]:
+        """The newest `limit` events (of one pair, after `since`), oldest first."""
+        where, params = [], []
+        if pair:
+            where.append("pair = ?")
+            params.append(pair)
+        if since:
+            where.append("happened_at >= ?")
+            params.append(since)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._exec(f"SELECT happened_at, pair, node, kind, detail FROM events {clause} ORDER BY happened_at DESC, id DESC "
+                          "LIMIT ?",
+                          (*params, limit))
+        return [Event(at=r[0], pair=r[1], node=r[2], kind=r[3], detail=r[4]) for r in reversed(rows)]
 
     # -- locks
     def lock_info(self, pair: str) -> LockInfo | None:

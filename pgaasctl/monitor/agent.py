@@ -1,0 +1,140 @@
+"""`pgaasctl agent`: keeps the lookup current. Every round it loads the workspace afresh (a pair added to or removed
+from the specs is picked up), discovers every pair in parallel with the same discovery as `status` and `plan`,
+writes each pair's lookup and the events since its last one. A pair that fails to be read is recorded as such and
+never stops the round for the others."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from pgaasctl import workspace
+from pgaasctl.errors import PgaasError
+from pgaasctl.hosts.ssh import SshSessions
+from pgaasctl.monitor.lookup import Event, LookupPair, changes, from_status
+from pgaasctl.spec.desired import DesiredPair, DesiredState
+from pgaasctl.status import PairStatus, pair_status
+from pgaasctl.store import Store
+
+log = logging.getLogger("pgaasctl.agent")
+MAX_PARALLEL = 16
+PLANNED = ("switchover", "restart")  # history operations whose change of primary is planned
+
+
+class RoundReport(BaseModel):
+    at: str
+    seconds: float
+    pairs: int
+    errors: int  # pairs that could not be read
+    events: list[Event] = []
+
+
+class Snapshot(BaseModel):
+    """What the agent knows now, for /metrics: read under its lock, never from a node."""
+
+    lookups: list[LookupPair] = []
+    failovers: dict[str, int] = {}
+    rounds: int = 0
+    failed_rounds: int = 0
+    pair_errors: int = 0
+    last_seconds: float = 0.0
+
+
+@dataclass
+class Agent:
+    path: Path
+    store_flag: str | None = None
+    interval: float = 5.0
+    _state: Snapshot = field(default_factory=Snapshot)
+    _succeeded_at: float | None = None  # time.monotonic() of the last round that ran
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return self._state.model_copy(deep=True)
+
+    def seconds_since_success(self) -> float | None:
+        with self._lock:
+            return None if self._succeeded_at is None else time.monotonic() - self._succeeded_at
+
+    def round(self) -> RoundReport:
+        """One look at every pair in scope; raises PgaasError only when nothing could be looked at."""
+        started = time.monotonic()
+        try:
+            loaded = workspace.load(self.path)
+            store = loaded.open_store(self.store_flag, "write")
+        except PgaasError:
+            with self._lock:
+                self._state.failed_rounds += 1
+            raise
+        try:
+            statuses = discover(loaded.desired, store, loaded.pairs_in_scope())
+            recorded = [record(store, status, "agent") for status in statuses]
+        finally:
+            store.close()
+        events = [e for _, found in recorded for e in found]
+        report = RoundReport(at=recorded[0][0].checked_at if recorded else "", seconds=time.monotonic() - started,
+                             pairs=len(statuses), errors=sum(1 for s in statuses if s.error), events=events)
+        with self._lock:
+            state = self._state
+            state.lookups = [lookup for lookup, _ in recorded]
+            state.rounds += 1
+            state.pair_errors += report.errors
+            state.last_seconds = report.seconds
+            for event in events:
+                if event.kind == "failover":
+                    state.failovers[event.pair] = state.failovers.get(event.pair, 0) + 1
+            self._succeeded_at = time.monotonic()
+        return report
+
+    def run(self, stop: threading.Event) -> None:
+        """Round after round until `stop` is set; a round starts `interval` seconds after the previous one did."""
+        while not stop.is_set():
+            started = time.monotonic()
+            try:
+                report = self.round()
+            except PgaasError as exc:
+                log.error("round failed: %s", exc)
+            else:
+                for event in report.events:
+                    log.warning("%s %s%s: %s", event.pair, event.kind, f" ({event.node})" if event.node else "",
+                                event.detail)
+                log.info("round: %d pair(s) in %.2f s, %d with errors", report.pairs, report.seconds, report.errors)
+            stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+
+def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair]) -> list[PairStatus]:
+    """Every pair's status, in parallel; an unexpected failure of one pair is that pair's error."""
+    ssh = SshSessions(store)
+
+    def one(pair: DesiredPair) -> PairStatus:
+        try:
+            return pair_status(pair, desired, store, ssh)
+        except Exception as exc:  # noqa: BLE001 - one pair's bug must not stop the round for the others
+            log.exception("pair %s: discovery failed", pair.name)
+            return PairStatus(pair=pair.name, provider=pair.doc.spec.provider, replication=pair.doc.spec.replication,
+                              degraded=True, error=f"discovery failed: {type(exc).__name__}: {exc}")
+
+    try:
+        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(pairs)))) as pool:
+            return list(pool.map(one, pairs))
+    finally:
+        ssh.close()
+
+
+def record(store: Store, status: PairStatus, source: str) -> tuple[LookupPair, list[Event]]:
+    """Write a pair's lookup and the events since its previous one."""
+    previous = store.lookup(status.pair)
+    after = from_status(status, source, previous)
+    planned = previous is not None and any(
+        entry.operation in PLANNED and (entry.finished_at is None or entry.finished_at >= previous.checked_at[:19])
+        for entry in store.history(status.pair, limit=5))
+    events = changes(previous, after, switching_over=planned)
+    store.record_lookup(after, events)
+    return after, events

@@ -1,0 +1,119 @@
+"""The agent's HTTP listener: `/metrics` for Prometheus (postgres_exporter's names where one exists, with `pair`
+and `node` labels, and the project's own under `pgaas_`) and `/healthz` (200 while rounds succeed)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pgaasctl.errors import PgaasError
+
+if TYPE_CHECKING:
+    from pgaasctl.monitor.agent import Agent
+
+
+class LookupCollector(Collector):
+    """What the agent's last rounds saw, read from memory at each scrape (a scrape never touches a node)."""
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.agent.snapshot()
+        up = GaugeMetricFamily("pg_up", "Whether the node's PostgreSQL answered the last round (1) or not (0).",
+                               labels=["pair", "node"])
+        role = GaugeMetricFamily("pgaas_node_role", "The node's role at the last round (1 for the role it has).",
+                                 labels=["pair", "node", "role"])
+        lag = GaugeMetricFamily("pg_replication_lag_seconds", "A standby's replay lag, in seconds.",
+                                labels=["pair", "node"])
+        lag_bytes = GaugeMetricFamily("pgaas_replication_lag_bytes", "WAL the standby has not replayed yet, in bytes.",
+                                      labels=["pair", "node"])
+        degraded = GaugeMetricFamily("pgaas_pair_degraded", "1 while the pair is degraded or cannot be read.",
+                                     labels=["pair"])
+        for lookup in snapshot.lookups:
+            degraded.add_metric([lookup.pair], 0.0 if lookup.healthy else 1.0)
+            for node in lookup.nodes:
+                up.add_metric([lookup.pair, node.name], 1.0 if node.up else 0.0)
+                role.add_metric([lookup.pair, node.name, node.role], 1.0)
+                if node.lag_seconds is not None:
+                    lag.add_metric([lookup.pair, node.name], node.lag_seconds)
+                if node.lag_bytes is not None:
+                    lag_bytes.add_metric([lookup.pair, node.name], float(node.lag_bytes))
+        yield from (up, role, lag, lag_bytes, degraded)
+        failovers = CounterMetricFamily("pgaas_failovers", "Failovers the agent has seen since it started.",
+                                        labels=["pair"])
+        for pair, count in sorted(snapshot.failovers.items()):
+            failovers.add_metric([pair], float(count))
+        yield failovers
+        yield CounterMetricFamily("pgaas_agent_rounds", "Agent rounds run.", value=float(snapshot.rounds))
+        yield CounterMetricFamily("pgaas_agent_round_errors", "Pairs a round could not read, summed over rounds.",
+                                  value=float(snapshot.pair_errors))
+        yield CounterMetricFamily("pgaas_agent_failed_rounds", "Rounds that could not run at all (specs, store).",
+                                  value=float(snapshot.failed_rounds))
+        yield GaugeMetricFamily("pgaas_agent_round_duration_seconds", "How long the last round took.",
+                                value=snapshot.last_seconds)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+
+    def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._reply(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+        elif path == "/healthz":
+            age = self.server.agent.seconds_since_success()
+            healthy = age is not None and age < max(3 * self.server.agent.interval, 10.0)
+            text = "ok" if healthy else "no successful round yet" if age is None else f"last good round {age:.0f}s ago"
+            self._reply(200 if healthy else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
+        else:
+            self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+
+    def _reply(self, code: int, body: bytes, content_type: str) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
+        pass  # scrapes every few seconds would drown the agent's own log
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], agent: Agent) -> None:
+        super().__init__(address, _Handler)
+        self.agent = agent
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(LookupCollector(agent))
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """ADDR:PORT (an IPv4 address or a name; [v6]:PORT for IPv6)."""
+    host, sep, port = text.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise PgaasError(f"--listen: {text!r} is not ADDR:PORT", "For example --listen 127.0.0.1:9187.")
+    return host, int(port)
+
+
+def serve(agent: Agent, listen: str) -> tuple[_Server, threading.Thread]:
+    """Start the listener in a thread; stop it with server.shutdown()."""
+    address = parse_listen(listen)
+    try:
+        server = _Server(address, agent)
+    except OSError as exc:
+        raise PgaasError(f"--listen {listen}: cannot listen there: {exc.strerror}",
+                         "Pick a free port on an address of this machine.") from None
+    thread = threading.Thread(target=server.serve_forever, name="agent-http", daemon=True)
+    thread.start()
+    return server, thread
+

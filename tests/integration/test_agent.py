@@ -1,0 +1,182 @@
+"""`pgaasctl agent` and `pgaasctl events` against a real local pair: the lookup it writes, a failover it follows,
+/metrics and /healthz, a clean stop on SIGTERM, a broken pair that does not stop the round, and bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from pgaasctl.store import open_store
+from tests.support.local_pair import Lab, LocalPair, no_traceback, wait_until
+
+PGAASCTL = str(Path(sys.executable).parent / "pgaasctl")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab.open("agent", slot=2) as lab:
+        lab.add_pair("ag", replication="synchronous")
+        yield lab
+
+
+@pytest.fixture
+def ag(lab: Lab) -> LocalPair:
+    pair = lab.pairs["ag"]
+    pair.ensure_healthy()
+    return pair
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except OSError:
+        return 0, ""
+
+
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a /metrics page, parsed by prometheus-client's own parser."""
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def _lookup(pair: LocalPair) -> dict[str, object] | None:
+    store = open_store(pair.ws.store_url, mode="read")
+    try:
+        found = store.lookup(pair.name)
+        return found.model_dump() if found else None
+    finally:
+        store.close()
+
+
+def test_one_round_records_each_node_and_the_pair(ag: LocalPair) -> None:
+    result = ag.ws.run("agent", str(ag.ws.specs), "--once")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert (report["pairs"], report["errors"]) == (1, 0)
+    lookup = _lookup(ag)
+    assert lookup is not None and lookup["healthy"] is True and lookup["source"] == "agent"
+    primary = ag.primary()
+    nodes = {n["name"]: n for n in lookup["nodes"]}  # type: ignore[union-attr]
+    assert nodes[primary]["role"] == "primary" and nodes[ag.other(primary)]["role"] == "standby"
+    assert all(n["up"] and n["repmgrd"] and n["seen_at"] for n in nodes.values())
+    assert nodes[primary]["address"] == f"{ag.address(primary)}:5432"
+    assert nodes[ag.other(primary)]["replication"] == "streaming, sync"
+
+
+def test_a_broken_pair_does_not_stop_the_round_for_the_others(ag: LocalPair) -> None:
+    ag.ws.write("pair-gone.yaml", "kind: Pair\nmetadata: {name: gone}\nspec:\n  provider: existing\n"
+                "  deletion_protection: false\n  nodes:\n    - {name: gone-a, host: 127.0.0.1, port: 9, "
+                "admin_user: postgres, admin_password: {env: PGAASCTL_TEST_NOWHERE}, connect_timeout: 2}\n")
+    os.environ["PGAASCTL_TEST_NOWHERE"] = "x"
+    try:
+        result = ag.ws.run("agent", str(ag.ws.specs), "--once")
+    finally:
+        os.environ.pop("PGAASCTL_TEST_NOWHERE")
+        ag.ws.remove("pair-gone.yaml")
+    assert result.exit_code == 1, result.output  # a pair could not be read: said by the exit code
+    report = json.loads(result.stdout)
+    assert (report["pairs"], report["errors"]) == (2, 1)
+    store = open_store(ag.ws.store_url, mode="read")
+    try:
+        gone, good = store.lookup("gone"), store.lookup("ag")
+    finally:
+        store.close()
+    assert gone is not None and not gone.healthy and gone.error
+    assert good is not None and good.healthy and good.primary == ag.primary()
+
+
+def test_the_agent_follows_a_failover_serves_metrics_and_stops_cleanly(ag: LocalPair) -> None:
+    old = ag.primary()
+    new = ag.other(old)
+    listen = f"127.0.0.1:{_free_port()}"
+    agent = subprocess.Popen([PGAASCTL, "agent", str(ag.ws.specs), "--interval", "1s", "--listen", listen],
+                             env={**os.environ, "PGAASCTL_STORE": ag.ws.store_url}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _get(f"http://{listen}/healthz")[0] == 200, 30, "the agent's first round")
+        status, page = _get(f"http://{listen}/metrics")
+        assert status == 200
+        samples = _samples(page)
+        assert samples[("pg_up", (("node", old), ("pair", "ag")))] == 1.0
+        assert samples[("pg_up", (("node", new), ("pair", "ag")))] == 1.0
+        assert samples[("pgaas_node_role", (("node", old), ("pair", "ag"), ("role", "primary")))] == 1.0
+        assert samples[("pgaas_pair_degraded", (("pair", "ag"),))] == 0.0
+        assert ("pg_replication_lag_seconds", (("node", new), ("pair", "ag"))) in samples
+        assert samples[("pgaas_agent_rounds_total", ())] >= 1
+
+        ag.kill_postmaster(old)
+        killed = time.monotonic()
+        wait_until(lambda: (_lookup(ag) or {}).get("nodes") and
+                   {n["name"]: n["role"] for n in _lookup(ag)["nodes"]}.get(new) == "primary",  # type: ignore[index]
+                   60, f"the lookup to show {new} as the primary")
+        followed = time.monotonic() - killed
+        assert followed < 30, f"the lookup followed the failover after {followed:.1f}s"
+        events = ag.ws.run("events", str(ag.ws.specs), "--pair", "ag", "--json")
+        assert events.exit_code == 0, events.output
+        kinds = [(e["kind"], e["node"]) for e in json.loads(events.stdout)]
+        assert ("failover", new) in kinds and ("node down", old) in kinds and ("degraded", "") in kinds
+        wait_until(lambda: _samples(_get(f"http://{listen}/metrics")[1]).get(
+            ("pgaas_failovers_total", (("pair", "ag"),))) == 1.0, 10, "the failover counted in /metrics")
+        shown = ag.ws.run("events", "ag")
+        assert shown.exit_code == 0 and "failover" in shown.stdout and f"{new} is the primary (was {old})" in shown.flat
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            _, stderr = agent.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            raise
+    assert agent.returncode == 0, stderr
+    assert "pgaasctl agent: stopped." in stderr and "Traceback" not in stderr
+    assert _get(f"http://{listen}/healthz")[0] == 0  # the listener went with it
+
+
+def test_bad_input_is_named(ag: LocalPair) -> None:
+    for args, said in [
+        (["agent", str(ag.ws.specs), "--interval", "0s"], "--interval: '0s' is not a duration"),
+        (["agent", str(ag.ws.specs), "--interval", "soon"], "--interval: 'soon' is not a duration"),
+        (["agent", str(ag.ws.specs), "--listen", "nowhere"], "--listen: 'nowhere' is not ADDR:PORT"),
+        (["events", str(ag.ws.specs), "--since", "5 parsecs"], "--since: '5 parsecs' is not a duration"),
+        (["events", "nosuchpair"], "pair 'nosuchpair' is not declared"),
+    ]:
+        result = ag.ws.run(*args)
+        assert result.exit_code == 1, (args, result.output)
+        no_traceback(result)
+        assert said in result.flat, (args, result.output)
+
+
+def test_a_listen_address_in_use_is_refused(ag: LocalPair) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = ag.ws.run("agent", str(ag.ws.specs), "--listen", f"127.0.0.1:{port}")
+    assert result.exit_code == 1, result.output
+    assert "cannot listen there" in result.flat
+
+
+def test_no_events_says_who_records_them(tmp_path: Path, ag: LocalPair) -> None:
+    result = ag.ws.run("events", str(ag.ws.specs), "--since", "1ms")
+    assert result.exit_code == 0, result.output
+    assert "No events" in result.stdout and "pgaasctl agent" in result.stdout
