@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
@@ -55,7 +56,9 @@ class PairStatus(BaseModel):
 
 
 def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: SshSessions,
-                local_dir_source: str | None = None) -> PairStatus:
+                local_dir_source: str | None = None, on_state: Callable[[PairState], None] | None = None) -> PairStatus:
+    """`on_state`: called with what discovery found (its open connection included) before it is closed; the agent
+    samples metrics there."""
     spec = pair.doc.spec
     status = PairStatus(pair=pair.name, provider=spec.provider, replication=spec.replication)
     try:
@@ -78,6 +81,8 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             status.degraded = True
             return status
         try:
+            if on_state is not None:
+                on_state(state)
             pending, paused = _node_facts(state)
             status.nodes = _nodes(state, topology, pending) + _witness(topology)
             status.warnings = topology.warnings if topology is not None else state.warnings

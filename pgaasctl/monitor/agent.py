@@ -1,10 +1,12 @@
 """`pgaasctl agent`: keeps the lookup current. Every round it loads the workspace afresh (a pair added to or removed
 from the specs is picked up), discovers every pair in parallel with the same discovery as `status` and `plan`,
 writes each pair's lookup and the events since its last one. A pair that fails to be read is recorded as such and
-never stops the round for the others."""
+never stops the round for the others. Every `monitoring.metrics_interval` it also samples each node's metrics into
+the store's history, and once an hour rolls old samples up and prunes what is past its retention."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import threading
 import time
@@ -12,19 +14,27 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
 from pydantic import BaseModel
 
 from pgaasctl import workspace
 from pgaasctl.errors import PgaasError
 from pgaasctl.hosts.ssh import SshSessions
-from pgaasctl.monitor.lookup import Event, LookupPair, changes, from_status
+from pgaasctl.live.connect import connect
+from pgaasctl.live.discovery import PairState
+from pgaasctl.monitor.lookup import changes, from_status
+from pgaasctl.monitor.metrics import Sample, sample_node
+from pgaasctl.monitor.models import Event, LookupPair, now
 from pgaasctl.spec.desired import DesiredPair, DesiredState
+from pgaasctl.spec.models import MonitoringSettings
 from pgaasctl.status import PairStatus, pair_status
 from pgaasctl.store import Store
 
 log = logging.getLogger("pgaasctl.agent")
 MAX_PARALLEL = 16
 PLANNED = ("switchover", "restart")  # history operations whose change of primary is planned
+PRUNE_EVERY = 3600.0  # seconds between two roll-ups and prunes of the store's history
+NodeSamples = dict[str, list[Sample]]  # node -> its samples of one round
 
 
 class RoundReport(BaseModel):
@@ -39,6 +49,7 @@ class Snapshot(BaseModel):
     """What the agent knows now, for /metrics: read under its lock, never from a node."""
 
     lookups: list[LookupPair] = []
+    samples: dict[str, NodeSamples] = {}  # pair -> the latest samples of each node
     failovers: dict[str, int] = {}
     rounds: int = 0
     failed_rounds: int = 0
@@ -53,6 +64,8 @@ class Agent:
     interval: float = 5.0
     _state: Snapshot = field(default_factory=Snapshot)
     _succeeded_at: float | None = None  # time.monotonic() of the last round that ran
+    _sampled_at: dict[str, float] = field(default_factory=dict)  # pair -> time.monotonic() of its last samples
+    _pruned_at: float | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def snapshot(self) -> Snapshot:
@@ -73,9 +86,21 @@ class Agent:
             with self._lock:
                 self._state.failed_rounds += 1
             raise
+        settings = loaded.desired.workspace.monitoring
+        due = {p.name for p in loaded.pairs_in_scope()
+               if time.monotonic() - self._sampled_at.get(p.name, -1e9) >= settings.metrics_interval}
+        sampled: dict[str, NodeSamples] = {}
         try:
-            statuses = discover(loaded.desired, store, loaded.pairs_in_scope())
+            statuses = discover(loaded.desired, store, loaded.pairs_in_scope(), sampled, due)
             recorded = [record(store, status, "agent") for status in statuses]
+            at = now()
+            for pair, nodes in sampled.items():
+                self._sampled_at[pair] = time.monotonic()
+                for node, samples in nodes.items():
+                    store.record_samples(pair, node, at, samples)
+            if self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY:
+                prune(store, settings)
+                self._pruned_at = time.monotonic()
         finally:
             store.close()
         events = [e for _, found in recorded for e in found]
@@ -84,6 +109,7 @@ class Agent:
         with self._lock:
             state = self._state
             state.lookups = [lookup for lookup, _ in recorded]
+            state.samples = {**{p: s for p, s in state.samples.items() if p in {x.pair for x in statuses}}, **sampled}
             state.rounds += 1
             state.pair_errors += report.errors
             state.last_seconds = report.seconds
@@ -109,13 +135,19 @@ class Agent:
             stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
 
 
-def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair]) -> list[PairStatus]:
-    """Every pair's status, in parallel; an unexpected failure of one pair is that pair's error."""
+def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair], sampled: dict[str, NodeSamples] | None = None,
+             sample: set[str] | None = None) -> list[PairStatus]:
+    """Every pair's status, in parallel; an unexpected failure of one pair is that pair's error. The pairs named in
+    `sample` have their nodes' metrics sampled too, into `sampled`."""
     ssh = SshSessions(store)
 
     def one(pair: DesiredPair) -> PairStatus:
+        def on_state(state: PairState) -> None:
+            if sampled is not None and sample is not None and pair.name in sample:
+                sampled[pair.name] = sample_pair(state)
+
         try:
-            return pair_status(pair, desired, store, ssh)
+            return pair_status(pair, desired, store, ssh, on_state=on_state)
         except Exception as exc:  # noqa: BLE001 - one pair's bug must not stop the round for the others
             log.exception("pair %s: discovery failed", pair.name)
             return PairStatus(pair=pair.name, provider=pair.doc.spec.provider, replication=pair.doc.spec.replication,
@@ -138,3 +170,33 @@ def record(store: Store, status: PairStatus, source: str) -> tuple[LookupPair, l
     events = changes(previous, after, switching_over=planned)
     store.record_lookup(after, events)
     return after, events
+
+
+def sample_pair(state: PairState) -> NodeSamples:
+    """Each node's metrics over its own short connection; a node that does not answer is pg_up 0."""
+    found: NodeSamples = {}
+    for node in state.nodes:
+        if node.role == "unreachable":
+            found[node.name] = [Sample(metric="pg_up", value=0.0)]
+            continue
+        try:
+            with connect(node.address) as conn:
+                found[node.name] = sample_node(conn)
+        except (PgaasError, psycopg.Error) as exc:
+            log.warning("%s: metrics not sampled: %s", node.address.label, str(exc).splitlines()[0])
+            found[node.name] = [Sample(metric="pg_up", value=0.0)]
+    return found
+
+
+def prune(store: Store, settings: MonitoringSettings) -> None:
+    """Keep the history bounded: raw samples older than raw_retention become hourly rollups, rollups and events
+    older than theirs go."""
+    moment = dt.datetime.now(dt.timezone.utc)
+
+    def ago(seconds: float) -> str:
+        return (moment - dt.timedelta(seconds=seconds)).isoformat(timespec="milliseconds")
+
+    rolled = store.roll_up(before=ago(settings.raw_retention))
+    store.prune(hourly_before=ago(settings.rollup_retention), events_before=ago(settings.event_retention))
+    if rolled:
+        log.info("history: %d raw sample(s) rolled up into hours", rolled)

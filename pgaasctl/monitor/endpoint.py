@@ -13,6 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pgaasctl.errors import PgaasError
+from pgaasctl.monitor.metrics import METRICS, Sample
 
 if TYPE_CHECKING:
     from pgaasctl.monitor.agent import Agent
@@ -46,6 +47,7 @@ class LookupCollector(Collector):
                 if node.lag_bytes is not None:
                     lag_bytes.add_metric([lookup.pair, node.name], float(node.lag_bytes))
         yield from (up, role, lag, lag_bytes, degraded)
+        yield from _sampled(snapshot.samples)
         failovers = CounterMetricFamily("pgaas_failovers", "Failovers the agent has seen since it started.",
                                         labels=["pair"])
         for pair, count in sorted(snapshot.failovers.items()):
@@ -58,6 +60,32 @@ class LookupCollector(Collector):
                                   value=float(snapshot.failed_rounds))
         yield GaugeMetricFamily("pgaas_agent_round_duration_seconds", "How long the last round took.",
                                 value=snapshot.last_seconds)
+
+
+FROM_THE_LOOKUP = ("pg_up", "pg_replication_lag_seconds")  # fresher there: the lookup is renewed every round
+
+
+def _sampled(samples: dict[str, dict[str, list[Sample]]]) -> Iterator[Metric]:
+    """The nodes' latest metric samples, one family per metric. Counters keep postgres_exporter's names (no _total
+    suffix), so they are exposed untyped; rate() works on them all the same."""
+    families: dict[str, Metric] = {}
+    for pair, nodes in sorted(samples.items()):
+        for node, found in sorted(nodes.items()):
+            for sample in found:
+                info = METRICS.get(sample.metric)
+                if info is None or sample.metric in FROM_THE_LOOKUP:
+                    continue
+                family = families.get(sample.metric)
+                if family is None:
+                    family = families[sample.metric] = Metric(
+                        sample.metric, info.help, "gauge" if info.kind == "gauge" else "unknown")
+                labels = {"pair": pair, "node": node}
+                if sample.database:
+                    labels["datname"] = sample.database
+                if info.label:
+                    labels[info.label] = sample.label
+                family.add_sample(sample.metric, labels, sample.value)
+    yield from families.values()
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -50,3 +50,27 @@ class Event(BaseModel):
 
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class StoredSample(BaseModel):
+    """A raw metric sample as the store keeps it."""
+
+    node: str
+    database: str
+    label: str
+    at: str
+    value: float
+
+
+class HourlySample(BaseModel):
+    """An hour of one metric's samples, rolled up."""
+
+    node: str
+    database: str
+    label: str
+    hour: str  # 2026-12-01T10 (UTC)
+    minimum: float
+    maximum: float
+    average: float
+    last: float
+    count: int

@@ -145,6 +145,21 @@ def _seconds(value: Any) -> Any:
 Seconds = Annotated[StrictInt, BeforeValidator(_seconds), Field(ge=1, le=3600)]
 
 
+def _duration(value: Any) -> Any:
+    """Durations people write: 15s, 500ms, 2m, 48h, 90d (a bare number is seconds)."""
+    if isinstance(value, str):
+        from pgaasctl.durations import PATTERN, UNITS
+
+        match = PATTERN.fullmatch(value)
+        if not match:
+            raise ValueError(f"expected a duration such as 15s, 2m, 48h or 90d, got {value!r}")
+        return float(match.group(1)) * UNITS[match.group(2) or "s"]
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(_duration)]
+
+
 class SshSettings(Strict):
     """How pgaasctl reaches a node over SSH (fabric) to run repmgr."""
 
@@ -437,6 +452,18 @@ class GrantSpec(Strict):
 
 # ---------------------------------------------------------------- Workspace
 
+class MonitoringSettings(Strict):
+    """What `pgaasctl agent` samples and how long the store keeps it."""
+
+    metrics_interval: Duration = Field(15.0, ge=1, le=3600, description="Time between two metric samples of a node "
+                                       "(the lookup itself follows the agent's --interval).")
+    raw_retention: Duration = Field(172800.0, ge=3600, le=90 * 86400, description="How long raw samples are kept; "
+                                    "older ones are rolled up by the hour (min, max, average, last).")
+    rollup_retention: Duration = Field(90 * 86400.0, ge=86400, le=3650 * 86400, description="How long hourly "
+                                       "rollups are kept.")
+    event_retention: Duration = Field(365 * 86400.0, ge=86400, le=3650 * 86400, description="How long events are kept.")
+
+
 class WorkspaceSpec(Strict):
     """Settings of the workspace itself."""
 
@@ -459,6 +486,8 @@ class WorkspaceSpec(Strict):
     subnet: str = Field(
         "10.213.0.0/24", description="The namespace network's IPv4 subnet; the machine must not route it already. "
         "The bridge takes the first address, nodes the next ones.")
+    monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings,
+                                           description="What the agent samples and how long it is kept.")
 
     @field_validator("subnet")
     @classmethod

@@ -22,7 +22,8 @@ import psycopg
 from pydantic import BaseModel
 
 from pgaasctl.errors import LockHeld, PgaasError
-from pgaasctl.monitor.models import Event, LookupPair
+from pgaasctl.monitor.metrics import Sample
+from pgaasctl.monitor.models import Event, HourlySample, LookupPair, StoredSample
 
 
 class StoreMissing(PgaasError):
@@ -61,6 +62,16 @@ DDL = [
         id TEXT PRIMARY KEY, happened_at TEXT NOT NULL, pair TEXT NOT NULL, node TEXT NOT NULL, kind TEXT NOT NULL,
         detail TEXT NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_by_pair ON events (pair, happened_at)",
+    # metrics history: raw samples for a while, then hourly rollups (pgaasctl/monitor/history.py)
+    """CREATE TABLE IF NOT EXISTS samples (
+        pair TEXT NOT NULL, node TEXT NOT NULL, dbname TEXT NOT NULL, metric TEXT NOT NULL, label TEXT NOT NULL,
+        sampled_at TEXT NOT NULL, value DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS samples_by_metric ON samples (pair, metric, sampled_at)",
+    """CREATE TABLE IF NOT EXISTS samples_hourly (
+        pair TEXT NOT NULL, node TEXT NOT NULL, dbname TEXT NOT NULL, metric TEXT NOT NULL, label TEXT NOT NULL,
+        hour TEXT NOT NULL, minimum DOUBLE PRECISION NOT NULL, maximum DOUBLE PRECISION NOT NULL,
+        average DOUBLE PRECISION NOT NULL, last DOUBLE PRECISION NOT NULL, count INTEGER NOT NULL,
+        PRIMARY KEY (pair, node, dbname, metric, label, hour))""",
 ]
 # Columns added after schema version 1; a store made by an older pgaasctl gets them on its first write.
 ADDED_COLUMNS = {
@@ -136,7 +147,7 @@ class Store:
         self.read_only = read_only
         self._conn = conn
         self._placeholder = placeholder
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered by a transaction's statements
         self._pinned_in_memory: dict[str, str] = {}  # host keys met by a reading command: trusted for it alone
         self.notices: list[str] = []  # things the caller should tell the user (a lock taken over...)
         version = self._schema_version()
@@ -459,6 +470,82 @@ class Store:
                           "LIMIT ?",
                           (*params, limit))
         return [Event(at=r[0], pair=r[1], node=r[2], kind=r[3], detail=r[4]) for r in reversed(rows)]
+
+    # -- metrics history
+    def record_samples(self, pair: str, node: str, sampled_at: str, samples: list[Sample]) -> None:
+        self._writing()
+        rows = [(pair, node, x.database, x.metric, x.label, sampled_at, x.value) for x in samples]
+        self._exec_many("INSERT INTO samples (pair, node, dbname, metric, label, sampled_at, value) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def samples(self, pair: str, metric: str, since: str = "", until: str = "~") -> list[StoredSample]:
+        """Raw samples of one metric of a pair, oldest first."""
+        rows = self._exec("SELECT node, dbname, label, sampled_at, value FROM samples WHERE pair = ? AND metric = ? "
+                          "AND sampled_at >= ? AND sampled_at < ? ORDER BY sampled_at",
+                          (pair, metric, since, until))
+        return [StoredSample(node=r[0], database=r[1], label=r[2], at=r[3], value=r[4]) for r in rows]
+
+    def hourly(self, pair: str, metric: str, since: str = "", until: str = "~") -> list[HourlySample]:
+        rows = self._exec("SELECT node, dbname, label, hour, minimum, maximum, average, last, count FROM samples_hourly "
+                          "WHERE pair = ? AND metric = ? AND hour >= ? AND hour < ? ORDER BY hour",
+                          (pair, metric, since[:13], until[:13] if until != "~" else until))
+        return [HourlySample(node=r[0], database=r[1], label=r[2], hour=r[3], minimum=r[4], maximum=r[5], average=r[6],
+                             last=r[7], count=r[8]) for r in rows]
+
+    def roll_up(self, before: str) -> int:
+        """Fold raw samples older than `before` into hourly rows (merged with any already there), then delete them.
+        Returns how many raw samples went."""
+        self._writing()
+        with self._transaction():
+            return self._roll_up(before)
+
+    def _roll_up(self, before: str) -> int:
+        rows = self._exec("SELECT pair, node, dbname, metric, label, sampled_at, value FROM samples "
+                          "WHERE sampled_at < ? ORDER BY sampled_at", (before,))
+        groups: dict[tuple[str, ...], list[float]] = {}
+        for pair, node, database, metric, label, sampled_at, value in rows:
+            groups.setdefault((pair, node, database, metric, label, sampled_at[:13]), []).append(value)
+        for key, values in groups.items():
+            existing = self._exec("SELECT minimum, maximum, average, count FROM samples_hourly WHERE pair = ? AND "
+                                  "node = ? AND dbname = ? AND metric = ? AND label = ? AND hour = ?", key)
+            low, high, total, count = min(values), max(values), sum(values), len(values)
+            if existing:
+                old_low, old_high, old_average, old_count = existing[0]
+                low, high = min(low, old_low), max(high, old_high)
+                total, count = total + old_average * old_count, count + old_count
+            self._exec("DELETE FROM samples_hourly WHERE pair = ? AND node = ? AND dbname = ? AND metric = ? AND "
+                       "label = ? AND hour = ?", key)
+            self._exec("INSERT INTO samples_hourly (pair, node, dbname, metric, label, hour, minimum, maximum, "
+                       "average, last, count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (*key, low, high, total / count, values[-1], count))
+        return self._count("DELETE FROM samples WHERE sampled_at < ?", (before,))
+
+    def prune(self, hourly_before: str, events_before: str) -> None:
+        self._writing()
+        self._exec("DELETE FROM samples_hourly WHERE hour < ?", (hourly_before[:13],))
+        self._exec("DELETE FROM events WHERE happened_at < ?", (events_before,))
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """The block's statements commit together or not at all; other threads wait for it."""
+        with self._lock:
+            self._exec("BEGIN")
+            try:
+                yield
+            except BaseException:
+                self._exec("ROLLBACK")
+                raise
+            self._exec("COMMIT")
+
+    def _exec_many(self, query: str, rows: list[tuple[Any, ...]]) -> None:
+        if self._placeholder != "?":
+            query = query.replace("?", self._placeholder)
+        with self._lock, self._errors():
+            cur = self._conn.cursor()
+            try:
+                cur.executemany(query, rows)
+            finally:
+                cur.close()
 
     # -- locks
     def lock_info(self, pair: str) -> LockInfo | None:

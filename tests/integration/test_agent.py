@@ -82,6 +82,14 @@ def test_one_round_records_each_node_and_the_pair(ag: LocalPair) -> None:
     assert all(n["up"] and n["repmgrd"] and n["seen_at"] for n in nodes.values())
     assert nodes[primary]["address"] == f"{ag.address(primary)}:5432"
     assert nodes[ag.other(primary)]["replication"] == "streaming, sync"
+    store = open_store(ag.ws.store_url, mode="read")
+    try:  # the first round samples every node's metrics into the history
+        sizes = store.samples("ag", "pg_database_size_bytes")
+        max_connections = store.samples("ag", "pg_settings_max_connections")
+    finally:
+        store.close()
+    assert {(s.node, s.database) for s in sizes} >= {(primary, "postgres"), (ag.other(primary), "postgres")}
+    assert {s.value for s in max_connections} == {float(ag.value(primary, "SHOW max_connections"))}
 
 
 def test_a_broken_pair_does_not_stop_the_round_for_the_others(ag: LocalPair) -> None:
@@ -124,6 +132,10 @@ def test_the_agent_follows_a_failover_serves_metrics_and_stops_cleanly(ag: Local
         assert samples[("pgaas_pair_degraded", (("pair", "ag"),))] == 0.0
         assert ("pg_replication_lag_seconds", (("node", new), ("pair", "ag"))) in samples
         assert samples[("pgaas_agent_rounds_total", ())] >= 1
+        commits = samples[("pg_stat_database_xact_commit", (("datname", "postgres"), ("node", old), ("pair", "ag")))]
+        assert commits > 0
+        assert samples[("pg_settings_max_connections", (("node", new), ("pair", "ag")))] > 0
+        assert ("pg_replication_lag_bytes", (("application_name", new), ("node", old), ("pair", "ag"))) in samples
 
         ag.kill_postmaster(old)
         killed = time.monotonic()
