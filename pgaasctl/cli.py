@@ -27,6 +27,7 @@ from rich.table import Table
 
 from pgaasctl import __version__, workspace
 from pgaasctl.errors import PgaasError
+from pgaasctl.monitor.models import CheckResult
 from pgaasctl.plan import render
 from pgaasctl.plan.model import Change, HostOperation, Plan
 from pgaasctl.plan.planfile import SavedPlan, is_plan_file, load_plan, save_plan
@@ -119,6 +120,17 @@ def _notices(store: Store) -> None:
     for notice in store.notices:
         err.print(f"[yellow]Note:[/yellow] {_escape(notice)}")
     store.notices.clear()
+
+
+def _health_line(check: CheckResult, checked_at: str) -> str:
+    """The worst health check of a pair, as `status` shows it."""
+    colour = {"ok": "green", "warn": "yellow", "critical": "red"}[check.status]
+    if check.status == "ok":
+        return f"health: [green]ok[/green] (every check, as the agent saw at {checked_at})"
+    where = " ".join(x for x in (f"on {check.node}" if check.node else "",
+                                 f"database {check.database}" if check.database else "") if x)
+    line = f"health: [{colour}]{check.status}[/{colour}] {check.name}{' ' + where if where else ''}: {_escape(check.value)}"
+    return line + (f". {_escape(check.remedy)}" if check.remedy else "") + f" (as the agent saw at {checked_at})"
 
 
 def _print_json(data: Any) -> None:
@@ -460,6 +472,8 @@ def status(
         out.print(table)
         for warning in pair.warnings:
             out.print(f"  [yellow]warning:[/yellow] {_escape(warning)}")
+        if pair.health is not None:
+            out.print("  " + _health_line(pair.health, pair.health_checked_at or ""))
         for need in pair.needs:
             out.print(f"  apply would: {_escape(need)}")
     raise typer.Exit(exit_code)

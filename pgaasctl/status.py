@@ -15,6 +15,7 @@ from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.connect import connect
 from pgaasctl.live.discovery import PairState
 from pgaasctl.live.topology import Topology
+from pgaasctl.monitor.models import CheckResult
 from pgaasctl.plan.build import pair_inputs
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.spec.models import LocalPairSpec
@@ -53,6 +54,8 @@ class PairStatus(BaseModel):
     error: str | None = None
     nodes_dir: str | None = None  # provider local: the directory the pair's nodes live in
     nodes_dir_source: str | None = None  # which setting chose it ($PGAASCTL_LOCAL_DIR, the Workspace document...)
+    health: CheckResult | None = None  # the worst health check the agent last recorded (None: no agent data)
+    health_checked_at: str | None = None
 
 
 def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: SshSessions,
@@ -61,6 +64,10 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
     samples metrics there."""
     spec = pair.doc.spec
     status = PairStatus(pair=pair.name, provider=spec.provider, replication=spec.replication)
+    recorded = store.lookup(pair.name)
+    if recorded is not None and recorded.checks:
+        status.health = recorded.worst_check or CheckResult(name="every check", status="ok", value="")
+        status.health_checked_at = recorded.checked_at
     try:
         inputs = pair_inputs(pair, desired.workspace, store)
         if isinstance(spec, LocalPairSpec) and isinstance(inputs.provider, LocalProvider):

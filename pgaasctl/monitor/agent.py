@@ -26,7 +26,8 @@ from pgaasctl.monitor.lookup import changes, from_status
 from pgaasctl.monitor.metrics import Sample, sample_node
 from pgaasctl.monitor.models import Event, LookupPair, now
 from pgaasctl.spec.desired import DesiredPair, DesiredState
-from pgaasctl.spec.models import MonitoringSettings
+from pgaasctl.monitor.health import WINDOW_SECONDS, evaluate
+from pgaasctl.spec.models import HealthThresholds, MonitoringSettings
 from pgaasctl.status import PairStatus, pair_status
 from pgaasctl.store import Store
 
@@ -92,12 +93,15 @@ class Agent:
         sampled: dict[str, NodeSamples] = {}
         try:
             statuses = discover(loaded.desired, store, loaded.pairs_in_scope(), sampled, due)
-            recorded = [record(store, status, "agent") for status in statuses]
             at = now()
             for pair, nodes in sampled.items():
                 self._sampled_at[pair] = time.monotonic()
                 for node, samples in nodes.items():
                     store.record_samples(pair, node, at, samples)
+            with self._lock:
+                latest = {**self._state.samples, **sampled}
+            recorded = [record(store, status, "agent", latest.get(status.pair, {}), settings.checks)
+                        for status in statuses]
             if self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY:
                 prune(store, settings)
                 self._pruned_at = time.monotonic()
@@ -160,10 +164,16 @@ def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair], samp
         ssh.close()
 
 
-def record(store: Store, status: PairStatus, source: str) -> tuple[LookupPair, list[Event]]:
-    """Write a pair's lookup and the events since its previous one."""
+def record(store: Store, status: PairStatus, source: str, latest: NodeSamples | None = None,
+           thresholds: HealthThresholds | None = None) -> tuple[LookupPair, list[Event]]:
+    """Write a pair's lookup (with its health checks, when `thresholds` are given) and the events since its previous
+    one."""
     previous = store.lookup(status.pair)
     after = from_status(status, source, previous)
+    if thresholds is not None:
+        since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=WINDOW_SECONDS)).isoformat(timespec="milliseconds")
+        after.checks = evaluate(after, latest or {}, lambda metric: store.samples(status.pair, metric, since=since),
+                                thresholds)
     planned = previous is not None and any(
         entry.operation in PLANNED and (entry.finished_at is None or entry.finished_at >= previous.checked_at[:19])
         for entry in store.history(status.pair, limit=5))

@@ -19,7 +19,7 @@ def from_status(status: PairStatus, source: str, previous: LookupPair | None = N
     nodes = [
         LookupNode(name=n.name, role=n.role, up=n.role in UP_ROLES, address=n.address, replication=n.replication,
                    lag_seconds=n.lag_seconds, lag_bytes=n.lag_bytes, repmgrd=n.repmgrd, fenced=n.fenced,
-                   seen_at=at if n.role in UP_ROLES else seen_before.get(n.name))
+                   pending_restart=n.pending_restart, seen_at=at if n.role in UP_ROLES else seen_before.get(n.name))
         for n in status.nodes
     ]
     if status.error is not None and previous is not None and not nodes:
@@ -27,7 +27,8 @@ def from_status(status: PairStatus, source: str, previous: LookupPair | None = N
     error = status.error.splitlines()[0] if status.error else None  # the message, without its advice
     reasons = ([error] if error else []) + list(status.warnings)
     return LookupPair(pair=status.pair, healthy=not status.degraded and error is None, reasons=reasons, error=error,
-                      checked_at=at, source=source, nodes=nodes)
+                      checked_at=at, source=source, replication=status.replication, nodes=nodes,
+                      checks=previous.checks if previous is not None else [])
 
 
 def changes(before: LookupPair | None, after: LookupPair, switching_over: bool = False) -> list[Event]:

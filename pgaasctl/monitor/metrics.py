@@ -60,6 +60,8 @@ METRICS = {m.name: m for m in [
                label="slot_name"),
     MetricInfo(name="pg_replication_slot_active", kind="gauge", help="1 while a slot has a consumer.",
                label="slot_name"),
+    MetricInfo(name="pgaas_wal_position_bytes", kind="counter", help="A primary: WAL written since the cluster "
+               "began (its current LSN), so its rate is the WAL written per second."),
 ]}
 
 NODE_SQL = """
@@ -127,6 +129,8 @@ def sample_node(conn: psycopg.Connection) -> list[Sample]:
     else:
         samples += [Sample(metric="pg_replication_lag_bytes", value=lag, label=name)
                     for name, lag in conn.execute(PRIMARY_LAG_SQL).fetchall()]
+        position = conn.execute("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::float8").fetchone()[0]  # type: ignore[index]
+        samples.append(Sample(metric="pgaas_wal_position_bytes", value=position))
     for slot, active, retained in conn.execute(SLOTS_SQL).fetchall():
         samples += [Sample(metric="pg_replication_slot_active", value=active, label=slot),
                     Sample(metric="pg_replication_slot_retained_bytes", value=retained, label=slot)]

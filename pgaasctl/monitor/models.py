@@ -13,6 +13,21 @@ UP_ROLES = ("primary", "standby", "witness")
 EventKind = Literal["failover", "switchover", "node down", "node up", "degraded", "healthy", "fenced", "error"]
 
 
+CheckStatus = Literal["ok", "warn", "critical"]
+SEVERITY = {"ok": 0, "warn": 1, "critical": 2}
+
+
+class CheckResult(BaseModel):
+    """One health check of a pair (or of one of its nodes or databases), how it stands, and what to do."""
+
+    name: str
+    status: CheckStatus
+    value: str  # what was measured, for people: "87% of max_connections"
+    remedy: str = ""  # one line, empty when ok
+    node: str = ""
+    database: str = ""
+
+
 class LookupNode(BaseModel):
     name: str
     role: str  # primary | standby | witness | down | missing | host down | unreachable
@@ -23,6 +38,7 @@ class LookupNode(BaseModel):
     lag_bytes: int | None = None
     repmgrd: bool | None = None
     fenced: str | None = None  # why and when the guard fenced it
+    pending_restart: list[str] = []  # parameters waiting for a restart
     seen_at: str | None = None  # the last time it answered (UTC, ISO 8601)
 
 
@@ -33,11 +49,19 @@ class LookupPair(BaseModel):
     error: str | None = None  # the pair's state could not be established (unreachable, no primary, split brain)
     checked_at: str
     source: str  # who looked: agent, plan, apply, push
+    replication: str = ""  # what the spec asks: synchronous or asynchronous
     nodes: list[LookupNode] = []
+    checks: list[CheckResult] = []  # the health checks of the agent's last evaluation
 
     @property
     def primary(self) -> str | None:
         return next((n.name for n in self.nodes if n.role == "primary"), None)
+
+    @property
+    def worst_check(self) -> CheckResult | None:
+        """The most severe check that is not ok (the first of equals), or None."""
+        failing = [c for c in self.checks if c.status != "ok"]
+        return max(failing, key=lambda c: SEVERITY[c.status]) if failing else None
 
 
 class Event(BaseModel):

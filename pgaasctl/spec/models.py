@@ -452,6 +452,48 @@ class GrantSpec(Strict):
 
 # ---------------------------------------------------------------- Workspace
 
+class Threshold(Strict):
+    """When a health check turns warn, then critical."""
+
+    warn: StrictFloat | StrictInt = Field(description="The value from which the check warns.")
+    critical: StrictFloat | StrictInt = Field(description="The value from which it is critical.")
+
+
+def _threshold(warn: float, critical: float, description: str) -> Any:
+    return Field(default_factory=lambda: Threshold(warn=warn, critical=critical), description=description)
+
+
+GIB = 1024 ** 3
+
+
+class HealthThresholds(Strict):
+    """Warn and critical thresholds of the health checks (defaults in the spirit of pgwatch's health checks).
+    Higher is worse for all of them but cache_hit, where lower is worse."""
+
+    connections_used: Threshold = _threshold(0.75, 0.9, 'Sessions as a fraction of max_connections.')
+    cache_hit: Threshold = _threshold(0.95, 0.9, 'Blocks found in shared buffers over blocks asked for, over the last hour (lower is worse).')
+    rollback_ratio: Threshold = _threshold(0.05, 0.2, 'Rolled back over all transactions, over the last hour.')
+    replication_lag_seconds: Threshold = _threshold(10, 60, "A standby's replay lag.")
+    inactive_slot_bytes: Threshold = _threshold(1 * GIB, 10 * GIB, 'WAL held back by a replication slot no one consumes.')
+    wraparound_age: Threshold = _threshold(500_000_000, 1_000_000_000, 'age(datfrozenxid) of a database: transactions towards wraparound (2^31).')
+    long_transaction_seconds: Threshold = _threshold(300, 3600, 'Age of the oldest open transaction.')
+    idle_in_transaction_sessions: Threshold = _threshold(1, 5, 'Sessions idle inside a transaction.')
+    blocked_sessions: Threshold = _threshold(1, 5, 'Sessions waiting for a lock another session holds.')
+    deadlocks_per_hour: Threshold = _threshold(1, 10, 'Deadlocks detected, over the last hour.')
+    database_growth_bytes_per_hour: Threshold = _threshold(1 * GIB, 10 * GIB, "A database's growth, over the last hour.")
+    wal_bytes_per_hour: Threshold = _threshold(5 * GIB, 20 * GIB, 'WAL the primary wrote, over the last hour.')
+
+    @model_validator(mode="after")
+    def _ordered(self) -> HealthThresholds:
+        for name in type(self).model_fields:
+            threshold: Threshold = getattr(self, name)
+            lower_is_worse = name == "cache_hit"
+            if (threshold.critical > threshold.warn) if lower_is_worse else (threshold.critical < threshold.warn):
+                raise ValueError(f"{name}: critical ({threshold.critical:g}) must be "
+                                 f"{'below' if lower_is_worse else 'above'} warn ({threshold.warn:g})")
+        return self
+
+
 class MonitoringSettings(Strict):
     """What `pgaasctl agent` samples and how long the store keeps it."""
 
@@ -462,6 +504,7 @@ class MonitoringSettings(Strict):
     rollup_retention: Duration = Field(90 * 86400.0, ge=86400, le=3650 * 86400, description="How long hourly "
                                        "rollups are kept.")
     event_retention: Duration = Field(365 * 86400.0, ge=86400, le=3650 * 86400, description="How long events are kept.")
+    checks: HealthThresholds = Field(default_factory=HealthThresholds, description="Health check thresholds.")
 
 
 class WorkspaceSpec(Strict):

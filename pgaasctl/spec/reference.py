@@ -16,7 +16,8 @@ SECTIONS: list[tuple[str, type[BaseModel], list[type[BaseModel]]]] = [
     ("Role", models.RoleDoc, [models.RoleSpec]),
     ("Database", models.DatabaseDoc, [models.DatabaseSpec, models.Extension, models.Schema]),
     ("Grant", models.GrantDoc, [models.GrantSpec, models.SchemaGrant, models.DefaultPrivileges]),
-    ("Workspace", models.WorkspaceDoc, [models.WorkspaceSpec]),
+    ("Workspace", models.WorkspaceDoc, [models.WorkspaceSpec, models.MonitoringSettings, models.HealthThresholds,
+                                        models.Threshold]),
 ]
 
 
@@ -47,6 +48,10 @@ def _default(field: FieldInfo) -> str:
         return "required"
     if field.default_factory is not None:
         value = field.default_factory()  # type: ignore[call-arg]
+        if isinstance(value, BaseModel):
+            if isinstance(value, models.Threshold):
+                return f"warn `{value.warn:g}`, critical `{value.critical:g}`"
+            return f"see {type(value).__name__}"
         return f"`{value!r}`" if value not in ({}, []) else "empty"
     return f"`{field.default!r}`" if field.default is not None else "none"
 

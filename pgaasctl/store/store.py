@@ -150,6 +150,7 @@ class Store:
         self._lock = threading.RLock()  # re-entered by a transaction's statements
         self._pinned_in_memory: dict[str, str] = {}  # host keys met by a reading command: trusted for it alone
         self.notices: list[str] = []  # things the caller should tell the user (a lock taken over...)
+        self._has_monitoring: bool | None = None
         version = self._schema_version()
         if (read_only or must_exist) and version is None:
             raise StoreMissing(f"{self.where} holds no pgaasctl state",
@@ -444,11 +445,26 @@ class Store:
                        (f"{time.time_ns():x}-{os.getpid()}-{number}", event.at, event.pair, event.node, event.kind,
                         event.detail))
 
+    def _monitored(self) -> bool:
+        """Whether the store has the monitoring tables: a store last written by a pgaasctl from before them has
+        none until its next write (reading commands never change a store), and then reads as empty."""
+        if self._has_monitoring is None:
+            try:
+                self._exec("SELECT 1 FROM lookup WHERE 1 = 0")
+                self._has_monitoring = True
+            except PgaasError:
+                self._has_monitoring = False
+        return self._has_monitoring
+
     def lookup(self, pair: str) -> LookupPair | None:
+        if not self._monitored():
+            return None
         rows = self._exec("SELECT data FROM lookup WHERE pair = ?", (pair,))
         return LookupPair.model_validate_json(rows[0][0]) if rows else None
 
     def lookups(self) -> list[LookupPair]:
+        if not self._monitored():
+            return []
         return [LookupPair.model_validate_json(r[0]) for r in self._exec("SELECT data FROM lookup ORDER BY pair")]
 
     def forget_lookup(self, pair: str) -> None:
@@ -458,6 +474,8 @@ class Store:
 
     def events(self, pair: str | None = None, since: str | None = None, limit: int = 100) -> list[Event]:
         """The newest `limit` events (of one pair, after `since`), oldest first."""
+        if not self._monitored():
+            return []
         where, params = [], []
         if pair:
             where.append("pair = ?")
@@ -480,12 +498,16 @@ class Store:
 
     def samples(self, pair: str, metric: str, since: str = "", until: str = "~") -> list[StoredSample]:
         """Raw samples of one metric of a pair, oldest first."""
+        if not self._monitored():
+            return []
         rows = self._exec("SELECT node, dbname, label, sampled_at, value FROM samples WHERE pair = ? AND metric = ? "
                           "AND sampled_at >= ? AND sampled_at < ? ORDER BY sampled_at",
                           (pair, metric, since, until))
         return [StoredSample(node=r[0], database=r[1], label=r[2], at=r[3], value=r[4]) for r in rows]
 
     def hourly(self, pair: str, metric: str, since: str = "", until: str = "~") -> list[HourlySample]:
+        if not self._monitored():
+            return []
         rows = self._exec("SELECT node, dbname, label, hour, minimum, maximum, average, last, count FROM samples_hourly "
                           "WHERE pair = ? AND metric = ? AND hour >= ? AND hour < ? ORDER BY hour",
                           (pair, metric, since[:13], until[:13] if until != "~" else until))

@@ -90,6 +90,10 @@ def test_one_round_records_each_node_and_the_pair(ag: LocalPair) -> None:
         store.close()
     assert {(s.node, s.database) for s in sizes} >= {(primary, "postgres"), (ag.other(primary), "postgres")}
     assert {s.value for s in max_connections} == {float(ag.value(primary, "SHOW max_connections"))}
+    shown = ag.ws.status()  # the worst health check the agent recorded, without touching a node for it
+    assert "health: ok (every check, as the agent saw at " in shown.flat, shown.output
+    [entry] = ag.ws.status_json()
+    assert entry["health"]["status"] == "ok" and entry["health_checked_at"] == lookup["checked_at"]
 
 
 def test_a_broken_pair_does_not_stop_the_round_for_the_others(ag: LocalPair) -> None:

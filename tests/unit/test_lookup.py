@@ -139,3 +139,24 @@ def test_listen_addresses() -> None:
     for bad in ("9187", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", ":80", "host:http"):
         with pytest.raises(PgaasError):
             parse_listen(bad)
+
+
+def test_a_store_from_before_monitoring_reads_as_empty_and_gains_the_tables_on_its_next_write(tmp_path: Path) -> None:
+    import sqlite3
+
+    open_store("sqlite:///old.db", base=tmp_path).close()
+    with sqlite3.connect(tmp_path / "old.db") as raw:  # what a pgaasctl from before the agent left
+        for table in ("lookup", "events", "samples", "samples_hourly"):
+            raw.execute(f"DROP TABLE {table}")
+    reading = open_store("sqlite:///old.db", base=tmp_path, mode="read")
+    try:
+        assert reading.lookup("orders") is None and reading.events() == [] and reading.lookups() == []
+        assert reading.samples("orders", "pg_up") == [] and reading.hourly("orders", "pg_up") == []
+    finally:
+        reading.close()
+    writing = open_store("sqlite:///old.db", base=tmp_path, mode="write")
+    try:
+        writing.record_lookup(_look(_status(), "t1"), [])
+        assert writing.lookup("orders") is not None
+    finally:
+        writing.close()
