@@ -661,6 +661,7 @@ def agent(
 
     def stopping(signum: int, frame: Any) -> None:
         stop.set()
+        runner.wake()
 
     previous = {sig: signal.signal(sig, stopping) for sig in (signal.SIGINT, signal.SIGTERM)}
     err.print(f"pgaasctl agent: a round every {seconds:g}s" + (f", serving http://{listen}/metrics" if listen else "")

@@ -23,7 +23,7 @@ from pgaasctl.apply.promote import promote
 from pgaasctl.apply.restart import PairRestart, RestartReport
 from pgaasctl.apply.switchover import switchover
 from pgaasctl.errors import PgaasError, SpecError
-from pgaasctl.hosts.bootstrap import NODE_FILES_VERSION
+from pgaasctl.hosts.bootstrap import node_files_version
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.plan.build import (
     LivePair,
@@ -205,7 +205,8 @@ def _record_failover(store: Store, live: LivePair) -> None:
     spec = live.inputs.pair.doc.spec
     if managed is not None and isinstance(spec, LocalPairSpec):
         store.record(address, live.plan.pair, "pair", live.plan.pair,
-                     {**managed.attributes, "failover": spec.failover.model_dump(), "node_files": NODE_FILES_VERSION})
+                     {**managed.attributes, "failover": spec.failover.model_dump(),
+                      "node_files": node_files_version(live.inputs.push)})
 
 
 def _record_node_ids(store: Store, pair: str, operations: list[HostOperation], before: bool) -> None:

@@ -32,7 +32,8 @@ class HostOperator:
         if isinstance(inputs.provider, LocalProvider):
             admin_password = inputs.provider.admin_password(inputs.pair.name, create=True) or ""
         failover = spec.failover if isinstance(spec, LocalPairSpec) else None
-        self.bootstrap = Bootstrap(ssh=ssh, failover=failover or FailoverSettings(), admin_password=admin_password)
+        self.bootstrap = Bootstrap(ssh=ssh, failover=failover or FailoverSettings(), admin_password=admin_password,
+                                   push=inputs.push)
         self._destroyed = False
         self._ids: dict[str, int] = {}
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pgaasctl.errors import ConnectionFailed, PgaasError
 from pgaasctl.hosts.guard import fenced_file, guard_log, promoting_file, guard_pid_file, guard_script, guard_script_path, vip_track_file
 from pgaasctl.hosts.ssh import SshSessions, SshTarget
+from pgaasctl.monitor.push import EVENTS as PUSH_EVENTS
+from pgaasctl.monitor.push import PushTarget, event_script
 from pgaasctl.passwords import scram_verifier
 from pgaasctl.plan.settings import HOT_STANDBY_PARAMETERS
 from pgaasctl.spec.models import FailoverSettings
@@ -210,7 +212,8 @@ def conninfo(host: Host, failover: FailoverSettings) -> str:
             f"connect_timeout={failover.connect_timeout}")
 
 
-def repmgr_conf(host: Host, layout: HostLayout, node_id: int, failover: FailoverSettings) -> str:
+def repmgr_conf(host: Host, layout: HostLayout, node_id: int, failover: FailoverSettings,
+                push: PushTarget | None = None) -> str:
     conf = layout.repmgr_conf
     env = f"PGPASSFILE={layout.config_dir}/.pgpass"
     items = {
@@ -241,7 +244,24 @@ def repmgr_conf(host: Host, layout: HostLayout, node_id: int, failover: Failover
         "service_restart_command": _q(pg_ctl(host, layout, "restart")),
         "service_reload_command": _q(pg_ctl(host, layout, "reload")),
     }
+    if push is not None:  # the agent hears of a promotion at once (pgaasctl/monitor/push.py)
+        items["event_notification_command"] = _q(f"{event_script_path(layout)} %n %e %s '%t'")
+        items["event_notifications"] = _q(",".join(PUSH_EVENTS))
     return "# written by pgaasctl\n" + "".join(f"{k}={v}\n" for k, v in items.items())
+
+
+def event_script_path(layout: HostLayout) -> str:
+    return f"{layout.config_dir}/event.sh"
+
+
+def push_header_path(layout: HostLayout) -> str:
+    return f"{layout.config_dir}/.push-header"
+
+
+def node_files_version(push: PushTarget | None) -> int | str:
+    """What the pair's record keeps of the node files: their version, and where they push to (a new agent_url
+    rewrites them)."""
+    return NODE_FILES_VERSION if push is None else f"{NODE_FILES_VERSION} push {push.url}"
 
 
 def promote_hook(host: Host, layout: HostLayout, node_id: int) -> str:
@@ -307,6 +327,20 @@ class Bootstrap:
     ssh: SshSessions
     failover: FailoverSettings
     admin_password: str
+    push: PushTarget | None = None  # where repmgr's events go (the agent), if the workspace says
+
+    def _write_push(self, host: Host) -> None:
+        """The event script and its token header (0600), or neither when nothing listens."""
+        layout = host.layout
+        assert layout is not None
+        target = target_of(host)
+        if self.push is None:
+            self.ssh.run(target, f"rm -f {shlex.quote(event_script_path(layout))} {shlex.quote(push_header_path(layout))}")
+            return
+        self.ssh.put_text(target, f"Authorization: Bearer {self.push.token.get_secret_value()}\n",
+                          push_header_path(layout), 0o600)
+        self.ssh.put_text(target, event_script(host.pair, self.push.endpoint, push_header_path(layout)),
+                          event_script_path(layout), 0o755)
 
     def _write_config(self, host: Host, node_id: int, repmgr_password: str) -> None:
         layout = host.layout
@@ -315,7 +349,8 @@ class Bootstrap:
         self.ssh.put_text(target, postgresql_conf(host, layout), f"{layout.config_dir}/postgresql.conf", 0o644)
         self.ssh.put_text(target, PG_HBA, f"{layout.config_dir}/pg_hba.conf", 0o640)
         self.ssh.put_text(target, "", f"{layout.config_dir}/pg_ident.conf", 0o640)
-        self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
+        self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover, self.push), layout.repmgr_conf, 0o644)
+        self._write_push(host)
         self.ssh.put_text(target, promote_hook(host, layout, node_id), f"{layout.config_dir}/promote.sh", 0o755)
         self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
         self.ssh.put_text(target, self._guard_script(host, node_id), guard_script_path(layout), 0o755)
@@ -613,7 +648,8 @@ class Bootstrap:
         if self.postgres_running(host):
             self.ssh.check(target, pg_ctl(host, layout, "reload"), "reloading PostgreSQL's configuration")
         self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
-        self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover), layout.repmgr_conf, 0o644)
+        self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover, self.push), layout.repmgr_conf, 0o644)
+        self._write_push(host)
         self.ssh.put_text(target, promote_hook(host, layout, node_id), f"{layout.config_dir}/promote.sh", 0o755)
         self.ssh.put_text(target, self._guard_script(host, node_id), guard_script_path(layout), 0o755)
         self.stop_guard(host)  # the next start runs the new script

@@ -25,6 +25,7 @@ from pgaasctl.live.discovery import PairState
 from pgaasctl.monitor.lookup import changes, from_status
 from pgaasctl.monitor.metrics import Sample, sample_node
 from pgaasctl.monitor.models import Event, LookupPair, now
+from pgaasctl.monitor.push import Push
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.monitor.health import WINDOW_SECONDS, evaluate
 from pgaasctl.spec.models import HealthThresholds, MonitoringSettings
@@ -56,6 +57,7 @@ class Snapshot(BaseModel):
     failed_rounds: int = 0
     pair_errors: int = 0
     last_seconds: float = 0.0
+    pushes: dict[str, int] = {}  # accepted / refused -> how many
 
 
 @dataclass
@@ -67,7 +69,30 @@ class Agent:
     _succeeded_at: float | None = None  # time.monotonic() of the last round that ran
     _sampled_at: dict[str, float] = field(default_factory=dict)  # pair -> time.monotonic() of its last samples
     _pruned_at: float | None = None
+    _key: bytes | None = None  # the store's key: pushes' tokens derive from it
+    _urgent: set[str] = field(default_factory=set)  # pairs a push asked to look at now
+    _wake: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def key(self) -> bytes | None:
+        with self._lock:
+            return self._key
+
+    def pushed(self, push: Push | None) -> None:
+        """A node's push (None: one refused): look at its pair now. What it claims is not believed; the round's
+        own discovery says what is."""
+        with self._lock:
+            outcome = "accepted" if push is not None else "refused"
+            self._state.pushes[outcome] = self._state.pushes.get(outcome, 0) + 1
+            if push is not None:
+                self._urgent.add(push.pair)
+        if push is not None:
+            log.info("push from pair %s: %s on node %d; looking now", push.pair, push.event, push.node_id)
+            self._wake.set()
+
+    def wake(self) -> None:
+        self._wake.set()
 
     def snapshot(self) -> Snapshot:
         with self._lock:
@@ -77,8 +102,9 @@ class Agent:
         with self._lock:
             return None if self._succeeded_at is None else time.monotonic() - self._succeeded_at
 
-    def round(self) -> RoundReport:
-        """One look at every pair in scope; raises PgaasError only when nothing could be looked at."""
+    def round(self, only: set[str] | None = None) -> RoundReport:
+        """One look at every pair in scope (or at the pairs named in `only`); raises PgaasError only when nothing
+        could be looked at."""
         started = time.monotonic()
         try:
             loaded = workspace.load(self.path)
@@ -88,11 +114,13 @@ class Agent:
                 self._state.failed_rounds += 1
             raise
         settings = loaded.desired.workspace.monitoring
-        due = {p.name for p in loaded.pairs_in_scope()
-               if time.monotonic() - self._sampled_at.get(p.name, -1e9) >= settings.metrics_interval}
+        with self._lock:
+            self._key = store.plan_key()
+        pairs = [p for p in loaded.pairs_in_scope() if only is None or p.name in only]
+        due = {p.name for p in pairs if time.monotonic() - self._sampled_at.get(p.name, -1e9) >= settings.metrics_interval}
         sampled: dict[str, NodeSamples] = {}
         try:
-            statuses = discover(loaded.desired, store, loaded.pairs_in_scope(), sampled, due)
+            statuses = discover(loaded.desired, store, pairs, sampled, due)
             at = now()
             for pair, nodes in sampled.items():
                 self._sampled_at[pair] = time.monotonic()
@@ -112,8 +140,14 @@ class Agent:
                              pairs=len(statuses), errors=sum(1 for s in statuses if s.error), events=events)
         with self._lock:
             state = self._state
-            state.lookups = [lookup for lookup, _ in recorded]
-            state.samples = {**{p: s for p, s in state.samples.items() if p in {x.pair for x in statuses}}, **sampled}
+            looked = {lookup.pair: lookup for lookup, _ in recorded}
+            if only is None:  # a full round: pairs no longer in scope drop out
+                state.lookups = list(looked.values())
+                state.samples = {p: s for p, s in state.samples.items() if p in looked}
+            else:
+                state.lookups = [looked.get(x.pair, x) for x in state.lookups] + [
+                    x for x in looked.values() if x.pair not in {y.pair for y in state.lookups}]
+            state.samples = {**state.samples, **sampled}
             state.rounds += 1
             state.pair_errors += report.errors
             state.last_seconds = report.seconds
@@ -124,19 +158,30 @@ class Agent:
         return report
 
     def run(self, stop: threading.Event) -> None:
-        """Round after round until `stop` is set; a round starts `interval` seconds after the previous one did."""
+        """Round after round until `stop` is set (set it, then call wake()); a round starts `interval` seconds after
+        the previous one did, and a push starts a round of its pair at once."""
+        next_round = time.monotonic()
         while not stop.is_set():
-            started = time.monotonic()
-            try:
-                report = self.round()
-            except PgaasError as exc:
-                log.error("round failed: %s", exc)
-            else:
-                for event in report.events:
-                    log.warning("%s %s%s: %s", event.pair, event.kind, f" ({event.node})" if event.node else "",
-                                event.detail)
-                log.info("round: %d pair(s) in %.2f s, %d with errors", report.pairs, report.seconds, report.errors)
-            stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            with self._lock:
+                urgent, self._urgent = self._urgent, set()
+            if urgent or time.monotonic() >= next_round:
+                full = time.monotonic() >= next_round
+                if full:
+                    next_round = time.monotonic() + self.interval
+                self._run_round(None if full else urgent)
+            self._wake.wait(max(0.0, next_round - time.monotonic()))
+            self._wake.clear()
+
+    def _run_round(self, only: set[str] | None) -> None:
+        try:
+            report = self.round(only)
+        except PgaasError as exc:
+            log.error("round failed: %s", exc)
+            return
+        for event in report.events:
+            log.warning("%s %s%s: %s", event.pair, event.kind, f" ({event.node})" if event.node else "", event.detail)
+        log.info("round%s: %d pair(s) in %.2f s, %d with errors", "" if only is None else " (pushed)", report.pairs,
+                 report.seconds, report.errors)
 
 
 def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair], sampled: dict[str, NodeSamples] | None = None,

@@ -3,9 +3,11 @@ and `node` labels, and the project's own under `pgaas_`) and `/healthz` (200 whi
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -14,9 +16,14 @@ from prometheus_client.registry import Collector
 
 from pgaasctl.errors import PgaasError
 from pgaasctl.monitor.metrics import METRICS, Sample
+from pgaasctl.monitor.push import PUSH_PATH, parse_push
 
 if TYPE_CHECKING:
     from pgaasctl.monitor.agent import Agent
+
+
+log = logging.getLogger("pgaasctl.agent")
+MAX_PUSH_BYTES = 4096
 
 
 class LookupCollector(Collector):
@@ -53,6 +60,11 @@ class LookupCollector(Collector):
         for pair, count in sorted(snapshot.failovers.items()):
             failovers.add_metric([pair], float(count))
         yield failovers
+        pushes = CounterMetricFamily("pgaas_agent_pushes", "Pushes from the nodes, accepted or refused.",
+                                     labels=["result"])
+        for outcome, count in sorted(snapshot.pushes.items()):
+            pushes.add_metric([outcome], float(count))
+        yield pushes
         yield CounterMetricFamily("pgaas_agent_rounds", "Agent rounds run.", value=float(snapshot.rounds))
         yield CounterMetricFamily("pgaas_agent_round_errors", "Pairs a round could not read, summed over rounds.",
                                   value=float(snapshot.pair_errors))
@@ -102,6 +114,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._reply(200 if healthy else 503, (text + "\n").encode(), "text/plain; charset=utf-8")
         else:
             self._reply(404, b"not found: try /metrics or /healthz\n", "text/plain; charset=utf-8")
+
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+        if self.path.split("?", 1)[0] != PUSH_PATH:
+            self._reply(404, b"not found: pushes go to /push\n", "text/plain; charset=utf-8")
+            return
+        length = int(self.headers.get("Content-Length") or 0)
+        if not 0 < length <= MAX_PUSH_BYTES:
+            self._reply(400, b"a push is a small form\n", "text/plain; charset=utf-8")
+            return
+        form = parse_qs(self.rfile.read(length).decode("utf-8", errors="replace"))
+        agent = self.server.agent
+        try:
+            push = parse_push(form, self.headers.get("Authorization", ""), agent.key)
+        except PermissionError as exc:
+            agent.pushed(None)
+            log.warning("push refused: %s (from %s)", exc, self.client_address[0])
+            self._reply(403, b"wrong token\n", "text/plain; charset=utf-8")
+            return
+        except PgaasError as exc:
+            agent.pushed(None)
+            self._reply(400, f"{exc.message}\n".encode(), "text/plain; charset=utf-8")
+            return
+        agent.pushed(push)
+        self._reply(202, b"looking\n", "text/plain; charset=utf-8")
 
     def _reply(self, code: int, body: bytes, content_type: str) -> None:
         self.send_response(code)

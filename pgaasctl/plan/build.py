@@ -12,7 +12,7 @@ import psycopg
 from pydantic import SecretStr
 
 from pgaasctl.errors import ConnectionFailed, PgaasError, PlanError
-from pgaasctl.hosts.bootstrap import NODE_FILES_VERSION
+from pgaasctl.hosts.bootstrap import node_files_version
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.catalog import (
     DatabaseContents,
@@ -24,6 +24,7 @@ from pgaasctl.live.catalog import (
 from pgaasctl.live.connect import NodeAddress
 from pgaasctl.live.discovery import PairState, discover, probe_node
 from pgaasctl.live.topology import Topology, discover_topology
+from pgaasctl.monitor.push import PushTarget, push_target
 from pgaasctl.passwords import check_passwords
 from pgaasctl.plan import diff, policy
 from pgaasctl.plan.model import AttributeChange, Change, HostOperation, PairPlan, Plan, ShownStatement
@@ -56,6 +57,7 @@ class PairInputs:
     passwords: dict[str, str]  # role -> password, for roles whose password is managed
     recorded_ids: dict[str, int] = field(default_factory=dict)  # node -> repmgr node id, as the store recorded them
     undeclared: list[Host] = field(default_factory=list)  # hosts of nodes the spec no longer declares
+    push: PushTarget | None = None  # where the nodes' repmgr posts its events (the agent), if the workspace says
 
     @property
     def uses_ssh(self) -> bool:
@@ -138,8 +140,9 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
                 connect_timeout=spec.failover.connect_timeout,
             )
     passwords = role_passwords(pair) if role_secrets else {}
+    push = push_target(workspace.monitoring.agent_url, store.plan_key(), pair.name) if isinstance(spec, LocalPairSpec) else None
     return PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=passwords,
-                      recorded_ids=store.node_ids(pair.name), undeclared=undeclared)
+                      recorded_ids=store.node_ids(pair.name), undeclared=undeclared, push=push)
 
 
 def role_passwords(pair: DesiredPair) -> dict[str, str]:
@@ -344,7 +347,7 @@ def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology
     if not isinstance(spec, LocalPairSpec) or managed is None:
         return []
     if managed.attributes.get("failover") == spec.failover.model_dump() and \
-            managed.attributes.get("node_files") == NODE_FILES_VERSION:
+            managed.attributes.get("node_files") == node_files_version(inputs.push):
         return []
     registered = (topology.primary.registered if topology.primary is not None else None) or {}
     return [HostOperation(kind="reconfigure_repmgr", node=r.name, detail="rewrite repmgr.conf and restart repmgrd",
@@ -366,7 +369,8 @@ def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, M
         inputs.passwords, {name: role.verifier for name, role in catalog.roles.items()}, catalog.can_read_passwords
     )
     ctx = diff.PairContext(pair=pair.name, catalog=catalog, managed=managed, passwords=checks,
-                           dropping_databases=set(objects.gone_databases), sync_standby_names=sync_names)
+                           dropping_databases=set(objects.gone_databases), sync_standby_names=sync_names,
+                           node_files=node_files_version(inputs.push))
     ctx.warnings.extend(warnings)
     changes = _pair_changes(ctx, pair, objects, destroy)
     if catalog.settings and not destroy:  # a live server (not a pair being created)

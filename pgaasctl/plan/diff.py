@@ -43,6 +43,7 @@ class PairContext:
     passwords: dict[str, PasswordCheck] = field(default_factory=dict)  # roles whose password is managed
     dropping_databases: set[str] = field(default_factory=set)
     sync_standby_names: str | None = None  # managed on repmgr pairs: "*" when synchronous and whole, else ""
+    node_files: int | str = NODE_FILES_VERSION  # what a local pair's record says of its node files
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -196,7 +197,7 @@ def diff_pair(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec | None, a
             ctx.warnings.append(_pending_warning(ctx.pair, traits, address, f"{key} (reset to its default)", setting))
     if needs_reload:
         change.statements.append(sqlgen.reload_conf())
-    change.record = pair_record(spec)
+    change.record = pair_record(spec, ctx.node_files)
     if not managed:
         change.notes.append("pgaasctl starts managing this pair")
     result = finish_update(change, ctx.record_of(address))
@@ -264,7 +265,7 @@ def _pending_warning(pair: str, traits: settings_rules.PairTraits, address: str,
     return f"{address}: {what} takes effect only after a restart (the primary runs {running}); {how}"
 
 
-def pair_record(spec: ExistingPairSpec | LocalPairSpec) -> dict[str, Any]:
+def pair_record(spec: ExistingPairSpec | LocalPairSpec, node_files: int | str = NODE_FILES_VERSION) -> dict[str, Any]:
     record: dict[str, Any] = {
         "provider": spec.provider,
         "settings": {k: settings_rules.as_text(v) for k, v in spec.settings.items()},
@@ -272,7 +273,7 @@ def pair_record(spec: ExistingPairSpec | LocalPairSpec) -> dict[str, Any]:
     }
     if isinstance(spec, LocalPairSpec):
         record["failover"] = spec.failover.model_dump()
-        record["node_files"] = NODE_FILES_VERSION
+        record["node_files"] = node_files
     return record
 
 

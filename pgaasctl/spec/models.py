@@ -505,6 +505,16 @@ class MonitoringSettings(Strict):
                                        "rollups are kept.")
     event_retention: Duration = Field(365 * 86400.0, ge=86400, le=3650 * 86400, description="How long events are kept.")
     checks: HealthThresholds = Field(default_factory=HealthThresholds, description="Health check thresholds.")
+    agent_url: str | None = Field(None, description="The agent's --listen address as the nodes reach it "
+                                  "(http://ADDRESS:PORT): repmgr on each node posts promotions, failovers and rejoins "
+                                  "there, so the lookup follows within a second. Unset: the agent's rounds only.")
+
+    @field_validator("agent_url")
+    @classmethod
+    def _agent_url(cls, value: str | None) -> str | None:
+        from pgaasctl.monitor.push import check_agent_url
+
+        return None if value is None else check_agent_url(value)
 
 
 class WorkspaceSpec(Strict):

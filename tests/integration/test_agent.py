@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,3 +197,63 @@ def test_no_events_says_who_records_them(tmp_path: Path, ag: LocalPair) -> None:
     result = ag.ws.run("events", str(ag.ws.specs), "--since", "1ms")
     assert result.exit_code == 0, result.output
     assert "No events" in result.stdout and "pgaasctl agent" in result.stdout
+
+
+def _post(url: str, form: dict[str, str], token: str) -> int:
+    data = urllib.parse.urlencode(form).encode()
+    request = urllib.request.Request(url, data=data, headers={"Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_pushes_from_the_nodes_move_the_lookup_at_once_and_forged_ones_move_nothing(ag: LocalPair) -> None:
+    port = _free_port()
+    workspace_doc = ag.ws.specs / "00-workspace.yaml"
+    spec = json.loads(workspace_doc.read_text().split("spec: ", 1)[1])
+    ag.ws.write("00-workspace.yaml", "kind: Workspace\nspec: " + json.dumps(
+        {**spec, "monitoring": {"agent_url": f"http://127.0.0.1:{port}"}}) + "\n")
+    plan = ag.ws.plan()
+    assert "rewrite repmgr.conf" in plan.flat, plan.output  # the nodes learn where to push
+    ag.ws.must_apply()
+    old = ag.primary()
+    new = ag.other(old)
+    conf = (ag.etc(new) / "repmgr.conf").read_text()
+    assert "event_notification_command=" in conf and "event.sh" in conf
+    header = ag.etc(new) / ".push-header"
+    assert header.stat().st_mode & 0o777 == 0o600
+    token = header.read_text().split("Bearer ", 1)[1].strip()
+    assert token not in conf and token not in (ag.etc(new) / "event.sh").read_text()
+
+    agent = subprocess.Popen([PGAASCTL, "agent", str(ag.ws.specs), "--interval", "10m", "--listen", f"127.0.0.1:{port}"],
+                             env={**os.environ, "PGAASCTL_STORE": ag.ws.store_url}, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    push_url = f"http://127.0.0.1:{port}/push"
+    try:
+        wait_until(lambda: _get(f"http://127.0.0.1:{port}/healthz")[0] == 200, 30, "the agent's first round")
+        # forged: a wrong token is refused; the right token with a false claim moves nothing
+        assert _post(push_url, {"pair": "ag", "node_id": "2", "event": "standby_promote", "successful": "1"},
+                     "0" * 64) == 403
+        assert _post(push_url, {"pair": "ag", "node_id": "2", "event": "standby_promote", "successful": "1"},
+                     token) == 202
+        wait_until(lambda: _samples(_get(f"http://127.0.0.1:{port}/metrics")[1]).get(
+            ("pgaas_agent_rounds_total", ())) == 2.0, 10, "the round the push asked for")
+        assert (_lookup(ag) or {}).get("nodes") and {n["name"]: n["role"] for n in _lookup(ag)["nodes"]}[old] == "primary"  # type: ignore[index]
+
+        ag.kill_postmaster(old)
+        ag.wait_primary(new)
+        promoted = time.monotonic()
+        wait_until(lambda: {n["name"]: n["role"] for n in _lookup(ag)["nodes"]}.get(new) == "primary",  # type: ignore[index]
+                   20, "the push to move the lookup (the next round is 10 minutes away)", interval=0.02)
+        followed = time.monotonic() - promoted
+        assert followed < 5, f"the lookup followed {followed:.2f}s after the promotion"
+        pushes = _samples(_get(f"http://127.0.0.1:{port}/metrics")[1])
+        assert pushes[("pgaas_agent_pushes_total", (("result", "refused"),))] == 1.0
+        assert pushes[("pgaas_agent_pushes_total", (("result", "accepted"),))] >= 2.0
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        _, stderr = agent.communicate(timeout=30)
+    assert agent.returncode == 0, stderr
+    assert token not in stderr
