@@ -1,5 +1,5 @@
 """The lookup: what every pair's nodes are right now (role, up, address, replication, lag, repmgrd, fencing), and
-whether the pair is healthy. Written by the agent every round (and by plan and apply from their own discovery);
+whether the pair is healthy. Written by the agent every round (and by apply from its own discovery);
 read by `pgaasctl events`, the API and the console without touching a node.
 
 Between two lookups of a pair, what changed becomes events: a failover or a switchover, a node down or up, the
@@ -8,8 +8,14 @@ pair degraded or healthy again, a node fenced.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pgaasctl.monitor.models import UP_ROLES, Event, EventKind, LookupNode, LookupPair, now
-from pgaasctl.status import PairStatus
+
+if TYPE_CHECKING:  # status and discovery import the plan, which records into the lookup
+    from pgaasctl.live.discovery import PairState
+    from pgaasctl.status import PairStatus
+
 
 def from_status(status: PairStatus, source: str, previous: LookupPair | None = None, at: str | None = None) -> LookupPair:
     """The lookup of one pair from what discovery saw; a node that does not answer keeps when it last did, and a pair
@@ -29,6 +35,28 @@ def from_status(status: PairStatus, source: str, previous: LookupPair | None = N
     return LookupPair(pair=status.pair, healthy=not status.degraded and error is None, reasons=reasons, error=error,
                       checked_at=at, source=source, replication=status.replication, nodes=nodes,
                       checks=previous.checks if previous is not None else [])
+
+
+def from_state(state: PairState, source: str, previous: LookupPair | None = None) -> LookupPair:
+    """What plan or apply saw of a pair's nodes (roles and addresses, no health): merged into the last full look,
+    whose health and checks stand until the agent looks again."""
+    at = now()
+    earlier = {n.name: n for n in previous.nodes} if previous is not None else {}
+    nodes = []
+    for node in state.nodes:
+        up = node.role != "unreachable"
+        role = node.role if up else "down"
+        prior = earlier.get(node.name)
+        address = f"{node.address.host}:{node.address.port}" if node.address.host else ""
+        base = prior.model_copy() if prior is not None else LookupNode(name=node.name, role=role, up=up, address=address)
+        nodes.append(base.model_copy(update={
+            "role": role, "up": up, "address": address, "replication": node.replication if up else None,
+            "seen_at": at if up else base.seen_at}))
+    nodes += [n for n in (previous.nodes if previous is not None else []) if n.role == "witness"]
+    healthy = previous.healthy if previous is not None else not state.warnings
+    return LookupPair(pair=state.pair, healthy=healthy, reasons=previous.reasons if previous is not None else [],
+                      checked_at=at, source=source, replication=previous.replication if previous is not None else "",
+                      nodes=nodes, checks=previous.checks if previous is not None else [])
 
 
 def changes(before: LookupPair | None, after: LookupPair, switching_over: bool = False) -> list[Event]:

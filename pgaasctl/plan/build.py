@@ -24,6 +24,7 @@ from pgaasctl.live.catalog import (
 from pgaasctl.live.connect import NodeAddress
 from pgaasctl.live.discovery import PairState, discover, probe_node
 from pgaasctl.live.topology import Topology, discover_topology
+from pgaasctl.monitor.lookup import changes, from_state
 from pgaasctl.monitor.push import PushTarget, push_target
 from pgaasctl.passwords import check_passwords
 from pgaasctl.plan import diff, policy
@@ -356,7 +357,12 @@ def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology
 
 
 def _record_nodes(store: Store, pair: DesiredPair, state: PairState) -> None:
+    """What apply saw of the nodes goes into the lookup too (a reading plan keeps nothing)."""
     store.record_pair(pair.name, pair.doc.spec.provider)
+    if not store.read_only:
+        previous = store.lookup(pair.name)
+        after = from_state(state, "apply", previous)
+        store.record_lookup(after, changes(previous, after))
     store.record_nodes(pair.name, [
         (n.address.name, n.address.host, n.address.port, n.role, n.role != "unreachable") for n in state.nodes
     ])

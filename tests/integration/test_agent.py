@@ -257,3 +257,17 @@ def test_pushes_from_the_nodes_move_the_lookup_at_once_and_forged_ones_move_noth
         _, stderr = agent.communicate(timeout=30)
     assert agent.returncode == 0, stderr
     assert token not in stderr
+
+
+def test_apply_records_what_it_saw_into_the_lookup_and_plan_does_not(ag: LocalPair) -> None:
+    store = open_store(ag.ws.store_url)
+    try:
+        store.forget_lookup("ag")
+    finally:
+        store.close()
+    assert ag.ws.plan().exit_code == 0 and _lookup(ag) is None  # a reading command keeps nothing
+    ag.ws.must_apply()
+    lookup = _lookup(ag)
+    assert lookup is not None and lookup["source"] == "apply"
+    roles = {n["name"]: (n["role"], n["up"]) for n in lookup["nodes"]}  # type: ignore[union-attr]
+    assert roles == {ag.primary(): ("primary", True), ag.other(ag.primary()): ("standby", True)}
