@@ -271,3 +271,33 @@ def test_apply_records_what_it_saw_into_the_lookup_and_plan_does_not(ag: LocalPa
     assert lookup is not None and lookup["source"] == "apply"
     roles = {n["name"]: (n["role"], n["up"]) for n in lookup["nodes"]}  # type: ignore[union-attr]
     assert roles == {ag.primary(): ("primary", True), ag.other(ag.primary()): ("standby", True)}
+
+
+def test_the_agent_rolls_old_samples_up_and_prunes_what_is_past_retention(ag: LocalPair) -> None:
+    import datetime as dt
+
+    from pgaasctl.monitor.metrics import Sample
+    from pgaasctl.monitor.models import Event
+
+    now = dt.datetime.now(dt.timezone.utc)
+    three_days_ago = (now - dt.timedelta(days=3)).isoformat(timespec="milliseconds")  # raw_retention: 48 h
+    half_a_year_ago = (now - dt.timedelta(days=180)).isoformat(timespec="milliseconds")  # rollup_retention: 90 d
+    two_years_ago = (now - dt.timedelta(days=730)).isoformat(timespec="milliseconds")  # event_retention: a year
+    store = open_store(ag.ws.store_url)
+    try:
+        for moment in (three_days_ago, half_a_year_ago):
+            store.record_samples("ag", "ag-a", moment, [Sample(metric="pg_up", value=1.0)])
+        lookup = store.lookup("ag")
+        assert lookup is not None
+        store.record_lookup(lookup, [Event(at=two_years_ago, pair="ag", node="", kind="healthy", detail="long ago")])
+    finally:
+        store.close()
+    result = ag.ws.run("agent", str(ag.ws.specs), "--once")
+    assert result.exit_code == 0, result.output
+    store = open_store(ag.ws.store_url, mode="read")
+    try:
+        assert store.samples("ag", "pg_up", until=(now - dt.timedelta(days=2)).isoformat()) == []  # rolled up
+        assert [h.hour for h in store.hourly("ag", "pg_up")] == [three_days_ago[:13]]  # half a year ago: pruned
+        assert all(e.detail != "long ago" for e in store.events("ag"))
+    finally:
+        store.close()

@@ -98,3 +98,30 @@ def _ignore(action: Callable[[], object]) -> None:
         action()
     except psycopg.Error:
         pass  # the blocked statement ends with the holder's rollback, or its lock_timeout
+
+
+def test_a_stats_reset_between_samples_counts_from_zero_not_negative(pg: PgServer, conn: psycopg.Connection) -> None:
+    from pgaasctl.monitor.rates import Point, increase
+
+    pg.execute("CREATE DATABASE reset_probe")
+
+    def commits() -> Point:
+        value = _value(sample_node(conn), "pg_stat_database_xact_commit", "reset_probe")
+        return Point(at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()), value=value)
+
+    def work(transactions: int) -> None:
+        with pg.connect(dbname="reset_probe") as session:
+            for _ in range(transactions):
+                session.execute("SELECT 1")  # autocommit: one committed transaction each
+
+    first = commits()
+    work(200)
+    second = commits()
+    with pg.connect(dbname="reset_probe") as session:
+        session.execute("SELECT pg_stat_reset()")
+    work(50)
+    third = commits()
+    assert third.value < second.value  # the counter went back
+    grown = increase([first, second, third])
+    assert grown.resets == 1
+    assert 250 <= grown.total <= 270  # the work, plus a few transactions of the sessions themselves
