@@ -21,7 +21,7 @@ from pgaasctl import workspace
 from pgaasctl.errors import PgaasError
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.connect import connect
-from pgaasctl.live.discovery import PairState
+from pgaasctl.live.discovery import PairState, probe_node
 from pgaasctl.monitor.lookup import changes, from_status
 from pgaasctl.monitor.metrics import Sample, sample_node
 from pgaasctl.monitor.models import Event, LookupPair, now
@@ -29,7 +29,8 @@ from pgaasctl.monitor.push import Push
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.monitor.health import WINDOW_SECONDS, evaluate
 from pgaasctl.spec.models import HealthThresholds, MonitoringSettings
-from pgaasctl.status import PairStatus, pair_status
+from pgaasctl.plan.build import pair_inputs
+from pgaasctl.status import NodeStatus, PairStatus, pair_status
 from pgaasctl.store import Store
 
 log = logging.getLogger("pgaasctl.agent")
@@ -196,7 +197,10 @@ def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair], samp
                 sampled[pair.name] = sample_pair(state)
 
         try:
-            return pair_status(pair, desired, store, ssh, on_state=on_state)
+            status = pair_status(pair, desired, store, ssh, on_state=on_state)
+            if status.error is not None and not status.nodes:
+                status.nodes = probe_roles(pair, desired, store)
+            return status
         except Exception as exc:  # noqa: BLE001 - one pair's bug must not stop the round for the others
             log.exception("pair %s: discovery failed", pair.name)
             return PairStatus(pair=pair.name, provider=pair.doc.spec.provider, replication=pair.doc.spec.replication,
@@ -225,6 +229,24 @@ def record(store: Store, status: PairStatus, source: str, latest: NodeSamples | 
     events = changes(previous, after, switching_over=planned)
     store.record_lookup(after, events)
     return after, events
+
+
+def probe_roles(pair: DesiredPair, desired: DesiredState, store: Store) -> list[NodeStatus]:
+    """When discovery refuses to settle (no primary during a failover, two primaries), what each node says it is,
+    so the lookup shows the nodes as they are, beside the pair's error."""
+    try:
+        addresses = pair_inputs(pair, desired.workspace, store).addresses
+    except PgaasError:
+        return []
+    with ThreadPoolExecutor(max_workers=max(1, len(addresses))) as pool:
+        probed = list(pool.map(probe_node, addresses.values()))
+    found = []
+    for state, conn in probed:
+        if conn is not None:
+            conn.close()
+        found.append(NodeStatus(name=state.name, address=f"{state.address.host}:{state.address.port}",
+                                role=state.role if state.role != "unreachable" else "down"))
+    return found
 
 
 def sample_pair(state: PairState) -> NodeSamples:

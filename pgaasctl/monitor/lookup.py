@@ -70,7 +70,8 @@ def changes(before: LookupPair | None, after: LookupPair, switching_over: bool =
             events.append(Event(at=at, pair=pair, node="", kind="error", detail=after.error))
         if before.healthy:
             events.append(Event(at=at, pair=pair, node="", kind="degraded", detail=after.error))
-        return events  # no node facts to compare
+        if after.nodes == before.nodes:
+            return events  # the last known nodes, kept: nothing new to compare
     old, new = before.primary, after.primary
     if new is not None and new != old:
         kind: EventKind = "switchover" if switching_over else "failover"
@@ -87,7 +88,7 @@ def changes(before: LookupPair | None, after: LookupPair, switching_over: bool =
             events.append(Event(at=at, pair=pair, node=node.name, kind="node up", detail=f"{node.name} is {node.role}"))
         if node.fenced and node.fenced != prior.fenced:
             events.append(Event(at=at, pair=pair, node=node.name, kind="fenced", detail=node.fenced))
-    if before.healthy and not after.healthy:
+    if before.healthy and not after.healthy and after.error is None:
         events.append(Event(at=at, pair=pair, node="", kind="degraded", detail="; ".join(after.reasons) or "degraded"))
     elif after.healthy and not before.healthy:
         events.append(Event(at=at, pair=pair, node="", kind="healthy", detail="the pair is whole again"))
