@@ -24,7 +24,7 @@ from pgaasctl.live.connect import connect
 from pgaasctl.live.discovery import PairState, probe_node
 from pgaasctl.monitor.lookup import changes, from_status
 from pgaasctl.monitor.metrics import Sample, sample_node
-from pgaasctl.monitor.models import Event, LookupPair, now
+from pgaasctl.monitor.models import UP_ROLES, Event, LookupNode, LookupPair, now
 from pgaasctl.monitor.push import Push
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.monitor.health import WINDOW_SECONDS, evaluate
@@ -71,6 +71,9 @@ class Agent:
     _sampled_at: dict[str, float] = field(default_factory=dict)  # pair -> time.monotonic() of its last samples
     _pruned_at: float | None = None
     _key: bytes | None = None  # the store's key: pushes' tokens derive from it
+    _book: _RoundStore = field(default_factory=lambda: _RoundStore())
+    _sessions: SshSessions | None = None  # SSH connections kept from round to round
+    _desired: DesiredState | None = None  # the workspace as the last round loaded it
     _urgent: set[str] = field(default_factory=set)  # pairs a push asked to look at now
     _wake: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -90,7 +93,34 @@ class Agent:
                 self._urgent.add(push.pair)
         if push is not None:
             log.info("push from pair %s: %s on node %d; looking now", push.pair, push.event, push.node_id)
+            threading.Thread(target=self._quick_look, args=(push.pair,), name="agent-push", daemon=True).start()
             self._wake.set()
+
+    def _quick_look(self, pair_name: str) -> None:
+        """Which node of the pushed pair is primary, asked of each node over SQL alone (tens of milliseconds), into
+        the lookup at once; the full round the push also asked for follows with everything else."""
+        desired = self._desired
+        pair = desired.pairs.get(pair_name) if desired is not None else None
+        if desired is None or pair is None:
+            return
+        try:
+            store = open_store_like(self.path, self.store_flag)
+            try:
+                nodes = probe_roles(pair, desired, store)
+                if nodes:
+                    previous = store.lookup(pair_name)
+                    after = quick_lookup(pair_name, nodes, previous)
+                    found = changes(previous, after)
+                    store.record_lookup(after, found)
+                    with self._lock:
+                        self._state.lookups = [after if x.pair == pair_name else x for x in self._state.lookups]
+                    for event in found:
+                        log.warning("%s %s%s: %s", event.pair, event.kind, f" ({event.node})" if event.node else "",
+                                    event.detail)
+            finally:
+                store.close()
+        except PgaasError as exc:
+            log.warning("quick look at pair %s after its push failed: %s", pair_name, exc)
 
     def wake(self) -> None:
         self._wake.set()
@@ -115,13 +145,18 @@ class Agent:
                 self._state.failed_rounds += 1
             raise
         settings = loaded.desired.workspace.monitoring
+        looked_at = now()
+        self._book.store = store
+        if self._sessions is None:
+            self._sessions = SshSessions(self._book)
         with self._lock:
             self._key = store.plan_key()
+            self._desired = loaded.desired
         pairs = [p for p in loaded.pairs_in_scope() if only is None or p.name in only]
         due = {p.name for p in pairs if time.monotonic() - self._sampled_at.get(p.name, -1e9) >= settings.metrics_interval}
         sampled: dict[str, NodeSamples] = {}
         try:
-            statuses = discover(loaded.desired, store, pairs, sampled, due)
+            statuses = discover(loaded.desired, store, pairs, sampled, due, self._sessions)
             at = now()
             for pair, nodes in sampled.items():
                 self._sampled_at[pair] = time.monotonic()
@@ -129,12 +164,13 @@ class Agent:
                     store.record_samples(pair, node, at, samples)
             with self._lock:
                 latest = {**self._state.samples, **sampled}
-            recorded = [record(store, status, "agent", latest.get(status.pair, {}), settings.checks)
+            recorded = [record(store, status, "agent", latest.get(status.pair, {}), settings.checks, looked_at)
                         for status in statuses]
             if self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY:
                 prune(store, settings)
                 self._pruned_at = time.monotonic()
         finally:
+            self._book.store = None
             store.close()
         events = [e for _, found in recorded for e in found]
         report = RoundReport(at=recorded[0][0].checked_at if recorded else "", seconds=time.monotonic() - started,
@@ -158,10 +194,22 @@ class Agent:
             self._succeeded_at = time.monotonic()
         return report
 
+    def close(self) -> None:
+        """The SSH connections kept between rounds."""
+        if self._sessions is not None:
+            self._sessions.close()
+            self._sessions = None
+
     def run(self, stop: threading.Event) -> None:
         """Round after round until `stop` is set (set it, then call wake()); a round starts `interval` seconds after
         the previous one did, and a push starts a round of its pair at once."""
         next_round = time.monotonic()
+        try:
+            self._rounds(stop, next_round)
+        finally:
+            self.close()
+
+    def _rounds(self, stop: threading.Event, next_round: float) -> None:
         while not stop.is_set():
             with self._lock:
                 urgent, self._urgent = self._urgent, set()
@@ -186,10 +234,11 @@ class Agent:
 
 
 def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair], sampled: dict[str, NodeSamples] | None = None,
-             sample: set[str] | None = None) -> list[PairStatus]:
+             sample: set[str] | None = None, sessions: SshSessions | None = None) -> list[PairStatus]:
     """Every pair's status, in parallel; an unexpected failure of one pair is that pair's error. The pairs named in
-    `sample` have their nodes' metrics sampled too, into `sampled`."""
-    ssh = SshSessions(store)
+    `sample` have their nodes' metrics sampled too, into `sampled`. `sessions`: SSH connections kept from round to
+    round (the agent's); without, this call opens its own and closes them."""
+    ssh = sessions or SshSessions(store)
 
     def one(pair: DesiredPair) -> PairStatus:
         def on_state(state: PairState) -> None:
@@ -210,14 +259,18 @@ def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair], samp
         with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(pairs)))) as pool:
             return list(pool.map(one, pairs))
     finally:
-        ssh.close()
+        if sessions is None:
+            ssh.close()
 
 
 def record(store: Store, status: PairStatus, source: str, latest: NodeSamples | None = None,
-           thresholds: HealthThresholds | None = None) -> tuple[LookupPair, list[Event]]:
+           thresholds: HealthThresholds | None = None, looked_at: str = "") -> tuple[LookupPair, list[Event]]:
     """Write a pair's lookup (with its health checks, when `thresholds` are given) and the events since its previous
-    one."""
+    one. A look that began (`looked_at`) before the lookup was last written, by a push's quick look, is older than
+    what is there: it is not written over it."""
     previous = store.lookup(status.pair)
+    if previous is not None and looked_at and previous.checked_at > looked_at:
+        return previous, []
     after = from_status(status, source, previous)
     if thresholds is not None:
         since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=WINDOW_SECONDS)).isoformat(timespec="milliseconds")
@@ -277,3 +330,42 @@ def prune(store: Store, settings: MonitoringSettings) -> None:
     store.prune(hourly_before=ago(settings.rollup_retention), events_before=ago(settings.event_retention))
     if rolled:
         log.info("history: %d raw sample(s) rolled up into hours", rolled)
+
+
+class _RoundStore:
+    """The host key book of the SSH connections the agent keeps: the store of the round under way (a host key met
+    between rounds, by a quick look, is not looked up: quick looks use SQL alone)."""
+
+    def __init__(self) -> None:
+        self.store: Store | None = None
+
+    def host_key(self, endpoint: str) -> str | None:
+        if self.store is None:
+            raise PgaasError("internal error: an SSH connection opened between two agent rounds")
+        return self.store.host_key(endpoint)
+
+    def pin_host_key(self, endpoint: str, key: str) -> None:
+        if self.store is None:
+            raise PgaasError("internal error: an SSH connection opened between two agent rounds")
+        self.store.pin_host_key(endpoint, key)
+
+
+def open_store_like(path: Path, store_flag: str | None) -> Store:
+    return workspace.load(path).open_store(store_flag, "write")
+
+
+def quick_lookup(pair: str, nodes: list[NodeStatus], previous: LookupPair | None) -> LookupPair:
+    """A pair's lookup with the roles a quick look saw; health, checks and the rest as the last full look left
+    them."""
+    at = now()
+    earlier = {n.name: n for n in previous.nodes} if previous is not None else {}
+    looked = []
+    for node in nodes:
+        up = node.role in UP_ROLES
+        base = earlier.get(node.name) or LookupNode(name=node.name, role=node.role, up=up, address=node.address)
+        looked.append(base.model_copy(update={"role": node.role, "up": up, "seen_at": at if up else base.seen_at}))
+    looked += [n for n in (previous.nodes if previous is not None else []) if n.role == "witness"]
+    return LookupPair(pair=pair, healthy=previous.healthy if previous is not None else False,
+                      reasons=previous.reasons if previous is not None else [], checked_at=at, source="push",
+                      replication=previous.replication if previous is not None else "", nodes=looked,
+                      checks=previous.checks if previous is not None else []).following(previous)

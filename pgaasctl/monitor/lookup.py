@@ -34,7 +34,7 @@ def from_status(status: PairStatus, source: str, previous: LookupPair | None = N
     reasons = ([error] if error else []) + list(status.warnings)
     return LookupPair(pair=status.pair, healthy=not status.degraded and error is None, reasons=reasons, error=error,
                       checked_at=at, source=source, replication=status.replication, nodes=nodes,
-                      checks=previous.checks if previous is not None else [])
+                      checks=previous.checks if previous is not None else []).following(previous)
 
 
 def from_state(state: PairState, source: str, previous: LookupPair | None = None) -> LookupPair:
@@ -56,7 +56,7 @@ def from_state(state: PairState, source: str, previous: LookupPair | None = None
     healthy = previous.healthy if previous is not None else not state.warnings
     return LookupPair(pair=state.pair, healthy=healthy, reasons=previous.reasons if previous is not None else [],
                       checked_at=at, source=source, replication=previous.replication if previous is not None else "",
-                      nodes=nodes, checks=previous.checks if previous is not None else [])
+                      nodes=nodes, checks=previous.checks if previous is not None else []).following(previous)
 
 
 def changes(before: LookupPair | None, after: LookupPair, switching_over: bool = False) -> list[Event]:
@@ -72,7 +72,7 @@ def changes(before: LookupPair | None, after: LookupPair, switching_over: bool =
             events.append(Event(at=at, pair=pair, node="", kind="degraded", detail=after.error))
         if after.nodes == before.nodes:
             return events  # the last known nodes, kept: nothing new to compare
-    old, new = before.primary, after.primary
+    old, new = before.primary or before.last_primary, after.primary
     if new is not None and new != old:
         kind: EventKind = "switchover" if switching_over else "failover"
         was = f" (was {old})" if old else ""

@@ -52,10 +52,16 @@ class LookupPair(BaseModel):
     replication: str = ""  # what the spec asks: synchronous or asynchronous
     nodes: list[LookupNode] = []
     checks: list[CheckResult] = []  # the health checks of the agent's last evaluation
+    last_primary: str | None = None  # the primary, or while there is none the last one seen
 
     @property
     def primary(self) -> str | None:
         return next((n.name for n in self.nodes if n.role == "primary"), None)
+
+    def following(self, previous: LookupPair | None) -> LookupPair:
+        """This lookup, remembering the last primary seen across looks that found none."""
+        self.last_primary = self.primary or (previous.last_primary or previous.primary if previous else None)
+        return self
 
     @property
     def worst_check(self) -> CheckResult | None:

@@ -160,3 +160,13 @@ def test_a_store_from_before_monitoring_reads_as_empty_and_gains_the_tables_on_i
         assert writing.lookup("orders") is not None
     finally:
         writing.close()
+
+
+def test_a_failover_seen_through_a_look_without_a_primary_still_names_the_old_one() -> None:
+    before = _look(_status("a"), "t1")
+    between = _look(_status("a", standby_role="standby"), "t2", before)
+    between.nodes[0].role, between.nodes[0].up = "down", False  # a is gone, b not promoted yet
+    between = between.following(before)
+    assert between.primary is None and between.last_primary == "a"
+    after = _look(_status("b"), "t3", between)
+    assert [e.detail for e in changes(between, after) if e.kind == "failover"] == ["b is the primary (was a)"]
