@@ -724,6 +724,50 @@ def events(
     out.print(table)
 
 
+@app.command()
+def report(
+    path: PathArg = workspace.DEFAULT_SPECS,
+    pair: Annotated[str | None, typer.Option("--pair", help="Only this pair (default: every pair of PATH).")] = None,
+    database: Annotated[str | None, typer.Option("--database", help="Only this database's charts and rows.")] = None,
+    since: Annotated[str, typer.Option("--since", help="The period: 1h, 24h, 7d...")] = "24h",
+    fmt: Annotated[str, typer.Option("--format", help="html (self-contained, charts inline), markdown or json.")] = "html",
+    output: Annotated[Path | None, typer.Option("--out", help="Write it to this file (default: standard output).")] = None,
+    store: StoreOpt = None,
+) -> None:
+    """A report a database owner would forward: health checks with remedies, charts over the period (sessions,
+    transactions per second, cache hit ratio, sizes, replication lag), databases by size and growth, and events.
+    Made from the store alone: the agent's history."""
+    from pgaasctl.durations import parse_duration
+    from pgaasctl.monitor.report import build_report, render_html, render_json, render_markdown
+
+    renderers = {"html": render_html, "markdown": render_markdown, "json": render_json}
+
+    def action() -> str:
+        if fmt not in renderers:
+            raise PgaasError(f"--format: {fmt!r} is not a report format", "Use html, markdown or json.")
+        seconds = parse_duration(since, "--since")
+        loaded = workspace.load(path)
+        if pair is not None and pair not in loaded.desired.pairs:
+            raise PgaasError(f"pair {pair!r} is not declared in {loaded.spec_dir}",
+                             f"Pairs: {', '.join(sorted(loaded.desired.pairs)) or 'none'}.")
+        pairs = [pair] if pair is not None else sorted(p.name for p in loaded.pairs_in_scope())
+        st = _open(loaded, store, "read")
+        text = renderers[fmt](build_report(st, pairs, database, seconds))
+        if output is not None:
+            try:
+                output.write_text(text, encoding="utf-8")
+            except OSError as exc:
+                raise PgaasError(f"--out {output}: cannot write it: {exc.strerror}",
+                                 "Name a file in a directory that exists and that you can write.") from None
+        return text
+
+    text = run(action)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        err.print(f"report written to {_escape(str(output))}")
+
+
 # Terraform's single-dash spellings, accepted as their double-dash equivalents.
 _TERRAFORM_FLAGS = {"target", "out", "json", "detailed-exitcode", "auto-approve", "no-color", "lock-timeout",
                     "destroy", "sql", "store"}

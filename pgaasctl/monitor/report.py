@@ -213,6 +213,8 @@ def _chart_svg(chart: Chart) -> str:
         axes.legend(fontsize=8, loc="upper left", frameon=False)
     else:
         axes.text(0.5, 0.5, "no data in this period", ha="center", va="center", transform=axes.transAxes)
+        axes.set_xticks([])
+        axes.set_yticks([])
     figure.tight_layout()
     buffer = io.StringIO()
     figure.savefig(buffer, format="svg")

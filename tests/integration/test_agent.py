@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -301,3 +303,56 @@ def test_the_agent_rolls_old_samples_up_and_prunes_what_is_past_retention(ag: Lo
         assert all(e.detail != "long ago" for e in store.events("ag"))
     finally:
         store.close()
+
+
+CHART_BLUE = (31, 119, 180)  # matplotlib's first line colour
+
+
+def test_a_report_in_html_markdown_and_json_with_its_charts_drawn(ag: LocalPair, tmp_path: Path) -> None:
+    from PIL import Image
+
+    primary = ag.primary()
+    ag.execute(primary, "CREATE TABLE IF NOT EXISTS report_probe (n int)")
+    for round_number in range(3):  # three samples apart, with writes between them
+        ag.execute(primary, f"INSERT INTO report_probe SELECT g FROM generate_series(1, {1000 * (round_number + 1)}) g")
+        result = ag.ws.run("agent", str(ag.ws.specs), "--once")
+        assert result.exit_code == 0, result.output
+    page = tmp_path / "report.html"
+    made = ag.ws.run("report", str(ag.ws.specs), "--format", "html", "--out", str(page))
+    assert made.exit_code == 0, made.output
+    text = page.read_text()
+    assert text.count("<svg") == 5 and "Pair ag" in text and "<script" not in text and "<link" not in text
+    assert not re.search(r"""(src|href)=["']https?:""", text)  # self-contained: nothing fetched from anywhere
+    shot = tmp_path / "report.png"
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is installed by make setup"
+    subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    "--window-size=1000,3000", f"--screenshot={shot}", page.as_uri()],
+                   capture_output=True, timeout=60, check=True)
+    image = Image.open(shot).convert("RGB")
+    drawn = sum(1 for pixel in image.get_flattened_data() if all(abs(a - b) < 24 for a, b in zip(pixel, CHART_BLUE)))
+    assert drawn > 500, f"only {drawn} pixels of chart lines in the screenshot"
+
+    markdown = ag.ws.run("report", str(ag.ws.specs), "--format", "markdown", "--pair", "ag")
+    assert markdown.exit_code == 0 and "## Pair ag: healthy" in markdown.stdout and "| postgres |" in markdown.stdout
+    data = json.loads(ag.ws.run("report", str(ag.ws.specs), "--format", "json").stdout)
+    [entry] = data["pairs"]
+    assert entry["samples"] > 0 and [c["title"] for c in entry["charts"]] == [
+        "Sessions", "Transactions per second", "Cache hit ratio", "Database size", "Replication lag"]
+    assert any(s["points"] for s in entry["charts"][1]["series"])  # transactions per second between samples
+
+
+def test_a_report_names_bad_input_and_says_when_there_is_no_history(ag: LocalPair, tmp_path: Path) -> None:
+    for args, said in [
+        (["--pair", "nosuch"], "pair 'nosuch' is not declared"),
+        (["--database", "nosuch"], "database 'nosuch' has no samples"),
+        (["--since", "yesterday"], "--since: 'yesterday' is not a duration"),
+        (["--format", "pdf"], "--format: 'pdf' is not a report format"),
+        (["--out", str(tmp_path / "missing" / "r.html")], "cannot write it"),
+    ]:
+        result = ag.ws.run("report", str(ag.ws.specs), *args)
+        assert result.exit_code == 1, (args, result.output)
+        no_traceback(result)
+        assert said in result.flat, (args, result.output)
+    empty = ag.ws.run("report", str(ag.ws.specs), "--format", "markdown", "--since", "1ms")
+    assert empty.exit_code == 0 and "No samples in this period" in empty.stdout
