@@ -53,7 +53,7 @@ def from_state(state: PairState, source: str, previous: LookupPair | None = None
             "role": role, "up": up, "address": address, "replication": node.replication if up else None,
             "seen_at": at if up else base.seen_at}))
     nodes += [n for n in (previous.nodes if previous is not None else []) if n.role == "witness"]
-    healthy = previous.healthy if previous is not None else not state.warnings
+    healthy = previous.healthy if previous is not None else True  # apply has just made it whole; the agent grades it
     return LookupPair(pair=state.pair, healthy=healthy, reasons=previous.reasons if previous is not None else [],
                       checked_at=at, source=source, replication=previous.replication if previous is not None else "",
                       nodes=nodes, checks=previous.checks if previous is not None else []).following(previous)
