@@ -78,7 +78,7 @@ def watchdog_after(failover: FailoverSettings) -> int | None:
 def alive_from_pid_file(pid_file: str) -> str:
     """Shell: exits 0 when the process a pid file names runs. Not `kill -0`: a zombie (dead, not yet reaped)
     passes that; /proc/PID/stat says Z for it."""
-    return (f"pid=$(cat {shlex.quote(pid_file)} 2>/dev/null); [ -n \"$pid\" ] && "
+    return (f"pid=$(head -n 1 {shlex.quote(pid_file)} 2>/dev/null); [ -n \"$pid\" ] && "
             f"st=$(awk '{{print $3}}' /proc/$pid/stat 2>/dev/null) && [ -n \"$st\" ] && [ \"$st\" != Z ]")
 
 
@@ -390,7 +390,9 @@ class Bootstrap:
 
     def postgres_running(self, host: Host) -> bool:
         if host.layout is not None:  # pg_ctl status: 0 running, 3 not (repmgr node status also fails on warnings)
-            command = f"{_bin(host, 'pg_ctl')} -D {shlex.quote(host.layout.config_dir)} status"
+            # pg_ctl takes a killed postmaster that init has not reaped yet (a zombie) for a running one
+            command = (f"{_bin(host, 'pg_ctl')} -D {shlex.quote(host.layout.config_dir)} status >/dev/null && "
+                       + alive_from_pid_file(f"{host.layout.data_dir}/postmaster.pid"))
             return self.ssh.run(target_of(host), command).exited == 0
         env = repmgr_env(host)
         conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")

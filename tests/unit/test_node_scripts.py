@@ -3,11 +3,14 @@ parse under /bin/sh whatever the paths, and say what the failover settings ask f
 
 from __future__ import annotations
 
+import os
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from pgaasctl.hosts.bootstrap import promote_hook, repmgr_conf, repmgrd_command, watchdog_after
+from pgaasctl.hosts.bootstrap import alive_from_pid_file, promote_hook, repmgr_conf, repmgrd_command, watchdog_after
 from pgaasctl.hosts.guard import guard_script
 from pgaasctl.spec.models import FailoverSettings
 from providers.base import Host, HostLayout
@@ -66,3 +69,21 @@ def test_the_guard_parses_with_and_without_its_watchdog() -> None:
 ])
 def test_the_watchdog_waits_longer_than_repmgrd_takes_to_detect(settings: dict[str, int], after: int) -> None:
     assert watchdog_after(FailoverSettings(**settings)) == after
+
+
+def test_a_zombie_is_not_a_running_process(tmp_path: Path) -> None:
+    """A killed postmaster that init has not reaped yet passes `kill -0` (and `pg_ctl status`): the liveness
+    probe pgaasctl runs on nodes must say no. Its pid file may hold more lines (postmaster.pid does)."""
+    child = subprocess.Popen(["true"])  # exits at once; not waited for, it stays a zombie
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not become a zombie"
+            time.sleep(0.01)  # polling its state
+        pid_file = tmp_path / "postmaster.pid"
+        pid_file.write_text(f"{child.pid}\n/data\n1700000000\n5432\n")
+        assert subprocess.run(["sh", "-c", alive_from_pid_file(str(pid_file))], check=False).returncode != 0
+        pid_file.write_text(f"{os.getpid()}\n/data\n")
+        assert subprocess.run(["sh", "-c", alive_from_pid_file(str(pid_file))], check=False).returncode == 0
+    finally:
+        child.wait()
