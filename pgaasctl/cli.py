@@ -122,6 +122,15 @@ def _notices(store: Store) -> None:
     store.notices.clear()
 
 
+def _pair_or_path(given: str | None, path: Path, pair: str | None) -> tuple[Path, str | None]:
+    """The [PAIR|PATH] argument of history and events: a file or directory names the workspace, else a pair."""
+    if given is None:
+        return path, pair
+    if os.sep in given or Path(given).exists():
+        return Path(given), pair
+    return path, pair or given
+
+
 def _health_line(check: CheckResult, checked_at: str) -> str:
     """The worst health check of a pair, as `status` shows it."""
     colour = {"ok": "green", "warn": "yellow", "critical": "red"}[check.status]
@@ -601,11 +610,7 @@ def history(
     store: StoreOpt = None,
 ) -> None:
     """Show recent applies, destroys, switchovers and restarts: who ran them and how they ended."""
-    if pair_or_path is not None:
-        if os.sep in pair_or_path or Path(pair_or_path).exists():
-            path = Path(pair_or_path)
-        else:
-            pair = pair or pair_or_path
+    path, pair = _pair_or_path(pair_or_path, path, pair)
 
     def action() -> list[dict[str, Any]]:
         loaded = workspace.load(path)
@@ -692,11 +697,7 @@ def events(
     nodes fenced. Oldest first."""
     from pgaasctl.durations import parse_duration
 
-    if pair_or_path is not None:
-        if os.sep in pair_or_path or Path(pair_or_path).exists():
-            path = Path(pair_or_path)
-        else:
-            pair = pair or pair_or_path
+    path, pair = _pair_or_path(pair_or_path, path, pair)
 
     def action() -> list[dict[str, Any]]:
         cutoff = None

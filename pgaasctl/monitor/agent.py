@@ -22,7 +22,7 @@ from pgaasctl.errors import PgaasError
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.connect import connect
 from pgaasctl.live.discovery import PairState, probe_node
-from pgaasctl.monitor.lookup import changes, from_status
+from pgaasctl.monitor.lookup import changes, from_status, merge_seen
 from pgaasctl.monitor.metrics import Sample, sample_node
 from pgaasctl.monitor.models import UP_ROLES, Event, LookupNode, LookupPair, now
 from pgaasctl.monitor.push import Push
@@ -357,15 +357,5 @@ def open_store_like(path: Path, store_flag: str | None) -> Store:
 def quick_lookup(pair: str, nodes: list[NodeStatus], previous: LookupPair | None) -> LookupPair:
     """A pair's lookup with the roles a quick look saw; health, checks and the rest as the last full look left
     them."""
-    at = now()
-    earlier = {n.name: n for n in previous.nodes} if previous is not None else {}
-    looked = []
-    for node in nodes:
-        up = node.role in UP_ROLES
-        base = earlier.get(node.name) or LookupNode(name=node.name, role=node.role, up=up, address=node.address)
-        looked.append(base.model_copy(update={"role": node.role, "up": up, "seen_at": at if up else base.seen_at}))
-    looked += [n for n in (previous.nodes if previous is not None else []) if n.role == "witness"]
-    return LookupPair(pair=pair, healthy=previous.healthy if previous is not None else False,
-                      reasons=previous.reasons if previous is not None else [], checked_at=at, source="push",
-                      replication=previous.replication if previous is not None else "", nodes=looked,
-                      checks=previous.checks if previous is not None else []).following(previous)
+    seen = [LookupNode(name=n.name, role=n.role, up=n.role in UP_ROLES, address=n.address) for n in nodes]
+    return merge_seen(pair, seen, "push", previous, healthy_if_new=False)

@@ -40,23 +40,32 @@ def from_status(status: PairStatus, source: str, previous: LookupPair | None = N
 def from_state(state: PairState, source: str, previous: LookupPair | None = None) -> LookupPair:
     """What plan or apply saw of a pair's nodes (roles and addresses, no health): merged into the last full look,
     whose health and checks stand until the agent looks again."""
+    seen = []
+    for node in state.nodes:
+        up = node.role != "unreachable"
+        seen.append(LookupNode(name=node.name, role=node.role if up else "down", up=up,
+                               address=f"{node.address.host}:{node.address.port}" if node.address.host else "",
+                               replication=node.replication if up else None))
+    # apply has just made a new pair whole; the agent grades it
+    return merge_seen(state.pair, seen, source, previous, healthy_if_new=True)
+
+
+def merge_seen(pair: str, seen: list[LookupNode], source: str, previous: LookupPair | None,
+               healthy_if_new: bool) -> LookupPair:
+    """The last full look at a pair, with the node facts a partial look saw (the fields set in `seen`) laid over
+    it; health, checks and the witness stand as they were."""
     at = now()
     earlier = {n.name: n for n in previous.nodes} if previous is not None else {}
     nodes = []
-    for node in state.nodes:
-        up = node.role != "unreachable"
-        role = node.role if up else "down"
-        prior = earlier.get(node.name)
-        address = f"{node.address.host}:{node.address.port}" if node.address.host else ""
-        base = prior.model_copy() if prior is not None else LookupNode(name=node.name, role=role, up=up, address=address)
-        nodes.append(base.model_copy(update={
-            "role": role, "up": up, "address": address, "replication": node.replication if up else None,
-            "seen_at": at if up else base.seen_at}))
+    for node in seen:
+        base = earlier.get(node.name) or node
+        update = {name: getattr(node, name) for name in node.model_fields_set}
+        nodes.append(base.model_copy(update={**update, "seen_at": at if node.up else base.seen_at}))
     nodes += [n for n in (previous.nodes if previous is not None else []) if n.role == "witness"]
-    healthy = previous.healthy if previous is not None else True  # apply has just made it whole; the agent grades it
-    return LookupPair(pair=state.pair, healthy=healthy, reasons=previous.reasons if previous is not None else [],
-                      checked_at=at, source=source, replication=previous.replication if previous is not None else "",
-                      nodes=nodes, checks=previous.checks if previous is not None else []).following(previous)
+    return LookupPair(pair=pair, healthy=previous.healthy if previous is not None else healthy_if_new,
+                      reasons=previous.reasons if previous is not None else [], checked_at=at, source=source,
+                      replication=previous.replication if previous is not None else "", nodes=nodes,
+                      checks=previous.checks if previous is not None else []).following(previous)
 
 
 def changes(before: LookupPair | None, after: LookupPair, switching_over: bool = False) -> list[Event]:
