@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from pgaasctl.parallel import ThreadPool
 from urllib.parse import quote
 
 import psycopg
@@ -244,7 +244,7 @@ def all_status(desired: DesiredState, store: Store, pairs: list[DesiredPair] | N
     chosen = list(desired.pairs.values()) if pairs is None else pairs
     ssh = SshSessions(store)
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(8, len(chosen)))) as pool:
+        with ThreadPool(max_workers=max(1, min(8, len(chosen)))) as pool:
             return list(pool.map(lambda p: pair_status(p, desired, store, ssh, local_dir_source), chosen))
     finally:
         ssh.close()

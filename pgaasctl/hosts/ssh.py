@@ -127,6 +127,9 @@ class SshSessions:
         except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
             reason = str(exc) or type(exc).__name__
             raise ConnectionFailed(f"{target.label}: SSH to {target.endpoint} failed: {reason}") from None
+        # Small request, small reply, one after another: without TCP_NODELAY, Nagle's algorithm and the peer's
+        # delayed ACK add about 40 ms to every command (measured: 48 ms -> 4 ms for `true`).
+        conn.client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def run(self, target: SshTarget, command: str, timeout: float | None = 120) -> CommandResult:
         """Run `command`; a non-zero exit is returned, not raised (repmgr exits 25 when a node is down).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
+from pgaasctl.parallel import ThreadPool
 
 import psycopg
 from pydantic import BaseModel, Field
@@ -314,5 +314,5 @@ def read_contents(node: NodeAddress, databases: list[str], workers: int = 8) -> 
 
     if not databases:
         return {}
-    with ThreadPoolExecutor(max_workers=min(workers, len(databases))) as pool:
+    with ThreadPool(max_workers=min(workers, len(databases))) as pool:
         return dict(pool.map(one, databases))

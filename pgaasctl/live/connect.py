@@ -9,6 +9,7 @@ import psycopg
 from pydantic import SecretStr
 
 from pgaasctl.errors import ConnectionFailed
+from pgaasctl.live.kept import KeptConnection, Unanswered, current_keeper
 from pgaasctl.secrets import resolve_secret
 from pgaasctl.spec.models import ExistingNode
 
@@ -43,17 +44,34 @@ class NodeAddress:
 
 
 def connect(node: NodeAddress, database: str | None = None, autocommit: bool = True) -> psycopg.Connection:
-    """Open a connection to `database` (default: the admin database) on `node`."""
+    """Open a connection to `database` (default: the admin database) on `node`; inside kept.keeping() (the
+    agent), an autocommit session may be one kept from an earlier look."""
     dbname = database or node.admin_database
+    password = node.password.get_secret_value() if node.password else ""
+    keeper = current_keeper() if autocommit else None
+    key = (node.host, node.port, node.user, dbname, node.sslmode, password)
+    if keeper is not None:
+        try:
+            kept = keeper.lease(key, node.connect_timeout)
+        except Unanswered:
+            raise ConnectionFailed(
+                f"{node.label} is unreachable: its session did not answer within {node.connect_timeout}s",
+                "Check that PostgreSQL runs there and is not stopped or overloaded.",
+            ) from None
+        if kept is not None:
+            return kept
     try:
-        return psycopg.connect(
-            host=node.host, port=node.port, user=node.user, dbname=dbname,
-            password=node.password.get_secret_value() if node.password else None,
+        conn = (KeptConnection if keeper is not None else psycopg.Connection).connect(
+            host=node.host, port=node.port, user=node.user, dbname=dbname, password=password or None,
             sslmode=node.sslmode, connect_timeout=node.connect_timeout, autocommit=autocommit,
             application_name="pgaasctl",
         )
     except psycopg.OperationalError as exc:
         raise ConnectionFailed(*describe_connect_error(node, dbname, exc)) from None
+    if keeper is not None:
+        assert isinstance(conn, KeptConnection)
+        return keeper.adopt(key, conn)
+    return conn
 
 
 def describe_connect_error(node: NodeAddress, dbname: str, exc: Exception) -> tuple[str, str]:

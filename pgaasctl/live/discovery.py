@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
+from pgaasctl.parallel import ThreadPool
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -68,7 +68,7 @@ def probe_node(node: NodeAddress) -> tuple[NodeState, psycopg.Connection | None]
 
 def discover(pair: str, nodes: list[NodeAddress], synchronous: bool) -> PairState:
     """Find the one primary of `pair`. Raises PlanError on split brain or when no node is primary."""
-    with ThreadPoolExecutor(max_workers=max(1, len(nodes))) as pool:
+    with ThreadPool(max_workers=max(1, len(nodes))) as pool:
         probes = list(pool.map(probe_node, nodes))
     states = [state for state, _ in probes]
     primaries = [(state, conn) for state, conn in probes if state.role == "primary"]

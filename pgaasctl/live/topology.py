@@ -9,7 +9,9 @@ from __future__ import annotations
 import re
 import shlex
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import psycopg
@@ -21,11 +23,28 @@ from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.connect import NodeAddress, connect
 from pgaasctl.live.discovery import NodeState, PairState, probe_node, read_replication
 from pgaasctl.live.split_brain import read_primary, settle
+from pgaasctl.parallel import ThreadPool
 from pgaasctl.plan.model import HostOperation
 from providers.base import Host
 
 REPMGR_EXIT_NODE_DOWN = 25  # `repmgr cluster show` when any node is unreachable
 CONSISTENCY_WAIT = 10.0  # seconds to wait for repmgr's metadata to catch up with a promotion
+
+# `repmgr cluster show` on every node is the costliest part of a look (a process, and a session from it to every
+# node), and what it checks (repmgr's conninfo and .pgpass on the node) changes only when those do. Plan, apply and
+# status always ask for it; the agent leaves it out of the looks at the pairs it names here (see briefly()).
+_without_repmgr_view: ContextVar[frozenset[str]] = ContextVar("pgaasctl_without_repmgr_view", default=frozenset())
+
+
+@contextmanager
+def briefly(pairs: set[str]) -> Iterator[None]:
+    """Discovery of these pairs leaves out repmgr's view of the cluster (`cluster show`); every other fact is read
+    as always."""
+    token = _without_repmgr_view.set(frozenset(pairs))
+    try:
+        yield
+    finally:
+        _without_repmgr_view.reset(token)
 
 
 @dataclass
@@ -118,15 +137,14 @@ class Topology:
         return all(n.role in ("primary", "standby") or n.name in fixed for n in self.nodes) and len(self.nodes) > 1
 
 
-def _probe_script(host: Host) -> str:
+def _probe_script(host: Host, repmgr_view: bool = True) -> str:
     """One SSH round trip per node: repmgr's view of the cluster, and whether repmgrd runs there."""
     conf = shlex.quote(host.repmgr_conf or "/etc/repmgr.conf")
     env = repmgr_env(host)
     repmgr = shlex.quote(f"{host.bin_dir}/repmgr")  # the binary itself: Debian's /usr/bin/repmgr is a Perl wrapper
-    lines = [
-        f"test -x {repmgr} || {{ echo '@no-repmgr'; exit 0; }}",
-        f"echo '@show'; {env}{repmgr} -f {conf} cluster show --csv 2>&1; echo \"@exit=$?\"",
-    ]
+    lines = [f"test -x {repmgr} || {{ echo '@no-repmgr'; exit 0; }}"]
+    if repmgr_view:
+        lines.append(f"echo '@show'; {env}{repmgr} -f {conf} cluster show --csv 2>&1; echo \"@exit=$?\"")
     if host.layout:
         data = shlex.quote(host.layout.data_dir)
         lines.append(f"if {alive_from_pid_file(host.layout.socket_dir + '/repmgrd.pid')}; then rd=repmgrd; else rd=; fi")
@@ -190,17 +208,17 @@ def read_registration(address: NodeAddress) -> dict[str, Registered] | None:
     return {r[1]: Registered(node_id=r[0], name=r[1], role=r[2], active=r[3]) for r in rows}
 
 
-def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions) -> NodeReport:
+def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions, repmgr_view: bool = True) -> NodeReport:
     report = NodeReport(host=host)
     if not host.exists:
         return report
-    with ThreadPoolExecutor(max_workers=1) as sql_side:
+    with ThreadPool(max_workers=1) as sql_side:
         # PostgreSQL is asked at the same time as repmgr; a primary stays a primary when only its SSH is down
         sql = sql_side.submit(probe_node, address) if address is not None else None
         try:
             if host.running:
                 try:
-                    result = ssh.run(target_of(host), _probe_script(host), timeout=30)
+                    result = ssh.run(target_of(host), _probe_script(host, repmgr_view), timeout=30)
                     _parse_probe(report, result.stdout)
                 except ConnectionFailed as exc:
                     if "host key" in exc.message or "refused the key" in exc.message:
@@ -213,8 +231,9 @@ def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions) -> No
 
 
 def probe_pair(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions) -> list[NodeReport]:
-    with ThreadPoolExecutor(max_workers=max(1, len(hosts))) as pool:
-        reports = list(pool.map(lambda h: _probe_node(h, addresses.get(h.node), ssh), hosts))
+    with ThreadPool(max_workers=max(1, len(hosts))) as pool:
+        repmgr_view = pair not in _without_repmgr_view.get()
+        reports = list(pool.map(lambda h: _probe_node(h, addresses.get(h.node), ssh, repmgr_view), hosts))
     for report in reports:
         if report.role == "primary":
             report.registered = read_registration(addresses[report.name])

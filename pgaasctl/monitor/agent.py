@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from pgaasctl.parallel import ThreadPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from pgaasctl.errors import PgaasError
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.connect import connect
 from pgaasctl.live.discovery import PairState, probe_node
+from pgaasctl.live.kept import ConnectionKeeper, keeping
+from pgaasctl.live.topology import briefly
 from pgaasctl.monitor.lookup import changes, from_status, merge_seen
 from pgaasctl.monitor.metrics import Sample, sample_node
 from pgaasctl.monitor.models import UP_ROLES, Event, LookupNode, LookupPair, now
@@ -37,6 +40,7 @@ log = logging.getLogger("pgaasctl.agent")
 MAX_PARALLEL = 16
 PLANNED = ("switchover", "restart")  # history operations whose change of primary is planned
 PRUNE_EVERY = 3600.0  # seconds between two roll-ups and prunes of the store's history
+REPMGR_VIEW_EVERY = 30.0  # seconds a healthy pair's looks may go without repmgr's view (topology.briefly)
 NodeSamples = dict[str, list[Sample]]  # node -> its samples of one round
 
 
@@ -69,10 +73,12 @@ class Agent:
     _state: Snapshot = field(default_factory=Snapshot)
     _succeeded_at: float | None = None  # time.monotonic() of the last round that ran
     _sampled_at: dict[str, float] = field(default_factory=dict)  # pair -> time.monotonic() of its last samples
+    _repmgr_viewed_at: dict[str, float] = field(default_factory=dict)  # pair -> its last look with repmgr's view
     _pruned_at: float | None = None
     _key: bytes | None = None  # the store's key: pushes' tokens derive from it
     _book: _RoundStore = field(default_factory=lambda: _RoundStore())
     _sessions: SshSessions | None = None  # SSH connections kept from round to round
+    _keeper: ConnectionKeeper = field(default_factory=ConnectionKeeper)  # SQL sessions kept from round to round
     _desired: DesiredState | None = None  # the workspace as the last round loaded it
     _urgent: set[str] = field(default_factory=set)  # pairs a push asked to look at now
     _wake: threading.Event = field(default_factory=threading.Event)
@@ -155,8 +161,13 @@ class Agent:
         pairs = [p for p in loaded.pairs_in_scope() if only is None or p.name in only]
         due = {p.name for p in pairs if time.monotonic() - self._sampled_at.get(p.name, -1e9) >= settings.metrics_interval}
         sampled: dict[str, NodeSamples] = {}
+        brief = self._brief(pairs) if only is None else set()  # a push: the whole look
         try:
-            statuses = discover(loaded.desired, store, pairs, sampled, due, self._sessions)
+            with keeping(self._keeper), briefly(brief):
+                statuses = discover(loaded.desired, store, pairs, sampled, due, self._sessions)
+            self._repmgr_viewed_at.update({p.name: started for p in pairs if p.name not in brief})
+            if only is None:
+                self._keeper.sweep()
             at = now()
             for pair, nodes in sampled.items():
                 self._sampled_at[pair] = time.monotonic()
@@ -194,8 +205,20 @@ class Agent:
             self._succeeded_at = time.monotonic()
         return report
 
+    def _brief(self, pairs: list[DesiredPair]) -> set[str]:
+        """The pairs whose look this round may leave out repmgr's view. A pair with any problem at its last look gets
+        the whole look every round; of the healthy ones, the longest without repmgr's view get it, enough of them
+        each round that every pair has it about every REPMGR_VIEW_EVERY seconds (spread over the rounds)."""
+        with self._lock:
+            healthy = {x.pair for x in self._state.lookups if x.healthy and x.error is None}
+        candidates = sorted((p.name for p in pairs if p.name in healthy),
+                            key=lambda name: self._repmgr_viewed_at.get(name, -1e9))
+        share = math.ceil(len(candidates) * max(self.interval, 0.1) / REPMGR_VIEW_EVERY)
+        return set(candidates[share:])
+
     def close(self) -> None:
-        """The SSH connections kept between rounds."""
+        """The SSH connections and SQL sessions kept between rounds."""
+        self._keeper.close()
         if self._sessions is not None:
             self._sessions.close()
             self._sessions = None
@@ -256,7 +279,7 @@ def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair], samp
                               degraded=True, error=f"discovery failed: {type(exc).__name__}: {exc}")
 
     try:
-        with ThreadPoolExecutor(max_workers=max(1, min(MAX_PARALLEL, len(pairs)))) as pool:
+        with ThreadPool(max_workers=max(1, min(MAX_PARALLEL, len(pairs)))) as pool:
             return list(pool.map(one, pairs))
     finally:
         if sessions is None:
@@ -291,7 +314,7 @@ def probe_roles(pair: DesiredPair, desired: DesiredState, store: Store) -> list[
         addresses = pair_inputs(pair, desired.workspace, store).addresses
     except PgaasError:
         return []
-    with ThreadPoolExecutor(max_workers=max(1, len(addresses))) as pool:
+    with ThreadPool(max_workers=max(1, len(addresses))) as pool:
         probed = list(pool.map(probe_node, addresses.values()))
     found = []
     for state, conn in probed:

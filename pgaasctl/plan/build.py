@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from concurrent.futures import ThreadPoolExecutor
+from pgaasctl.parallel import ThreadPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,7 +178,7 @@ def make_plan(desired: DesiredState, store: Store, spec_path: Path, ssh: SshSess
         }
     live: dict[str, LivePair] = {}
     failures: list[PgaasError] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(8, len(prepared)))) as pool:
+    with ThreadPool(max_workers=max(1, min(8, len(prepared)))) as pool:
         futures = [pool.submit(plan_pair, inputs, store, ssh, destroy, targets) for inputs in prepared]
         for future in futures:
             try:
@@ -302,7 +302,7 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
         managed = store.managed(pair.name)
         objects = PairObjects.of(pair, managed, destroy)
         # Database contents are read over their own sessions while the cluster-wide catalog is read.
-        with ThreadPoolExecutor(max_workers=1) as background:
+        with ThreadPool(max_workers=1) as background:
             contents = background.submit(read_contents, state.primary.address, objects.contents_needed(pair.name, managed))
             catalog = read_cluster(state.connection, list_libraries=bool(PRELOAD_PARAMETERS & set(pair.doc.spec.settings)))
             catalog.contents = _readable_contents(catalog, contents.result())

@@ -356,3 +356,27 @@ def test_a_report_names_bad_input_and_says_when_there_is_no_history(ag: LocalPai
         assert said in result.flat, (args, result.output)
     empty = ag.ws.run("report", str(ag.ws.specs), "--format", "markdown", "--since", "1ms")
     assert empty.exit_code == 0 and "No samples in this period" in empty.stdout
+
+
+def test_the_agent_keeps_its_sessions_between_rounds_and_still_sees_a_node_go(ag: LocalPair) -> None:
+    from pgaasctl.monitor.agent import Agent
+
+    standby = ag.other(ag.primary())
+    agent = Agent(path=ag.ws.specs, store_flag=ag.ws.store_url, interval=1.0)
+    try:
+        assert agent.round().errors == 0
+        opened = agent._keeper.opened
+        assert agent.round().errors == 0
+        assert agent._keeper.opened == opened and agent._keeper.reused >= opened  # no new session on any node
+        kept = ag.value(standby, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgaasctl'")
+        assert kept >= 1
+        ag.stop_postgres(standby)
+        agent.round()
+        lookup = _lookup(ag)
+        assert lookup is not None and not lookup["healthy"]
+        assert {n["name"]: n["up"] for n in lookup["nodes"]}[standby] is False  # type: ignore[index, union-attr]
+    finally:
+        agent.close()
+        ag.ensure_healthy()
+    assert ag.value(ag.primary(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgaasctl' "
+                    "AND pid <> pg_backend_pid()") == 0  # close() ended them
