@@ -363,9 +363,6 @@ def _record_nodes(store: Store, pair: DesiredPair, state: PairState) -> None:
         previous = store.lookup(pair.name)
         after = from_state(state, "apply", previous)
         store.record_lookup(after, changes(previous, after))
-    store.record_nodes(pair.name, [
-        (n.address.name, n.address.host, n.address.port, n.role, n.role != "unreachable") for n in state.nodes
-    ])
 
 
 def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, ManagedObject], objects: PairObjects,

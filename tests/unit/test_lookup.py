@@ -146,7 +146,7 @@ def test_a_store_from_before_monitoring_reads_as_empty_and_gains_the_tables_on_i
 
     open_store("sqlite:///old.db", base=tmp_path).close()
     with sqlite3.connect(tmp_path / "old.db") as raw:  # what a pgaasctl from before the agent left
-        for table in ("lookup", "events", "samples", "samples_hourly"):
+        for table in ("lookup", "events", "series", "points", "points_hourly"):
             raw.execute(f"DROP TABLE {table}")
     reading = open_store("sqlite:///old.db", base=tmp_path, mode="read")
     try:

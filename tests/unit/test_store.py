@@ -78,32 +78,15 @@ def test_the_store_survives_reopening(tmp_path: Path):
     second.close()
 
 
-# ---------------------------------------------------------------- pairs and nodes
-
-def test_record_nodes_replaces_the_lookup_of_one_pair(store: Store):
-    store.record_nodes("p", [("p-b", "127.0.0.3", 5432, "standby", True), ("p-a", "127.0.0.2", 5433, "primary", True)])
-    store.record_nodes("q", [("q-a", "127.0.0.4", 5432, "primary", True)])
-    nodes = store.nodes("p")
-    assert [(n.name, n.host, n.port, n.role, n.reachable) for n in nodes] == [
-        ("p-a", "127.0.0.2", 5433, "primary", True), ("p-b", "127.0.0.3", 5432, "standby", True)]
-
-    store.record_nodes("p", [("p-b", "127.0.0.3", 5432, "primary", True), ("p-a", "127.0.0.2", 5433, "unreachable", False)])
-    nodes = store.nodes("p")
-    assert [(n.name, n.role, n.reachable) for n in nodes] == [("p-a", "unreachable", False), ("p-b", "primary", True)]
-    assert isinstance(nodes[0].reachable, bool)
-    assert [n.name for n in store.nodes("q")] == ["q-a"]
-    assert store.nodes("none") == []
-
+# ---------------------------------------------------------------- pairs
 
 def test_record_pair_and_forget_pair(store: Store):
     store.record_pair("b", "existing")
     store.record_pair("a", "existing")
     store.record_pair("a", "local")
     assert store.pairs() == ["a", "b"]
-    store.record_nodes("a", [("a-1", "h", 1, "primary", True)])
     store.forget_pair("a")
     assert store.pairs() == ["b"]
-    assert store.nodes("a") == []
 
 
 # ---------------------------------------------------------------- history
