@@ -23,7 +23,7 @@ from providers.base import Host, HostLayout
 
 # Bumped whenever the files pgaasctl writes on a node (repmgr.conf, start.sh, promote.sh) change: nodes of
 # pairs made with older files get them rewritten by the next apply (a reconfigure_repmgr operation).
-NODE_FILES_VERSION = 4  # 3: the fencing guard; 4: the fast failover promotion and the guard's watchdog
+NODE_FILES_VERSION = 5  # 3: the fencing guard; 4: the fast failover promotion and the guard's watchdog; 5: a lighter guard
 REPMGR_USER = "repmgr"
 REPMGR_DATABASE = "repmgr"
 LOG_LINES = 10  # lines of a node's PostgreSQL log shown when it did not start

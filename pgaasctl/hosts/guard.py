@@ -87,39 +87,60 @@ def guard_script(host: Host, layout: HostLayout, node_id: int, stuck_after: int 
         'echo $$ >"$pidfile"',
         "trap 'exit 0' TERM INT",
         "say() { echo \"$(date -u '+%Y-%m-%d %H:%M:%S UTC') $*\"; }",
-        "put() { [ \"$(cat \"$1\" 2>/dev/null)\" = \"$2\" ] || echo \"$2\" >\"$1\"; }",
+        # Every look runs on every node twice a second: shell builtins wherever they do (a fork costs more than
+        # the rest of a look), so a node pays about 1% of a core for its guard.
+        "put() { v=; [ -f \"$1\" ] && read -r v <\"$1\"; [ \"$v\" = \"$2\" ] || echo \"$2\" >\"$1\"; }",
+        "nl='\n'; ifs=$IFS  # the shell's newline, to split the peers' list by lines alone; the usual separators",
         # eligibility for the virtual IP (0 = eligible) and, while eligible, the timeline as its priority bonus
         "track() { put \"$track\" \"$1\"; if [ \"$1\" = 0 ]; then put \"$timeline_file\" \"$((mine > 150 ? 150 : mine))\"; "
         "else put \"$timeline_file\" 0; fi; }",
         'local_sql() { "$bin/psql" -X -A -t -q -h "$sock" -p "$port" -U repmgr -d repmgr -c "$1" 2>/dev/null; }',
-        # a primary's timeline is in the name of the WAL file it writes (pg_control's lags until a checkpoint)
-        "ROLE=\"SELECT CASE WHEN pg_is_in_recovery() THEN 'standby 0' ELSE 'primary ' || "
-        "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END\"",
+        # A primary says its timeline (in the name of the WAL file it writes: pg_control's lags until a checkpoint)
+        # and how many of its peers do not stream from it. A peer streaming from it is a standby, not a newer
+        # primary (a promotion ends the standby's WAL receiver, and with it the walsender here): while every peer
+        # streams, the guard asks none of them, the costliest part of a look.
+        # A standby also says, for the watchdog: the time (its clock), when its upstream last sent anything (0: it
+        # does not stream), and whether repmgrd is paused.
+        "ROLE=\"SELECT CASE WHEN pg_is_in_recovery() THEN 'standby 0 ' || extract(epoch FROM now())::bigint || ' ' || "
+        "coalesce((SELECT extract(epoch FROM last_msg_receipt_time)::bigint FROM pg_stat_wal_receiver "
+        "WHERE status = 'streaming'), 0) || ' ' || repmgr.repmgrd_is_paused()::int ELSE 'primary ' || "
+        "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int || ' ' || "
+        "(SELECT count(*) FROM repmgr.nodes n WHERE n.type <> 'witness' AND n.node_id <> "
+        f"{node_id} AND NOT EXISTS (SELECT 1 FROM pg_stat_replication r WHERE r.application_name = n.node_name "
+        "AND r.state = 'streaming')) END\"",
         "PEERS=\"SELECT conninfo FROM repmgr.nodes WHERE type <> 'witness' AND node_id <> "
         f"{node_id}\"",
         'peers=""',
+        "looks=0",
         *(_watchdog(host, layout, node_id, stuck_after, repmgrd_command) if stuck_after else ["watch() { :; }"]),
-        "heard=$(date +%s)",
+        "heard=  # when the upstream was last heard from; empty: from the next look as a standby",
         "while :; do",
+        "  looks=$((looks + 1))",
         '  me=$(local_sql "$ROLE")',
         '  case "$me" in',
         "    standby*)",
         "      watch",
         "      # a promotion under way (the hook's mark, younger than a minute) keeps the address it was given",
-        '      [ -n "$(find "$promoting" -mmin -1 2>/dev/null)" ] || track 1',
+        '      { [ -f "$promoting" ] && [ -n "$(find "$promoting" -mmin -1 2>/dev/null)" ]; } || track 1',
         '      if [ -f "$fenced" ]; then say "running as a standby now: fence lifted"; rm -f "$fenced"; fi ;;',
         "    primary*)",
-        "      heard=$(date +%s)  # the watchdog counts a standby's silence from when it became one",
-        '      mine=${me#primary }',
-        '      found=$(local_sql "$PEERS") && [ -n "$found" ] && peers=$found',
+        "      heard=  # the watchdog counts a standby's silence from when it became one",
+        '      mine=${me#primary }; unstreamed=${mine#* }; mine=${mine%% *}',
+        '      case "$unstreamed" in ""|*[!0-9]*) unstreamed=1 ;; esac',
+        "      # the peers' conninfo, from repmgr's records: read again every 10 s (20 looks), or while unknown",
+        '      if [ "$unstreamed" != 0 ] && { [ -z "$peers" ] || [ $((looks % 20)) = 0 ]; }; then',
+        '        found=$(local_sql "$PEERS") && [ -n "$found" ] && peers=$found',
+        "      fi",
         '      newer=""',
-        '      for peer in $(printf "%s\\n" "$peers" | tr " " "~"); do',
-        '        info=$(printf "%s" "$peer" | tr "~" " ")',
+        '      IFS=$nl',
+        '      [ "$unstreamed" = 0 ] || for info in $peers; do',
+        '        IFS=$ifs',
         '        theirs=$("$bin/psql" -X -A -t -q -d "$info connect_timeout=1" -c "$ROLE" 2>/dev/null)',
-        '        case "$theirs" in primary*) t=${theirs#primary }',
+        '        case "$theirs" in primary*) t=${theirs#primary }; t=${t%% *}',
         '          [ "$t" -gt "$mine" ] && newer="$(printf "%s" "$info" | sed -n "s/.*host=\\([^ ]*\\).*/\\1/p") is a primary on timeline $t";;',
         '        esac',
         "      done",
+        '      IFS=$ifs',
         '      if [ -n "$newer" ]; then',
         '        track 1',
         '        say "fenced: a stale primary on timeline $mine ($newer, promoted later); PostgreSQL stopped" \\',
@@ -130,7 +151,7 @@ def guard_script(host: Host, layout: HostLayout, node_id: int, stuck_after: int 
         "      else",
         '        track 0',
         "      fi ;;",
-        "    *) track 1; heard=$(date +%s) ;;",
+        "    *) track 1; heard= ;;",
         "  esac",
         f"  sleep {INTERVAL}",
         "done",
@@ -145,17 +166,17 @@ def _watchdog(host: Host, layout: HostLayout, node_id: int, stuck_after: int, re
         f"stuck_after={stuck_after}",
         f"repmgr_log={q(layout.log_dir + '/repmgr.log')}",
         f"repmgrd_pidfile={q(layout.socket_dir + '/repmgrd.pid')}",
-        "WATCH=\"SELECT coalesce((SELECT extract(epoch FROM last_msg_receipt_time)::bigint FROM pg_stat_wal_receiver "
-        "WHERE status = 'streaming'), 0) || ' ' || repmgr.repmgrd_is_paused()::int\"",
         "UPSTREAM=\"SELECT u.conninfo FROM repmgr.nodes u JOIN repmgr.nodes me ON u.node_id = me.upstream_node_id "
         f"WHERE me.node_id = {node_id}\"",
         "WITNESS=\"SELECT conninfo FROM repmgr.nodes WHERE type = 'witness'\"",
         "WITNESS_SEEN=\"SELECT CASE WHEN repmgr.repmgrd_is_running() THEN repmgr.get_upstream_last_seen() ELSE 0 END\"",
         "watch() {",
-        '  set -- $(local_sql "$WATCH")',
-        '  [ "${1:-0}" -gt 0 ] 2>/dev/null && heard=$1',
-        '  [ "${2:-1}" = 0 ] || return 0  # paused (a switchover under way), or the local node does not answer',
-        "  now=$(date +%s)",
+        '  set -- $me  # standby 0 NOW LAST_HEARD PAUSED, from the look',
+        '  [ "${3:-0}" -gt 0 ] 2>/dev/null || return 0',
+        '  now=$3',
+        '  [ "${4:-0}" -gt 0 ] 2>/dev/null && heard=$4',
+        '  [ -n "$heard" ] || heard=$now',
+        '  [ "${5:-1}" = 0 ] || return 0  # paused (a switchover under way)',
         '  [ $((now - heard)) -ge $stuck_after ] || return 0',
         '  [ -n "$(find "$promoting" -mmin -1 2>/dev/null)" ] && return 0',
         '  logged=$(stat -c %Y "$repmgr_log" 2>/dev/null || echo 0)',
@@ -187,6 +208,6 @@ def _watchdog(host: Host, layout: HostLayout, node_id: int, stuck_after: int, re
         '  [ -z "$witness" ] || "$bin/psql" -X -A -t -q -d "$witness connect_timeout=2" '
         f'-c "SELECT repmgr.notify_follow_primary({node_id})" >/dev/null 2>&1 || say "watchdog: the witness was not told"',
         f"  {repmgrd_command}",
-        "  heard=$(date +%s)",
+        "  heard=",
         "}",
     ]

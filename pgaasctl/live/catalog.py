@@ -93,6 +93,7 @@ class LiveCatalog(BaseModel):
     databases: dict[str, LiveDatabase]
     contents: dict[str, DatabaseContents]  # only for databases whose contents matter to the plan
     libraries: list[str] | None = None  # shared libraries installed on the server (None: not read, or not readable)
+    admin_extensions: list[str] = []  # extensions in the admin database (the pair's `statements` needs one there)
 
     def fingerprint(self) -> str:
         """A digest of what the plan was computed from (no secrets, no connection counts)."""
@@ -268,9 +269,10 @@ def read_cluster(conn: psycopg.Connection, list_libraries: bool = False) -> Live
             libraries = sorted(r[0] for r in conn.execute(LIBRARIES_SQL))
         except psycopg.Error:
             libraries = None  # not a superuser: the check is skipped, and the plan says so
+    admin_extensions = sorted(r[0] for r in conn.execute("SELECT extname FROM pg_extension"))
     return LiveCatalog(
         server_version=version, user=user, can_read_passwords=can_read_passwords, settings=settings, roles=roles,
-        databases=databases, contents={}, libraries=libraries,
+        databases=databases, contents={}, libraries=libraries, admin_extensions=admin_extensions,
     )
 
 

@@ -26,7 +26,7 @@ from pgaasctl.live.discovery import PairState, probe_node
 from pgaasctl.live.kept import ConnectionKeeper, keeping
 from pgaasctl.live.topology import briefly
 from pgaasctl.monitor.lookup import changes, from_status, merge_seen
-from pgaasctl.monitor.metrics import Sample, sample_node
+from pgaasctl.monitor.metrics import Sample, StatementText, sample_node, sample_statements
 from pgaasctl.monitor.models import UP_ROLES, Event, LookupNode, LookupPair, now
 from pgaasctl.monitor.push import Push
 from pgaasctl.spec.desired import DesiredPair, DesiredState
@@ -266,7 +266,9 @@ def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair], samp
     def one(pair: DesiredPair) -> PairStatus:
         def on_state(state: PairState) -> None:
             if sampled is not None and sample is not None and pair.name in sample:
-                sampled[pair.name] = sample_pair(state)
+                sampled[pair.name], texts = sample_pair(state, statements=pair.doc.spec.statements)
+                if texts:
+                    store.record_statements(pair.name, texts)
 
         try:
             status = pair_status(pair, desired, store, ssh, on_state=on_state)
@@ -325,9 +327,11 @@ def probe_roles(pair: DesiredPair, desired: DesiredState, store: Store) -> list[
     return found
 
 
-def sample_pair(state: PairState) -> NodeSamples:
-    """Each node's metrics over its own short connection; a node that does not answer is pg_up 0."""
+def sample_pair(state: PairState, statements: bool = False) -> tuple[NodeSamples, list[StatementText]]:
+    """Each node's metrics over its own short connection (a node that does not answer is pg_up 0); with
+    `statements`, each node's top statements too, and their texts."""
     found: NodeSamples = {}
+    texts: dict[tuple[str, str], StatementText] = {}
     for node in state.nodes:
         if node.role == "unreachable":
             found[node.name] = [Sample(metric="pg_up", value=0.0)]
@@ -335,10 +339,14 @@ def sample_pair(state: PairState) -> NodeSamples:
         try:
             with connect(node.address) as conn:
                 found[node.name] = sample_node(conn)
+                if statements:
+                    top, seen = sample_statements(conn)
+                    found[node.name] += top
+                    texts.update({(t.database, t.queryid): t for t in seen})
         except (PgaasError, psycopg.Error) as exc:
             log.warning("%s: metrics not sampled: %s", node.address.label, str(exc).splitlines()[0])
             found[node.name] = [Sample(metric="pg_up", value=0.0)]
-    return found
+    return found, list(texts.values())
 
 
 def prune(store: Store, settings: MonitoringSettings) -> None:

@@ -11,6 +11,7 @@ import psycopg
 from pydantic import BaseModel
 
 Kind = Literal["gauge", "counter"]
+TOP_STATEMENTS = 20  # statements sampled per node and round, by total time
 
 
 class Sample(BaseModel):
@@ -62,6 +63,12 @@ METRICS = {m.name: m for m in [
                label="slot_name"),
     MetricInfo(name="pgaas_wal_position_bytes", kind="counter", help="A primary: WAL written since the cluster "
                "began (its current LSN), so its rate is the WAL written per second."),
+    MetricInfo(name="pg_stat_statements_calls_total", kind="counter", help="Times a statement ran (the top "
+               f"{TOP_STATEMENTS} by time).", label="queryid"),
+    MetricInfo(name="pg_stat_statements_seconds_total", kind="counter", help="Seconds spent running a statement.",
+               label="queryid"),
+    MetricInfo(name="pg_stat_statements_rows_total", kind="counter", help="Rows a statement returned or changed.",
+               label="queryid"),
 ]}
 
 NODE_SQL = """
@@ -102,6 +109,47 @@ SELECT slot_name, active::int::float8,
                                      ELSE pg_current_wal_lsn() END, restart_lsn), 0)::float8
 FROM pg_replication_slots ORDER BY 1
 """
+
+
+# Only plain queries, whose constants pg_stat_statements replaced by $1, $2...: a utility statement keeps its text as
+# written (ALTER ROLE ... PASSWORD '...'), and the store never holds a secret. pgaasctl's own (its admin user's)
+# queries are left out.
+STATEMENTS_SQL = r"""
+SELECT coalesce(s.queryid, 0)::text, d.datname, sum(s.calls)::float8, (sum(s.total_exec_time) / 1000)::float8,
+       sum(s.rows)::float8, min(s.query)
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+WHERE s.toplevel AND s.userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+  AND s.query ~* '^\s*(select|insert|update|delete|with|merge|values|table)\M' AND s.query !~* 'passw'
+GROUP BY 1, 2
+ORDER BY sum(s.total_exec_time) DESC
+LIMIT %s
+"""
+STATEMENT_TEXT_LIMIT = 1000  # characters of a statement's text kept
+
+
+class StatementText(BaseModel):
+    queryid: str
+    database: str
+    query: str
+
+
+def sample_statements(conn: psycopg.Connection) -> tuple[list[Sample], list[StatementText]]:
+    """The top statements by time from pg_stat_statements (when the extension is there, in the session's database,
+    and loaded); nothing otherwise."""
+    try:
+        if conn.execute("SELECT to_regclass('pg_stat_statements') IS NULL").fetchone()[0]:  # type: ignore[index]
+            return [], []
+        rows = conn.execute(STATEMENTS_SQL, (TOP_STATEMENTS,)).fetchall()
+    except psycopg.Error:  # not in shared_preload_libraries yet (it counts from the next restart)
+        return [], []
+    samples: list[Sample] = []
+    texts: list[StatementText] = []
+    for queryid, database, calls, seconds, rows_total, query in rows:
+        samples += [Sample(metric="pg_stat_statements_calls_total", value=calls, database=database, label=queryid),
+                    Sample(metric="pg_stat_statements_seconds_total", value=seconds, database=database, label=queryid),
+                    Sample(metric="pg_stat_statements_rows_total", value=rows_total, database=database, label=queryid)]
+        texts.append(StatementText(queryid=queryid, database=database, query=" ".join(query.split())[:STATEMENT_TEXT_LIMIT]))
+    return samples, texts
 
 
 def sample_node(conn: psycopg.Connection) -> list[Sample]:

@@ -18,6 +18,7 @@ from pgaasctl.monitor.rates import Point, increase
 from pgaasctl.store import Store
 
 COUNTERS_FOR_TPS = ("pg_stat_database_xact_commit", "pg_stat_database_xact_rollback")
+TOP_STATEMENTS = 10  # rows of the report's statements table
 
 
 class Series(BaseModel):
@@ -37,6 +38,19 @@ class DatabaseRow(BaseModel):
     growth_bytes: float  # over the period (negative: it shrank)
 
 
+class StatementRow(BaseModel):
+    database: str
+    queryid: str
+    query: str
+    calls: float  # over the period, every node's
+    seconds: float
+    rows: float
+
+    @property
+    def mean_ms(self) -> float:
+        return 1000 * self.seconds / self.calls if self.calls else 0.0
+
+
 class PairReport(BaseModel):
     pair: str
     healthy: bool | None  # None: the agent never looked at it
@@ -44,6 +58,7 @@ class PairReport(BaseModel):
     checks: list[CheckResult] = []
     charts: list[Chart] = []
     databases: list[DatabaseRow] = []
+    statements: list[StatementRow] = []  # the top statements by time over the period (pg_stat_statements)
     events: list[Event] = []
     samples: int = 0  # how many samples the period holds: 0 means no history (no agent ran)
 
@@ -96,7 +111,32 @@ def _pair_report(store: Store, pair: str, database: str | None, since: str) -> P
     report.charts.append(Chart(title="Replication lag", unit="seconds",
                                series=_summed(_points(store, pair, "pg_replication_lag_seconds", since, None))))
     report.databases = _databases(sizes)
+    report.statements = _top_statements(store, pair, since, database)
     return report
+
+
+def _top_statements(store: Store, pair: str, since: str, database: str | None, top: int = TOP_STATEMENTS) -> list[StatementRow]:
+    """Each statement's calls, time and rows over the period (increases of its counters, per node, then added up),
+    the most time first."""
+    totals: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for metric, field in (("pg_stat_statements_seconds_total", "seconds"), ("pg_stat_statements_calls_total", "calls"),
+                          ("pg_stat_statements_rows_total", "rows")):
+        series: dict[tuple[str, str, str], list[Point]] = defaultdict(list)
+        raw = store.samples(pair, metric, since=since)
+        first_raw = raw[0].at if raw else "~"
+        for h in store.hourly(pair, metric, since=since):
+            if f"{h.hour}:59:59" < first_raw:
+                series[(h.node, h.database, h.label)].append(Point(at=f"{h.hour}:30:00+00:00", value=h.last))
+        for s in raw:
+            series[(s.node, s.database, s.label)].append(Point(at=s.at, value=s.value))
+        for (_, db, queryid), points in series.items():
+            if database is None or db == database:
+                totals[(db, queryid)][field] += increase(points).total
+    texts = store.statements(pair)
+    rows = [StatementRow(database=db, queryid=queryid, query=texts.get((db, queryid), "(text not kept)"),
+                         calls=v["calls"], seconds=v["seconds"], rows=v["rows"])
+            for (db, queryid), v in totals.items() if v["calls"] > 0]
+    return sorted(rows, key=lambda r: (-r.seconds, r.database, r.queryid))[:top]
 
 
 def _summed(rows: list[tuple[str, str, str, float]]) -> list[Series]:
@@ -165,6 +205,15 @@ def _size(value: float) -> str:
     return f"{value:.1f} TiB"
 
 
+def _short(query: str, limit: int = 160) -> str:
+    return query if len(query) <= limit else query[:limit - 1] + "…"
+
+
+def _markdown_code(text: str) -> str:
+    """Text as inline code inside a table cell: backticks and pipes would end the span or the cell."""
+    return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
+
+
 def render_markdown(report: Report) -> str:
     lines = [f"# PostgreSQL report, {report.since[:16]} to {report.until[:16]} UTC", ""]
     for pair in report.pairs:
@@ -185,6 +234,11 @@ def render_markdown(report: Report) -> str:
         if pair.databases:
             lines += ["| database | size | growth over the period |", "|---|---|---|"]
             lines += [f"| {d.database} | {_size(d.size_bytes)} | {_size(d.growth_bytes)} |" for d in pair.databases]
+            lines.append("")
+        if pair.statements:
+            lines += ["| statement | database | calls | total time | mean |", "|---|---|---|---|---|"]
+            lines += [f"| {_markdown_code(_short(s.query))} | {s.database} | {s.calls:.0f} | {s.seconds:.2f} s | "
+                      f"{s.mean_ms:.2f} ms |" for s in pair.statements]
             lines.append("")
         lines += ["Events:", ""] + ([f"- {e.at[:19]} {e.kind}{' ' + e.node if e.node else ''}: {e.detail}"
                                     for e in pair.events] or ["- none in this period"]) + [""]
@@ -261,6 +315,12 @@ def render_html(report: Report) -> str:
             parts.append("<table><tr><th>database</th><th>size</th><th>growth over the period</th></tr>")
             parts += [f"<tr><td>{e(d.database)}</td><td>{_size(d.size_bytes)}</td><td>{_size(d.growth_bytes)}</td></tr>"
                       for d in pair.databases]
+            parts.append("</table>")
+        if pair.statements:
+            parts.append("<h3>Top statements</h3>")
+            parts.append("<table><tr><th>statement</th><th>database</th><th>calls</th><th>total time</th><th>mean</th></tr>")
+            parts += [f"<tr><td><code>{e(_short(s.query))}</code></td><td>{e(s.database)}</td><td>{s.calls:.0f}</td>"
+                      f"<td>{s.seconds:.2f} s</td><td>{s.mean_ms:.2f} ms</td></tr>" for s in pair.statements]
             parts.append("</table>")
         parts.append("<h3>Events</h3>")
         if pair.events:

@@ -304,7 +304,8 @@ def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
         # Database contents are read over their own sessions while the cluster-wide catalog is read.
         with ThreadPool(max_workers=1) as background:
             contents = background.submit(read_contents, state.primary.address, objects.contents_needed(pair.name, managed))
-            catalog = read_cluster(state.connection, list_libraries=bool(PRELOAD_PARAMETERS & set(pair.doc.spec.settings)))
+            catalog = read_cluster(state.connection, list_libraries=bool(PRELOAD_PARAMETERS & set(pair.doc.spec.settings))
+                                   or pair.doc.spec.statements)
             catalog.contents = _readable_contents(catalog, contents.result())
         pair_plan = _plan_objects(inputs, catalog, managed, objects, destroy, warnings, sync_names)
         pair_plan.primary = state.primary.name

@@ -32,6 +32,8 @@ from pgaasctl.store import ManagedObject
 
 OBJECT_TYPES = ("tables", "sequences", "functions")
 
+STATEMENTS_EXTENSION = "pg_stat_statements"  # a Pair's `statements: true`
+
 
 @dataclass
 class PairContext:
@@ -197,6 +199,10 @@ def diff_pair(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec | None, a
             ctx.warnings.append(_pending_warning(ctx.pair, traits, address, f"{key} (reset to its default)", setting))
     if needs_reload:
         change.statements.append(sqlgen.reload_conf())
+    if spec.statements and STATEMENTS_EXTENSION not in ctx.catalog.admin_extensions:
+        change.attributes.append(AttributeChange(name="statements", before=None, after=STATEMENTS_EXTENSION,
+                                                 note="extension in the admin database"))
+        change.statements.append(sqlgen.create_extension(None, STATEMENTS_EXTENSION, None, None))
     change.record = pair_record(spec, ctx.node_files)
     if not managed:
         change.notes.append("pgaasctl starts managing this pair")
@@ -223,6 +229,11 @@ def _pair_settings(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec, tra
     for name, reason in settings_rules.owned_parameter_problems(desired, traits).items():
         ctx.errors.append(f"{address}: {reason}; remove it from settings")
         del desired[name]
+    if spec.statements:  # added to what the spec gives, or else to what the server has (other libraries stay)
+        current = ctx.catalog.settings.get("shared_preload_libraries")
+        base = desired.get("shared_preload_libraries", (current.file_value if current.file_value is not None
+                                                         else current.setting) if current else "")
+        desired["shared_preload_libraries"] = settings_rules.with_library(base, STATEMENTS_EXTENSION)
     if traits.repmgr and "shared_preload_libraries" in desired:
         desired["shared_preload_libraries"] = settings_rules.with_repmgr(desired["shared_preload_libraries"])
     if traits.repmgr and "synchronous_standby_names" in desired:
@@ -271,6 +282,8 @@ def pair_record(spec: ExistingPairSpec | LocalPairSpec, node_files: int | str = 
         "settings": {k: settings_rules.as_text(v) for k, v in spec.settings.items()},
         "deletion_protection": spec.deletion_protection,
     }
+    if spec.statements:  # only when on: records of pairs from before the option stay as they were
+        record["statements"] = True
     if isinstance(spec, LocalPairSpec):
         record["failover"] = spec.failover.model_dump()
         record["node_files"] = node_files

@@ -241,9 +241,14 @@ def _integer(text: str) -> int | None:
 
 def with_repmgr(value: SettingValue) -> str:
     """shared_preload_libraries as the spec gives it, with repmgr appended unless it is already there."""
+    return with_library(value, REPMGR_LIBRARY)
+
+
+def with_library(value: SettingValue, library: str) -> str:
+    """A list of libraries with `library` appended unless it is already there."""
     items = [item.strip() for item in as_text(value).split(",") if item.strip()]
-    if REPMGR_LIBRARY not in [item.strip('"') for item in items]:
-        items.append(REPMGR_LIBRARY)
+    if library not in [item.strip('"') for item in items]:
+        items.append(library)
     return ", ".join(items)
 
 

@@ -102,7 +102,7 @@ def drop_database(name: str) -> Statement:
     return Statement(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(I(name)), transactional=False)
 
 
-def create_extension(database: str, name: str, version: str | None, schema: str | None) -> Statement:
+def create_extension(database: str | None, name: str, version: str | None, schema: str | None) -> Statement:
     query = sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(I(name))
     if schema:
         query = sql.SQL("{} SCHEMA {}").format(query, I(schema))

@@ -230,6 +230,10 @@ class PairSpecBase(Strict):
         "asynchronous", description="synchronous: a commit returns once it is on both nodes."
     )
     settings: Settings = Field(default_factory=dict, description="Server parameters, set with ALTER SYSTEM.")
+    statements: bool = Field(
+        False, description="Track statements with pg_stat_statements, for the agent's samples and `pgaasctl report`: "
+        "adds it to shared_preload_libraries (it counts from the next restart: `pgaasctl restart PAIR --pending`) and "
+        "creates the extension in the admin database. Turned off, the agent stops sampling; the library stays.")
     deletion_protection: bool = Field(True, description="Refuse to destroy the pair.")
 
     @model_validator(mode="after")

@@ -22,7 +22,7 @@ import psycopg
 from pydantic import BaseModel
 
 from pgaasctl.errors import LockHeld, PgaasError
-from pgaasctl.monitor.metrics import Sample
+from pgaasctl.monitor.metrics import Sample, StatementText
 from pgaasctl.monitor.models import Event, HourlySample, LookupPair, StoredSample
 
 
@@ -78,6 +78,10 @@ DDL: list[str | tuple[str, str]] = [  # a pair: (SQLite, PostgreSQL)
         series BIGINT NOT NULL, hour TEXT NOT NULL, minimum DOUBLE PRECISION NOT NULL,
         maximum DOUBLE PRECISION NOT NULL, average DOUBLE PRECISION NOT NULL, last DOUBLE PRECISION NOT NULL,
         count INTEGER NOT NULL, PRIMARY KEY (series, hour))"""),
+    # the texts of the statements sampled from pg_stat_statements (a Pair's `statements: true`), by queryid
+    """CREATE TABLE IF NOT EXISTS statements (
+        pair TEXT NOT NULL, dbname TEXT NOT NULL, queryid TEXT NOT NULL, query TEXT NOT NULL, seen_at TEXT NOT NULL,
+        PRIMARY KEY (pair, dbname, queryid))""",
     # superseded by `lookup` (the node table of the first versions), and read by nothing
     "DROP TABLE IF EXISTS nodes",
 ]
@@ -540,9 +544,24 @@ class Store:
             return 0
         return self._count("DELETE FROM points WHERE series = ? AND at < ?", (series, cutoff))
 
-    def prune(self, hourly_before: str, events_before: str) -> None:
-        """Rollups and events past their retention go, and the series left with neither points nor rollups."""
+    def record_statements(self, pair: str, texts: list[StatementText]) -> None:
         self._writing()
+        self._exec_many("INSERT INTO statements (pair, dbname, queryid, query, seen_at) VALUES (?, ?, ?, ?, ?) "
+                        "ON CONFLICT (pair, dbname, queryid) DO UPDATE SET query = excluded.query, "
+                        "seen_at = excluded.seen_at", [(pair, t.database, t.queryid, t.query, _now()) for t in texts])
+
+    def statements(self, pair: str) -> dict[tuple[str, str], str]:
+        """(database, queryid) -> the statement's text, of the statements sampled on the pair."""
+        if not self._monitored("statements"):
+            return {}
+        return {(r[0], r[1]): r[2] for r in self._exec("SELECT dbname, queryid, query FROM statements WHERE pair = ?",
+                                                       (pair,))}
+
+    def prune(self, hourly_before: str, events_before: str) -> None:
+        """Rollups and events past their retention go, and the series left with neither points nor rollups (and
+        the texts of statements no longer seen)."""
+        self._writing()
+        self._exec("DELETE FROM statements WHERE seen_at < ?", (hourly_before,))
         self._exec("DELETE FROM points_hourly WHERE hour < ?", (hourly_before[:13],))
         self._exec("DELETE FROM events WHERE happened_at < ?", (events_before,))
         self._exec("DELETE FROM series WHERE NOT EXISTS (SELECT 1 FROM points WHERE points.series = series.id) "

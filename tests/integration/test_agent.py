@@ -380,3 +380,49 @@ def test_the_agent_keeps_its_sessions_between_rounds_and_still_sees_a_node_go(ag
         ag.ensure_healthy()
     assert ag.value(ag.primary(), "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgaasctl' "
                     "AND pid <> pg_backend_pid()") == 0  # close() ended them
+
+
+def test_top_statements_are_sampled_and_reported_without_constants_or_secrets(ag: LocalPair, tmp_path: Path) -> None:
+    import psycopg
+
+    ag.rewrite_spec(statements=True)
+    applied = ag.ws.apply()
+    assert applied.exit_code == 0, applied.output
+    assert "pg_stat_statements" in applied.output
+    restarted = ag.ws.run("restart", "ag", str(ag.ws.specs), "--pending")
+    assert restarted.exit_code == 0, restarted.output
+    converged = ag.ws.plan("--detailed-exitcode")
+    assert converged.exit_code == 0, converged.output
+    primary = ag.primary()
+    ag.execute(primary, "CREATE ROLE stmt_app LOGIN PASSWORD 'app-password-123'")
+    try:
+        with psycopg.connect(host=ag.address(primary), port=5432, user="stmt_app", password="app-password-123",
+                             dbname="postgres", autocommit=True) as app:
+            app.execute("CREATE TEMP TABLE stmt_probe (n int)")
+
+            def workload() -> None:
+                for i in range(50):
+                    app.execute("INSERT INTO stmt_probe VALUES (%s)", (i,))
+                app.execute("SELECT count(*) FROM stmt_probe WHERE n <> 424242")
+
+            workload()
+            assert ag.ws.run("agent", str(ag.ws.specs), "--once").exit_code == 0
+            workload()
+            app.execute("ALTER ROLE stmt_app PASSWORD 'rotated-secret-991'")
+            assert ag.ws.run("agent", str(ag.ws.specs), "--once").exit_code == 0
+        out = tmp_path / "report.json"
+        made = ag.ws.run("report", str(ag.ws.specs), "--pair", "ag", "--format", "json", "--out", str(out))
+        assert made.exit_code == 0, made.output
+        [pair] = json.loads(out.read_text())["pairs"]
+        statements = {s["query"]: s for s in pair["statements"]}
+        insert = statements["INSERT INTO stmt_probe VALUES ($1)"]
+        assert (insert["database"], insert["calls"], insert["rows"]) == ("postgres", 50.0, 50.0)
+        assert "SELECT count(*) FROM stmt_probe WHERE n <> $1" in statements
+        assert not any("PASSWORD" in q.upper() for q in statements)
+        html = tmp_path / "report.html"
+        assert ag.ws.run("report", str(ag.ws.specs), "--pair", "ag", "--out", str(html)).exit_code == 0
+        assert "Top statements" in html.read_text() and "INSERT INTO stmt_probe VALUES ($1)" in html.read_text()
+        stored = b"".join(p.read_bytes() for p in Path(ag.ws.store_url.removeprefix("sqlite:///")).parent.glob("store.db*"))
+        assert b"rotated-secret-991" not in stored and b"app-password-123" not in stored and b"424242" not in stored
+    finally:
+        ag.execute(primary, "DROP ROLE IF EXISTS stmt_app")

@@ -128,6 +128,41 @@ def test_diff_pair_shows_shared_preload_libraries_merged_with_repmgr() -> None:
     assert (attribute.before, attribute.after, attribute.note) == ("repmgr", "pg_stat_statements, repmgr", "restart required")
 
 
+def _libraries(running: str) -> LiveSetting:
+    return setting("shared_preload_libraries", running, None).model_copy(update={"vartype": "string"})
+
+
+def test_statements_adds_pg_stat_statements_to_the_libraries_the_server_has_and_creates_the_extension() -> None:
+    spec = ExistingPairSpec.model_validate({"provider": "existing", "nodes": [{"name": "a", "host": "10.0.0.1"}],
+                                            "statements": True})
+    ctx = _ctx({"shared_preload_libraries": _libraries("pg_cron")}, sync=None)
+    change = diff.diff_pair(ctx, spec, "pair.p")
+    assert change is not None
+    libraries, statements = change.attributes
+    assert (libraries.before, libraries.after) == ("pg_cron", "pg_cron, pg_stat_statements")  # pg_cron stays
+    assert (statements.name, statements.after) == ("statements", "pg_stat_statements")
+    shown = [s.display() for s in change.statements]
+    assert 'CREATE EXTENSION IF NOT EXISTS "pg_stat_statements"' in shown
+    assert [s.database for s in change.statements if "EXTENSION" in s.display()] == [None]  # the admin database
+    assert change.record is not None and change.record["statements"] is True
+
+
+def test_statements_already_set_up_plans_nothing_and_a_repmgr_pair_keeps_repmgr() -> None:
+    ctx = _ctx({"shared_preload_libraries": _libraries("pg_stat_statements, repmgr")}, sync=None)
+    ctx.catalog.admin_extensions = ["pg_stat_statements", "plpgsql"]
+    spec = LocalPairSpec.model_validate({"provider": "local", "nodes": [{"name": "a"}], "statements": True})
+    change = diff.diff_pair(ctx, spec, "pair.p")
+    assert change is not None and change.attributes == [] and change.statements == []
+    fresh = _ctx({"shared_preload_libraries": _libraries("repmgr")}, sync=None)
+    [libraries, _] = diff.diff_pair(fresh, spec, "pair.p").attributes  # type: ignore[union-attr]
+    assert libraries.after == "repmgr, pg_stat_statements"
+
+
+def test_a_pair_without_statements_keeps_the_record_it_had() -> None:
+    record = diff.pair_record(_local())
+    assert "statements" not in record
+
+
 def test_diff_pair_says_how_to_restart_what_waits_for_it() -> None:
     ctx = _ctx({"max_connections": setting("max_connections", "200", "150")}, sync=None)
     assert diff.diff_pair(ctx, _local(max_connections=150), "pair.p") is not None  # adopting: no server change
