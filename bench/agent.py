@@ -56,16 +56,26 @@ def cpu_seconds(pid: int) -> float:
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLOCK_TICKS
 
 
-def live_children_cpu(parent: int) -> float:
-    total = 0.0
+def descendants_cpu(root: int) -> float:
+    """CPU seconds of every live descendant of `root` (each with its reaped children): an SSH connection's
+    commands are the great-grandchildren of the listening sshd (its privileged and its user process between)."""
+    parents: dict[int, int] = {}
+    cpu: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
                 fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[1]) == parent:  # a live child, with its own reaped children (an SSH session's commands)
-                total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLOCK_TICKS
+            parents[int(entry.name)] = int(fields[1])
+            cpu[int(entry.name)] = sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLOCK_TICKS
+    total = 0.0
+    for pid in cpu:
+        ancestor = parents.get(pid)
+        while ancestor and ancestor != root:
+            ancestor = parents.get(ancestor)
+        if ancestor == root:
+            total += cpu[pid]
     return total
 
 
@@ -86,7 +96,7 @@ def server_cpu(bench: LocalBench, pair: str, node: str) -> tuple[float, float]:
     """(PostgreSQL, sshd) CPU seconds so far of one node."""
     postmaster = int((bench.node_dir(pair, node) / "data" / "postmaster.pid").read_text().split()[0])
     sshd = sshd_pid(bench.node_dir(pair, node))
-    return (cpu_seconds(postmaster) + live_children_cpu(postmaster), cpu_seconds(sshd) + live_children_cpu(sshd))
+    return (cpu_seconds(postmaster) + descendants_cpu(postmaster), cpu_seconds(sshd) + descendants_cpu(sshd))
 
 
 def role(bench: LocalBench, pair: str, address: str) -> str | None:
@@ -174,13 +184,22 @@ def main() -> int:
         pair = names[0]
         primary = next(n["name"] for n in next(p for p in bench.status() if p["pair"] == pair)["nodes"]
                        if n["role"] == "primary")
-        before = server_cpu(bench, pair, primary)
+        opened = agent._keeper.opened
+        started, before = time.monotonic(), server_cpu(bench, pair, primary)
         for _ in range(args.rounds):
             agent.round()
-        after = server_cpu(bench, pair, primary)
-        pg_cost, ssh_cost = ((b - a) / args.rounds * 1000 for a, b in zip(before, after))
-        print(f"  CPU per round on one primary ({pair}/{primary}), lookup rounds: PostgreSQL {pg_cost:.1f} ms, "
-              f"sshd (discovery over SSH) {ssh_cost:.1f} ms")
+        after, spent = server_cpu(bench, pair, primary), time.monotonic() - started
+        # the node's own background (repmgrd's and the guard's sessions) over as long, without the agent
+        idle_before = server_cpu(bench, pair, primary)
+        time.sleep(spent)  # measuring an idle period of the same length, not waiting for anything
+        idle_after = server_cpu(bench, pair, primary)
+        pg_cost, ssh_cost = ((b - a - (ib - ia)) / args.rounds * 1000
+                             for a, b, ia, ib in zip(before, after, idle_before, idle_after))
+        idle_pg = (idle_after[0] - idle_before[0]) / spent * 1000
+        print(f"  CPU per round on one primary ({pair}/{primary}), lookup rounds, less the node's own background "
+              f"({idle_pg:.0f} ms per second: repmgrd and the fencing guard): PostgreSQL {pg_cost:.1f} ms, sshd "
+              f"(discovery over SSH) {ssh_cost:.1f} ms; SQL sessions opened in {args.rounds} rounds: "
+              f"{agent._keeper.opened - opened} (kept: {agent._keeper.reused} reuses so far)")
 
         # 3. lookup staleness after a failover, with pushes and without
         stop = threading.Event()

@@ -198,6 +198,10 @@ class PairRestart:
         self.bootstrap.stop_postgres(host)
         self.bootstrap.start_postgres(host)
         wait_streaming(self.addresses[primary], standby.node, self.synchronous)
+        # repmgrd there still holds its session to the PostgreSQL that stopped, and notices only when it next
+        # uses it: if that is to ask whether it is paused, as the primary stops for a switchover, the failed
+        # query counts as "not paused" and it promotes the standby itself, racing the switchover (seen in CI)
+        self.bootstrap.restart_repmgrd(host)
         standby.seconds = time.monotonic() - started
         if self.synchronous:
             report.standby_wait = standby.seconds

@@ -82,6 +82,15 @@ def alive_from_pid_file(pid_file: str) -> str:
             f"st=$(awk '{{print $3}}' /proc/$pid/stat 2>/dev/null) && [ -n \"$st\" ] && [ \"$st\" != Z ]")
 
 
+def reaped_from_pid_file(pid_file: str, seconds: int = 30) -> str:
+    """Shell: waits (up to `seconds`) while the process a pid file names is a zombie. repmgr's and pg_ctl's own
+    checks (kill -0) take a killed postmaster that init has not reaped yet for a running one, and refuse to clone
+    or rejoin over it; some inits reap orphans only every few seconds."""
+    return (f"pid=$(head -n 1 {shlex.quote(pid_file)} 2>/dev/null); i=0; "
+            f"while [ -n \"$pid\" ] && [ \"$(awk '{{print $3}}' /proc/$pid/stat 2>/dev/null)\" = Z ] "
+            f"&& [ $i -lt {seconds * 10} ]; do sleep 0.1; i=$((i + 1)); done; true")
+
+
 def _bin(host: Host, program: str) -> str:
     return shlex.quote(f"{host.bin_dir}/{program}")
 
@@ -388,6 +397,11 @@ class Bootstrap:
                 f"Resume it (kill -CONT {words[1]}) or kill it, then run apply again.",
             )
 
+    def wait_reaped(self, host: Host) -> None:
+        """A killed postmaster still a zombie: wait for init to reap it before repmgr looks at the data directory."""
+        if host.layout is not None:
+            self.ssh.run(target_of(host), reaped_from_pid_file(f"{host.layout.data_dir}/postmaster.pid"), timeout=60)
+
     def postgres_running(self, host: Host) -> bool:
         if host.layout is not None:  # pg_ctl status: 0 running, 3 not (repmgr node status also fails on warnings)
             # pg_ctl takes a killed postmaster that init has not reaped yet (a zombie) for a running one
@@ -474,6 +488,7 @@ class Bootstrap:
         layout = host.layout
         assert layout is not None
         self._write_config(host, node_id, repmgr_password)
+        self.wait_reaped(host)
         self._repmgr(
             host,
             f"-h {shlex.quote(primary.address)} -p {primary.pg_port} -U {REPMGR_USER} -d {REPMGR_DATABASE} standby clone -c"
@@ -490,6 +505,7 @@ class Bootstrap:
         Raises RewindFailed when pg_rewind itself cannot work (then only a re-clone can), StartFailed (with the
         end of the node's log) when PostgreSQL did not start, and PgaasError or ConnectionFailed otherwise."""
         self.refuse_frozen(host)
+        self.wait_reaped(host)
         # pg_rewind (15) compares timelines from pg_control, which a promotion updates only at its next checkpoint
         self._psql_any(primary, "CHECKPOINT", "CHECKPOINT on the primary")
         if self.postgres_running(host):

@@ -113,12 +113,12 @@ FROM pg_replication_slots ORDER BY 1
 
 # Only plain queries, whose constants pg_stat_statements replaced by $1, $2...: a utility statement keeps its text as
 # written (ALTER ROLE ... PASSWORD '...'), and the store never holds a secret. pgaasctl's own (its admin user's)
-# queries are left out.
+# and repmgr's queries are left out.
 STATEMENTS_SQL = r"""
 SELECT coalesce(s.queryid, 0)::text, d.datname, sum(s.calls)::float8, (sum(s.total_exec_time) / 1000)::float8,
        sum(s.rows)::float8, min(s.query)
 FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
-WHERE s.toplevel AND s.userid <> (SELECT oid FROM pg_roles WHERE rolname = current_user)
+WHERE s.toplevel AND s.userid NOT IN (SELECT oid FROM pg_roles WHERE rolname IN (current_user, 'repmgr'))
   AND s.query ~* '^\s*(select|insert|update|delete|with|merge|values|table)\M' AND s.query !~* 'passw'
 GROUP BY 1, 2
 ORDER BY sum(s.total_exec_time) DESC

@@ -87,3 +87,23 @@ def test_a_zombie_is_not_a_running_process(tmp_path: Path) -> None:
         assert subprocess.run(["sh", "-c", alive_from_pid_file(str(pid_file))], check=False).returncode == 0
     finally:
         child.wait()
+
+
+def test_the_wait_for_a_zombie_postmaster_ends_once_it_is_reaped(tmp_path: Path) -> None:
+    from pgaasctl.hosts.bootstrap import reaped_from_pid_file
+
+    child = subprocess.Popen(["true"])
+    pid_file = tmp_path / "postmaster.pid"
+    pid_file.write_text(f"{child.pid}\n/data\n")
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child never became a zombie"
+        time.sleep(0.01)  # polling the child's state
+    waiting = subprocess.Popen(["sh", "-c", reaped_from_pid_file(str(pid_file), seconds=20)])
+    time.sleep(0.5)  # while the zombie lasts, the script waits
+    assert waiting.poll() is None
+    started = time.monotonic()
+    child.wait()  # reaped
+    assert waiting.wait(timeout=5) == 0 and time.monotonic() - started < 2
+    gone = subprocess.run(["sh", "-c", reaped_from_pid_file(str(tmp_path / "none.pid"))], timeout=5, check=False)
+    assert gone.returncode == 0  # no pid file: nothing to wait for
