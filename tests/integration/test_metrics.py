@@ -125,3 +125,15 @@ def test_a_stats_reset_between_samples_counts_from_zero_not_negative(pg: PgServe
     grown = increase([first, second, third])
     assert grown.resets == 1
     assert 250 <= grown.total <= 270  # the work, plus a few transactions of the sessions themselves
+
+
+def test_statements_are_nothing_until_the_extension_is_there_and_loaded(pg: PgServer, conn: psycopg.Connection) -> None:
+    from pgaasctl.monitor.metrics import sample_statements
+
+    assert sample_statements(conn) == ([], [])  # no extension in this database
+    pg.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+    try:
+        assert sample_statements(conn) == ([], [])  # created, but not in shared_preload_libraries: no error either
+        assert conn.execute("SELECT 1").fetchone() == (1,)  # the session is still usable
+    finally:
+        pg.execute("DROP EXTENSION pg_stat_statements")
