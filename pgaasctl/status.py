@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pgaasctl.parallel import ThreadPool
 from urllib.parse import quote
 
 import psycopg
@@ -16,6 +15,7 @@ from pgaasctl.live.connect import connect
 from pgaasctl.live.discovery import PairState
 from pgaasctl.live.topology import Topology
 from pgaasctl.monitor.models import CheckResult
+from pgaasctl.parallel import ThreadPool
 from pgaasctl.plan.build import pair_inputs
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.spec.models import LocalPairSpec
@@ -105,6 +105,9 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             state.close()
     except PgaasError as exc:
         status.error = str(exc)
+    except psycopg.Error as exc:  # a node that answered discovery stopped answering during the look
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        status.error = f"pair {pair.name!r}: a node stopped answering during the look ({reason}); look again"
     return status
 
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pgaasctl.parallel import ThreadPool
 
 import psycopg
 from pydantic import BaseModel, Field
 
 from pgaasctl.errors import ConnectionFailed
 from pgaasctl.live.connect import NodeAddress, connect
+from pgaasctl.parallel import ThreadPool
 
 Privileges = dict[str, list[str]]  # grantee -> sorted privileges
 

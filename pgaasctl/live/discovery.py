@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pgaasctl.parallel import ThreadPool
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -10,6 +9,7 @@ import psycopg
 
 from pgaasctl.errors import ConnectionFailed, PlanError
 from pgaasctl.live.connect import NodeAddress, connect
+from pgaasctl.parallel import ThreadPool
 
 NodeRole = Literal["primary", "standby", "unreachable"]
 

@@ -11,7 +11,6 @@ import logging
 import math
 import threading
 import time
-from pgaasctl.parallel import ThreadPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +28,7 @@ from pgaasctl.monitor.lookup import changes, from_status, merge_seen
 from pgaasctl.monitor.metrics import Sample, StatementText, sample_node, sample_statements
 from pgaasctl.monitor.models import UP_ROLES, Event, LookupNode, LookupPair, now
 from pgaasctl.monitor.push import Push
+from pgaasctl.parallel import ThreadPool
 from pgaasctl.spec.desired import DesiredPair, DesiredState
 from pgaasctl.monitor.health import WINDOW_SECONDS, evaluate
 from pgaasctl.spec.models import HealthThresholds, MonitoringSettings

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pgaasctl.parallel import ThreadPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from pgaasctl.live.discovery import PairState, discover, probe_node
 from pgaasctl.live.topology import Topology, discover_topology
 from pgaasctl.monitor.lookup import changes, from_state
 from pgaasctl.monitor.push import PushTarget, push_target
+from pgaasctl.parallel import ThreadPool
 from pgaasctl.passwords import check_passwords
 from pgaasctl.plan import diff, policy
 from pgaasctl.plan.model import AttributeChange, Change, HostOperation, PairPlan, Plan, ShownStatement
