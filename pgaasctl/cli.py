@@ -892,6 +892,9 @@ def _restart_lines(report: workspace.RestartReport, pending_only: bool) -> list[
     return lines
 
 
+from pgaasctl import cli_service  # noqa: E402,F401 - registers serve, user and token
+
+
 def main() -> None:
     global out, err
     signal.signal(signal.SIGTERM, _terminate)

@@ -82,6 +82,13 @@ DDL: list[str | tuple[str, str]] = [  # a pair: (SQLite, PostgreSQL)
     """CREATE TABLE IF NOT EXISTS statements (
         pair TEXT NOT NULL, dbname TEXT NOT NULL, queryid TEXT NOT NULL, query TEXT NOT NULL, seen_at TEXT NOT NULL,
         PRIMARY KEY (pair, dbname, queryid))""",
+    # the API's users and their tokens (pgaasctl/api/users.py): hashes only, never a password or a token
+    """CREATE TABLE IF NOT EXISTS users (
+        name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled INTEGER NOT NULL,
+        created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS tokens (
+        id TEXT PRIMARY KEY, user_name TEXT NOT NULL, secret_hash TEXT NOT NULL, created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL, revoked INTEGER NOT NULL)""",
     # superseded by `lookup` (the node table of the first versions), and read by nothing
     "DROP TABLE IF EXISTS nodes",
 ]
@@ -591,6 +598,55 @@ class Store:
                                         "count) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                                         [(ids[(r[2], r[3], r[4])], *r[5:]) for r in group])
                 self._exec(f"DROP TABLE {table}")
+
+    # -- the API's users and tokens (hashes only)
+    _USER_COLUMNS = "name, role, disabled, password_hash, created_at"
+    _TOKEN_COLUMNS = "id, user_name, secret_hash, created_at, expires_at, revoked"
+
+    def record_user(self, name: str, role: str, password_hash: str, created_at: str) -> None:
+        self._writing()
+        self._exec("INSERT INTO users (name, role, password_hash, disabled, created_at) VALUES (?, ?, ?, 0, ?)",
+                   (name, role, password_hash, created_at))
+
+    def user_record(self, name: str) -> tuple[str, str, bool, str, str] | None:
+        """(name, role, disabled, password_hash, created_at)"""
+        if not self._monitored("users"):
+            return None
+        rows = self._exec(f"SELECT {self._USER_COLUMNS} FROM users WHERE name = ?", (name,))
+        return (rows[0][0], rows[0][1], bool(rows[0][2]), rows[0][3], rows[0][4]) if rows else None
+
+    def user_records(self) -> list[tuple[str, str, bool, str, str]]:
+        if not self._monitored("users"):
+            return []
+        return [(r[0], r[1], bool(r[2]), r[3], r[4])
+                for r in self._exec(f"SELECT {self._USER_COLUMNS} FROM users ORDER BY name")]
+
+    def set_user_disabled(self, name: str, disabled: bool) -> None:
+        self._writing()
+        self._exec("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
+
+    def record_token(self, token_id: str, user: str, secret_hash: str, created_at: str, expires_at: str) -> None:
+        self._writing()
+        self._exec("INSERT INTO tokens (id, user_name, secret_hash, created_at, expires_at, revoked) "
+                   "VALUES (?, ?, ?, ?, ?, 0)", (token_id, user, secret_hash, created_at, expires_at))
+
+    def token_record(self, token_id: str) -> tuple[str, str, str, str, str, bool] | None:
+        """(id, user, secret_hash, created_at, expires_at, revoked)"""
+        if not self._monitored("tokens"):
+            return None
+        rows = self._exec(f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,))
+        return (*rows[0][:5], bool(rows[0][5])) if rows else None  # type: ignore[return-value]
+
+    def token_records(self, user: str | None = None) -> list[tuple[str, str, str, str, str, bool]]:
+        if not self._monitored("tokens"):
+            return []
+        where, params = ("WHERE user_name = ?", (user,)) if user else ("", ())
+        return [(*r[:5], bool(r[5])) for r in  # type: ignore[misc]
+                self._exec(f"SELECT {self._TOKEN_COLUMNS} FROM tokens {where} ORDER BY created_at, id", params)]
+
+    def revoke_token(self, token_id: str) -> None:
+        self._writing()
+        self._exec("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

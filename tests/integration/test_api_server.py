@@ -1,0 +1,177 @@
+"""`pgaasctl serve` as a real process (uvicorn on loopback) over a workspace with a pair on the test server:
+OpenAPI and Swagger UI, 401 without credentials, tokens that stop at once when revoked or their user disabled, the
+pairs read from the lookup the in-process agent keeps, one error shape, /metrics, a clean stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.local_pair import wait_until
+from tests.support.workspace import Workspace
+
+PGAASCTL = str(Path(sys.executable).parent / "pgaasctl")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Server:
+    base: str
+    process: subprocess.Popen[str]
+
+    def get(self, path: str, token: str | None = None) -> Reply:
+        request = urllib.request.Request(self.base + path)
+        if token is not None:
+            request.add_header("Authorization", f"Bearer {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return Reply(response.status, dict(response.headers), response.read())
+        except urllib.error.HTTPError as exc:
+            return Reply(exc.code, dict(exc.headers), exc.read())
+
+
+def _secret(ws: Workspace, *args: str) -> str:
+    result = ws.run(*args)
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def tokens(ws: Workspace) -> dict[str, str]:
+    made = {}
+    for name, role in (("ada", "admin"), ("max", "member"), ("vic", "viewer")):
+        _secret(ws, "user", "create", name, "--role", role, str(ws.specs))
+        made[role] = _secret(ws, "token", "create", "--user", name, str(ws.specs))
+    return made
+
+
+@pytest.fixture
+def server(ws: Workspace, tokens: dict[str, str]) -> Iterator[Server]:
+    listen = f"127.0.0.1:{_free_port()}"
+    process = subprocess.Popen([PGAASCTL, "serve", str(ws.specs), "--listen", listen, "--interval", "1s"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    running = Server(f"http://{listen}", process)
+    try:
+        wait_until(lambda: _answers(running), 30, "the API server to listen")
+        yield running
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.communicate()
+
+
+def _answers(server: Server) -> bool:
+    if server.process.poll() is not None:
+        raise AssertionError(f"pgaasctl serve exited: {server.process.communicate()}")
+    try:
+        return server.get("/healthz").status == 200
+    except OSError:
+        return False
+
+
+def _error(reply: Reply, status: int, reason: str) -> dict[str, Any]:
+    assert reply.status == status, reply.body
+    error = reply.json()["error"]
+    assert (error["code"], error["reason"]) == (status, reason) and error["message"]
+    return error  # type: ignore[no-any-return]
+
+
+def test_openapi_and_swagger_ui_are_served(server: Server) -> None:
+    spec = server.get("/openapi.json")
+    assert spec.status == 200 and "/v1/pairs" in spec.json()["paths"]
+    docs = server.get("/docs")
+    assert docs.status == 200 and b"swagger" in docs.body.lower()
+
+
+def test_the_api_refuses_callers_without_a_usable_token(server: Server, tokens: dict[str, str]) -> None:
+    refused = server.get("/v1/pairs")
+    _error(refused, 401, "unauthenticated")
+    assert refused.headers.get("www-authenticate", refused.headers.get("WWW-Authenticate")) == "Bearer"
+    for token in ("nonsense", tokens["admin"][:-2] + "xx", "pgaas_" + "0" * 16 + "_" + "a" * 43):
+        _error(server.get("/v1/pairs", token), 401, "unauthenticated")
+
+
+def test_every_role_reads_the_pairs_from_the_lookup(server: Server, tokens: dict[str, str]) -> None:
+    for role in ("admin", "member", "viewer"):
+        reply = server.get("/v1/pairs", tokens[role])
+        assert reply.status == 200, reply.body
+        assert [p["name"] for p in reply.json()["items"]] == ["main"]
+    wait_until(lambda: server.get("/v1/pairs/main", tokens["viewer"]).json()["checked_at"] is not None, 30,
+               "the agent's first look at the pair")
+    pair = server.get("/v1/pairs/main", tokens["viewer"])
+    assert pair.status == 200 and pair.headers.get("etag", pair.headers.get("ETag"))
+    detail = pair.json()
+    assert detail["provider"] == "existing" and detail["primary"] == "main-a"
+    assert [(n["name"], n["role"], n["up"]) for n in detail["nodes"]] == [("main-a", "primary", True)]
+    connection = server.get("/v1/pairs/main/connection", tokens["member"]).json()
+    assert connection["uri"].startswith("postgresql://") and "password" not in connection["uri"].lower()
+
+
+def test_one_error_shape_for_what_is_not_there_or_not_valid(server: Server, tokens: dict[str, str]) -> None:
+    _error(server.get("/v1/pairs/nope", tokens["admin"]), 404, "not_found")
+    _error(server.get("/v1/no/such/path", tokens["admin"]), 404, "not_found")
+    invalid = _error(server.get("/v1/pairs?page_size=0", tokens["admin"]), 422, "invalid")
+    assert invalid["field"] == "page_size"
+    _error(server.get("/v1/pairs?page_token=zzz", tokens["admin"]), 422, "invalid")
+
+
+def test_a_revoked_token_and_a_disabled_user_stop_at_once(ws: Workspace, server: Server,
+                                                         tokens: dict[str, str]) -> None:
+    listed = ws.run("token", "list", str(ws.specs), "--json")
+    viewer_token = next(t["id"] for t in json.loads(listed.stdout) if t["user"] == "vic")
+    assert ws.run("token", "revoke", viewer_token, str(ws.specs)).exit_code == 0
+    _error(server.get("/v1/pairs", tokens["viewer"]), 401, "unauthenticated")
+    assert server.get("/v1/pairs", tokens["member"]).status == 200
+    assert ws.run("user", "disable", "max", str(ws.specs)).exit_code == 0
+    _error(server.get("/v1/pairs", tokens["member"]), 401, "unauthenticated")
+
+
+def test_metrics_and_a_clean_stop_with_no_secret_in_the_output(server: Server, tokens: dict[str, str]) -> None:
+    wait_until(lambda: b"pg_up{" in server.get("/metrics").body, 30, "the agent's samples in /metrics")
+    server.process.send_signal(signal.SIGTERM)
+    stdout, stderr = server.process.communicate(timeout=30)
+    assert server.process.returncode == 0, stderr
+    assert "pgaasctl serve: stopped." in stderr and "Traceback" not in stderr
+    for token in tokens.values():
+        assert token not in stdout + stderr
+
+
+def test_a_port_in_use_is_refused_clearly(ws: Workspace) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = ws.run("serve", str(ws.specs), "--listen", f"127.0.0.1:{port}")
+    assert result.exit_code == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.output
