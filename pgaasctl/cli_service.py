@@ -136,7 +136,12 @@ def serve(
     st = run(lambda: loaded.open_store(store, "write"))
     run(lambda: _can_listen(host, port, listen))
     agent = Agent(path=path, store_flag=store, interval=seconds)
-    api = create_app(ApiContext(path=path, store=st, agent=agent))
+    context = ApiContext(path=path, store=st, agent=agent)
+    interrupted = context.operations.interrupt_leftovers()
+    if interrupted:
+        cli.err.print(f"pgaasctl serve: {interrupted} operation(s) the last server left running are marked failed "
+                      "(interrupted); the next plan finishes them.")
+    api = create_app(context)
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="info" if verbose else "warning",
                                            access_log=verbose, lifespan="off"))
     stop = threading.Event()
@@ -151,6 +156,7 @@ def serve(
         stop.set()
         agent.wake()
         rounds.join(timeout=60)
+        context.operations.join(timeout=60)
         st.close()
     cli.err.print("pgaasctl serve: stopped.")
 

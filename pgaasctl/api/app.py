@@ -4,7 +4,6 @@ the lookup the agent keeps (the agent runs in the same process), never from a no
 from __future__ import annotations
 
 import hashlib
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel
 
 from pgaasctl import workspace
-from pgaasctl.api import errors
-from pgaasctl.api.errors import ApiError, ErrorBody
+from pgaasctl.api import databases, errors
+from pgaasctl.api.errors import ApiError
+from pgaasctl.api.operations import Operation, OperationRunner
 from pgaasctl.api.users import ROLES, Role, User, authenticate
 from pgaasctl.errors import PgaasError
 from pgaasctl.monitor.agent import Agent
@@ -27,11 +27,7 @@ from pgaasctl.store import Store
 
 API_VERSION = "v1"
 MAX_PAGE_SIZE = 500
-ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody, "description": description}
-    for code, description in ((401, "No valid credentials"), (403, "Not allowed"), (404, "Not found"),
-                              (422, "Invalid request"))
-}
+ERRORS = errors.RESPONSES
 
 
 @dataclass
@@ -41,10 +37,17 @@ class ApiContext:
     path: Path
     store: Store
     agent: Agent | None = None
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    operations: OperationRunner = field(init=False)
 
-    def desired(self) -> workspace.LoadedWorkspace:
-        return workspace.load(self.path)
+    def __post_init__(self) -> None:
+        self.operations = OperationRunner(self.store)
+
+    def loaded(self) -> workspace.LoadedWorkspace:
+        """The workspace as the specs on disk say now (a hand edit in git shows at once)."""
+        try:
+            return workspace.load(self.path)
+        except PgaasError as exc:  # broken specs on disk: said, not guessed around
+            raise ApiError(503, f"the workspace's specs do not load: {exc.message}", retryable=True) from None
 
 
 # ---------------------------------------------------------------- response models
@@ -80,6 +83,10 @@ class ConnectionDetails(BaseModel):
     uri: str  # a libpq URI without a password: every node, read-write target (or the virtual IP)
     hosts: list[str]
     virtual_ip: str | None = None
+
+
+class OperationPage(Page):
+    items: list[Operation]
 
 
 class Health(BaseModel):
@@ -122,7 +129,7 @@ Reader = Annotated[User, Depends(allowed(*ROLES))]
 
 # ---------------------------------------------------------------- helpers
 
-def _page(items: list[Any], page_size: int, page_token: str | None) -> tuple[list[Any], str | None]:
+def page(items: list[Any], page_size: int, page_token: str | None) -> tuple[list[Any], str | None]:
     start = 0
     if page_token:
         if not page_token.isdigit() or int(page_token) > len(items):
@@ -132,23 +139,16 @@ def _page(items: list[Any], page_size: int, page_token: str | None) -> tuple[lis
     return items[start:end], (str(end) if end < len(items) else None)
 
 
-def _etag(model: BaseModel) -> str:
+def etag(model: BaseModel) -> str:
     return '"' + hashlib.sha256(model.model_dump_json().encode()).hexdigest()[:32] + '"'
 
 
 def _pair_or_404(ctx: ApiContext, name: str) -> DesiredPair:
-    loaded = _loaded(ctx)
+    loaded = ctx.loaded()
     pair = loaded.desired.pairs.get(name)
     if pair is None:
         raise errors.not_found(f"pair {name!r}")
     return pair
-
-
-def _loaded(ctx: ApiContext) -> workspace.LoadedWorkspace:
-    try:
-        return ctx.desired()
-    except PgaasError as exc:  # the specs on disk are broken: the API says so instead of guessing
-        raise ApiError(503, f"the workspace's specs do not load: {exc.message}", retryable=True) from None
 
 
 def _summary(ctx: ApiContext, name: str, provider: str, replication: str) -> PairDetail:
@@ -194,10 +194,10 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def list_pairs(_: Reader, page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
                    page_token: str | None = None) -> PairPage:
         """Every pair the workspace declares, with its health as the agent last saw it."""
-        loaded = _loaded(ctx)
+        loaded = ctx.loaded()
         summaries = [PairSummary(**_summary(ctx, p.name, p.doc.spec.provider, p.doc.spec.replication).model_dump(
             include=set(PairSummary.model_fields))) for p in sorted(loaded.desired.pairs.values(), key=lambda p: p.name)]
-        items, token = _page(summaries, page_size, page_token)
+        items, token = page(summaries, page_size, page_token)
         return PairPage(items=items, next_page_token=token)
 
     @app.get(f"/{API_VERSION}/pairs/{{pair}}", response_model=PairDetail, responses=ERRORS, tags=["pairs"])
@@ -207,7 +207,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         detail = _summary(ctx, pair, found.doc.spec.provider, found.doc.spec.replication)
         vip = getattr(found.doc.spec, "virtual_ip", None)
         detail.virtual_ip = str(vip) if vip is not None else None
-        response.headers["ETag"] = _etag(detail)
+        response.headers["ETag"] = etag(detail)
         return detail
 
     @app.get(f"/{API_VERSION}/pairs/{{pair}}/connection", response_model=ConnectionDetails, responses=ERRORS,
@@ -218,7 +218,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         failover; or the pair's virtual IP."""
         from pgaasctl.status import connection_uri
 
-        loaded = _loaded(ctx)
+        loaded = ctx.loaded()
         found = _pair_or_404(ctx, pair)
         uri = connection_uri(found, loaded.desired, ctx.store, database, role, virtual_ip)
         vip = getattr(found.doc.spec, "virtual_ip", None)
@@ -226,4 +226,43 @@ def create_app(ctx: ApiContext) -> FastAPI:
         hosts = [n.address for n in lookup.nodes if n.address and n.role != "witness"] if lookup else []
         return ConnectionDetails(pair=pair, uri=uri, hosts=hosts, virtual_ip=str(vip) if vip is not None else None)
 
+    @app.get(f"/{API_VERSION}/operations/{{operation}}", response_model=Operation, responses=ERRORS,
+             tags=["operations"])
+    def get_operation(operation: str, caller: Reader,
+                      wait: Annotated[str | None, Query(description="Long-poll: wait up to this long (30s) for the "
+                                                        "operation to end.")] = None) -> Operation:
+        """An operation; with `?wait=30s`, answered when it ends (or when the wait is over)."""
+        seconds = _wait_seconds(wait)
+        found = ctx.operations.wait(operation, seconds) if seconds else ctx.operations.get(operation)
+        if found is None or (caller.role == "member" and found.user != caller.name):
+            raise errors.not_found(f"operation {operation!r}")
+        return found
+
+    @app.get(f"/{API_VERSION}/operations", response_model=OperationPage, responses=ERRORS, tags=["operations"])
+    def list_operations(caller: Reader, pair: str | None = None,
+                        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
+                        page_token: str | None = None) -> OperationPage:
+        """Operations, newest first (a member sees its own)."""
+        found = [op for op in ctx.operations.list(pair) if caller.role != "member" or op.user == caller.name]
+        items, token = page(found, page_size, page_token)
+        return OperationPage(items=items, next_page_token=token)
+
+    app.include_router(databases.router)
     return app
+
+
+MAX_WAIT = 60.0
+
+
+def _wait_seconds(text: str | None) -> float:
+    if text is None:
+        return 0.0
+    from pgaasctl.durations import parse_duration
+
+    try:
+        seconds = parse_duration(text, "wait")
+    except PgaasError:
+        raise ApiError(422, f"wait: {text!r} is not a duration like 30s", field="wait") from None
+    if not 0 <= seconds <= MAX_WAIT:
+        raise ApiError(422, f"wait: at most {MAX_WAIT:g}s", field="wait")
+    return seconds

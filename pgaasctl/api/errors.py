@@ -36,6 +36,13 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": description}
+    for code, description in ((401, "No valid credentials"), (403, "Not allowed"), (404, "Not found"),
+                              (409, "Conflict: another operation, or the object's state"), (422, "Invalid request"))
+}
+
+
 class ApiError(Exception):
     def __init__(self, code: int, message: str, reason: str | None = None, retryable: bool = False,
                  field: str | None = None, headers: dict[str, str] | None = None) -> None:

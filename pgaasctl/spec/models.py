@@ -545,6 +545,10 @@ class WorkspaceSpec(Strict):
         "The bridge takes the first address, nodes the next ones.")
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings,
                                            description="What the agent samples and how long it is kept.")
+    api_directory: SafePath = Field(
+        "api", description="Where `pgaasctl serve` writes the documents of what is made through the API (one file per "
+        "object, under the spec directory): a directory like any other, read by plan and apply, and committed when "
+        "the spec directory is a git repository.")
 
     @field_validator("subnet")
     @classmethod
@@ -578,10 +582,29 @@ class WorkspaceSpec(Strict):
 
 # ---------------------------------------------------------------- documents
 
+LABEL_KEY = re.compile(r"[a-z0-9]([a-z0-9._/-]{0,61}[a-z0-9])?")
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        if not LABEL_KEY.fullmatch(key):
+            raise ValueError(f"label {key!r}: a key is 1 to 63 lowercase letters, digits, '.', '_', '/' or '-'")
+        if len(value) > 253:
+            raise ValueError(f"label {key!r}: a value is at most 253 characters")
+    return labels
+
+
+Labels = Annotated[dict[str, str], AfterValidator(_check_labels)]
+OWNER_LABEL = "pgaas.owner"  # the API user who owns the object (members change only what they own)
+MEMBERS_LABEL = "pgaas.members"  # on a Pair: `*`, or the API users (comma-separated) who may create databases there
+
+
 class PairMetadata(Strict):
     """Names the pair."""
 
     name: Identifier = Field(description="Pair name, unique in the workspace.")
+    labels: Labels = Field(default_factory=dict, description=f"Free labels; `{MEMBERS_LABEL}` (`*` or user names, "
+                           "comma-separated) opens the pair to members of the API.")
 
 
 class ObjectMetadata(Strict):
@@ -589,6 +612,8 @@ class ObjectMetadata(Strict):
 
     name: Identifier = Field(description="Object name in PostgreSQL.")
     pair: Identifier = Field(description="The pair the object lives on.")
+    labels: Labels = Field(default_factory=dict, description=f"Free labels; `{OWNER_LABEL}` names the API user who "
+                           "owns the object.")
 
 
 class GrantMetadata(Strict):
@@ -596,6 +621,8 @@ class GrantMetadata(Strict):
 
     pair: Identifier = Field(description="The pair the grant lives on.")
     name: str | None = Field(None, description="Optional label; the address is grant.PAIR.DATABASE.ROLE.")
+    labels: Labels = Field(default_factory=dict, description=f"Free labels; `{OWNER_LABEL}` names the API user who "
+                           "owns the grant.")
 
 
 class WorkspaceMetadata(Strict):

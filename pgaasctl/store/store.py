@@ -89,6 +89,11 @@ DDL: list[str | tuple[str, str]] = [  # a pair: (SQLite, PostgreSQL)
     """CREATE TABLE IF NOT EXISTS tokens (
         id TEXT PRIMARY KEY, user_name TEXT NOT NULL, secret_hash TEXT NOT NULL, created_at TEXT NOT NULL,
         expires_at TEXT NOT NULL, revoked INTEGER NOT NULL)""",
+    # the API's operations (pgaasctl/api/operations.py): one per change asked for, its plan and outcome
+    """CREATE TABLE IF NOT EXISTS operations (
+        id TEXT PRIMARY KEY, pair TEXT NOT NULL, type TEXT NOT NULL, target TEXT NOT NULL, user_name TEXT NOT NULL,
+        status TEXT NOT NULL, data TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT)""",
+    "CREATE INDEX IF NOT EXISTS operations_by_pair ON operations (pair, status)",
     # superseded by `lookup` (the node table of the first versions), and read by nothing
     "DROP TABLE IF EXISTS nodes",
 ]
@@ -647,6 +652,36 @@ class Store:
     def revoke_token(self, token_id: str) -> None:
         self._writing()
         self._exec("UPDATE tokens SET revoked = 1 WHERE id = ?", (token_id,))
+
+    # -- the API's operations: the whole record as JSON, the columns it is found by beside it
+    def record_operation(self, op_id: str, pair: str, op_type: str, target: str, user: str, status: str, data: str,
+                         started_at: str, ended_at: str | None) -> None:
+        self._writing()
+        self._exec("INSERT INTO operations (id, pair, type, target, user_name, status, data, started_at, ended_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+                   "data = excluded.data, ended_at = excluded.ended_at",
+                   (op_id, pair, op_type, target, user, status, data, started_at, ended_at))
+
+    def operation_data(self, op_id: str) -> str | None:
+        if not self._monitored("operations"):
+            return None
+        rows = self._exec("SELECT data FROM operations WHERE id = ?", (op_id,))
+        return rows[0][0] if rows else None
+
+    def operations_data(self, pair: str | None = None, statuses: tuple[str, ...] = (), limit: int = 1000) -> list[str]:
+        """Newest first."""
+        if not self._monitored("operations"):
+            return []
+        where, params = [], []
+        if pair is not None:
+            where.append("pair = ?")
+            params.append(pair)
+        if statuses:
+            where.append(f"status IN ({', '.join('?' for _ in statuses)})")
+            params.extend(statuses)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return [r[0] for r in self._exec(f"SELECT data FROM operations {clause} ORDER BY started_at DESC, id DESC LIMIT ?",
+                                         (*params, limit))]
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

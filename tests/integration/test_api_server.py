@@ -47,7 +47,13 @@ class Server:
     process: subprocess.Popen[str]
 
     def get(self, path: str, token: str | None = None) -> Reply:
-        request = urllib.request.Request(self.base + path)
+        return self.call("GET", path, token)
+
+    def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> Reply:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.base + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", "application/json")
         if token is not None:
             request.add_header("Authorization", f"Bearer {token}")
         try:
@@ -65,6 +71,10 @@ def _secret(ws: Workspace, *args: str) -> str:
 
 @pytest.fixture
 def tokens(ws: Workspace) -> dict[str, str]:
+    pair = ws.specs / "pair-main.yaml"
+    pair.write_text(pair.read_text().replace("metadata: {name: main}", "metadata: {name: main, labels: {pgaas.members: max}}"))
+    applied = ws.run("apply", str(ws.specs), "--auto-approve")
+    assert applied.exit_code == 0, applied.output
     made = {}
     for name, role in (("ada", "admin"), ("max", "member"), ("vic", "viewer")):
         _secret(ws, "user", "create", name, "--role", role, str(ws.specs))
@@ -175,3 +185,72 @@ def test_a_port_in_use_is_refused_clearly(ws: Workspace) -> None:
         result = ws.run("serve", str(ws.specs), "--listen", f"127.0.0.1:{port}")
     assert result.exit_code == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "Traceback" not in result.output
+
+
+def _done(server: Server, token: str, operation: dict[str, Any]) -> dict[str, Any]:
+    reply = server.get(f"/v1/operations/{operation['id']}?wait=30s", token)
+    assert reply.status == 200, reply.body
+    ended = reply.json()
+    assert ended["status"] in ("DONE", "FAILED"), ended
+    return ended  # type: ignore[no-any-return]
+
+
+def test_a_member_creates_a_database_on_an_open_pair_and_deletes_it(ws: Workspace, server: Server,
+                                                                   tokens: dict[str, str]) -> None:
+    member, admin, viewer = tokens["member"], tokens["admin"], tokens["viewer"]
+    dry = server.call("POST", "/v1/pairs/main/databases?dry_run=true", member, {"name": "shop", "connection_limit": 5})
+    assert dry.status == 200, dry.body
+    assert [c["address"] for p in dry.json()["pairs"] for c in p["changes"]] == ["database.main.shop"]
+    assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'") == []  # a dry run changes nothing
+    assert not (ws.specs / "api").exists()
+
+    started = server.call("POST", "/v1/pairs/main/databases", member, {"name": "shop", "connection_limit": 5})
+    assert started.status == 202, started.body
+    assert started.json()["status"] in ("PENDING", "RUNNING", "DONE") and started.json()["user"] == "max"
+    ended = _done(server, member, started.json())
+    assert ended["status"] == "DONE", ended
+    assert ws.server.execute("SELECT datconnlimit FROM pg_database WHERE datname = 'shop'") == [(5,)]
+    document = ws.specs / "api" / "main" / "database-shop.yaml"
+    assert "pgaas.owner: max" in document.read_text()
+    assert ws.run("plan", str(ws.specs), "--detailed-exitcode").exit_code == 0  # the specs say what the server has
+
+    mine = server.get("/v1/pairs/main/databases", member).json()["items"]
+    assert [(d["name"], d["owner_user"], d["managed_by"]) for d in mine] == [("shop", "max", "api")]
+    assert server.get("/v1/pairs/main/databases/shop", viewer).status == 200
+    _error(server.call("DELETE", "/v1/pairs/main/databases/shop", viewer), 403, "forbidden")
+    _error(server.call("POST", "/v1/pairs/main/databases", viewer, {"name": "nope"}), 403, "forbidden")
+    _error(server.call("POST", "/v1/pairs/main/databases", member, {"name": "shop"}), 409, "already_exists")
+
+    gone = server.call("DELETE", "/v1/pairs/main/databases/shop", member)
+    assert gone.status == 202, gone.body
+    assert _done(server, member, gone.json())["status"] == "DONE"
+    assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'") == []
+    assert not document.exists()
+    assert server.call("DELETE", "/v1/pairs/main/databases/shop", member).status == 204  # already gone: fine
+    assert [op["type"] for op in server.get("/v1/operations", admin).json()["items"]] == [
+        "DELETE_DATABASE", "CREATE_DATABASE"]
+
+
+def test_bad_database_requests_are_named_and_change_nothing(ws: Workspace, server: Server,
+                                                            tokens: dict[str, str]) -> None:
+    admin = tokens["admin"]
+    for body, field in ([{"name": "Bad Name!"}, "name"], [{"name": "x", "colour": "red"}, "colour"],
+                        [{"name": "x", "connection_limit": -5}, "connection_limit"], [{}, "name"]):
+        refused = _error(server.call("POST", "/v1/pairs/main/databases", admin, body), 422, "invalid")
+        assert refused["field"] == field, refused
+    missing_owner = server.call("POST", "/v1/pairs/main/databases", admin, {"name": "x", "owner": "nobody"})
+    assert _error(missing_owner, 422, "invalid")["message"]
+    _error(server.call("POST", "/v1/pairs/nope/databases", admin, {"name": "x"}), 404, "not_found")
+    _error(server.call("POST", "/v1/pairs/main/databases", admin, {"name": "x", "adopt": True, "owner": "ghost"}),
+           422, "invalid")
+    assert not (ws.specs / "api").exists()
+
+
+def test_a_database_declared_by_hand_is_not_the_apis_to_delete(ws: Workspace, server: Server,
+                                                               tokens: dict[str, str]) -> None:
+    ws.write("db.yaml", "kind: Database\nmetadata: {name: ledger, pair: main}\n")
+    refused = _error(server.call("DELETE", "/v1/pairs/main/databases/ledger", tokens["admin"]), 409, "declared_by_hand")
+    assert "db.yaml:1" in refused["message"]
+    view = server.get("/v1/pairs/main/databases/ledger", tokens["admin"]).json()
+    assert view["managed_by"] == "specs" and view["declared_in"].endswith("db.yaml:1")
+    _error(server.get("/v1/pairs/main/databases/ledger", tokens["member"]), 403, "forbidden")

@@ -1,0 +1,216 @@
+"""/v1/pairs/{pair}/databases: list, read, create and delete databases. A change writes (or removes) the
+database's document under the API's directory and applies it as an operation; `?dry_run=true` returns the plan
+instead. Members see and change only the databases they own (the `pgaas.owner` label), and create them only on
+pairs opened to them (`pgaas.members`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict
+
+from pgaasctl import workspace
+from pgaasctl.api import documents, errors
+from pgaasctl.api.errors import ApiError
+from pgaasctl.api.operations import Operation
+from pgaasctl.api.users import User
+from pgaasctl.plan.render import render_json
+from pgaasctl.spec.desired import DesiredPair, DesiredState, build_desired
+from pgaasctl.spec.loader import LoadedDoc, Source
+from pgaasctl.spec.models import MEMBERS_LABEL, OWNER_LABEL, DatabaseDoc, DatabaseSpec, Identifier
+
+router = APIRouter(prefix="/v1/pairs/{pair}/databases", tags=["databases"])
+
+
+class DatabaseCreate(DatabaseSpec):
+    """A new database: its name and the same fields as a Database document's spec."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"example": {"name": "orders"}})
+    name: Identifier
+
+
+class DatabaseView(BaseModel):
+    name: str
+    pair: str
+    owner_user: str | None  # the API user who owns it (label pgaas.owner); None: declared by hand
+    declared_in: str  # file:line of its document
+    managed_by: str  # api | specs
+    size_bytes: float | None  # as the agent last sampled it
+    spec: dict[str, Any]
+
+
+class DatabasePage(BaseModel):
+    items: list[DatabaseView]
+    next_page_token: str | None = None
+
+
+def _context(request: Request) -> Any:
+    return request.app.state.context
+
+
+def _caller(request: Request) -> User:
+    from pgaasctl.api.app import current_user
+
+    return current_user(request, request.headers.get("authorization"))
+
+
+Caller = Annotated[User, Depends(_caller)]
+
+
+def _pair(loaded: workspace.LoadedWorkspace, name: str) -> DesiredPair:
+    pair = loaded.desired.pairs.get(name)
+    if pair is None:
+        raise errors.not_found(f"pair {name!r}")
+    return pair
+
+
+def _view(ctx: Any, loaded: workspace.LoadedWorkspace, pair: str, loaded_doc: LoadedDoc) -> DatabaseView:
+    doc: DatabaseDoc = loaded_doc.doc
+    sizes = ctx.store.samples(pair, "pg_database_size_bytes", since="")[-20:]
+    size = next((s.value for s in reversed(sizes) if s.database == doc.metadata.name), None)
+    by_hand = documents.declared_by_hand(loaded, loaded_doc.address)
+    return DatabaseView(name=doc.metadata.name, pair=pair, owner_user=doc.metadata.labels.get(OWNER_LABEL),
+                        declared_in=f"{loaded_doc.source.file}:{loaded_doc.source.line}",
+                        managed_by="specs" if by_hand else "api", size_bytes=size,
+                        spec=doc.spec.model_dump(mode="json", by_alias=True))
+
+
+def _may_read(caller: User, doc: DatabaseDoc) -> bool:
+    return caller.role in ("admin", "viewer") or doc.metadata.labels.get(OWNER_LABEL) == caller.name
+
+
+def _open_to(caller: User, pair: DesiredPair) -> bool:
+    if caller.role == "admin":
+        return True
+    members = pair.doc.metadata.labels.get(MEMBERS_LABEL, "")
+    return caller.role == "member" and (members.strip() == "*" or caller.name in {m.strip() for m in members.split(",")})
+
+
+@router.get("", response_model=DatabasePage, responses=errors.RESPONSES)
+def list_databases(request: Request, pair: str, caller: Caller,
+                   page_size: Annotated[int, Query(ge=1, le=500)] = 100, page_token: str | None = None) -> DatabasePage:
+    """The pair's databases as the specs declare them (a member sees the ones it owns)."""
+    from pgaasctl.api.app import page
+
+    ctx = _context(request)
+    loaded = ctx.loaded()
+    found = _pair(loaded, pair)
+    views = [_view(ctx, loaded, pair, d) for name, d in sorted(found.databases.items()) if _may_read(caller, d.doc)]
+    items, token = page(views, page_size, page_token)
+    return DatabasePage(items=items, next_page_token=token)
+
+
+@router.get("/{name}", response_model=DatabaseView, responses=errors.RESPONSES)
+def get_database(request: Request, pair: str, name: str, caller: Caller, response: Response) -> DatabaseView:
+    from pgaasctl.api.app import etag
+
+    ctx = _context(request)
+    loaded = ctx.loaded()
+    found = _pair(loaded, pair).databases.get(name)
+    if found is None:
+        raise errors.not_found(f"database {name!r} of pair {pair!r}")
+    if not _may_read(caller, found.doc):
+        raise errors.forbidden(f"database {name!r} is not yours")
+    view = _view(ctx, loaded, pair, found)
+    response.headers["ETag"] = etag(view)
+    return view
+
+
+@router.post("", status_code=202, response_model=Operation | dict[str, Any], responses=errors.RESPONSES)
+def create_database(request: Request, pair: str, body: DatabaseCreate, caller: Caller, response: Response,
+                    dry_run: bool = False) -> Operation | dict[str, Any]:
+    """Create a database: 202 with the operation that applies it (`?dry_run=true`: 200 with the plan)."""
+    ctx = _context(request)
+    loaded = ctx.loaded()
+    target = _pair(loaded, pair)
+    if caller.role not in ("admin", "member") or not _open_to(caller, target):
+        raise errors.forbidden(f"pair {pair!r} is not open to {caller.name!r} for new databases"
+                               if caller.role == "member" else f"a {caller.role} may not create databases")
+    if body.adopt and caller.role != "admin":
+        raise errors.forbidden("only an admin may adopt a database that already exists (its data would be yours)")
+    if body.owner is not None and caller.role != "admin":
+        role = target.roles.get(body.owner)
+        if role is None or role.doc.metadata.labels.get(OWNER_LABEL) != caller.name:
+            raise ApiError(403, f"owner: role {body.owner!r} is not one of your roles", field="owner")
+    address = f"database.{pair}.{body.name}"
+    if address in loaded.desired.by_address():
+        documents.refuse_hand_written(loaded, address)
+        raise ApiError(409, f"database {body.name!r} of pair {pair!r} already exists", reason="already_exists")
+    document = {"kind": "Database", "metadata": {"name": body.name, "pair": pair, "labels": {OWNER_LABEL: caller.name}},
+                "spec": body.model_dump(mode="json", by_alias=True, exclude={"name"}, exclude_defaults=True)}
+    path = documents.document_path(loaded, "database", pair, body.name)
+    desired = _with(loaded.desired, address, DatabaseDoc.model_validate(document), path)
+    if dry_run:
+        response.status_code = 200
+        return _dry_run(ctx, loaded, desired, address)
+    return _start(ctx, pair, "CREATE_DATABASE", address, caller, path, document)
+
+
+@router.delete("/{name}", status_code=202, response_model=Operation | dict[str, Any] | None,
+               responses=errors.RESPONSES)
+def delete_database(request: Request, pair: str, name: str, caller: Caller, response: Response,
+                    dry_run: bool = False) -> Operation | dict[str, Any] | None:
+    """Delete a database (its document goes, then apply drops it): 202 with the operation; 204 when it is already
+    gone. Deletion protection holds (409, with the reason)."""
+    ctx = _context(request)
+    loaded = ctx.loaded()
+    target = _pair(loaded, pair)
+    address = f"database.{pair}.{name}"
+    found = target.databases.get(name)
+    if found is None:
+        response.status_code = 204
+        return None
+    if caller.role == "viewer" or (caller.role == "member" and found.doc.metadata.labels.get(OWNER_LABEL) != caller.name):
+        raise errors.forbidden(f"database {name!r} is not yours to delete")
+    documents.refuse_hand_written(loaded, address)
+    if found.doc.spec.deletion_protection:
+        raise ApiError(409, f"database {name!r} has deletion_protection: true; turn it off first",
+                       reason="deletion_protected")
+    desired = _with(loaded.desired, address, None, None)
+    if dry_run:
+        response.status_code = 200
+        return _dry_run(ctx, loaded, desired, address)
+    return _start(ctx, pair, "DELETE_DATABASE", address, caller, found.source.file, None)
+
+
+def _with(desired: DesiredState, address: str, doc: Any, path: Path | None) -> DesiredState:
+    """The desired state with the document at `address` replaced (None: removed), checked like a load."""
+    docs = [d for d in desired.documents if d.address != address]
+    if doc is not None:
+        assert path is not None
+        docs.append(LoadedDoc(doc=doc, source=Source(file=path, line=1)))
+    try:
+        return build_desired(docs)
+    except Exception as exc:  # noqa: BLE001 - SpecError: its problems, said to the caller
+        raise ApiError(422, f"the specs would not hold with this change: {getattr(exc, 'message', exc)}") from None
+
+
+def _dry_run(ctx: Any, loaded: workspace.LoadedWorkspace, desired: DesiredState, address: str) -> dict[str, Any]:
+    work = workspace.plan_specs(desired, loaded.spec_dir, ctx.store, targets=[address])
+    work.close()
+    return json.loads(render_json(work.plan))  # type: ignore[no-any-return]
+
+
+def _start(ctx: Any, pair: str, op_type: str, address: str, caller: User, path: Path,
+           document: dict[str, Any] | None) -> Operation:
+    def write() -> None:  # under the pair's claim: no other operation writes meanwhile. An apply that fails
+        # leaves the document in place: it is what was asked for, and the next plan shows what is left to do
+        if document is None:
+            path.unlink(missing_ok=True)
+        else:
+            documents.write_document(path, document)
+
+    def work(op: Operation) -> dict[str, Any] | None:
+        loaded = ctx.loaded()
+        with workspace.locked_plan(loaded.desired, loaded.spec_dir, ctx.store, targets=[address]) as planned:
+            plan = json.loads(render_json(planned.plan))
+            workspace.execute(planned, ctx.store)
+        documents.commit(loaded.spec_dir, [path], caller.name, f"{op_type.lower().replace('_', ' ')} {address} "
+                         f"(operation {op.id}, by {caller.name})")
+        return plan  # type: ignore[no-any-return]
+
+    return ctx.operations.start(pair, op_type, address, caller.name, work, before=write)
+
