@@ -254,3 +254,23 @@ def test_a_database_declared_by_hand_is_not_the_apis_to_delete(ws: Workspace, se
     view = server.get("/v1/pairs/main/databases/ledger", tokens["admin"]).json()
     assert view["managed_by"] == "specs" and view["declared_in"].endswith("db.yaml:1")
     _error(server.get("/v1/pairs/main/databases/ledger", tokens["member"]), 403, "forbidden")
+
+
+def _git(where: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=where, capture_output=True, text=True, check=True).stdout
+
+
+def test_applied_changes_are_git_commits_and_a_hand_edit_shows_through_the_api(ws: Workspace, server: Server,
+                                                                              tokens: dict[str, str]) -> None:
+    _git(ws.specs, "init", "-q")
+    _git(ws.specs, "-c", "user.name=dba", "-c", "user.email=dba@example.com", "add", "-A")
+    _git(ws.specs, "-c", "user.name=dba", "-c", "user.email=dba@example.com", "commit", "-q", "-m", "the pair")
+    started = server.call("POST", "/v1/pairs/main/databases", tokens["member"], {"name": "audit"}).json()
+    assert _done(server, tokens["member"], started)["status"] == "DONE"
+    author, subject = _git(ws.specs, "log", "-1", "--format=%an <%ae>%n%s").splitlines()
+    assert author == "max <max@pgaasctl>" and started["id"] in subject and "database.main.audit" in subject
+    assert _git(ws.specs, "status", "--porcelain") == ""  # the document is committed, nothing else is left over
+    document = ws.specs / "api" / "main" / "database-audit.yaml"
+    document.write_text(document.read_text() + "  connection_limit: 7\n" if "spec: {}" not in document.read_text()
+                        else document.read_text().replace("spec: {}", "spec:\n  connection_limit: 7"))
+    assert server.get("/v1/pairs/main/databases/audit", tokens["admin"]).json()["spec"]["connection_limit"] == 7
