@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel
 
 from pgaasctl import workspace
-from pgaasctl.api import databases, errors
+from pgaasctl.api import access, databases, errors
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation, OperationRunner
 from pgaasctl.api.users import ROLES, Role, User, authenticate
@@ -248,6 +248,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return OperationPage(items=items, next_page_token=token)
 
     app.include_router(databases.router)
+    app.include_router(access.router)
     return app
 
 

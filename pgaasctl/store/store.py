@@ -94,6 +94,10 @@ DDL: list[str | tuple[str, str]] = [  # a pair: (SQLite, PostgreSQL)
         id TEXT PRIMARY KEY, pair TEXT NOT NULL, type TEXT NOT NULL, target TEXT NOT NULL, user_name TEXT NOT NULL,
         status TEXT NOT NULL, data TEXT NOT NULL, started_at TEXT NOT NULL, ended_at TEXT)""",
     "CREATE INDEX IF NOT EXISTS operations_by_pair ON operations (pair, status)",
+    # access requests made through the API (pgaasctl/api/access.py), the whole record as JSON
+    """CREATE TABLE IF NOT EXISTS access_requests (
+        id TEXT PRIMARY KEY, pair TEXT NOT NULL, dbname TEXT NOT NULL, requester TEXT NOT NULL, status TEXT NOT NULL,
+        data TEXT NOT NULL, created_at TEXT NOT NULL)""",
     # superseded by `lookup` (the node table of the first versions), and read by nothing
     "DROP TABLE IF EXISTS nodes",
 ]
@@ -682,6 +686,25 @@ class Store:
         clause = f"WHERE {' AND '.join(where)}" if where else ""
         return [r[0] for r in self._exec(f"SELECT data FROM operations {clause} ORDER BY started_at DESC, id DESC LIMIT ?",
                                          (*params, limit))]
+
+    def record_access_request(self, request_id: str, pair: str, database: str, requester: str, status: str,
+                              data: str, created_at: str) -> None:
+        self._writing()
+        self._exec("INSERT INTO access_requests (id, pair, dbname, requester, status, data, created_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET status = excluded.status, "
+                   "data = excluded.data", (request_id, pair, database, requester, status, data, created_at))
+
+    def access_request_data(self, request_id: str) -> str | None:
+        if not self._monitored("access_requests"):
+            return None
+        rows = self._exec("SELECT data FROM access_requests WHERE id = ?", (request_id,))
+        return rows[0][0] if rows else None
+
+    def access_requests_data(self) -> list[str]:
+        """Newest first."""
+        if not self._monitored("access_requests"):
+            return []
+        return [r[0] for r in self._exec("SELECT data FROM access_requests ORDER BY created_at DESC, id DESC")]
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -274,3 +274,52 @@ def test_applied_changes_are_git_commits_and_a_hand_edit_shows_through_the_api(w
     document.write_text(document.read_text() + "  connection_limit: 7\n" if "spec: {}" not in document.read_text()
                         else document.read_text().replace("spec: {}", "spec:\n  connection_limit: 7"))
     assert server.get("/v1/pairs/main/databases/audit", tokens["admin"]).json()["spec"]["connection_limit"] == 7
+
+
+def test_access_is_asked_approved_fetched_once_used_and_revoked(ws: Workspace, server: Server,
+                                                                tokens: dict[str, str]) -> None:
+    import psycopg
+
+    owner, admin = tokens["member"], tokens["admin"]
+    _secret(ws, "user", "create", "mia", "--role", "member", str(ws.specs))
+    mia = _secret(ws, "token", "create", "--user", "mia", str(ws.specs))
+    made = server.call("POST", "/v1/pairs/main/databases", owner, {"name": "sales"}).json()
+    assert _done(server, owner, made)["status"] == "DONE"
+    ws.server.execute("CREATE TABLE figures (n int)", dbname="sales")
+    ws.server.execute("INSERT INTO figures VALUES (42)", dbname="sales")
+
+    _error(server.get("/v1/pairs/main/databases/sales", mia), 403, "forbidden")  # not hers
+    asked = server.call("POST", "/v1/access-requests", mia,
+                        {"pair": "main", "database": "sales", "access": "read-only", "reason": "quarterly report"})
+    assert asked.status == 201, asked.body
+    request_id = asked.json()["id"]
+    assert [r["id"] for r in server.get("/v1/access-requests", owner).json()] == [request_id]  # the owner sees it
+    _error(server.call("POST", f"/v1/access-requests/{request_id}/approve", mia, {"reason": "me"}), 403, "forbidden")
+    _error(server.get(f"/v1/access-requests/{request_id}/credentials", mia), 409, "not_granted")
+
+    approved = server.call("POST", f"/v1/access-requests/{request_id}/approve", owner, {"reason": "ok for Q3"})
+    assert approved.status == 202, approved.body
+    assert _done(server, owner, approved.json())["status"] == "DONE"
+    _error(server.get(f"/v1/access-requests/{request_id}/credentials", owner), 403, "forbidden")  # hers alone
+    given = server.get(f"/v1/access-requests/{request_id}/credentials", mia)
+    assert given.status == 200, given.body
+    credentials = given.json()
+    _error(server.get(f"/v1/access-requests/{request_id}/credentials", mia), 410, "gone")  # once
+    role = credentials["role"]
+    with psycopg.connect(host=ws.server.host, port=ws.server.port, user=role, password=credentials["password"],
+                         dbname="sales", autocommit=True) as conn:
+        assert conn.execute("SELECT n FROM figures").fetchall() == [(42,)]
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO figures VALUES (1)")
+    for path in [*ws.specs.rglob("*.yaml"), *ws.specs.rglob("*.yml")]:
+        assert credentials["password"] not in path.read_text()  # the specs point at it, never hold it
+    _error(server.call("POST", f"/v1/access-requests/{request_id}/approve", admin, {}), 409, "decided")
+
+    revoked = server.call("POST", f"/v1/access-requests/{request_id}/revoke", owner)
+    assert revoked.status == 202, revoked.body
+    assert _done(server, owner, revoked.json())["status"] == "DONE", server.get(
+        f"/v1/operations/{revoked.json()['id']}", admin).body
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(host=ws.server.host, port=ws.server.port, user=role, password=credentials["password"],
+                        dbname="sales", connect_timeout=3).close()
+    assert server.get(f"/v1/access-requests/{request_id}", mia).json()["status"] == "REVOKED"
