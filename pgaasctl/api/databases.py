@@ -9,8 +9,8 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pgaasctl import workspace
 from pgaasctl.api import documents, errors
@@ -30,6 +30,20 @@ class DatabaseCreate(DatabaseSpec):
 
     model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra={"example": {"name": "orders"}})
     name: Identifier
+
+
+class DatabasePatch(BaseModel):
+    """What may change on a database after its creation; the fields given replace what is there (settings,
+    extensions and schemas as a whole)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    owner: Identifier | None = None
+    connection_limit: int | None = None
+    allow_connections: bool | None = None
+    settings: dict[str, Any] | None = None
+    extensions: list[Any] | None = None
+    schemas: list[Any] | None = None
+    deletion_protection: bool | None = None
 
 
 class DatabaseView(BaseModel):
@@ -147,6 +161,47 @@ def create_database(request: Request, pair: str, body: DatabaseCreate, caller: C
         response.status_code = 200
         return _dry_run(ctx, loaded, desired, address)
     return _start(ctx, pair, "CREATE_DATABASE", address, caller, path, document)
+
+
+@router.patch("/{name}", status_code=202, response_model=Operation | dict[str, Any],
+              responses={**errors.RESPONSES, 412: {"model": errors.ErrorBody, "description": "If-Match failed"}})
+def update_database(request: Request, pair: str, name: str, body: DatabasePatch, caller: Caller, response: Response,
+                    dry_run: bool = False, if_match: Annotated[str | None, Header()] = None) -> Operation | dict[str, Any]:
+    """Change a database: 202 with the operation (`?dry_run=true`: the plan). With `If-Match`, only while the
+    database is as the ETag the caller read (else 412)."""
+    from pgaasctl.api.app import etag
+
+    ctx = _context(request)
+    loaded = ctx.loaded()
+    target = _pair(loaded, pair)
+    found = target.databases.get(name)
+    if found is None:
+        raise errors.not_found(f"database {name!r} of pair {pair!r}")
+    if caller.role == "viewer" or (caller.role == "member" and found.doc.metadata.labels.get(OWNER_LABEL) != caller.name):
+        raise errors.forbidden(f"database {name!r} is not yours to change")
+    address = f"database.{pair}.{name}"
+    documents.refuse_hand_written(loaded, address)
+    if if_match is not None and if_match != etag(_view(ctx, loaded, pair, found)):
+        raise ApiError(412, "the database changed since it was read (ETag); read it again", reason="precondition_failed")
+    given = body.model_dump(exclude_unset=True)
+    if "owner" in given and caller.role != "admin":
+        role = target.roles.get(given["owner"] or "")
+        if role is None or role.doc.metadata.labels.get(OWNER_LABEL) != caller.name:
+            raise ApiError(403, f"owner: role {given['owner']!r} is not one of your roles", field="owner")
+    spec = {**found.doc.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True), **given}
+    document = {"kind": "Database", "metadata": found.doc.metadata.model_dump(mode="json"), "spec": spec}
+    try:
+        doc = DatabaseDoc.model_validate(document)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"][1:]) or None
+        raise ApiError(422, f"{field}: {first['msg']}" if field else first["msg"], field=field) from None
+    path = Path(found.source.file)
+    desired = _with(loaded.desired, address, doc, path)
+    if dry_run:
+        response.status_code = 200
+        return _dry_run(ctx, loaded, desired, address)
+    return _start(ctx, pair, "UPDATE_DATABASE", address, caller, path, document)
 
 
 @router.delete("/{name}", status_code=202, response_model=Operation | dict[str, Any] | None,

@@ -323,3 +323,32 @@ def test_access_is_asked_approved_fetched_once_used_and_revoked(ws: Workspace, s
         psycopg.connect(host=ws.server.host, port=ws.server.port, user=role, password=credentials["password"],
                         dbname="sales", connect_timeout=3).close()
     assert server.get(f"/v1/access-requests/{request_id}", mia).json()["status"] == "REVOKED"
+
+
+def test_a_database_changes_with_if_match_and_a_stale_etag_is_refused(ws: Workspace, server: Server,
+                                                                      tokens: dict[str, str]) -> None:
+    member = tokens["member"]
+    made = server.call("POST", "/v1/pairs/main/databases", member, {"name": "crm"}).json()
+    assert _done(server, member, made)["status"] == "DONE"
+    read = server.get("/v1/pairs/main/databases/crm", member)
+    tag = read.headers.get("etag") or read.headers.get("ETag")
+    request = urllib.request.Request(server.base + "/v1/pairs/main/databases/crm", method="PATCH",
+                                     data=json.dumps({"connection_limit": 9, "settings": {"work_mem": "8MB"}}).encode())
+    for name, value in (("Authorization", f"Bearer {member}"), ("Content-Type", "application/json"), ("If-Match", tag)):
+        request.add_header(name, value)
+    with urllib.request.urlopen(request, timeout=10) as response:
+        changed = json.loads(response.read())
+    assert _done(server, member, changed)["status"] == "DONE"
+    assert ws.server.execute("SELECT datconnlimit FROM pg_database WHERE datname = 'crm'") == [(9,)]
+    assert ws.server.execute("SELECT setconfig FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                             "WHERE d.datname = 'crm'") == [(["work_mem=8MB"],)]
+    try:
+        urllib.request.urlopen(request, timeout=10)  # the same If-Match again: the database changed since
+        raise AssertionError("a stale If-Match was accepted")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 412 and json.loads(exc.read())["error"]["reason"] == "precondition_failed"
+    bad = server.call("PATCH", "/v1/pairs/main/databases/crm", member, {"connection_limit": -7})
+    assert _error(bad, 422, "invalid")["field"] == "connection_limit"
+    _error(server.call("PATCH", "/v1/pairs/main/databases/crm", member, {"encoding": "LATIN1"}), 422, "invalid")
+    _error(server.call("PATCH", "/v1/pairs/main/databases/crm", tokens["viewer"], {"connection_limit": 1}), 403,
+           "forbidden")
