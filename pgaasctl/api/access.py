@@ -7,7 +7,6 @@ at). Revoking removes both documents and applies that: the role is dropped and c
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import re
 import secrets
@@ -18,11 +17,10 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgaasctl import workspace
-from pgaasctl.api import documents, errors
+from pgaasctl.api import changes, documents, errors
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
 from pgaasctl.api.users import User
-from pgaasctl.plan.render import render_json
 from pgaasctl.spec.models import OWNER_LABEL, Identifier
 
 router = APIRouter(prefix="/v1/access-requests", tags=["access requests"])
@@ -172,19 +170,17 @@ def approve(request: Request, request_id: str, body: Decision, caller: Caller) -
     grant_path = documents.document_path(loaded, "grant", item.pair, f"{item.database}-{role}")
     targets = [f"role.{item.pair}.{role}", f"grant.{item.pair}.{item.database}.{role}"]
 
-    def write() -> None:
+    def decided() -> None:  # under the pair's claim, before the documents are written
         secret_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         descriptor = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(descriptor, "w") as handle:
             handle.write(secrets.token_urlsafe(24) + "\n")
-        documents.write_document(role_path, role_doc)
-        documents.write_document(grant_path, grant_doc)
         item.status, item.decided_by, item.decision_reason, item.decided = "APPROVED", caller.name, body.reason, _now()
         item.role = role
         _save(ctx, item)
 
-    op = ctx.operations.start(item.pair, "GRANT_ACCESS", targets[1], caller.name,
-                              _applying(ctx, targets, [role_path, grant_path], caller.name), before=write)
+    op = changes.start(ctx, item.pair, "GRANT_ACCESS", [targets[1], targets[0]], caller.name,
+                       {role_path: role_doc, grant_path: grant_doc}, before=decided)
     item.operation = op.id
     _save(ctx, item)
     return op  # type: ignore[no-any-return]
@@ -204,16 +200,13 @@ def revoke(request: Request, request_id: str, caller: Caller) -> Operation:
     grant_path = documents.document_path(loaded, "grant", item.pair, f"{item.database}-{item.role}")
     targets = [f"grant.{item.pair}.{item.database}.{item.role}", f"role.{item.pair}.{item.role}"]
 
-    def remove() -> None:
-        grant_path.unlink(missing_ok=True)
-        role_path.unlink(missing_ok=True)
+    def revoked() -> None:
         item.status = "REVOKED"
         _save(ctx, item)
 
     secret_file = _secret_path(loaded, item.pair, item.role)
-    op = ctx.operations.start(item.pair, "REVOKE_ACCESS", targets[0], caller.name,
-                              _applying(ctx, targets, [role_path, grant_path], caller.name, after=secret_file.unlink),
-                              before=remove)
+    op = changes.start(ctx, item.pair, "REVOKE_ACCESS", targets, caller.name, {grant_path: None, role_path: None},
+                       before=revoked, after=lambda: secret_file.unlink(missing_ok=True))
     item.operation = op.id
     _save(ctx, item)
     return op  # type: ignore[no-any-return]
@@ -278,18 +271,3 @@ def _secret_path(loaded: workspace.LoadedWorkspace, pair: str, role: str) -> Pat
         base.mkdir(parents=True, exist_ok=True, mode=0o700)
         ignore.write_text("# written by pgaasctl: passwords of roles granted through the API, never for git\n*\n")
     return base / pair / f"{role}.password"
-
-
-def _applying(ctx: Any, targets: list[str], paths: list[Path], user: str, after: Any = None) -> Any:
-    def work(op: Operation) -> dict[str, Any] | None:
-        loaded = ctx.loaded()
-        with workspace.locked_plan(loaded.desired, loaded.spec_dir, ctx.store, targets=targets) as planned:
-            plan = json.loads(render_json(planned.plan))
-            workspace.execute(planned, ctx.store)
-        if after is not None:
-            after(missing_ok=True)
-        documents.commit(loaded.spec_dir, paths, user, f"{op.type.lower().replace('_', ' ')} {op.target} "
-                         f"(operation {op.id}, by {user})")
-        return plan  # type: ignore[no-any-return]
-
-    return work

@@ -5,7 +5,6 @@ pairs opened to them (`pgaas.members`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,13 +12,12 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pgaasctl import workspace
-from pgaasctl.api import documents, errors
+from pgaasctl.api import changes, documents, errors
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
 from pgaasctl.api.users import User
-from pgaasctl.plan.render import render_json
-from pgaasctl.spec.desired import DesiredPair, DesiredState, build_desired
-from pgaasctl.spec.loader import LoadedDoc, Source
+from pgaasctl.spec.desired import DesiredPair
+from pgaasctl.spec.loader import LoadedDoc
 from pgaasctl.spec.models import MEMBERS_LABEL, OWNER_LABEL, DatabaseDoc, DatabaseSpec, Identifier
 
 router = APIRouter(prefix="/v1/pairs/{pair}/databases", tags=["databases"])
@@ -156,11 +154,11 @@ def create_database(request: Request, pair: str, body: DatabaseCreate, caller: C
     document = {"kind": "Database", "metadata": {"name": body.name, "pair": pair, "labels": {OWNER_LABEL: caller.name}},
                 "spec": body.model_dump(mode="json", by_alias=True, exclude={"name"}, exclude_defaults=True)}
     path = documents.document_path(loaded, "database", pair, body.name)
-    desired = _with(loaded.desired, address, DatabaseDoc.model_validate(document), path)
+    desired = changes.desired_with(loaded.desired, {address: (DatabaseDoc.model_validate(document), path)})
     if dry_run:
         response.status_code = 200
-        return _dry_run(ctx, loaded, desired, address)
-    return _start(ctx, pair, "CREATE_DATABASE", address, caller, path, document)
+        return changes.dry_run(ctx, loaded, desired, [address])
+    return changes.start(ctx, pair, "CREATE_DATABASE", [address], caller.name, {path: document})
 
 
 @router.patch("/{name}", status_code=202, response_model=Operation | dict[str, Any],
@@ -197,11 +195,11 @@ def update_database(request: Request, pair: str, name: str, body: DatabasePatch,
         field = ".".join(str(p) for p in first["loc"][1:]) or None
         raise ApiError(422, f"{field}: {first['msg']}" if field else first["msg"], field=field) from None
     path = Path(found.source.file)
-    desired = _with(loaded.desired, address, doc, path)
+    desired = changes.desired_with(loaded.desired, {address: (doc, path)})
     if dry_run:
         response.status_code = 200
-        return _dry_run(ctx, loaded, desired, address)
-    return _start(ctx, pair, "UPDATE_DATABASE", address, caller, path, document)
+        return changes.dry_run(ctx, loaded, desired, [address])
+    return changes.start(ctx, pair, "UPDATE_DATABASE", [address], caller.name, {path: document})
 
 
 @router.delete("/{name}", status_code=202, response_model=Operation | dict[str, Any] | None,
@@ -224,48 +222,8 @@ def delete_database(request: Request, pair: str, name: str, caller: Caller, resp
     if found.doc.spec.deletion_protection:
         raise ApiError(409, f"database {name!r} has deletion_protection: true; turn it off first",
                        reason="deletion_protected")
-    desired = _with(loaded.desired, address, None, None)
+    desired = changes.desired_with(loaded.desired, {address: (None, None)})
     if dry_run:
         response.status_code = 200
-        return _dry_run(ctx, loaded, desired, address)
-    return _start(ctx, pair, "DELETE_DATABASE", address, caller, found.source.file, None)
-
-
-def _with(desired: DesiredState, address: str, doc: Any, path: Path | None) -> DesiredState:
-    """The desired state with the document at `address` replaced (None: removed), checked like a load."""
-    docs = [d for d in desired.documents if d.address != address]
-    if doc is not None:
-        assert path is not None
-        docs.append(LoadedDoc(doc=doc, source=Source(file=path, line=1)))
-    try:
-        return build_desired(docs)
-    except Exception as exc:  # noqa: BLE001 - SpecError: its problems, said to the caller
-        raise ApiError(422, f"the specs would not hold with this change: {getattr(exc, 'message', exc)}") from None
-
-
-def _dry_run(ctx: Any, loaded: workspace.LoadedWorkspace, desired: DesiredState, address: str) -> dict[str, Any]:
-    work = workspace.plan_specs(desired, loaded.spec_dir, ctx.store, targets=[address])
-    work.close()
-    return json.loads(render_json(work.plan))  # type: ignore[no-any-return]
-
-
-def _start(ctx: Any, pair: str, op_type: str, address: str, caller: User, path: Path,
-           document: dict[str, Any] | None) -> Operation:
-    def write() -> None:  # under the pair's claim: no other operation writes meanwhile. An apply that fails
-        # leaves the document in place: it is what was asked for, and the next plan shows what is left to do
-        if document is None:
-            path.unlink(missing_ok=True)
-        else:
-            documents.write_document(path, document)
-
-    def work(op: Operation) -> dict[str, Any] | None:
-        loaded = ctx.loaded()
-        with workspace.locked_plan(loaded.desired, loaded.spec_dir, ctx.store, targets=[address]) as planned:
-            plan = json.loads(render_json(planned.plan))
-            workspace.execute(planned, ctx.store)
-        documents.commit(loaded.spec_dir, [path], caller.name, f"{op_type.lower().replace('_', ' ')} {address} "
-                         f"(operation {op.id}, by {caller.name})")
-        return plan  # type: ignore[no-any-return]
-
-    return ctx.operations.start(pair, op_type, address, caller.name, work, before=write)
-
+        return changes.dry_run(ctx, loaded, desired, [address])
+    return changes.start(ctx, pair, "DELETE_DATABASE", [address], caller.name, {Path(found.source.file): None})
