@@ -22,7 +22,7 @@ from pgaasctl.apply.operations import HostOperator, OperationCallback
 from pgaasctl.apply.promote import promote
 from pgaasctl.apply.restart import PairRestart, RestartReport
 from pgaasctl.apply.switchover import switchover
-from pgaasctl.errors import PgaasError, SpecError
+from pgaasctl.errors import PgaasError
 from pgaasctl.hosts.bootstrap import node_files_version
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.plan.build import (
