@@ -352,3 +352,90 @@ def test_a_database_changes_with_if_match_and_a_stale_etag_is_refused(ws: Worksp
     _error(server.call("PATCH", "/v1/pairs/main/databases/crm", member, {"encoding": "LATIN1"}), 422, "invalid")
     _error(server.call("PATCH", "/v1/pairs/main/databases/crm", tokens["viewer"], {"connection_limit": 1}), 403,
            "forbidden")
+
+
+def _start_server(ws: Workspace) -> Server:
+    listen = f"127.0.0.1:{_free_port()}"
+    process = subprocess.Popen([PGAASCTL, "serve", str(ws.specs), "--listen", listen, "--interval", "1s"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    started = Server(f"http://{listen}", process)
+    wait_until(lambda: _answers(started), 30, "the API server to listen")
+    return started
+
+
+def test_one_operation_per_pair_and_one_cut_short_by_a_restart_is_finished_by_the_next_plan(
+        ws: Workspace, server: Server, tokens: dict[str, str]) -> None:
+    from pgaasctl.store import open_store
+
+    admin = tokens["admin"]
+    store = open_store(ws.store_url)
+    try:
+        with store.locked("main", "apply", timeout=5):  # an apply from the CLI holds the pair
+            first = server.call("POST", "/v1/pairs/main/databases", admin, {"name": "first"})
+            assert first.status == 202, first.body
+            wait_until(lambda: server.get(f"/v1/operations/{first.json()['id']}", admin).json()["status"] == "RUNNING",
+                       10, "the operation to run (and wait for the pair's lock)")
+            second = _error(server.call("POST", "/v1/pairs/main/databases", admin, {"name": "second"}), 409,
+                            "operation_in_progress")
+            assert second["retryable"] is True and first.json()["id"] in second["message"]
+            server.process.kill()  # the server dies in the middle of the operation
+            server.process.communicate(timeout=30)
+    finally:
+        store.close()
+    again = _start_server(ws)
+    try:
+        cut = again.get(f"/v1/operations/{first.json()['id']}", admin).json()
+        assert cut["status"] == "FAILED" and cut["error"]["reason"] == "interrupted"
+        assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'first'") == []
+        assert (ws.specs / "api" / "main" / "database-first.yaml").exists()  # what was asked for is in the specs
+        finished = ws.run("apply", str(ws.specs), "--auto-approve")
+        assert finished.exit_code == 0, finished.output
+        assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'first'") == [(1,)]
+        assert not (ws.specs / "api" / "main" / "database-second.yaml").exists()  # the refused one wrote nothing
+    finally:
+        again.process.send_signal(signal.SIGTERM)
+        again.process.communicate(timeout=30)
+
+
+MATRIX_CALLERS = ("admin", "owner", "other", "viewer", "none", "disabled")
+
+
+@pytest.mark.parametrize("method, path, body, expected", [
+    ("GET", "/v1/pairs", None, (200, 200, 200, 200, 401, 401)),
+    ("GET", "/v1/pairs/main", None, (200, 200, 200, 200, 401, 401)),
+    ("GET", "/v1/pairs/main/connection", None, (200, 200, 200, 200, 401, 401)),
+    ("GET", "/v1/pairs/main/databases", None, (200, 200, 200, 200, 401, 401)),
+    ("GET", "/v1/pairs/main/databases/owned", None, (200, 200, 403, 200, 401, 401)),
+    ("POST", "/v1/pairs/main/databases?dry_run=true", {"name": "probe"}, (200, 200, 403, 403, 401, 401)),
+    ("PATCH", "/v1/pairs/main/databases/owned?dry_run=true", {"connection_limit": 3}, (200, 200, 403, 403, 401, 401)),
+    ("DELETE", "/v1/pairs/main/databases/owned?dry_run=true", None, (200, 200, 403, 403, 401, 401)),
+    ("GET", "/v1/operations", None, (200, 200, 200, 200, 401, 401)),
+    ("GET", "/v1/access-requests", None, (200, 200, 200, 200, 401, 401)),
+    ("POST", "/v1/access-requests", {"pair": "main", "database": "owned", "access": "read-only", "reason": "x"},
+     (201, 201, 201, 403, 401, 401)),
+])
+def test_authorization_matrix(ws: Workspace, matrix: tuple[Server, dict[str, str | None]], method: str, path: str,
+                              body: Any, expected: tuple[int, ...]) -> None:
+    server, callers = matrix
+    before = sorted(p.read_text() for p in ws.specs.rglob("*.yaml"))
+    databases = ws.server.execute("SELECT datname, datconnlimit FROM pg_database ORDER BY 1")
+    for caller, status in zip(MATRIX_CALLERS, expected):
+        reply = server.call(method, path, callers[caller], body)
+        assert reply.status == status, (caller, reply.status, reply.body)
+        if status >= 400:
+            assert set(reply.json()) == {"error"}
+    assert sorted(p.read_text() for p in ws.specs.rglob("*.yaml")) == before  # dry runs and refusals write nothing
+    assert ws.server.execute("SELECT datname, datconnlimit FROM pg_database ORDER BY 1") == databases
+
+
+@pytest.fixture
+def matrix(ws: Workspace, server: Server, tokens: dict[str, str]) -> Iterator[tuple[Server, dict[str, str | None]]]:
+    _secret(ws, "user", "create", "mia", "--role", "member", str(ws.specs))
+    _secret(ws, "user", "create", "dan", "--role", "member", str(ws.specs))
+    other = _secret(ws, "token", "create", "--user", "mia", str(ws.specs))
+    disabled = _secret(ws, "token", "create", "--user", "dan", str(ws.specs))
+    assert ws.run("user", "disable", "dan", str(ws.specs)).exit_code == 0
+    made = server.call("POST", "/v1/pairs/main/databases", tokens["member"], {"name": "owned"}).json()
+    assert _done(server, tokens["member"], made)["status"] == "DONE"
+    yield server, {"admin": tokens["admin"], "owner": tokens["member"], "other": other, "viewer": tokens["viewer"],
+                   "none": None, "disabled": disabled}
