@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,16 +39,41 @@ class ApiContext:
     store: Store
     agent: Agent | None = None
     operations: OperationRunner = field(init=False)
+    _cached: tuple[tuple[tuple[str, int, int], ...], workspace.LoadedWorkspace] | None = None
+    _cache_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.operations = OperationRunner(self.store)
 
     def loaded(self) -> workspace.LoadedWorkspace:
-        """The workspace as the specs on disk say now (a hand edit in git shows at once)."""
+        """The workspace as the specs on disk say now (a hand edit in git shows at once). Loaded again only when a
+        spec file changed: a look at every file's size and time costs far less than parsing them all."""
+        with self._cache_lock:
+            cached = self._cached
+        if cached is not None and _stamp(cached[1]) == cached[0]:
+            return cached[1]
         try:
-            return workspace.load(self.path)
+            fresh = workspace.load(self.path)
         except PgaasError as exc:  # broken specs on disk: said, not guessed around
             raise ApiError(503, f"the workspace's specs do not load: {exc.message}", retryable=True) from None
+        with self._cache_lock:
+            self._cached = (_stamp(fresh), fresh)
+        return fresh
+
+
+def _stamp(loaded: workspace.LoadedWorkspace) -> tuple[tuple[str, int, int], ...]:
+    """(path, size, mtime) of every file the workspace is read from; a file added or removed changes it too."""
+    files = [p for pattern in ("*.yaml", "*.yml") for p in loaded.spec_dir.rglob(pattern)]
+    if loaded.location.workspace_file is not None:
+        files.append(loaded.location.workspace_file)
+    stamp = []
+    for path in sorted(set(files)):
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        stamp.append((str(path), status.st_size, status.st_mtime_ns))
+    return tuple(stamp)
 
 
 # ---------------------------------------------------------------- response models

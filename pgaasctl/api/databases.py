@@ -79,11 +79,19 @@ def _pair(loaded: workspace.LoadedWorkspace, name: str) -> DesiredPair:
     return pair
 
 
-def _view(ctx: Any, loaded: workspace.LoadedWorkspace, pair: str, loaded_doc: LoadedDoc) -> DatabaseView:
+def _sizes(ctx: Any, pair: str) -> dict[str, float]:
+    """Each database's size as the agent last sampled it (the newest of the nodes' samples)."""
+    found: dict[str, float] = {}
+    for sample in sorted(ctx.store.latest(pair, "pg_database_size_bytes"), key=lambda s: s.at):
+        found[sample.database] = sample.value
+    return found
+
+
+def _view(ctx: Any, loaded: workspace.LoadedWorkspace, pair: str, loaded_doc: LoadedDoc,
+          sizes: dict[str, float] | None = None) -> DatabaseView:
     doc: DatabaseDoc = loaded_doc.doc
-    sizes = ctx.store.samples(pair, "pg_database_size_bytes", since="")[-20:]
-    size = next((s.value for s in reversed(sizes) if s.database == doc.metadata.name), None)
-    by_hand = documents.declared_by_hand(loaded, loaded_doc.address)
+    size = (sizes if sizes is not None else _sizes(ctx, pair)).get(doc.metadata.name)
+    by_hand = not documents.by_api(loaded, loaded_doc.source.file)
     return DatabaseView(name=doc.metadata.name, pair=pair, owner_user=doc.metadata.labels.get(OWNER_LABEL),
                         declared_in=f"{loaded_doc.source.file}:{loaded_doc.source.line}",
                         managed_by="specs" if by_hand else "api", size_bytes=size,
@@ -110,9 +118,12 @@ def list_databases(request: Request, pair: str, caller: Caller,
     ctx = _context(request)
     loaded = ctx.loaded()
     found = _pair(loaded, pair)
-    views = [_view(ctx, loaded, pair, d) for name, d in sorted(found.databases.items()) if _may_read(caller, d.doc)]
+    sizes = _sizes(ctx, pair)
+    views = [_view(ctx, loaded, pair, d, sizes) for _, d in sorted(found.databases.items()) if _may_read(caller, d.doc)]
     items, token = page(views, page_size, page_token)
-    return DatabasePage(items=items, next_page_token=token)
+    # serialised here, by pydantic: FastAPI's own validation and encoding of the response cost more than the rest
+    return Response(DatabasePage(items=items, next_page_token=token).model_dump_json(),  # type: ignore[return-value]
+                    media_type="application/json")
 
 
 @router.get("/{name}", response_model=DatabaseView, responses=errors.RESPONSES)

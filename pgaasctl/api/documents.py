@@ -26,15 +26,15 @@ def document_path(loaded: workspace.LoadedWorkspace, kind: str, pair: str, name:
 
 def declared_by_hand(loaded: workspace.LoadedWorkspace, address: str) -> str | None:
     """'file:line' of a document declaring `address` outside the API's directory, or None."""
-    found = loaded.desired.by_address().get(address)
+    found = next((d for d in loaded.desired.documents if d.address == address), None)
     if found is None:
         return None
-    source = Path(found.source.file)
-    try:
-        source.resolve().relative_to(api_root(loaded).resolve())
-        return None
-    except ValueError:
-        return f"{found.source.file}:{found.source.line}"
+    return None if by_api(loaded, found.source.file) else f"{found.source.file}:{found.source.line}"
+
+
+def by_api(loaded: workspace.LoadedWorkspace, file: Path | str) -> bool:
+    """Whether a spec file is one the API wrote (under its directory). Spec files are loaded by absolute path."""
+    return Path(os.path.abspath(file)).is_relative_to(os.path.abspath(api_root(loaded)))
 
 
 def refuse_hand_written(loaded: workspace.LoadedWorkspace, address: str) -> None:

@@ -518,6 +518,15 @@ class Store:
                           (pair, metric, _milliseconds(since), _milliseconds(until)))
         return [StoredSample(node=r[0], database=r[1], label=r[2], at=_iso(r[3]), value=r[4]) for r in rows]
 
+    def latest(self, pair: str, metric: str) -> list[StoredSample]:
+        """The newest raw sample of each series of one metric of a pair (one index seek per series)."""
+        if not self._monitored("points"):
+            return []
+        rows = self._exec("SELECT s.node, s.dbname, s.label, p.at, p.value FROM series s JOIN points p ON p.series = s.id "
+                          "WHERE s.pair = ? AND s.metric = ? AND p.at = (SELECT max(at) FROM points q WHERE q.series = s.id) "
+                          "ORDER BY s.id", (pair, metric))
+        return [StoredSample(node=r[0], database=r[1], label=r[2], at=_iso(r[3]), value=r[4]) for r in rows]
+
     def hourly(self, pair: str, metric: str, since: str = "", until: str = "~") -> list[HourlySample]:
         if not self._monitored("points_hourly"):
             return []
