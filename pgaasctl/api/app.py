@@ -28,6 +28,7 @@ from pgaasctl.store import Store
 
 API_VERSION = "v1"
 MAX_PAGE_SIZE = 500
+MAX_BODY_BYTES = 64 * 1024
 ERRORS = errors.RESPONSES
 
 
@@ -195,6 +196,18 @@ def create_app(ctx: ApiContext) -> FastAPI:
                   "databases, roles and access, on the same specs and planner as the CLI.")
     app.state.context = ctx
     errors.install(app)
+
+    @app.middleware("http")
+    async def bounded_bodies(request: Request, call_next: Callable[[Request], Any]) -> Any:
+        """A request body over MAX_BODY_BYTES is refused before it is read (413); so is one of unknown length."""
+        if request.method in ("POST", "PUT", "PATCH"):
+            length = request.headers.get("content-length")
+            if length is None and request.headers.get("transfer-encoding"):
+                return errors.reply(ApiError(411, "send Content-Length; a streamed body is not accepted",
+                                             reason="length_required"))
+            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                return errors.reply(ApiError(413, f"the request body is over {MAX_BODY_BYTES // 1024} KiB"))
+        return await call_next(request)
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     def healthz(response: Response) -> Health:

@@ -20,7 +20,7 @@ from pgaasctl.errors import PgaasError
 log = logging.getLogger("pgaasctl.api")
 
 REASONS = {400: "bad_request", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-           409: "conflict", 412: "precondition_failed", 413: "too_large", 415: "unsupported_media_type",
+           409: "conflict", 411: "length_required", 412: "precondition_failed", 413: "too_large", 415: "unsupported_media_type",
            422: "invalid", 429: "too_many_requests", 500: "internal", 503: "unavailable"}
 
 
@@ -62,6 +62,10 @@ def forbidden(message: str) -> ApiError:
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, f"{what} does not exist")
+
+
+def reply(error: ApiError) -> JSONResponse:
+    return _reply(error.detail, error.headers)
 
 
 def _reply(detail: ErrorDetail, headers: dict[str, str] | None = None) -> JSONResponse:

@@ -439,3 +439,16 @@ def matrix(ws: Workspace, server: Server, tokens: dict[str, str]) -> Iterator[tu
     assert _done(server, tokens["member"], made)["status"] == "DONE"
     yield server, {"admin": tokens["admin"], "owner": tokens["member"], "other": other, "viewer": tokens["viewer"],
                    "none": None, "disabled": disabled}
+
+
+def test_a_body_too_large_or_not_json_is_refused(server: Server, tokens: dict[str, str]) -> None:
+    huge = {"name": "big", "settings": {f"x.p{i}": "v" * 100 for i in range(1000)}}
+    _error(server.call("POST", "/v1/pairs/main/databases", tokens["admin"], huge), 413, "too_large")
+    request = urllib.request.Request(server.base + "/v1/pairs/main/databases", data=b"{not json", method="POST")
+    request.add_header("Authorization", f"Bearer {tokens['admin']}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        urllib.request.urlopen(request, timeout=10)
+        raise AssertionError("a body that is not JSON was accepted")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 422 and json.loads(exc.read())["error"]["reason"] == "invalid"
