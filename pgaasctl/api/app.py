@@ -18,6 +18,7 @@ from pgaasctl import workspace
 from pgaasctl.api import access, databases, errors
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation, OperationRunner
+from pgaasctl.api.paging import PageSize, PageToken, page
 from pgaasctl.api.users import ROLES, Role, User, authenticate
 from pgaasctl.errors import PgaasError
 from pgaasctl.monitor.agent import Agent
@@ -27,7 +28,6 @@ from pgaasctl.spec.desired import DesiredPair
 from pgaasctl.store import Store
 
 API_VERSION = "v1"
-MAX_PAGE_SIZE = 500
 MAX_BODY_BYTES = 64 * 1024
 ERRORS = errors.RESPONSES
 
@@ -156,16 +156,6 @@ Reader = Annotated[User, Depends(allowed(*ROLES))]
 
 # ---------------------------------------------------------------- helpers
 
-def page(items: list[Any], page_size: int, page_token: str | None) -> tuple[list[Any], str | None]:
-    start = 0
-    if page_token:
-        if not page_token.isdigit() or int(page_token) > len(items):
-            raise ApiError(422, "page_token is not one this API gave", field="page_token")
-        start = int(page_token)
-    end = start + page_size
-    return items[start:end], (str(end) if end < len(items) else None)
-
-
 def etag(model: BaseModel) -> str:
     return '"' + hashlib.sha256(model.model_dump_json().encode()).hexdigest()[:32] + '"'
 
@@ -230,8 +220,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(f"/{API_VERSION}/pairs", response_model=PairPage, responses=ERRORS, tags=["pairs"])
-    def list_pairs(_: Reader, page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
-                   page_token: str | None = None) -> PairPage:
+    def list_pairs(_: Reader, page_size: PageSize = 100,
+                   page_token: PageToken = None) -> PairPage:
         """Every pair the workspace declares, with its health as the agent last saw it."""
         loaded = ctx.loaded()
         summaries = [PairSummary(**_summary(ctx, p.name, p.doc.spec.provider, p.doc.spec.replication).model_dump(
@@ -268,8 +258,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
     @app.get(f"/{API_VERSION}/operations/{{operation}}", response_model=Operation, responses=ERRORS,
              tags=["operations"])
     def get_operation(operation: str, caller: Reader,
-                      wait: Annotated[str | None, Query(description="Long-poll: wait up to this long (30s) for the "
-                                                        "operation to end.")] = None) -> Operation:
+                      wait: Annotated[str | None, Query(pattern=r"^([0-9]|[1-5][0-9]|60)s$", description="Long-poll: "
+                                                        "wait up to this long (0s to 60s) for the operation to end.")]
+                      = None) -> Operation:
         """An operation; with `?wait=30s`, answered when it ends (or when the wait is over)."""
         seconds = _wait_seconds(wait)
         found = ctx.operations.wait(operation, seconds) if seconds else ctx.operations.get(operation)
@@ -279,8 +270,8 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.get(f"/{API_VERSION}/operations", response_model=OperationPage, responses=ERRORS, tags=["operations"])
     def list_operations(caller: Reader, pair: str | None = None,
-                        page_size: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE)] = 100,
-                        page_token: str | None = None) -> OperationPage:
+                        page_size: PageSize = 100,
+                        page_token: PageToken = None) -> OperationPage:
         """Operations, newest first (a member sees its own)."""
         found = [op for op in ctx.operations.list(pair) if caller.role != "member" or op.user == caller.name]
         items, token = page(found, page_size, page_token)

@@ -8,13 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pgaasctl import workspace
 from pgaasctl.api import changes, documents, errors
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
+from pgaasctl.api.paging import PageSize, PageToken, page
 from pgaasctl.api.users import User
 from pgaasctl.spec.desired import DesiredPair
 from pgaasctl.spec.loader import LoadedDoc
@@ -111,10 +112,8 @@ def _open_to(caller: User, pair: DesiredPair) -> bool:
 
 @router.get("", response_model=DatabasePage, responses=errors.RESPONSES)
 def list_databases(request: Request, pair: str, caller: Caller,
-                   page_size: Annotated[int, Query(ge=1, le=500)] = 100, page_token: str | None = None) -> DatabasePage:
+                   page_size: PageSize = 100, page_token: PageToken = None) -> DatabasePage:
     """The pair's databases as the specs declare them (a member sees the ones it owns)."""
-    from pgaasctl.api.app import page
-
     ctx = _context(request)
     loaded = ctx.loaded()
     found = _pair(loaded, pair)

@@ -38,7 +38,8 @@ class ErrorBody(BaseModel):
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody, "description": description}
-    for code, description in ((401, "No valid credentials"), (403, "Not allowed"), (404, "Not found"),
+    for code, description in ((400, "Malformed request, or refused by the planner"), (401, "No valid credentials"),
+                              (403, "Not allowed"), (404, "Not found"),
                               (409, "Conflict: another operation, or the object's state"), (422, "Invalid request"))
 }
 
