@@ -452,3 +452,27 @@ def test_a_body_too_large_or_not_json_is_refused(server: Server, tokens: dict[st
         raise AssertionError("a body that is not JSON was accepted")
     except urllib.error.HTTPError as exc:
         assert exc.code == 422 and json.loads(exc.read())["error"]["reason"] == "invalid"
+
+
+ACCEPTED_NAMES = ["Shop-DB", "Reader$1", "_under", "x" * 63, "MiXeD_Case", "a-b-c_1$"]
+REFUSED_NAMES = ["", "ünïcode_db", "a b", "a;drop database postgres", "x\n", "pg_evil", "1abc", "a'b", 'a"b', "x" * 64,
+                 "../etc/passwd", "a/b", "nul\x00", "ä" * 32, "tab\there", "semi;", "back\\slash", "$dollar"]
+
+
+def test_names_through_the_api_are_refused_or_made_exactly_as_by_the_cli(ws: Workspace, server: Server,
+                                                                        tokens: dict[str, str]) -> None:
+    admin = tokens["admin"]
+    for name in REFUSED_NAMES:
+        refused = _error(server.call("POST", "/v1/pairs/main/databases", admin, {"name": name}), 422, "invalid")
+        assert refused["field"] == "name", (name, refused)
+        cli = ws.run("plan", str(ws.write("probe.yaml", f"kind: Database\nmetadata: {{name: {json.dumps(name)}, "
+                                                        "pair: main}\n")))
+        assert cli.exit_code == 1, (name, cli.output)  # the CLI refuses it too
+        ws.remove("probe.yaml")
+    assert not (ws.specs / "api").exists() or not list((ws.specs / "api").rglob("*.yaml"))
+    for name in ACCEPTED_NAMES:
+        started = server.call("POST", "/v1/pairs/main/databases", admin, {"name": name})
+        assert started.status == 202, (name, started.body)
+        assert _done(server, admin, started.json())["status"] == "DONE"
+        assert ws.server.execute("SELECT datname FROM pg_database WHERE datname = %s", params=(name,)) == [(name,)]
+    assert ws.run("plan", str(ws.specs), "--detailed-exitcode").exit_code == 0
