@@ -158,7 +158,7 @@ def approve(request: Request, request_id: str, body: Decision, caller: Caller) -
     item = _decidable(ctx, caller, request_id)
     loaded = ctx.loaded()
     role = _role_name(loaded, item)
-    secret_file = _secret_path(loaded, item.pair, role)
+    secret_file = secret_path(loaded, item.pair, role)
     labels = {OWNER_LABEL: item.requester}
     role_doc = {"kind": "Role", "metadata": {"name": role, "pair": item.pair, "labels": labels},
                 "spec": {"login": True, "password": {"file": str(secret_file)}}}
@@ -171,10 +171,7 @@ def approve(request: Request, request_id: str, body: Decision, caller: Caller) -
     targets = [f"role.{item.pair}.{role}", f"grant.{item.pair}.{item.database}.{role}"]
 
     def decided() -> None:  # under the pair's claim, before the documents are written
-        secret_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        descriptor = os.open(secret_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(24) + "\n")
+        write_password(secret_file)
         item.status, item.decided_by, item.decision_reason, item.decided = "APPROVED", caller.name, body.reason, _now()
         item.role = role
         _save(ctx, item)
@@ -204,7 +201,7 @@ def revoke(request: Request, request_id: str, caller: Caller) -> Operation:
         item.status = "REVOKED"
         _save(ctx, item)
 
-    secret_file = _secret_path(loaded, item.pair, item.role)
+    secret_file = secret_path(loaded, item.pair, item.role)
     op = changes.start(ctx, item.pair, "REVOKE_ACCESS", targets, caller.name, {grant_path: None, role_path: None},
                        before=revoked, after=lambda: secret_file.unlink(missing_ok=True))
     item.operation = op.id
@@ -231,7 +228,7 @@ def credentials(request: Request, request_id: str, caller: Caller, response: Res
         raise ApiError(410, "the credentials were shown once already; ask for a new access to get new ones",
                        reason="gone")
     loaded = ctx.loaded()
-    password = _secret_path(loaded, item.pair, item.role).read_text(encoding="utf-8").strip()
+    password = secret_path(loaded, item.pair, item.role).read_text(encoding="utf-8").strip()
     uri = connection_uri(loaded.desired.pairs[item.pair], loaded.desired, ctx.store, item.database, item.role, False)
     item.credentials_fetched = True
     _save(ctx, item)
@@ -262,7 +259,15 @@ def _role_name(loaded: workspace.LoadedWorkspace, item: AccessRequest) -> str:
     return name
 
 
-def _secret_path(loaded: workspace.LoadedWorkspace, pair: str, role: str) -> Path:
+def write_password(path: Path) -> None:
+    """A new generated password in a file only its owner may read."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(secrets.token_urlsafe(24) + "\n")
+
+
+def secret_path(loaded: workspace.LoadedWorkspace, pair: str, role: str) -> Path:
     """Beside the store's default place, under the workspace root; never a spec (not YAML), and where that is inside
     the spec directory, ignored by git (a .gitignore of its own)."""
     base = loaded.location.root / "state" / "secrets"

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel
 
 from pgaasctl import workspace
-from pgaasctl.api import access, databases, errors
+from pgaasctl.api import access, databases, errors, roles
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation, OperationRunner
 from pgaasctl.api.paging import PageSize, PageToken, page
@@ -279,6 +279,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     app.include_router(databases.router)
     app.include_router(access.router)
+    app.include_router(roles.router)
     return app
 
 

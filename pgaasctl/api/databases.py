@@ -103,7 +103,7 @@ def _may_read(caller: User, doc: DatabaseDoc) -> bool:
     return caller.role in ("admin", "viewer") or doc.metadata.labels.get(OWNER_LABEL) == caller.name
 
 
-def _open_to(caller: User, pair: DesiredPair) -> bool:
+def open_to(caller: User, pair: DesiredPair) -> bool:
     if caller.role == "admin":
         return True
     members = pair.doc.metadata.labels.get(MEMBERS_LABEL, "")
@@ -148,7 +148,7 @@ def create_database(request: Request, pair: str, body: DatabaseCreate, caller: C
     ctx = _context(request)
     loaded = ctx.loaded()
     target = _pair(loaded, pair)
-    if caller.role not in ("admin", "member") or not _open_to(caller, target):
+    if caller.role not in ("admin", "member") or not open_to(caller, target):
         raise errors.forbidden(f"pair {pair!r} is not open to {caller.name!r} for new databases"
                                if caller.role == "member" else f"a {caller.role} may not create databases")
     if body.adopt and caller.role != "admin":

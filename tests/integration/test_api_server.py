@@ -410,6 +410,8 @@ MATRIX_CALLERS = ("admin", "owner", "other", "viewer", "none", "disabled")
     ("PATCH", "/v1/pairs/main/databases/owned?dry_run=true", {"connection_limit": 3}, (200, 200, 403, 403, 401, 401)),
     ("DELETE", "/v1/pairs/main/databases/owned?dry_run=true", None, (200, 200, 403, 403, 401, 401)),
     ("GET", "/v1/operations", None, (200, 200, 200, 200, 401, 401)),
+    ("GET", "/v1/pairs/main/roles", None, (200, 200, 200, 200, 401, 401)),
+    ("POST", "/v1/pairs/main/roles?dry_run=true", {"name": "probe_r", "login": True}, (200, 200, 403, 403, 401, 401)),
     ("GET", "/v1/access-requests", None, (200, 200, 200, 200, 401, 401)),
     ("POST", "/v1/access-requests", {"pair": "main", "database": "owned", "access": "read-only", "reason": "x"},
      (201, 201, 201, 403, 401, 401)),
@@ -476,3 +478,32 @@ def test_names_through_the_api_are_refused_or_made_exactly_as_by_the_cli(ws: Wor
         assert _done(server, admin, started.json())["status"] == "DONE"
         assert ws.server.execute("SELECT datname FROM pg_database WHERE datname = %s", params=(name,)) == [(name,)]
     assert ws.run("plan", str(ws.specs), "--detailed-exitcode").exit_code == 0
+
+
+def test_a_member_makes_its_own_login_role_gets_its_password_once_and_deletes_it(ws: Workspace, server: Server,
+                                                                                tokens: dict[str, str]) -> None:
+    import psycopg
+
+    member, admin = tokens["member"], tokens["admin"]
+    for body, field in (({"name": "r1", "login": False}, "login"), ({"name": "r1", "login": True, "superuser": True},
+                                                                     "superuser"),
+                        ({"name": "r1", "login": True, "member_of": ["postgres"]}, "member_of")):
+        assert _error(server.call("POST", "/v1/pairs/main/roles", member, body), 403, "forbidden")["field"] == field
+    _error(server.call("POST", "/v1/pairs/main/roles", member,
+                       {"name": "r1", "login": True, "password": {"env": "X"}}), 422, "invalid")
+    made = server.call("POST", "/v1/pairs/main/roles", member, {"name": "max_app", "login": True, "connection_limit": 4})
+    assert made.status == 202, made.body
+    assert _done(server, member, made.json())["status"] == "DONE"
+    _error(server.get("/v1/pairs/main/roles/max_app/credentials", admin), 403, "forbidden")  # the owner's alone
+    given = server.get("/v1/pairs/main/roles/max_app/credentials", member)
+    assert given.status == 200, given.body
+    _error(server.get("/v1/pairs/main/roles/max_app/credentials", member), 410, "gone")
+    with psycopg.connect(host=ws.server.host, port=ws.server.port, user="max_app", password=given.json()["password"],
+                         dbname="postgres") as conn:
+        assert conn.execute("SELECT current_user").fetchone() == ("max_app",)
+    view = server.get("/v1/pairs/main/roles/max_app", member).json()
+    assert view["owner_user"] == "max" and "password" not in view["spec"] and view["spec"]["connection_limit"] == 4
+    assert [r["name"] for r in server.get("/v1/pairs/main/roles", member).json()["items"]] == ["max_app"]
+    gone = server.call("DELETE", "/v1/pairs/main/roles/max_app", member)
+    assert _done(server, member, gone.json())["status"] == "DONE"
+    assert ws.server.execute("SELECT 1 FROM pg_roles WHERE rolname = 'max_app'") == []
