@@ -277,6 +277,20 @@ def create_app(ctx: ApiContext) -> FastAPI:
         items, token = page(found, page_size, page_token)
         return OperationPage(items=items, next_page_token=token)
 
+    @app.post(f"/{API_VERSION}/pairs/{{pair}}/switchover", status_code=202, response_model=Operation,
+              responses=ERRORS, tags=["pairs"])
+    def switchover(pair: str, caller: Annotated[User, Depends(allowed("admin"))],
+                   to: Annotated[str | None, Query(description="The standby to promote (default: the standby).")]
+                   = None) -> Operation:
+        """Planned maintenance (admins): promote the standby, the old primary follows it; no commit is lost."""
+        _pair_or_404(ctx, pair)
+
+        def work(_: Operation) -> dict[str, Any] | None:
+            old, new = workspace.switchover_pair(ctx.loaded().desired, ctx.store, pair, to)
+            return {"switchover": {"old_primary": old, "new_primary": new}}
+
+        return ctx.operations.start(pair, "SWITCHOVER", f"pair.{pair}", caller.name, work)
+
     app.include_router(databases.router)
     app.include_router(access.router)
     app.include_router(roles.router)

@@ -427,3 +427,32 @@ def test_top_statements_are_sampled_and_reported_without_constants_or_secrets(ag
         assert b"rotated-secret-991" not in stored and b"app-password-123" not in stored and b"424242" not in stored
     finally:
         ag.execute(primary, "DROP ROLE IF EXISTS stmt_app")
+
+
+def test_an_admin_switches_a_pair_over_through_the_api(ag: LocalPair) -> None:
+    old = ag.primary()
+    made = ag.ws.run("user", "create", "ada", "--role", "admin", str(ag.ws.specs))
+    assert made.exit_code == 0, made.output
+    token = ag.ws.run("token", "create", "--user", "ada", str(ag.ws.specs)).stdout.strip()
+    listen = f"127.0.0.1:{_free_port()}"
+    server = subprocess.Popen([PGAASCTL, "serve", str(ag.ws.specs), "--listen", listen],
+                              env={**os.environ, "PGAASCTL_STORE": ag.ws.store_url}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: _get(f"http://{listen}/healthz")[0] == 200, 30, "the API server")
+        request = urllib.request.Request(f"http://{listen}/v1/pairs/ag/switchover", data=b"", method="POST",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            operation = json.loads(response.read())
+        assert response.status == 202 and operation["type"] == "SWITCHOVER"
+        request = urllib.request.Request(f"http://{listen}/v1/operations/{operation['id']}?wait=60s",
+                                         headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(request, timeout=90) as response:
+            ended = json.loads(response.read())
+        assert ended["status"] == "DONE", ended
+        assert ended["plan"]["switchover"] == {"old_primary": old, "new_primary": ag.other(old)}
+        assert ag.primary() == ag.other(old)
+        ag.assert_whole()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
