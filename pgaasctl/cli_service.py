@@ -11,8 +11,7 @@ from typing import Annotated
 
 import typer
 
-from pgaasctl import workspace
-from pgaasctl import cli
+from pgaasctl import cli, workspace
 from pgaasctl.cli import JsonOpt, PathArg, StoreOpt, _open, _print_json, app, run
 from pgaasctl.errors import PgaasError
 

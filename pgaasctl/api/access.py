@@ -11,13 +11,14 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgaasctl import workspace
 from pgaasctl.api import changes, documents, errors
+from pgaasctl.api.auth import Caller
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
 from pgaasctl.api.users import User
@@ -70,13 +71,6 @@ def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
 
 
-def _caller(request: Request) -> User:
-    from pgaasctl.api.app import current_user
-
-    return current_user(request, request.headers.get("authorization"))
-
-
-Caller = Annotated[User, Depends(_caller)]
 
 
 def _ctx(request: Request) -> Any:

@@ -4,22 +4,22 @@ the lookup the agent keeps (the agent runs in the same process), never from a no
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
 
 from pgaasctl import workspace
 from pgaasctl.api import access, databases, errors, roles
+from pgaasctl.api.auth import Admin, Reader
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation, OperationRunner
 from pgaasctl.api.paging import PageSize, PageToken, page
-from pgaasctl.api.users import ROLES, Role, User, authenticate
 from pgaasctl.errors import PgaasError
 from pgaasctl.monitor.agent import Agent
 from pgaasctl.monitor.endpoint import LookupCollector
@@ -126,32 +126,6 @@ class Health(BaseModel):
 
 def _context(request: Request) -> ApiContext:
     return request.app.state.context  # type: ignore[no-any-return]
-
-
-def current_user(request: Request,
-                 authorization: Annotated[str | None, Header(include_in_schema=False)] = None) -> User:
-    """The caller, from `Authorization: Bearer <token>`; 401 without a usable one."""
-    if not authorization:
-        raise errors.unauthenticated()
-    scheme, _, token = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise errors.unauthenticated("Send `Authorization: Bearer <token>`.")
-    found = authenticate(_context(request).store, token.strip())
-    if found is None:
-        raise errors.unauthenticated("The token is unknown, expired or revoked, or its user is disabled.")
-    return found
-
-
-def allowed(*roles: Role) -> Callable[[User], User]:
-    def check(caller: Annotated[User, Depends(current_user)]) -> User:
-        if caller.role not in roles:
-            raise errors.forbidden(f"a {caller.role} may not do this (it needs: {', '.join(roles)})")
-        return caller
-
-    return check
-
-
-Reader = Annotated[User, Depends(allowed(*ROLES))]
 
 
 # ---------------------------------------------------------------- helpers
@@ -279,7 +253,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     @app.post(f"/{API_VERSION}/pairs/{{pair}}/switchover", status_code=202, response_model=Operation,
               responses=ERRORS, tags=["pairs"])
-    def switchover(pair: str, caller: Annotated[User, Depends(allowed("admin"))],
+    def switchover(pair: str, caller: Admin,
                    to: Annotated[str | None, Query(description="The standby to promote (default: the standby).")]
                    = None) -> Operation:
         """Planned maintenance (admins): promote the standby, the old primary follows it; no commit is lost."""

@@ -8,18 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pgaasctl import workspace
 from pgaasctl.api import changes, documents, errors
+from pgaasctl.api.auth import Caller
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
 from pgaasctl.api.paging import PageSize, PageToken, page
 from pgaasctl.api.users import User
 from pgaasctl.spec.desired import DesiredPair
 from pgaasctl.spec.loader import LoadedDoc
-from pgaasctl.spec.models import MEMBERS_LABEL, OWNER_LABEL, DatabaseDoc, DatabaseSpec, Identifier
+from pgaasctl.spec.models import (
+    MEMBERS_LABEL,
+    OWNER_LABEL,
+    DatabaseDoc,
+    DatabaseSpec,
+    Identifier,
+)
 
 router = APIRouter(prefix="/v1/pairs/{pair}/databases", tags=["databases"])
 
@@ -64,13 +71,6 @@ def _context(request: Request) -> Any:
     return request.app.state.context
 
 
-def _caller(request: Request) -> User:
-    from pgaasctl.api.app import current_user
-
-    return current_user(request, request.headers.get("authorization"))
-
-
-Caller = Annotated[User, Depends(_caller)]
 
 
 def _pair(loaded: workspace.LoadedWorkspace, name: str) -> DesiredPair:

@@ -13,7 +13,8 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict
 
 from pgaasctl.api import changes, documents, errors
-from pgaasctl.api.access import Caller, secret_path, write_password
+from pgaasctl.api.access import secret_path, write_password
+from pgaasctl.api.auth import Caller
 from pgaasctl.api.databases import open_to
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
