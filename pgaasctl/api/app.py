@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel
 
 from pgaasctl import workspace
-from pgaasctl.api import access, databases, errors, roles
+from pgaasctl.api import access, databases, errors, pairs, roles
 from pgaasctl.api.auth import Admin, Reader
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation, OperationRunner
@@ -210,7 +210,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         detail = _summary(ctx, pair, found.doc.spec.provider, found.doc.spec.replication)
         vip = getattr(found.doc.spec, "virtual_ip", None)
         detail.virtual_ip = str(vip) if vip is not None else None
-        response.headers["ETag"] = etag(detail)
+        response.headers["ETag"] = etag(found.doc)  # of the document: what If-Match guards, not the health
         return detail
 
     @app.get(f"/{API_VERSION}/pairs/{{pair}}/connection", response_model=ConnectionDetails, responses=ERRORS,
@@ -265,6 +265,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
         return ctx.operations.start(pair, "SWITCHOVER", f"pair.{pair}", caller.name, work)
 
+    app.include_router(pairs.router)
     app.include_router(databases.router)
     app.include_router(access.router)
     app.include_router(roles.router)

@@ -136,9 +136,8 @@ def get_database(request: Request, pair: str, name: str, caller: Caller, respons
         raise errors.not_found(f"database {name!r} of pair {pair!r}")
     if not _may_read(caller, found.doc):
         raise errors.forbidden(f"database {name!r} is not yours")
-    view = _view(ctx, loaded, pair, found)
-    response.headers["ETag"] = etag(view)
-    return view
+    response.headers["ETag"] = etag(found.doc)  # of the document: what If-Match guards, not the sampled size
+    return _view(ctx, loaded, pair, found)
 
 
 @router.post("", status_code=202, response_model=Operation | dict[str, Any], responses=errors.RESPONSES)
@@ -189,7 +188,7 @@ def update_database(request: Request, pair: str, name: str, body: DatabasePatch,
         raise errors.forbidden(f"database {name!r} is not yours to change")
     address = f"database.{pair}.{name}"
     documents.refuse_hand_written(loaded, address)
-    if if_match is not None and if_match != etag(_view(ctx, loaded, pair, found)):
+    if if_match is not None and if_match != etag(found.doc):
         raise ApiError(412, "the database changed since it was read (ETag); read it again", reason="precondition_failed")
     given = body.model_dump(exclude_unset=True)
     if "owner" in given and caller.role != "admin":
@@ -213,7 +212,7 @@ def update_database(request: Request, pair: str, name: str, body: DatabasePatch,
 
 
 @router.delete("/{name}", status_code=202, response_model=Operation | dict[str, Any] | None,
-               responses=errors.RESPONSES)
+               responses={**errors.RESPONSES, **errors.GONE_ALREADY})
 def delete_database(request: Request, pair: str, name: str, caller: Caller, response: Response,
                     dry_run: bool = False) -> Operation | dict[str, Any] | None:
     """Delete a database (its document goes, then apply drops it): 202 with the operation; 204 when it is already

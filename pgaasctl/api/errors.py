@@ -44,6 +44,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
+GONE_ALREADY: dict[int | str, dict[str, Any]] = {204: {"description": "Already gone: nothing to do"}}
+
+
 class ApiError(Exception):
     def __init__(self, code: int, message: str, reason: str | None = None, retryable: bool = False,
                  field: str | None = None, headers: dict[str, str] | None = None) -> None:

@@ -149,7 +149,7 @@ def create_role(request: Request, pair: str, body: RoleCreate, caller: Caller, r
 
 
 @router.delete("/{name}", status_code=202, response_model=Operation | dict[str, Any] | None,
-               responses=errors.RESPONSES)
+               responses={**errors.RESPONSES, **errors.GONE_ALREADY})
 def delete_role(request: Request, pair: str, name: str, caller: Caller, response: Response,
                 dry_run: bool = False) -> Operation | dict[str, Any] | None:
     """Delete a role (its document goes, then apply drops it): 202 with the operation; 204 when already gone."""

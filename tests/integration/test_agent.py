@@ -456,3 +456,63 @@ def test_an_admin_switches_a_pair_over_through_the_api(ag: LocalPair) -> None:
     finally:
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
+
+
+def _call(listen: str, method: str, path: str, token: str, body: object = None) -> tuple[int, dict]:  # type: ignore[type-arg]
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://{listen}{path}", data=data, method=method,
+                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            payload = response.read()
+            return response.status, json.loads(payload) if payload else {}
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_an_admin_creates_changes_and_deletes_a_pair_through_the_api(ag: LocalPair) -> None:
+    assert ag.ws.run("user", "create", "pat", "--role", "admin", str(ag.ws.specs)).exit_code == 0
+    token = ag.ws.run("token", "create", "--user", "pat", str(ag.ws.specs)).stdout.strip()
+    listen = f"127.0.0.1:{_free_port()}"
+    server = subprocess.Popen([PGAASCTL, "serve", str(ag.ws.specs), "--listen", listen, "--interval", "1s"],
+                              env={**os.environ, "PGAASCTL_STORE": ag.ws.store_url}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    document = ag.ws.specs / "api" / "ap" / "pair-ap.yaml"
+    try:
+        wait_until(lambda: _get(f"http://{listen}/healthz")[0] == 200, 30, "the API server")
+        spec = {"provider": "local", "nodes": [{"name": "ap-a"}, {"name": "ap-b"}], "replication": "synchronous",
+                "deletion_protection": False}
+        status, operation = _call(listen, "POST", "/v1/pairs", token, {"name": "ap", "spec": spec})
+        assert status == 202, operation
+        status, ended = _call(listen, "GET", f"/v1/operations/{operation['id']}?wait=60s", token)
+        assert ended["status"] == "DONE", ended
+        assert "kind: Pair" in document.read_text()
+        wait_until(lambda: _call(listen, "GET", "/v1/pairs/ap", token)[1].get("primary") == "ap-a", 30,
+                   "the agent to see the new pair's primary")
+
+        status, plan = _call(listen, "PATCH", "/v1/pairs/ap?dry_run=true", token,
+                             {"settings": {"work_mem": "8MB", "max_connections": 150}})
+        assert status == 200, plan
+        notes = {a["name"]: a.get("note") for p in plan["pairs"] for c in p["changes"] for a in c["attributes"]}
+        assert notes["work_mem"] == "reload" and notes["max_connections"] == "restart required"
+        status, operation = _call(listen, "PATCH", "/v1/pairs/ap", token, {"settings": {"work_mem": "8MB"}})
+        assert status == 202, operation
+        assert _call(listen, "GET", f"/v1/operations/{operation['id']}?wait=60s", token)[1]["status"] == "DONE"
+        address = ag.ws.run("connection", "ap", str(ag.ws.specs)).stdout
+        assert "ap" in ag.ws.run("status", str(ag.ws.specs)).stdout and address
+
+        status, operation = _call(listen, "DELETE", "/v1/pairs/ap", token)
+        assert status == 202, operation
+        status, ended = _call(listen, "GET", f"/v1/operations/{operation['id']}?wait=60s", token)
+        assert ended["status"] == "DONE", ended
+        assert not document.exists()
+        assert _call(listen, "GET", "/v1/pairs/ap", token)[0] == 404
+        assert not (ag.lab.local_dir / "ap").exists() or not any((ag.lab.local_dir / "ap").iterdir())  # nodes gone
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
+        if document.exists():  # the test failed half-way: take the pair down, or the lab's other tests see it
+            text = document.read_text().replace("deletion_protection: true", "deletion_protection: false")
+            document.write_text(text)
+            ag.ws.run("destroy", str(ag.ws.specs), "--target", "pair.ap", "--auto-approve")
+            document.unlink()

@@ -184,7 +184,10 @@ class SpecDir:
         """Back to the baseline spec files (those written with baseline=True), as they were written."""
         for path in self.specs.iterdir():
             if path.name not in self.baseline:
-                path.unlink()
+                if path.is_dir():  # what the API wrote (api/, state/secrets/)
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
         for name, text in self.baseline.items():
             path = self.specs / name
             if not path.exists() or path.read_text(encoding="utf-8") != text:
