@@ -396,9 +396,11 @@ def _privileges(kind: str) -> Any:
             return None
         if isinstance(value, str):
             value = [value]
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            return value  # not a list of words: pydantic names what is wrong with it (never a TypeError here)
         out: list[Any] = []
         for item in value:
-            word = item.upper().strip(" ") if isinstance(item, str) else item
+            word = item.upper().strip(" ")
             if word == "TEMP":
                 word = "TEMPORARY"
             if word in ("ALL", "ALL PRIVILEGES"):

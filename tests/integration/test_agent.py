@@ -516,3 +516,36 @@ def test_an_admin_creates_changes_and_deletes_a_pair_through_the_api(ag: LocalPa
             document.write_text(text)
             ag.ws.run("destroy", str(ag.ws.specs), "--target", "pair.ap", "--auto-approve")
             document.unlink()
+
+
+def test_an_operation_caught_by_a_failover_finishes_on_the_new_primary(ag: LocalPair) -> None:
+    old = ag.primary()
+    new = ag.other(old)
+    assert ag.ws.run("user", "create", "fay", "--role", "admin", str(ag.ws.specs)).exit_code == 0
+    token = ag.ws.run("token", "create", "--user", "fay", str(ag.ws.specs)).stdout.strip()
+    listen = f"127.0.0.1:{_free_port()}"
+    server = subprocess.Popen([PGAASCTL, "serve", str(ag.ws.specs), "--listen", listen],
+                              env={**os.environ, "PGAASCTL_STORE": ag.ws.store_url}, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    store = open_store(ag.ws.store_url)
+    try:
+        wait_until(lambda: _get(f"http://{listen}/healthz")[0] == 200, 30, "the API server")
+        with store.locked("ag", "apply", timeout=5):  # the operation waits for the pair while its primary fails
+            status, operation = _call(listen, "POST", "/v1/pairs/ag/databases", token, {"name": "during_failover"})
+            assert status == 202, operation
+            wait_until(lambda: _call(listen, "GET", f"/v1/operations/{operation['id']}", token)[1]["status"]
+                       == "RUNNING", 10, "the operation to wait for the pair")
+            ag.kill_postmaster(old)
+            ag.wait_promoted(new)
+        status, ended = _call(listen, "GET", f"/v1/operations/{operation['id']}?wait=60s", token)
+        assert ended["status"] in ("DONE", "FAILED"), ended
+        if ended["status"] == "DONE":  # it planned after the failover: the database is on the new primary
+            assert ag.value(new, "SELECT count(*) FROM pg_database WHERE datname = 'during_failover'") == 1
+        else:  # or it says why, and nothing is half-done: the next apply makes it
+            assert ended["error"]["message"]
+            assert ag.ws.apply().exit_code == 0
+            assert ag.value(new, "SELECT count(*) FROM pg_database WHERE datname = 'during_failover'") == 1
+    finally:
+        store.close()
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)

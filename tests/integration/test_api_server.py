@@ -412,6 +412,9 @@ MATRIX_CALLERS = ("admin", "owner", "other", "viewer", "none", "disabled")
     ("GET", "/v1/operations", None, (200, 200, 200, 200, 401, 401)),
     ("GET", "/v1/pairs/main/roles", None, (200, 200, 200, 200, 401, 401)),
     ("POST", "/v1/pairs/main/roles?dry_run=true", {"name": "probe_r", "login": True}, (200, 200, 403, 403, 401, 401)),
+    ("GET", "/v1/pairs/main/grants", None, (200, 200, 200, 200, 401, 401)),
+    ("POST", "/v1/pairs/main/grants?dry_run=true", {"role": "probe_g", "database": "owned", "privileges": ["CONNECT"]},
+     (422, 422, 403, 403, 401, 401)),
     ("GET", "/v1/access-requests", None, (200, 200, 200, 200, 401, 401)),
     ("POST", "/v1/access-requests", {"pair": "main", "database": "owned", "access": "read-only", "reason": "x"},
      (201, 201, 201, 403, 401, 401)),
@@ -507,3 +510,33 @@ def test_a_member_makes_its_own_login_role_gets_its_password_once_and_deletes_it
     gone = server.call("DELETE", "/v1/pairs/main/roles/max_app", member)
     assert _done(server, member, gone.json())["status"] == "DONE"
     assert ws.server.execute("SELECT 1 FROM pg_roles WHERE rolname = 'max_app'") == []
+
+
+def _explicit_grants(ws: Workspace) -> int:
+    """Entries for `reporting` in books' ACL (PUBLIC's default CONNECT aside)."""
+    [(count,)] = ws.server.execute("SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = 'books' "
+                                   "AND a.grantee = 'reporting'::regrole")
+    return int(count)
+
+
+def test_an_owner_grants_a_role_on_its_database_and_revokes_it(ws: Workspace, server: Server,
+                                                               tokens: dict[str, str]) -> None:
+    owner, viewer = tokens["member"], tokens["viewer"]
+    ws.write("reader.yaml", "kind: Role\nmetadata: {name: reporting, pair: main}\n")
+    assert ws.run("apply", str(ws.specs), "--auto-approve").exit_code == 0
+    made = server.call("POST", "/v1/pairs/main/databases", owner, {"name": "books"}).json()
+    assert _done(server, owner, made)["status"] == "DONE"
+    body = {"role": "reporting", "database": "books", "privileges": ["CONNECT"]}
+    _error(server.call("POST", "/v1/pairs/main/grants", viewer, body), 403, "forbidden")
+    granted = server.call("POST", "/v1/pairs/main/grants", owner, body)
+    assert granted.status == 202, granted.body
+    assert _done(server, owner, granted.json())["status"] == "DONE"
+    assert _explicit_grants(ws) == 1
+    listed = server.get("/v1/pairs/main/grants", owner).json()["items"]
+    assert [(g["role"], g["database"], g["owner_user"]) for g in listed] == [("reporting", "books", "max")]
+    _error(server.call("POST", "/v1/pairs/main/grants", owner, {"role": "reporting", "database": "postgres"}), 403,
+           "forbidden")  # not its database
+    revoked = server.call("DELETE", "/v1/pairs/main/grants/books/reporting", owner)
+    assert _done(server, owner, revoked.json())["status"] == "DONE"
+    assert _explicit_grants(ws) == 0
+    assert server.call("DELETE", "/v1/pairs/main/grants/books/reporting", owner).status == 204

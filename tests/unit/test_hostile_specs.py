@@ -450,3 +450,11 @@ def test_a_long_membership_chain_is_no_recursion_error(tmp_path: Path):
     assert len(problems) == 1 and "member_of cycle r0 -> r1 -> " in problems[0] and "r3000 -> r0;" in problems[0]
     (tmp_path / "roles.yaml").write_text(roles + "---\nkind: Role\nmetadata: {name: r3000, pair: p}\n")
     assert len(load_desired(tmp_path).pairs["p"].roles) == 3001
+
+
+@pytest.mark.parametrize("privileges", [True, 5, {"SELECT": 1}, [{}], [["SELECT"]]])
+def test_privileges_of_the_wrong_type_are_a_spec_error_not_a_crash(privileges: Any) -> None:
+    grant = {"kind": "Grant", "metadata": {"pair": "p"}, "spec": {
+        "role": "r", "database": "d", "schemas": {"s": {"tables": privileges}}}}
+    _, problems = parse_docs([grant])
+    assert problems and "tables" in " ".join(problems)
