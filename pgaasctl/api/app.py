@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ from pgaasctl.store import Store
 
 API_VERSION = "v1"
 MAX_BODY_BYTES = 64 * 1024
+SPEC_CHECK_SECONDS = 0.5  # a hand edit of the specs shows within this long
 ERRORS = errors.RESPONSES
 
 
@@ -41,24 +43,31 @@ class ApiContext:
     agent: Agent | None = None
     operations: OperationRunner = field(init=False)
     _cached: tuple[tuple[tuple[str, int, int], ...], workspace.LoadedWorkspace] | None = None
+    _checked_at: float = 0.0  # time.monotonic() of the last look at the spec files
     _cache_lock: threading.Lock = field(default_factory=threading.Lock)
+    views: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # per pair: (what they were made from, views)
 
     def __post_init__(self) -> None:
         self.operations = OperationRunner(self.store)
 
-    def loaded(self) -> workspace.LoadedWorkspace:
-        """The workspace as the specs on disk say now (a hand edit in git shows at once). Loaded again only when a
-        spec file changed: a look at every file's size and time costs far less than parsing them all."""
+    def loaded(self, fresh: bool = True) -> workspace.LoadedWorkspace:
+        """The workspace as the specs on disk say (at once; with `fresh=False`, for the busiest reads, a hand edit
+        within SPEC_CHECK_SECONDS). Loaded again only when a spec file changed: a look at every file's size and time costs
+        far less than parsing them all."""
         with self._cache_lock:
-            cached = self._cached
+            cached, checked_at = self._cached, self._checked_at
+        if not fresh and cached is not None and time.monotonic() - checked_at < SPEC_CHECK_SECONDS:
+            return cached[1]
         if cached is not None and _stamp(cached[1]) == cached[0]:
+            with self._cache_lock:
+                self._checked_at = time.monotonic()
             return cached[1]
         try:
             fresh = workspace.load(self.path)
         except PgaasError as exc:  # broken specs on disk: said, not guessed around
             raise ApiError(503, f"the workspace's specs do not load: {exc.message}", retryable=True) from None
         with self._cache_lock:
-            self._cached = (_stamp(fresh), fresh)
+            self._cached, self._checked_at = (_stamp(fresh), fresh), time.monotonic()
         return fresh
 
 
@@ -174,16 +183,15 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return await call_next(request)
 
     @app.get("/healthz", response_model=Health, tags=["service"])
-    def healthz(response: Response) -> Health:
+    async def healthz(response: Response) -> Health:
         """200 while the agent's rounds succeed (or before its first), 503 when its last success is old."""
         agent = ctx.agent
         if agent is None:
             return Health(status="ok", agent_rounds=0, seconds_since_last_round=None)
-        snapshot = agent.snapshot()
         since = agent.seconds_since_success()
         stale = since is not None and since > max(30.0, 6 * agent.interval)
         response.status_code = 503 if stale else 200
-        return Health(status="stale" if stale else "ok", agent_rounds=snapshot.rounds, seconds_since_last_round=since)
+        return Health(status="stale" if stale else "ok", agent_rounds=agent.rounds(), seconds_since_last_round=since)
 
     @app.get("/metrics", tags=["service"], response_class=Response)
     def metrics() -> Response:
@@ -197,7 +205,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     def list_pairs(_: Reader, page_size: PageSize = 100,
                    page_token: PageToken = None) -> PairPage:
         """Every pair the workspace declares, with its health as the agent last saw it."""
-        loaded = ctx.loaded()
+        loaded = ctx.loaded(fresh=False)
         summaries = [PairSummary(**_summary(ctx, p.name, p.doc.spec.provider, p.doc.spec.replication).model_dump(
             include=set(PairSummary.model_fields))) for p in sorted(loaded.desired.pairs.values(), key=lambda p: p.name)]
         items, token = page(summaries, page_size, page_token)

@@ -111,14 +111,18 @@ def open_to(caller: User, pair: DesiredPair) -> bool:
 
 
 @router.get("", response_model=DatabasePage, responses=errors.RESPONSES)
-def list_databases(request: Request, pair: str, caller: Caller,
+async def list_databases(request: Request, pair: str, caller: Caller,
                    page_size: PageSize = 100, page_token: PageToken = None) -> DatabasePage:
     """The pair's databases as the specs declare them (a member sees the ones it owns)."""
     ctx = _context(request)
-    loaded = ctx.loaded()
+    loaded = ctx.loaded(fresh=False)
     found = _pair(loaded, pair)
     sizes = _sizes(ctx, pair)
-    views = [_view(ctx, loaded, pair, d, sizes) for _, d in sorted(found.databases.items()) if _may_read(caller, d.doc)]
+    made_from, every = ctx.views.get(pair, (None, []))
+    if made_from is None or made_from[0] is not loaded or made_from[1] != sizes:  # the specs or the sizes changed
+        every = [(d.doc, _view(ctx, loaded, pair, d, sizes)) for _, d in sorted(found.databases.items())]
+        ctx.views[pair] = ((loaded, sizes), every)
+    views = [view for doc, view in every if _may_read(caller, doc)]
     items, token = page(views, page_size, page_token)
     # serialised here, by pydantic: FastAPI's own validation and encoding of the response cost more than the rest
     return Response(DatabasePage(items=items, next_page_token=token).model_dump_json(),  # type: ignore[return-value]

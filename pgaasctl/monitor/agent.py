@@ -135,6 +135,10 @@ class Agent:
         with self._lock:
             return self._state.model_copy(deep=True)
 
+    def rounds(self) -> int:
+        with self._lock:
+            return self._state.rounds
+
     def seconds_since_success(self) -> float | None:
         with self._lock:
             return None if self._succeeded_at is None else time.monotonic() - self._succeeded_at
