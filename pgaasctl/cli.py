@@ -655,7 +655,10 @@ def agent(
     seconds = run(lambda: parse_duration(interval, "--interval"))
     runner = Agent(path=path, store_flag=store, interval=seconds)
     if once:
-        report = run(runner.round)
+        try:
+            report = run(runner.round)
+        finally:
+            runner.close()  # the SSH connections and SQL sessions it kept: nothing lingers on the nodes
         _print_json(report.model_dump())
         raise typer.Exit(1 if report.errors else 0)
     # a workspace that cannot load, or has no store yet, is said now and ends the agent, not logged every round

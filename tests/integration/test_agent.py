@@ -77,6 +77,8 @@ def test_one_round_records_each_node_and_the_pair(ag: LocalPair) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["pairs"], report["errors"]) == (1, 0)
+    for node in (ag.primary(), ag.other(ag.primary())):  # --once leaves no session behind (the CLI ran in-process)
+        assert ag.value(node, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgaasctl'") == 0
     lookup = _lookup(ag)
     assert lookup is not None and lookup["healthy"] is True and lookup["source"] == "agent"
     primary = ag.primary()
