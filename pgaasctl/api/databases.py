@@ -52,6 +52,14 @@ class DatabasePatch(BaseModel):
     deletion_protection: bool | None = None
 
 
+class Access(BaseModel):
+    """A role's grant on the database, as the specs declare it."""
+
+    role: str
+    privileges: list[str] | None = None  # on the database itself (CONNECT, CREATE, TEMPORARY)
+    schemas: dict[str, Any] = {}
+
+
 class DatabaseView(BaseModel):
     name: str
     pair: str
@@ -60,6 +68,7 @@ class DatabaseView(BaseModel):
     managed_by: str  # api | specs
     size_bytes: float | None  # as the agent last sampled it
     spec: dict[str, Any]
+    access: list[Access] = []  # who has access: the grants on it
 
 
 class DatabasePage(BaseModel):
@@ -92,11 +101,15 @@ def _view(ctx: Any, loaded: workspace.LoadedWorkspace, pair: str, loaded_doc: Lo
           sizes: dict[str, float] | None = None) -> DatabaseView:
     doc: DatabaseDoc = loaded_doc.doc
     size = (sizes if sizes is not None else _sizes(ctx, pair)).get(doc.metadata.name)
+    grants = loaded.desired.pairs[pair].grants
+    access = [Access(role=role, privileges=g.doc.spec.privileges,
+                     schemas={k: v.model_dump(mode="json", exclude_none=True) for k, v in g.doc.spec.schemas.items()})
+              for (database, role), g in sorted(grants.items()) if database == doc.metadata.name]
     by_hand = not documents.by_api(loaded, loaded_doc.source.file)
     return DatabaseView(name=doc.metadata.name, pair=pair, owner_user=doc.metadata.labels.get(OWNER_LABEL),
                         declared_in=f"{loaded_doc.source.file}:{loaded_doc.source.line}",
                         managed_by="specs" if by_hand else "api", size_bytes=size,
-                        spec=doc.spec.model_dump(mode="json", by_alias=True))
+                        spec=doc.spec.model_dump(mode="json", by_alias=True), access=access)
 
 
 def _may_read(caller: User, doc: DatabaseDoc) -> bool:

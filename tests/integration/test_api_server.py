@@ -532,6 +532,8 @@ def test_an_owner_grants_a_role_on_its_database_and_revokes_it(ws: Workspace, se
     assert granted.status == 202, granted.body
     assert _done(server, owner, granted.json())["status"] == "DONE"
     assert _explicit_grants(ws) == 1
+    access = server.get("/v1/pairs/main/databases/books", owner).json()["access"]
+    assert access == [{"role": "reporting", "privileges": ["CONNECT"], "schemas": {}}]  # who has access
     listed = server.get("/v1/pairs/main/grants", owner).json()["items"]
     assert [(g["role"], g["database"], g["owner_user"]) for g in listed] == [("reporting", "books", "max")]
     _error(server.call("POST", "/v1/pairs/main/grants", owner, {"role": "reporting", "database": "postgres"}), 403,
@@ -540,3 +542,20 @@ def test_an_owner_grants_a_role_on_its_database_and_revokes_it(ws: Workspace, se
     assert _done(server, owner, revoked.json())["status"] == "DONE"
     assert _explicit_grants(ws) == 0
     assert server.call("DELETE", "/v1/pairs/main/grants/books/reporting", owner).status == 204
+
+
+def test_lists_come_in_pages(ws: Workspace, server: Server, tokens: dict[str, str]) -> None:
+    for i in range(5):
+        ws.write(f"db{i}.yaml", f"kind: Database\nmetadata: {{name: paged{i}, pair: main}}\n")
+    names, token, pages = [], None, 0
+    while True:
+        query = "?page_size=2" + (f"&page_token={token}" if token else "")
+        reply = server.get(f"/v1/pairs/main/databases{query}", tokens["admin"])
+        assert reply.status == 200, reply.body
+        names += [d["name"] for d in reply.json()["items"]]
+        token, pages = reply.json()["next_page_token"], pages + 1
+        if token is None:
+            break
+    assert names == [f"paged{i}" for i in range(5)] and pages == 3
+    assert server.get("/v1/pairs/main/databases?page_size=2&page_token=99", tokens["admin"]).json() == {
+        "items": [], "next_page_token": None}  # past the end: an empty page
