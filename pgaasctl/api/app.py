@@ -16,7 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel
 
 from pgaasctl import workspace
-from pgaasctl.api import access, databases, errors, grants, pairs, roles
+from pgaasctl.api import access, databases, errors, grants, pairs, roles, sessions
 from pgaasctl.api.auth import Admin, Reader
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation, OperationRunner
@@ -278,6 +278,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(access.router)
     app.include_router(roles.router)
     app.include_router(grants.router)
+    app.include_router(sessions.router)
     return app
 
 

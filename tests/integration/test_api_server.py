@@ -559,3 +559,36 @@ def test_lists_come_in_pages(ws: Workspace, server: Server, tokens: dict[str, st
     assert names == [f"paged{i}" for i in range(5)] and pages == 3
     assert server.get("/v1/pairs/main/databases?page_size=2&page_token=99", tokens["admin"]).json() == {
         "items": [], "next_page_token": None}  # past the end: an empty page
+
+
+def test_the_console_signs_in_to_a_session_cookie_that_needs_its_header_for_changes(ws: Workspace,
+                                                                                    server: Server) -> None:
+    import http.client
+
+    password = _secret(ws, "user", "create", "cora", "--role", "admin", str(ws.specs))
+    host, port = server.base.removeprefix("http://").split(":")
+
+    def call(method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
+        connection = http.client.HTTPConnection(host, int(port), timeout=10)
+        connection.request(method, path, body=json.dumps(body) if body is not None else None,
+                           headers={"Content-Type": "application/json", **(headers or {})})
+        return connection.getresponse()
+
+    wrong = call("POST", "/v1/sessions", {"name": "cora", "password": password + "x"})
+    assert wrong.status == 401 and wrong.getheader("Set-Cookie") is None
+    nobody = call("POST", "/v1/sessions", {"name": "nobody", "password": password})
+    assert nobody.status == 401
+    signed = call("POST", "/v1/sessions", {"name": "cora", "password": password})
+    assert signed.status == 200
+    cookie = signed.getheader("Set-Cookie")
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie.replace("Strict", "strict")
+    session = {"Cookie": cookie.split(";", 1)[0]}
+    assert call("GET", "/v1/pairs", headers=session).status == 200
+    unsafe = call("POST", "/v1/pairs/main/databases?dry_run=true", {"name": "viacookie"}, headers=session)
+    assert unsafe.status == 403 and "x-pgaasctl-console" in unsafe.read().decode()  # no header: maybe another site
+    safe = call("POST", "/v1/pairs/main/databases?dry_run=true", {"name": "viacookie"},
+                headers={**session, "X-Pgaasctl-Console": "1"})
+    assert safe.status == 200, safe.read()
+    out = call("DELETE", "/v1/sessions", headers={**session, "X-Pgaasctl-Console": "1"})
+    assert out.status == 204
+    assert call("GET", "/v1/pairs", headers=session).status == 401  # signed out: the cookie is dead
