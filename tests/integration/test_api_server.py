@@ -504,6 +504,10 @@ def test_a_member_makes_its_own_login_role_gets_its_password_once_and_deletes_it
     with psycopg.connect(host=ws.server.host, port=ws.server.port, user="max_app", password=given.json()["password"],
                          dbname="postgres") as conn:
         assert conn.execute("SELECT current_user").fetchone() == ("max_app",)
+    secret = given.json()["password"]
+    for operation in server.get("/v1/operations", admin).json()["items"]:  # plans show that a password is set, not it
+        assert secret not in json.dumps(operation)
+    assert secret not in server.get("/v1/pairs/main/roles/max_app", admin).body.decode()
     view = server.get("/v1/pairs/main/roles/max_app", member).json()
     assert view["owner_user"] == "max" and "password" not in view["spec"] and view["spec"]["connection_limit"] == 4
     assert [r["name"] for r in server.get("/v1/pairs/main/roles", member).json()["items"]] == ["max_app"]
