@@ -131,15 +131,17 @@ def _pair_or_path(given: str | None, path: Path, pair: str | None) -> tuple[Path
     return path, pair or given
 
 
-def _health_line(check: CheckResult, checked_at: str) -> str:
-    """The worst health check of a pair, as `status` shows it."""
+def _health_line(check: CheckResult, checked_at: str | None) -> str:
+    """The worst health check of a pair, as `status` shows it, with when the agent graded it (a look by apply or a
+    push since does not make the checks any younger)."""
     colour = {"ok": "green", "warn": "yellow", "critical": "red"}[check.status]
+    when = f"as the agent saw at {checked_at}" if checked_at else "as an older agent saw; it kept no time"
     if check.status == "ok":
-        return f"health: [green]ok[/green] (every check, as the agent saw at {checked_at})"
+        return f"health: [green]ok[/green] (every check, {when})"
     where = " ".join(x for x in (f"on {check.node}" if check.node else "",
                                  f"database {check.database}" if check.database else "") if x)
     line = f"health: [{colour}]{check.status}[/{colour}] {check.name}{' ' + where if where else ''}: {_escape(check.value)}"
-    return line + (f". {_escape(check.remedy)}" if check.remedy else "") + f" (as the agent saw at {checked_at})"
+    return line + (f". {_escape(check.remedy)}" if check.remedy else "") + f" ({when})"
 
 
 def _print_json(data: Any) -> None:
@@ -482,7 +484,7 @@ def status(
         for warning in pair.warnings:
             out.print(f"  [yellow]warning:[/yellow] {_escape(warning)}")
         if pair.health is not None:
-            out.print("  " + _health_line(pair.health, pair.health_checked_at or ""))
+            out.print("  " + _health_line(pair.health, pair.health_checked_at))
         for need in pair.needs:
             out.print(f"  apply would: {_escape(need)}")
     raise typer.Exit(exit_code)

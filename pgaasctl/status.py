@@ -67,7 +67,7 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
     recorded = store.lookup(pair.name)
     if recorded is not None and recorded.checks:
         status.health = recorded.worst_check or CheckResult(name="every check", status="ok", value="")
-        status.health_checked_at = recorded.checked_at
+        status.health_checked_at = recorded.checks_at  # None: an agent of an older pgaasctl, time not kept
     try:
         inputs = pair_inputs(pair, desired.workspace, store)
         if isinstance(spec, LocalPairSpec) and isinstance(inputs.provider, LocalProvider):

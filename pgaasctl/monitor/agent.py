@@ -305,6 +305,7 @@ def record(store: Store, status: PairStatus, source: str, latest: NodeSamples | 
         since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=WINDOW_SECONDS)).isoformat(timespec="milliseconds")
         after.checks = evaluate(after, latest or {}, lambda metric: store.samples(status.pair, metric, since=since),
                                 thresholds)
+        after.checks_at = after.checked_at
     planned = previous is not None and any(
         entry.operation in PLANNED and (entry.finished_at is None or entry.finished_at >= previous.checked_at[:19])
         for entry in store.history(status.pair, limit=5))

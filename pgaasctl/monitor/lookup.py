@@ -34,7 +34,8 @@ def from_status(status: PairStatus, source: str, previous: LookupPair | None = N
     reasons = ([error] if error else []) + list(status.warnings)
     return LookupPair(pair=status.pair, healthy=not status.degraded and error is None, reasons=reasons, error=error,
                       checked_at=at, source=source, replication=status.replication, nodes=nodes,
-                      checks=previous.checks if previous is not None else []).following(previous)
+                      checks=previous.checks if previous is not None else [],
+                      checks_at=previous.checks_at if previous is not None else None).following(previous)
 
 
 def from_state(state: PairState, source: str, previous: LookupPair | None = None) -> LookupPair:
@@ -65,7 +66,8 @@ def merge_seen(pair: str, seen: list[LookupNode], source: str, previous: LookupP
     return LookupPair(pair=pair, healthy=previous.healthy if previous is not None else healthy_if_new,
                       reasons=previous.reasons if previous is not None else [], checked_at=at, source=source,
                       replication=previous.replication if previous is not None else "", nodes=nodes,
-                      checks=previous.checks if previous is not None else []).following(previous)
+                      checks=previous.checks if previous is not None else [],
+                      checks_at=previous.checks_at if previous is not None else None).following(previous)
 
 
 def changes(before: LookupPair | None, after: LookupPair, switching_over: bool = False) -> list[Event]:

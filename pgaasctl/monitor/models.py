@@ -52,6 +52,7 @@ class LookupPair(BaseModel):
     replication: str = ""  # what the spec asks: synchronous or asynchronous
     nodes: list[LookupNode] = []
     checks: list[CheckResult] = []  # the health checks of the agent's last evaluation
+    checks_at: str | None = None  # when the agent evaluated them (apply and pushes carry them over, not this)
     last_primary: str | None = None  # the primary, or while there is none the last one seen
 
     @property

@@ -170,3 +170,18 @@ def test_a_failover_seen_through_a_look_without_a_primary_still_names_the_old_on
     assert between.primary is None and between.last_primary == "a"
     after = _look(_status("b"), "t3", between)
     assert [e.detail for e in changes(between, after) if e.kind == "failover"] == ["b is the primary (was a)"]
+
+
+def test_checks_carried_over_by_a_later_look_keep_the_time_the_agent_graded_them() -> None:
+    from pgaasctl.monitor.lookup import merge_seen
+    from pgaasctl.monitor.models import CheckResult, LookupNode
+
+    graded = _look(_status(), "2026-12-01T10:00:00.000+00:00")
+    graded.checks = [CheckResult(name="pair degraded", status="critical", value="degraded")]
+    graded.checks_at = graded.checked_at
+    by_apply = from_status(_status(), "apply", graded, at="2026-12-01T12:00:00.000+00:00")
+    assert by_apply.checked_at == "2026-12-01T12:00:00.000+00:00"
+    assert by_apply.checks == graded.checks and by_apply.checks_at == "2026-12-01T10:00:00.000+00:00"
+    pushed = merge_seen("orders", [LookupNode(name="a", role="primary", up=True, address="")], "push", by_apply,
+                        healthy_if_new=False)
+    assert pushed.checks_at == "2026-12-01T10:00:00.000+00:00"
