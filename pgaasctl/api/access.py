@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pgaasctl import workspace
 from pgaasctl.api import changes, documents, errors
 from pgaasctl.api.auth import Caller
+from pgaasctl.api.common import context
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
 from pgaasctl.api.users import User
@@ -73,10 +74,6 @@ def _now() -> str:
 
 
 
-def _ctx(request: Request) -> Any:
-    return request.app.state.context
-
-
 def _save(ctx: Any, item: AccessRequest) -> None:
     ctx.store.record_access_request(item.id, item.pair, item.database, item.requester, item.status,
                                     item.model_dump_json(), item.created)
@@ -108,20 +105,20 @@ def ask(request: Request, body: AccessAsked, caller: Caller) -> AccessRequest:
     """Ask for access to a database; its owner or an admin decides."""
     if caller.role == "viewer":
         raise errors.forbidden("a viewer may not ask for access")
-    loaded = _ctx(request).loaded()
+    loaded = context(request).loaded()
     pair = loaded.desired.pairs.get(body.pair)
     if pair is None or body.database not in pair.databases:
         raise errors.not_found(f"database {body.database!r} of pair {body.pair!r}")
     item = AccessRequest(id=secrets.token_hex(8), pair=body.pair, database=body.database, requester=caller.name,
                          access=body.access, reason=body.reason, status="PENDING", created=_now())
-    _save(_ctx(request), item)
+    _save(context(request), item)
     return item
 
 
 @router.get("", response_model=list[AccessRequest], responses=errors.RESPONSES)
 def list_requests(request: Request, caller: Caller) -> list[AccessRequest]:
     """The requests the caller may see: its own, those for the databases it owns, all for admins and viewers."""
-    ctx = _ctx(request)
+    ctx = context(request)
     loaded = ctx.loaded()
     items = [AccessRequest.model_validate_json(d) for d in ctx.store.access_requests_data()]
     return [i for i in items if _may_see(caller, loaded, i)]
@@ -129,7 +126,7 @@ def list_requests(request: Request, caller: Caller) -> list[AccessRequest]:
 
 @router.get("/{request_id}", response_model=AccessRequest, responses=errors.RESPONSES)
 def get_request(request: Request, request_id: str, caller: Caller) -> AccessRequest:
-    ctx = _ctx(request)
+    ctx = context(request)
     item = _get(ctx, request_id)
     if not _may_see(caller, ctx.loaded(), item):
         raise errors.not_found(f"access request {request_id!r}")
@@ -138,7 +135,7 @@ def get_request(request: Request, request_id: str, caller: Caller) -> AccessRequ
 
 @router.post("/{request_id}/deny", response_model=AccessRequest, responses=errors.RESPONSES)
 def deny(request: Request, request_id: str, body: Decision, caller: Caller) -> AccessRequest:
-    ctx = _ctx(request)
+    ctx = context(request)
     item = _decidable(ctx, caller, request_id)
     item.status, item.decided_by, item.decision_reason, item.decided = "DENIED", caller.name, body.reason, _now()
     _save(ctx, item)
@@ -148,7 +145,7 @@ def deny(request: Request, request_id: str, body: Decision, caller: Caller) -> A
 @router.post("/{request_id}/approve", status_code=202, response_model=Operation, responses=errors.RESPONSES)
 def approve(request: Request, request_id: str, body: Decision, caller: Caller) -> Operation:
     """Approve: the role and grant documents are written and applied as an operation (202)."""
-    ctx = _ctx(request)
+    ctx = context(request)
     item = _decidable(ctx, caller, request_id)
     loaded = ctx.loaded()
     role = _role_name(loaded, item)
@@ -180,7 +177,7 @@ def approve(request: Request, request_id: str, body: Decision, caller: Caller) -
 @router.post("/{request_id}/revoke", status_code=202, response_model=Operation, responses=errors.RESPONSES)
 def revoke(request: Request, request_id: str, caller: Caller) -> Operation:
     """Revoke granted access: the role and its grant are removed (the role is dropped)."""
-    ctx = _ctx(request)
+    ctx = context(request)
     item = _get(ctx, request_id)
     loaded = ctx.loaded()
     if not (_may_decide(caller, loaded, item) or item.requester == caller.name):
@@ -209,7 +206,7 @@ def credentials(request: Request, request_id: str, caller: Caller, response: Res
     """The granted role's password and URI, to the requester alone, once."""
     from pgaasctl.status import connection_uri
 
-    ctx = _ctx(request)
+    ctx = context(request)
     item = _get(ctx, request_id)
     if item.requester != caller.name:
         raise errors.forbidden("only the requester gets the credentials")

@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request, Response
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from pgaasctl import workspace
 from pgaasctl.api import changes, documents, errors
 from pgaasctl.api.auth import Caller
+from pgaasctl.api.common import context, pair_in, validated
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
 from pgaasctl.api.paging import PageSize, PageToken, page
@@ -76,17 +77,6 @@ class DatabasePage(BaseModel):
     next_page_token: str | None = None
 
 
-def _context(request: Request) -> Any:
-    return request.app.state.context
-
-
-
-
-def _pair(loaded: workspace.LoadedWorkspace, name: str) -> DesiredPair:
-    pair = loaded.desired.pairs.get(name)
-    if pair is None:
-        raise errors.not_found(f"pair {name!r}")
-    return pair
 
 
 def _sizes(ctx: Any, pair: str) -> dict[str, float]:
@@ -127,9 +117,9 @@ def open_to(caller: User, pair: DesiredPair) -> bool:
 async def list_databases(request: Request, pair: str, caller: Caller,
                    page_size: PageSize = 100, page_token: PageToken = None) -> DatabasePage:
     """The pair's databases as the specs declare them (a member sees the ones it owns)."""
-    ctx = _context(request)
+    ctx = context(request)
     loaded = ctx.loaded(fresh=False)
-    found = _pair(loaded, pair)
+    found = pair_in(loaded, pair)
     sizes = _sizes(ctx, pair)
     made_from, every = ctx.views.get(pair, (None, []))
     if made_from is None or made_from[0] is not loaded or made_from[1] != sizes:  # the specs or the sizes changed
@@ -146,9 +136,9 @@ async def list_databases(request: Request, pair: str, caller: Caller,
 def get_database(request: Request, pair: str, name: str, caller: Caller, response: Response) -> DatabaseView:
     from pgaasctl.api.app import etag
 
-    ctx = _context(request)
+    ctx = context(request)
     loaded = ctx.loaded()
-    found = _pair(loaded, pair).databases.get(name)
+    found = pair_in(loaded, pair).databases.get(name)
     if found is None:
         raise errors.not_found(f"database {name!r} of pair {pair!r}")
     if not _may_read(caller, found.doc):
@@ -161,9 +151,9 @@ def get_database(request: Request, pair: str, name: str, caller: Caller, respons
 def create_database(request: Request, pair: str, body: DatabaseCreate, caller: Caller, response: Response,
                     dry_run: bool = False) -> Operation | dict[str, Any]:
     """Create a database: 202 with the operation that applies it (`?dry_run=true`: 200 with the plan)."""
-    ctx = _context(request)
+    ctx = context(request)
     loaded = ctx.loaded()
-    target = _pair(loaded, pair)
+    target = pair_in(loaded, pair)
     if caller.role not in ("admin", "member") or not open_to(caller, target):
         raise errors.forbidden(f"pair {pair!r} is not open to {caller.name!r} for new databases"
                                if caller.role == "member" else f"a {caller.role} may not create databases")
@@ -195,9 +185,9 @@ def update_database(request: Request, pair: str, name: str, body: DatabasePatch,
     database is as the ETag the caller read (else 412)."""
     from pgaasctl.api.app import etag
 
-    ctx = _context(request)
+    ctx = context(request)
     loaded = ctx.loaded()
-    target = _pair(loaded, pair)
+    target = pair_in(loaded, pair)
     found = target.databases.get(name)
     if found is None:
         raise errors.not_found(f"database {name!r} of pair {pair!r}")
@@ -214,12 +204,7 @@ def update_database(request: Request, pair: str, name: str, body: DatabasePatch,
             raise ApiError(403, f"owner: role {given['owner']!r} is not one of your roles", field="owner")
     spec = {**found.doc.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True), **given}
     document = {"kind": "Database", "metadata": found.doc.metadata.model_dump(mode="json"), "spec": spec}
-    try:
-        doc = DatabaseDoc.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"][1:]) or None
-        raise ApiError(422, f"{field}: {first['msg']}" if field else first["msg"], field=field) from None
+    doc = validated(DatabaseDoc, document)
     path = Path(found.source.file)
     desired = changes.desired_with(loaded.desired, {address: (doc, path)})
     if dry_run:
@@ -234,9 +219,9 @@ def delete_database(request: Request, pair: str, name: str, caller: Caller, resp
                     dry_run: bool = False) -> Operation | dict[str, Any] | None:
     """Delete a database (its document goes, then apply drops it): 202 with the operation; 204 when it is already
     gone. Deletion protection holds (409, with the reason)."""
-    ctx = _context(request)
+    ctx = context(request)
     loaded = ctx.loaded()
-    target = _pair(loaded, pair)
+    target = pair_in(loaded, pair)
     address = f"database.{pair}.{name}"
     found = target.databases.get(name)
     if found is None:

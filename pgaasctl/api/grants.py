@@ -11,6 +11,7 @@ from pydantic import BaseModel
 
 from pgaasctl.api import changes, documents, errors
 from pgaasctl.api.auth import Caller
+from pgaasctl.api.common import context, loaded_pair
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
 from pgaasctl.api.paging import PageSize, PageToken, page
@@ -34,18 +35,6 @@ class GrantView(BaseModel):
 class GrantPage(BaseModel):
     items: list[GrantView]
     next_page_token: str | None = None
-
-
-def _ctx(request: Request) -> Any:
-    return request.app.state.context
-
-
-def _pair(ctx: Any, name: str) -> tuple[Any, DesiredPair]:
-    loaded = ctx.loaded()
-    pair = loaded.desired.pairs.get(name)
-    if pair is None:
-        raise errors.not_found(f"pair {name!r}")
-    return loaded, pair
 
 
 def _owns_database(caller: User, pair: DesiredPair, database: str) -> bool:
@@ -74,7 +63,7 @@ def _view(loaded: Any, pair: str, found: Any) -> GrantView:
 def list_grants(request: Request, pair: str, caller: Caller, page_size: PageSize = 100,
                 page_token: PageToken = None) -> GrantPage:
     """The pair's grants (a member sees those on its databases, to its roles, or made by it)."""
-    loaded, found = _pair(_ctx(request), pair)
+    loaded, found = loaded_pair(context(request), pair)
     views = [_view(loaded, pair, d) for _, d in sorted(found.grants.items()) if _may_see(caller, found, d.doc)]
     items, token = page(views, page_size, page_token)
     return GrantPage(items=items, next_page_token=token)
@@ -84,8 +73,8 @@ def list_grants(request: Request, pair: str, caller: Caller, page_size: PageSize
 def create_grant(request: Request, pair: str, body: GrantSpec, caller: Caller, response: Response,
                  dry_run: bool = False) -> Operation | dict[str, Any]:
     """Grant a role privileges in a database (the fields of a Grant document's spec): 202 with the operation."""
-    ctx = _ctx(request)
-    loaded, target = _pair(ctx, pair)
+    ctx = context(request)
+    loaded, target = loaded_pair(ctx, pair)
     if caller.role == "viewer" or (caller.role == "member" and not _owns_database(caller, target, body.database)):
         raise ApiError(403, f"database {body.database!r} is not yours to grant on", field="database")
     address = f"grant.{pair}.{body.database}.{body.role}"
@@ -109,8 +98,8 @@ def create_grant(request: Request, pair: str, body: GrantSpec, caller: Caller, r
 def delete_grant(request: Request, pair: str, database: str, role: str, caller: Caller, response: Response,
                  dry_run: bool = False) -> Operation | dict[str, Any] | None:
     """Revoke a grant (its document goes, then apply revokes the privileges); 204 when already gone."""
-    ctx = _ctx(request)
-    loaded, target = _pair(ctx, pair)
+    ctx = context(request)
+    loaded, target = loaded_pair(ctx, pair)
     found = target.grants.get((database, role))
     if found is None:
         response.status_code = 204

@@ -10,11 +10,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Header, Request, Response
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from pgaasctl import workspace
 from pgaasctl.api import changes, documents, errors
 from pgaasctl.api.auth import Admin
+from pgaasctl.api.common import context, validated
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
 from pgaasctl.plan.render import render_json
@@ -44,24 +45,11 @@ class PairPatch(BaseModel):
     labels: dict[str, str] | None = None
 
 
-def _ctx(request: Request) -> Any:
-    return request.app.state.context
-
-
-def _doc(document: dict[str, Any]) -> PairDoc:
-    try:
-        return PairDoc.model_validate(document)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"][1:]) or None
-        raise ApiError(422, f"{field}: {first['msg']}" if field else first["msg"], field=field) from None
-
-
 @router.post("", status_code=202, response_model=Operation | dict[str, Any], responses=errors.RESPONSES)
 def create_pair(request: Request, body: PairCreate, caller: Admin, response: Response,
                 dry_run: bool = False) -> Operation | dict[str, Any]:
     """Create a pair (admins): 202 with the operation that makes it (`?dry_run=true`: the plan)."""
-    ctx = _ctx(request)
+    ctx = context(request)
     loaded = ctx.loaded()
     address = f"pair.{body.name}"
     if address in loaded.desired.by_address():
@@ -71,7 +59,7 @@ def create_pair(request: Request, body: PairCreate, caller: Admin, response: Res
                 "spec": body.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)}
     document["spec"]["provider"] = body.spec.provider
     path = documents.document_path(loaded, "pair", body.name, body.name)
-    desired = changes.desired_with(loaded.desired, {address: (_doc(document), path)})
+    desired = changes.desired_with(loaded.desired, {address: (validated(PairDoc, document), path)})
     if dry_run:
         response.status_code = 200
         return changes.dry_run(ctx, loaded, desired, [address])
@@ -86,7 +74,7 @@ def update_pair(request: Request, pair: str, body: PairPatch, caller: Admin, res
     replication, statements, protection, labels."""
     from pgaasctl.api.app import etag
 
-    ctx = _ctx(request)
+    ctx = context(request)
     loaded = ctx.loaded()
     found = loaded.desired.pairs.get(pair)
     if found is None:
@@ -103,7 +91,7 @@ def update_pair(request: Request, pair: str, body: PairPatch, caller: Admin, res
     spec["provider"] = found.doc.spec.provider
     document = {"kind": "Pair", "metadata": metadata, "spec": spec}
     path = Path(found.loaded.source.file)
-    desired = changes.desired_with(loaded.desired, {address: (_doc(document), path)})
+    desired = changes.desired_with(loaded.desired, {address: (validated(PairDoc, document), path)})
     if dry_run:
         response.status_code = 200
         return changes.dry_run(ctx, loaded, desired, [address])
@@ -116,7 +104,7 @@ def delete_pair(request: Request, pair: str, caller: Admin, response: Response,
                 dry_run: bool = False) -> Operation | dict[str, Any] | None:
     """Delete a pair (admins): destroyed as `pgaasctl destroy` would (provider local: its nodes and data go), then
     its document goes. 204 when already gone; 409 while it is protected or still declares objects."""
-    ctx = _ctx(request)
+    ctx = context(request)
     loaded = ctx.loaded()
     found = loaded.desired.pairs.get(pair)
     if found is None:

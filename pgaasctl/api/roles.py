@@ -15,12 +15,12 @@ from pydantic import BaseModel, ConfigDict
 from pgaasctl.api import changes, documents, errors
 from pgaasctl.api.access import secret_path, write_password
 from pgaasctl.api.auth import Caller
+from pgaasctl.api.common import context, loaded_pair
 from pgaasctl.api.databases import open_to
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
 from pgaasctl.api.paging import PageSize, PageToken, page
 from pgaasctl.api.users import User
-from pgaasctl.spec.desired import DesiredPair
 from pgaasctl.spec.models import OWNER_LABEL, Identifier, RoleDoc, RoleSpec
 
 router = APIRouter(prefix="/v1/pairs/{pair}/roles", tags=["roles"])
@@ -54,18 +54,6 @@ class RoleCredentials(BaseModel):
     uri: str
 
 
-def _ctx(request: Request) -> Any:
-    return request.app.state.context
-
-
-def _pair(ctx: Any, name: str) -> tuple[Any, DesiredPair]:
-    loaded = ctx.loaded()
-    pair = loaded.desired.pairs.get(name)
-    if pair is None:
-        raise errors.not_found(f"pair {name!r}")
-    return loaded, pair
-
-
 def _mine(caller: User, doc: RoleDoc) -> bool:
     return caller.role == "admin" or doc.metadata.labels.get(OWNER_LABEL) == caller.name
 
@@ -83,7 +71,7 @@ def _view(loaded: Any, pair: str, found: Any) -> RoleView:
 def list_roles(request: Request, pair: str, caller: Caller, page_size: PageSize = 100,
                page_token: PageToken = None) -> RolePage:
     """The pair's roles as the specs declare them (a member sees the ones it owns)."""
-    loaded, found = _pair(_ctx(request), pair)
+    loaded, found = loaded_pair(context(request), pair)
     views = [_view(loaded, pair, d) for _, d in sorted(found.roles.items())
              if caller.role in ("admin", "viewer") or _mine(caller, d.doc)]
     items, token = page(views, page_size, page_token)
@@ -92,7 +80,7 @@ def list_roles(request: Request, pair: str, caller: Caller, page_size: PageSize 
 
 @router.get("/{name}", response_model=RoleView, responses=errors.RESPONSES)
 def get_role(request: Request, pair: str, name: str, caller: Caller) -> RoleView:
-    loaded, found = _pair(_ctx(request), pair)
+    loaded, found = loaded_pair(context(request), pair)
     role = found.roles.get(name)
     if role is None:
         raise errors.not_found(f"role {name!r} of pair {pair!r}")
@@ -106,8 +94,8 @@ def create_role(request: Request, pair: str, body: RoleCreate, caller: Caller, r
                 dry_run: bool = False) -> Operation | dict[str, Any]:
     """Create a role: 202 with the operation (`?dry_run=true`: the plan). A login role's password is generated;
     its owner fetches it once at /credentials."""
-    ctx = _ctx(request)
-    loaded, target = _pair(ctx, pair)
+    ctx = context(request)
+    loaded, target = loaded_pair(ctx, pair)
     if caller.role == "viewer":
         raise errors.forbidden("a viewer may not create roles")
     if caller.role == "member":
@@ -153,8 +141,8 @@ def create_role(request: Request, pair: str, body: RoleCreate, caller: Caller, r
 def delete_role(request: Request, pair: str, name: str, caller: Caller, response: Response,
                 dry_run: bool = False) -> Operation | dict[str, Any] | None:
     """Delete a role (its document goes, then apply drops it): 202 with the operation; 204 when already gone."""
-    ctx = _ctx(request)
-    loaded, target = _pair(ctx, pair)
+    ctx = context(request)
+    loaded, target = loaded_pair(ctx, pair)
     found = target.roles.get(name)
     if found is None:
         response.status_code = 204
@@ -178,8 +166,8 @@ def role_credentials(request: Request, pair: str, name: str, caller: Caller, res
     """A login role's generated password and URI, to its owner, once (the file keeps it for the server)."""
     from pgaasctl.status import connection_uri
 
-    ctx = _ctx(request)
-    loaded, target = _pair(ctx, pair)
+    ctx = context(request)
+    loaded, target = loaded_pair(ctx, pair)
     found = target.roles.get(name)
     if found is None:
         raise errors.not_found(f"role {name!r} of pair {pair!r}")
