@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,13 +13,15 @@ from typing import Annotated, Any
 from fastapi import FastAPI, Query, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pgaasctl import workspace
 from pgaasctl.api import access, databases, errors, grants, pairs, roles, sessions
 from pgaasctl.api.auth import Admin, Reader
 from pgaasctl.api.errors import ApiError
+from pgaasctl.api.kept_reads import KeptReads
 from pgaasctl.api.operations import Operation, OperationRunner
-from pgaasctl.api.paging import PageSize, PageToken, page
+from pgaasctl.api.paging import PageSize, PageToken, RenderedPages, page
 from pgaasctl.errors import PgaasError
 from pgaasctl.monitor.agent import Agent
 from pgaasctl.monitor.endpoint import LookupCollector
@@ -45,7 +46,8 @@ class ApiContext:
     _cached: tuple[tuple[tuple[str, int, int], ...], workspace.LoadedWorkspace] | None = None
     _checked_at: float = 0.0  # time.monotonic() of the last look at the spec files
     _cache_lock: threading.Lock = field(default_factory=threading.Lock)
-    views: dict[str, tuple[Any, Any]] = field(default_factory=dict)  # per pair: (what they were made from, views)
+    pages: dict[str, RenderedPages] = field(default_factory=dict)  # per pair: its databases list, rendered
+    _sizes: dict[str, tuple[Any, dict[str, float]]] = field(default_factory=dict)  # per pair: (samples, sizes)
 
     def __post_init__(self) -> None:
         self.operations = OperationRunner(self.store)
@@ -69,6 +71,27 @@ class ApiContext:
         with self._cache_lock:
             self._cached, self._checked_at = (_stamp(fresh), fresh), time.monotonic()
         return fresh
+
+
+    def sizes(self, pair: str) -> dict[str, float]:
+        """Each database's size as the agent last sampled it (the largest of the nodes' figures). From the agent's
+        memory, and the same dict until its next samples of the pair; from the store before its first."""
+        samples = self.agent.latest_samples(pair) if self.agent is not None else None
+        if samples is None:
+            found: dict[str, float] = {}
+            for sample in sorted(self.store.latest(pair, "pg_database_size_bytes"), key=lambda s: s.at):
+                found[sample.database] = sample.value
+            return found
+        kept = self._sizes.get(pair)
+        if kept is not None and kept[0] is samples:
+            return kept[1]
+        sizes: dict[str, float] = {}
+        for node_samples in samples.values():
+            for sample in node_samples:
+                if sample.metric == "pg_database_size_bytes":
+                    sizes[sample.database] = max(sample.value, sizes.get(sample.database, 0.0))
+        self._sizes[pair] = (samples, sizes)
+        return sizes
 
 
 def _stamp(loaded: workspace.LoadedWorkspace) -> tuple[tuple[str, int, int], ...]:
@@ -164,23 +187,36 @@ def _summary(ctx: ApiContext, name: str, provider: str, replication: str) -> Pai
 
 # ---------------------------------------------------------------- the app
 
+class BoundedBodies:
+    """A request body over MAX_BODY_BYTES is refused before it is read (413); so is one of unknown length (411).
+    Plain ASGI: Starlette's decorator middleware costs a task per request, on every read too."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            refusal = None
+            if length is None and headers.get(b"transfer-encoding"):
+                refusal = ApiError(411, "send Content-Length; a streamed body is not accepted", reason="length_required")
+            elif length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+                refusal = ApiError(413, f"the request body is over {MAX_BODY_BYTES // 1024} KiB")
+            if refusal is not None:
+                await errors.reply(refusal)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(ctx: ApiContext) -> FastAPI:
     app = FastAPI(title="pgaasctl", version="1", description="PostgreSQL as a service on your own VMs: pairs, "
                   "databases, roles and access, on the same specs and planner as the CLI.")
     app.state.context = ctx
     errors.install(app)
 
-    @app.middleware("http")
-    async def bounded_bodies(request: Request, call_next: Callable[[Request], Any]) -> Any:
-        """A request body over MAX_BODY_BYTES is refused before it is read (413); so is one of unknown length."""
-        if request.method in ("POST", "PUT", "PATCH"):
-            length = request.headers.get("content-length")
-            if length is None and request.headers.get("transfer-encoding"):
-                return errors.reply(ApiError(411, "send Content-Length; a streamed body is not accepted",
-                                             reason="length_required"))
-            if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
-                return errors.reply(ApiError(413, f"the request body is over {MAX_BODY_BYTES // 1024} KiB"))
-        return await call_next(request)
+    app.add_middleware(BoundedBodies)
+    app.add_middleware(KeptReads, ctx=ctx)  # added last: the outermost, before the body check and the routes
 
     @app.get("/healthz", response_model=Health, tags=["service"])
     async def healthz(response: Response) -> Health:

@@ -16,8 +16,9 @@ from pgaasctl.api import changes, documents, errors
 from pgaasctl.api.auth import Caller
 from pgaasctl.api.common import context, pair_in, validated
 from pgaasctl.api.errors import ApiError
+from pgaasctl.api.kept_reads import page_key
 from pgaasctl.api.operations import Operation
-from pgaasctl.api.paging import PageSize, PageToken, page
+from pgaasctl.api.paging import PageSize, PageToken, RenderedPages, page
 from pgaasctl.api.users import User
 from pgaasctl.spec.desired import DesiredPair
 from pgaasctl.spec.loader import LoadedDoc
@@ -79,18 +80,10 @@ class DatabasePage(BaseModel):
 
 
 
-def _sizes(ctx: Any, pair: str) -> dict[str, float]:
-    """Each database's size as the agent last sampled it (the newest of the nodes' samples)."""
-    found: dict[str, float] = {}
-    for sample in sorted(ctx.store.latest(pair, "pg_database_size_bytes"), key=lambda s: s.at):
-        found[sample.database] = sample.value
-    return found
-
-
 def _view(ctx: Any, loaded: workspace.LoadedWorkspace, pair: str, loaded_doc: LoadedDoc,
           sizes: dict[str, float] | None = None) -> DatabaseView:
     doc: DatabaseDoc = loaded_doc.doc
-    size = (sizes if sizes is not None else _sizes(ctx, pair)).get(doc.metadata.name)
+    size = (sizes if sizes is not None else ctx.sizes(pair)).get(doc.metadata.name)
     grants = loaded.desired.pairs[pair].grants
     access = [Access(role=role, privileges=g.doc.spec.privileges,
                      schemas={k: v.model_dump(mode="json", exclude_none=True) for k, v in g.doc.spec.schemas.items()})
@@ -115,21 +108,23 @@ def open_to(caller: User, pair: DesiredPair) -> bool:
 
 @router.get("", response_model=DatabasePage, responses=errors.RESPONSES)
 async def list_databases(request: Request, pair: str, caller: Caller,
-                   page_size: PageSize = 100, page_token: PageToken = None) -> DatabasePage:
+                         page_size: PageSize = 100, page_token: PageToken = None) -> DatabasePage:
     """The pair's databases as the specs declare them (a member sees the ones it owns)."""
     ctx = context(request)
     loaded = ctx.loaded(fresh=False)
     found = pair_in(loaded, pair)
-    sizes = _sizes(ctx, pair)
-    made_from, every = ctx.views.get(pair, (None, []))
-    if made_from is None or made_from[0] is not loaded or made_from[1] != sizes:  # the specs or the sizes changed
-        every = [(d.doc, _view(ctx, loaded, pair, d, sizes)) for _, d in sorted(found.databases.items())]
-        ctx.views[pair] = ((loaded, sizes), every)
-    views = [view for doc, view in every if _may_read(caller, doc)]
-    items, token = page(views, page_size, page_token)
-    # serialised here, by pydantic: FastAPI's own validation and encoding of the response cost more than the rest
-    return Response(DatabasePage(items=items, next_page_token=token).model_dump_json(),  # type: ignore[return-value]
-                    media_type="application/json")
+    sizes = ctx.sizes(pair)
+    rendered = ctx.pages.setdefault(pair, RenderedPages())
+    rendered.current((loaded, sizes))  # the specs or the sizes changed: render again
+    key = page_key(caller.role, caller.name, request.scope["query_string"])
+    body = rendered.body(key)
+    if body is None:
+        views = [_view(ctx, loaded, pair, d, sizes) for _, d in sorted(found.databases.items())
+                 if _may_read(caller, d.doc)]
+        items, token = page(views, page_size, page_token)
+        body = rendered.keep(key, DatabasePage(items=items, next_page_token=token).model_dump_json().encode())
+    # the bytes as they are: FastAPI's own validation and encoding of the response would cost more than the rest
+    return Response(body, media_type="application/json")  # type: ignore[return-value]
 
 
 @router.get("/{name}", response_model=DatabaseView, responses=errors.RESPONSES)

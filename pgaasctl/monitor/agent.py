@@ -135,6 +135,12 @@ class Agent:
         with self._lock:
             return self._state.model_copy(deep=True)
 
+    def latest_samples(self, pair: str) -> NodeSamples | None:
+        """The pair's newest samples, node by node (None before the agent sampled it). The same object until the
+        next samples of the pair replace it, so a caller may keep what it derived from it while `is` holds."""
+        with self._lock:
+            return self._state.samples.get(pair)
+
     def rounds(self) -> int:
         with self._lock:
             return self._state.rounds

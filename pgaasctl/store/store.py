@@ -648,12 +648,17 @@ class Store:
         self._exec("INSERT INTO tokens (id, user_name, secret_hash, created_at, expires_at, revoked) "
                    "VALUES (?, ?, ?, ?, ?, 0)", (token_id, user, secret_hash, created_at, expires_at))
 
-    def token_record(self, token_id: str) -> tuple[str, str, str, str, str, bool] | None:
-        """(id, user, secret_hash, created_at, expires_at, revoked)"""
-        if not self._monitored("tokens"):
+    def token_holder(self, token_id: str) -> tuple[str, str, str, bool, str, bool, str] | None:
+        """(secret_hash, expires_at, user, revoked, role, disabled, user created_at): what a request's token check
+        needs, in one read."""
+        if not self._monitored("tokens") or not self._monitored("users"):
             return None
-        rows = self._exec(f"SELECT {self._TOKEN_COLUMNS} FROM tokens WHERE id = ?", (token_id,))
-        return (*rows[0][:5], bool(rows[0][5])) if rows else None  # type: ignore[return-value]
+        rows = self._exec("SELECT t.secret_hash, t.expires_at, u.name, t.revoked, u.role, u.disabled, u.created_at "
+                          "FROM tokens t JOIN users u ON u.name = t.user_name WHERE t.id = ?", (token_id,))
+        if not rows:
+            return None
+        r = rows[0]
+        return r[0], r[1], r[2], bool(r[3]), r[4], bool(r[5]), r[6]
 
     def token_records(self, user: str | None = None) -> list[tuple[str, str, str, str, str, bool]]:
         if not self._monitored("tokens"):

@@ -565,6 +565,38 @@ def test_lists_come_in_pages(ws: Workspace, server: Server, tokens: dict[str, st
         "items": [], "next_page_token": None}  # past the end: an empty page
 
 
+def test_a_kept_databases_page_still_checks_the_caller_and_follows_the_specs(ws: Workspace, server: Server,
+                                                                             tokens: dict[str, str]) -> None:
+    """The databases list is answered from a rendered body after its first read (pgaasctl/api/kept_reads.py):
+    the token, who may see what, the query and a hand edit must count exactly as on the first read."""
+    ws.write("mine.yaml", "kind: Database\nmetadata: {name: kept_mine, pair: main, labels: {pgaas.owner: max}}\n")
+    ws.write("theirs.yaml", "kind: Database\nmetadata: {name: kept_theirs, pair: main, labels: {pgaas.owner: zoe}}\n")
+    admin = _secret(ws, "token", "create", "--user", "ada", str(ws.specs))
+    path = "/v1/pairs/main/databases"
+
+    def names(token: str, query: str = "") -> list[str]:
+        reply = server.get(path + query, token)
+        assert reply.status == 200, reply.body
+        return [d["name"] for d in reply.json()["items"]]
+
+    wait_until(lambda: "kept_theirs" in names(admin), 10, "the new documents to show")  # within the spec check
+    first, again = server.get(path, admin), server.get(path, admin)
+    assert first.body == again.body and {"kept_mine", "kept_theirs"} <= set(names(admin))
+    assert names(tokens["member"]) == names(tokens["member"]) == ["kept_mine"]  # a member: its own, every time
+    assert {"kept_mine", "kept_theirs"} <= set(names(tokens["viewer"]))
+    assert len(names(admin, "?page_size=1")) == 1 and len(names(admin)) > 1  # the query is part of what is kept
+    _error(server.get(path + "?page_size=0", admin), 422, "invalid")
+    _error(server.get(path, "pgaas_0000000000000000_" + "x" * 43), 401, "unauthenticated")
+    _error(server.get("/v1/pairs/nope/databases", admin), 404, "not_found")
+
+    token_id = next(t["id"] for t in json.loads(ws.run("token", "list", str(ws.specs), "--json").stdout)
+                    if t["user"] == "ada" and not t["revoked"] and admin.startswith(f"pgaas_{t['id']}_"))
+    assert ws.run("token", "revoke", token_id, str(ws.specs)).exit_code == 0
+    _error(server.get(path, admin), 401, "unauthenticated")  # a kept page does not outlive its caller's token
+    (ws.specs / "theirs.yaml").unlink()
+    wait_until(lambda: "kept_theirs" not in names(tokens["viewer"]), 10, "a removed document to leave the list")
+
+
 def test_the_console_signs_in_to_a_session_cookie_that_needs_its_header_for_changes(ws: Workspace,
                                                                                     server: Server) -> None:
     import http.client
