@@ -40,14 +40,22 @@ def dry_run(ctx: Any, loaded: workspace.LoadedWorkspace, desired: DesiredState, 
 
 
 def applying(ctx: Any, targets: list[str], paths: list[Path], user: str,
-             after: Callable[[], None] | None = None) -> Work:
+             after: Callable[[], None] | None = None, undo: Callable[[], None] | None = None) -> Work:
     """The operation's work: plan the specs as they are on disk for `targets`, apply under the pair's locks, then
-    `after`, then commit `paths` in git (when the specs are a repository)."""
+    `after`, then commit `paths` in git (when the specs are a repository). A change the planner refuses (nothing
+    applied yet) is undone with `undo`, so the specs never keep a document no plan accepts."""
     def work(op: Operation) -> dict[str, Any] | None:
-        loaded = ctx.loaded()
-        with workspace.locked_plan(loaded.desired, loaded.spec_dir, ctx.store, targets=targets) as planned:
-            plan = json.loads(render_json(planned.plan))
-            workspace.execute(planned, ctx.store)
+        executing = False
+        try:
+            loaded = ctx.loaded()
+            with workspace.locked_plan(loaded.desired, loaded.spec_dir, ctx.store, targets=targets) as planned:
+                plan = json.loads(render_json(planned.plan))
+                executing = True
+                workspace.execute(planned, ctx.store)
+        except BaseException:
+            if not executing and undo is not None:
+                undo()
+            raise
         if after is not None:
             after()
         documents.commit(loaded.spec_dir, paths, user, f"{op.type.lower().replace('_', ' ')} {op.target} "
@@ -61,16 +69,24 @@ def start(ctx: Any, pair: str, op_type: str, targets: list[str], user: str,
           documents_to_write: dict[Path, dict[str, Any] | None], before: Callable[[], None] | None = None,
           after: Callable[[], None] | None = None) -> Operation:
     """Write (or, for None, remove) the documents under the pair's claim, then apply `targets` as an operation.
-    An apply that fails leaves the documents in place: they are what was asked for, and the next plan shows what
-    is left to do."""
+    A change the planner refuses puts the documents back as they were (the operation FAILED with the reason). An
+    apply that fails part-way leaves them in place: they are what was asked for, and the next plan shows what is
+    left to do."""
+    previous: dict[Path, str | None] = {}
+
     def write() -> None:
         if before is not None:
             before()
         for path, document in documents_to_write.items():
             if document is None:
+                previous[path] = path.read_text(encoding="utf-8") if path.exists() else None
                 path.unlink(missing_ok=True)
             else:
-                documents.write_document(path, document)
+                previous[path] = documents.write_document(path, document)
+
+    def undo() -> None:
+        for path, text in previous.items():
+            documents.restore(path, text)
 
     return ctx.operations.start(pair, op_type, targets[0], user,  # type: ignore[no-any-return]
-                                applying(ctx, targets, list(documents_to_write), user, after), before=write)
+                                applying(ctx, targets, list(documents_to_write), user, after, undo), before=write)

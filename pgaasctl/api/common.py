@@ -12,6 +12,7 @@ from pgaasctl import workspace
 from pgaasctl.api import errors
 from pgaasctl.api.errors import ApiError
 from pgaasctl.spec.desired import DesiredPair
+from pgaasctl.spec.loader import real_path
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -39,5 +40,5 @@ def validated(model: type[M], document: dict[str, Any]) -> M:
         return model.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first["loc"][1:]) or None
+        field = ".".join(str(p) for p in real_path(document, tuple(first["loc"]))[1:]) or None
         raise ApiError(422, f"{field}: {first['msg']}" if field else first["msg"], field=field) from None

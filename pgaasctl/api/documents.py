@@ -57,10 +57,13 @@ def write_document(path: Path, document: dict[str, Any]) -> str | None:
 
 
 def restore(path: Path, previous: str | None) -> None:
+    """Put a file back as it was (None: it was not there)."""
     if previous is None:
         path.unlink(missing_ok=True)
-    else:
-        path.write_text(previous, encoding="utf-8")
+        return
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(previous, encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def load_checked(path: Path) -> DesiredState:

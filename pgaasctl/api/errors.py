@@ -68,6 +68,13 @@ def not_found(what: str) -> ApiError:
     return ApiError(404, f"{what} does not exist")
 
 
+def said(exc: PgaasError) -> str:
+    """The error and its hint as one line of a response."""
+    if not exc.hint:
+        return exc.message
+    return f"{exc.message}{'' if exc.message.endswith(('.', ':', '?', '!')) else '.'} {exc.hint}"
+
+
 def reply(error: ApiError) -> JSONResponse:
     return _reply(error.detail, error.headers)
 
@@ -105,8 +112,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(PgaasError)
     async def refused(_: Request, exc: PgaasError) -> JSONResponse:
-        message = exc.message + (f" {exc.hint}" if getattr(exc, "hint", None) else "")
-        return _reply(ErrorDetail(code=400, reason="bad_request", message=message))
+        return _reply(ErrorDetail(code=400, reason="bad_request", message=said(exc)))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

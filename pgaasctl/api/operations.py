@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from pgaasctl.api import errors
 from pgaasctl.api.errors import ApiError, ErrorDetail
 from pgaasctl.errors import PgaasError
 from pgaasctl.store import Store
@@ -97,7 +98,7 @@ class OperationRunner:
             op.status, op.error = "FAILED", exc.detail
         except PgaasError as exc:
             op.status = "FAILED"
-            op.error = ErrorDetail(code=400, reason="failed", message=str(exc), retryable=False)
+            op.error = ErrorDetail(code=400, reason="failed", message=errors.said(exc), retryable=False)
         except Exception:  # noqa: BLE001 - an operation's bug is its failure, never the server's end
             log.exception("operation %s failed", op.id)
             op.status = "FAILED"

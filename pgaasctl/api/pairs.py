@@ -1,6 +1,7 @@
 """/v1/pairs changes (admins): create a pair (its Pair document under the API's directory, applied: provider
-`local` makes its nodes), change it (settings, failover, replication, protection, labels: the plan says reload or
-restart), and delete it (destroyed like `pgaasctl destroy` of that pair, then its document goes). Pairs declared by
+`local` makes its nodes), change it (nodes, witness, virtual IP, settings, failover, replication, protection,
+labels: the plan says what is cloned or removed, and which settings reload or need a restart; the planner's safety
+rules hold as for `pgaasctl apply`), and delete it (destroyed like `pgaasctl destroy` of that pair, then its document goes). Pairs declared by
 hand are changed in git, not here (409)."""
 
 from __future__ import annotations
@@ -37,6 +38,9 @@ class PairPatch(BaseModel):
     """What may change on a pair through the API; the fields given replace what is there."""
 
     model_config = ConfigDict(extra="forbid")
+    nodes: list[dict[str, Any]] | None = None  # add a standby, or replace one: the plan says what is cloned or removed
+    witness: dict[str, Any] | None = None
+    virtual_ip: str | None = None
     settings: dict[str, Any] | None = None
     replication: Literal["synchronous", "asynchronous"] | None = None
     failover: dict[str, Any] | None = None
@@ -70,8 +74,9 @@ def create_pair(request: Request, body: PairCreate, caller: Admin, response: Res
               responses={**errors.RESPONSES, 412: {"model": errors.ErrorBody, "description": "If-Match failed"}})
 def update_pair(request: Request, pair: str, body: PairPatch, caller: Admin, response: Response,
                 dry_run: bool = False, if_match: Annotated[str | None, Header()] = None) -> Operation | dict[str, Any]:
-    """Change a pair (admins): its settings (the plan says which reload and which need a restart), failover,
-    replication, statements, protection, labels."""
+    """Change a pair (admins): its nodes (a standby added is cloned from the primary; a node left out is removed,
+    never the primary), witness, virtual IP, settings (the plan says which reload and which need a restart),
+    failover, replication, statements, protection, labels."""
     from pgaasctl.api.app import etag
 
     ctx = context(request)

@@ -262,10 +262,10 @@ def _chart_svg(chart: Chart) -> str:
     axes.set_title(chart.title, loc="left", fontsize=11)
     axes.set_ylabel(chart.unit, fontsize=9)
     axes.grid(True, alpha=0.3)
-    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(mdates.AutoDateLocator()))
     if any(s.points for s in chart.series):
+        axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(mdates.AutoDateLocator()))
         axes.legend(fontsize=8, loc="upper left", frameon=False)
-    else:
+    else:  # no dates on the axis: a date formatter there fails when the figure is laid out
         axes.text(0.5, 0.5, "no data in this period", ha="center", va="center", transform=axes.transAxes)
         axes.set_xticks([])
         axes.set_yticks([])

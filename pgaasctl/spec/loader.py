@@ -228,7 +228,7 @@ def _describe(exc: ValidationError, file: Path, lines: dict[Loc, int], start: in
     label = _label(data)
     out = []
     for err in exc.errors(include_url=False):
-        loc = _real_path(data, tuple(err["loc"]))
+        loc = real_path(data, tuple(err["loc"]))
         message = err["msg"]
         if err["type"] == "union_tag_not_found":
             loc = loc + (err["ctx"]["discriminator"].strip("'"),)
@@ -256,7 +256,7 @@ def _shown_key(part: str | int) -> str:
     return repr(text) if control_character_problem(text) else text  # a key with a newline stays on one line
 
 
-def _real_path(data: Any, loc: Loc) -> Loc:
+def real_path(data: Any, loc: Loc) -> Loc:
     """Drop the tags pydantic adds for tagged unions (spec.local.nodes -> spec.nodes): they are not in the YAML."""
     out: list[str | int] = []
     current = data

@@ -472,6 +472,16 @@ def _call(listen: str, method: str, path: str, token: str, body: object = None) 
         return exc.code, json.loads(exc.read())
 
 
+def _ended(listen: str, token: str, operation: str, seconds: float = 180) -> dict:  # type: ignore[type-arg]
+    """The operation once it ended, long-polled (at most 60 s a call)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        status, found = _call(listen, "GET", f"/v1/operations/{operation}?wait=60s", token)
+        assert status == 200, found
+        if found["status"] in ("DONE", "FAILED") or time.monotonic() > deadline:
+            return found
+
+
 def test_an_admin_creates_changes_and_deletes_a_pair_through_the_api(ag: LocalPair) -> None:
     assert ag.ws.run("user", "create", "pat", "--role", "admin", str(ag.ws.specs)).exit_code == 0
     token = ag.ws.run("token", "create", "--user", "pat", str(ag.ws.specs)).stdout.strip()
@@ -482,8 +492,7 @@ def test_an_admin_creates_changes_and_deletes_a_pair_through_the_api(ag: LocalPa
     document = ag.ws.specs / "api" / "ap" / "pair-ap.yaml"
     try:
         wait_until(lambda: _get(f"http://{listen}/healthz")[0] == 200, 30, "the API server")
-        spec = {"provider": "local", "nodes": [{"name": "ap-a"}, {"name": "ap-b"}], "replication": "synchronous",
-                "deletion_protection": False}
+        spec = {"provider": "local", "nodes": [{"name": "ap-a"}], "deletion_protection": False}
         status, operation = _call(listen, "POST", "/v1/pairs", token, {"name": "ap", "spec": spec})
         assert status == 202, operation
         status, ended = _call(listen, "GET", f"/v1/operations/{operation['id']}?wait=60s", token)
@@ -491,6 +500,30 @@ def test_an_admin_creates_changes_and_deletes_a_pair_through_the_api(ag: LocalPa
         assert "kind: Pair" in document.read_text()
         wait_until(lambda: _call(listen, "GET", "/v1/pairs/ap", token)[1].get("primary") == "ap-a", 30,
                    "the agent to see the new pair's primary")
+
+        two = {"nodes": [{"name": "ap-a"}, {"name": "ap-b"}], "replication": "synchronous"}
+        status, plan = _call(listen, "PATCH", "/v1/pairs/ap?dry_run=true", token, two)
+        assert status == 200, plan
+        kinds = {(o["kind"], o["node"]) for p in plan["pairs"] for o in p["operations"]}
+        assert ("clone_standby", "ap-b") in kinds, plan
+        status, operation = _call(listen, "PATCH", "/v1/pairs/ap", token, two)
+        assert status == 202, operation
+        ended = _ended(listen, token, operation["id"])
+        assert ended["status"] == "DONE", ended
+        wait_until(lambda: {(n["name"], n["role"]) for n in _call(listen, "GET", "/v1/pairs/ap", token)[1]["nodes"]}
+                   == {("ap-a", "primary"), ("ap-b", "standby")}, 30, "the agent to see the new standby")
+        before = document.read_text()
+        status, refused = _call(listen, "PATCH", "/v1/pairs/ap?dry_run=true", token, {"nodes": [{"name": "ap-b"}]})
+        assert status == 400 and "is the primary, but the spec no longer declares it. Put it back" in \
+            refused["error"]["message"], refused
+        status, operation = _call(listen, "PATCH", "/v1/pairs/ap", token, {"nodes": [{"name": "ap-b"}]})
+        assert status == 202, operation
+        failed = _ended(listen, token, operation["id"])
+        assert failed["status"] == "FAILED" and "switchover ap --to ap-b" in failed["error"]["message"], failed
+        assert document.read_text() == before  # a change the planner refuses is not left in the specs
+        assert ag.ws.run("plan", str(ag.ws.specs), "--target", "pair.ap").exit_code == 0
+        status, refused = _call(listen, "PATCH", "/v1/pairs/ap", token, {"nodes": [{"name": "ap-a", "bogus": 1}]})
+        assert status == 422 and refused["error"]["field"] == "nodes.0.bogus", refused
 
         status, plan = _call(listen, "PATCH", "/v1/pairs/ap?dry_run=true", token,
                              {"settings": {"work_mem": "8MB", "max_connections": 150}})

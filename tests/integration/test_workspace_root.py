@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
@@ -19,8 +18,7 @@ import pytest
 
 from pgaasctl.store import open_store
 from tests.support.local_pair import wait_until
-from tests.support.pgserver import PgServer
-from tests.support.workspace import ADMIN_PASSWORD_ENV, Workspace, pair_yaml
+from tests.support.workspace import ADMIN_PASSWORD_ENV, Workspace
 
 ROLE = "kind: Role\nmetadata: {{name: {name}, pair: main}}\nspec: {{login: true{extra}}}\n"
 WORKSPACE_DOC = "kind: Workspace\nspec: {store: 'sqlite:///../state/ws.db'}\n"
