@@ -18,9 +18,11 @@ PG_BIN  := /usr/lib/postgresql/15/bin
 PG_PKGS := postgresql-15 postgresql-client-15 postgresql-15-repmgr openssh-server openssh-client keepalived iproute2 curl chromium apache2-utils git
 XDIST_WORKERS ?= 2
 
+NODE_STAMP := node_modules/.installed
+
 .PHONY: setup system-packages test demo clean
 
-setup: system-packages $(STAMP)
+setup: system-packages $(STAMP) $(NODE_STAMP)
 	@# bytecode for our own modules: where PYTHONDONTWRITEBYTECODE is set, every command would compile them anew
 	@$(PY) -m compileall -q pgaasctl providers >/dev/null
 
@@ -46,6 +48,12 @@ $(PY):
 # Reinstall only when pyproject.toml is newer than the stamp.
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q -e '.[test]'
+	touch $@
+
+# The console's browser assets (htmx, Pico CSS, uPlot) and axe-core for its tests, at the versions
+# package-lock.json pins; served from node_modules by `pgaasctl serve`.
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 test: setup

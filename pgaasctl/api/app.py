@@ -16,12 +16,15 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pgaasctl import workspace
-from pgaasctl.api import access, databases, errors, grants, pairs, roles, sessions
+from pgaasctl.api import access, databases, documents, errors, grants, pairs, roles, sessions
 from pgaasctl.api.auth import Admin, Reader
+from pgaasctl.api.common import pair_in
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.kept_reads import KeptReads
 from pgaasctl.api.operations import Operation, OperationRunner
 from pgaasctl.api.paging import PageSize, PageToken, RenderedPages, page
+from pgaasctl.api.users import User
+from pgaasctl.console.app import install as install_console
 from pgaasctl.errors import PgaasError
 from pgaasctl.monitor.agent import Agent
 from pgaasctl.monitor.endpoint import LookupCollector
@@ -119,14 +122,19 @@ class PairSummary(BaseModel):
     primary: str | None
     checked_at: str | None
     worst_check: CheckResult | None = None
+    nodes: list[LookupNode] = []
+    reasons: list[str] = []  # why it is not healthy
+    error: str | None = None
+    virtual_ip: str | None = None
+    managed_by: str = "specs"  # api | specs: a pair declared by hand changes in git
+    actions: list[str] = []  # what the caller may do: create_database, change, switchover, delete
 
 
 class PairDetail(PairSummary):
-    nodes: list[LookupNode] = []
-    reasons: list[str] = []
-    error: str | None = None
-    virtual_ip: str | None = None
     checks: list[CheckResult] = []
+    settings: dict[str, Any] = {}  # the server parameters the spec sets
+    deletion_protection: bool = True
+    declared_in: str = ""  # file:line of its document
 
 
 class Page(BaseModel):
@@ -174,10 +182,20 @@ def _pair_or_404(ctx: ApiContext, name: str) -> DesiredPair:
     return pair
 
 
-def _summary(ctx: ApiContext, name: str, provider: str, replication: str) -> PairDetail:
-    lookup = ctx.store.lookup(name)
-    detail = PairDetail(name=name, provider=provider, replication=replication, healthy=None, primary=None,
-                        checked_at=None)
+def _summary(ctx: ApiContext, loaded: workspace.LoadedWorkspace, pair: DesiredPair, caller: User) -> PairDetail:
+    """The pair as the lookup last saw it, what its spec says, and what the caller may do to it."""
+    lookup = ctx.store.lookup(pair.name)
+    spec = pair.doc.spec
+    vip = getattr(spec, "virtual_ip", None)
+    by_api = documents.by_api(loaded, pair.loaded.source.file)
+    actions = ["create_database"] if databases.open_to(caller, pair) else []
+    if caller.role == "admin":
+        actions += ["switchover"] + (["change", "delete"] if by_api else [])
+    detail = PairDetail(name=pair.name, provider=spec.provider, replication=spec.replication, healthy=None,
+                        primary=None, checked_at=None, virtual_ip=str(vip) if vip is not None else None,
+                        managed_by="api" if by_api else "specs", actions=actions,
+                        settings=dict(spec.settings), deletion_protection=spec.deletion_protection,
+                        declared_in=f"{pair.loaded.source.file}:{pair.loaded.source.line}")
     if lookup is not None:
         detail.healthy, detail.primary, detail.checked_at = lookup.healthy, lookup.primary, lookup.checked_at
         detail.worst_check, detail.nodes, detail.reasons = lookup.worst_check, lookup.nodes, lookup.reasons
@@ -237,23 +255,27 @@ def create_app(ctx: ApiContext) -> FastAPI:
             registry.register(LookupCollector(ctx.agent))
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    @app.get(f"/{API_VERSION}/me", response_model=User, responses=ERRORS, tags=["users"])
+    def me(caller: Reader) -> User:
+        """Who the caller is: name and role."""
+        return caller
+
     @app.get(f"/{API_VERSION}/pairs", response_model=PairPage, responses=ERRORS, tags=["pairs"])
-    def list_pairs(_: Reader, page_size: PageSize = 100,
+    def list_pairs(caller: Reader, page_size: PageSize = 100,
                    page_token: PageToken = None) -> PairPage:
-        """Every pair the workspace declares, with its health as the agent last saw it."""
+        """Every pair the workspace declares, with its nodes and health as the agent last saw them."""
         loaded = ctx.loaded(fresh=False)
-        summaries = [PairSummary(**_summary(ctx, p.name, p.doc.spec.provider, p.doc.spec.replication).model_dump(
-            include=set(PairSummary.model_fields))) for p in sorted(loaded.desired.pairs.values(), key=lambda p: p.name)]
+        summaries = [PairSummary(**_summary(ctx, loaded, p, caller).model_dump(include=set(PairSummary.model_fields)))
+                     for p in sorted(loaded.desired.pairs.values(), key=lambda p: p.name)]
         items, token = page(summaries, page_size, page_token)
         return PairPage(items=items, next_page_token=token)
 
     @app.get(f"/{API_VERSION}/pairs/{{pair}}", response_model=PairDetail, responses=ERRORS, tags=["pairs"])
-    def get_pair(pair: str, _: Reader, response: Response) -> PairDetail:
-        """One pair: its nodes and their roles, replication and lag, health checks, virtual IP."""
-        found = _pair_or_404(ctx, pair)
-        detail = _summary(ctx, pair, found.doc.spec.provider, found.doc.spec.replication)
-        vip = getattr(found.doc.spec, "virtual_ip", None)
-        detail.virtual_ip = str(vip) if vip is not None else None
+    def get_pair(pair: str, caller: Reader, response: Response) -> PairDetail:
+        """One pair: its nodes and their roles, replication and lag, health checks, virtual IP, settings."""
+        loaded = ctx.loaded()
+        found = pair_in(loaded, pair)
+        detail = _summary(ctx, loaded, found, caller)
         response.headers["ETag"] = etag(found.doc)  # of the document: what If-Match guards, not the health
         return detail
 
@@ -315,6 +337,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(roles.router)
     app.include_router(grants.router)
     app.include_router(sessions.router)
+    install_console(app)
     return app
 
 

@@ -71,6 +71,7 @@ class DatabaseView(BaseModel):
     size_bytes: float | None  # as the agent last sampled it
     spec: dict[str, Any]
     access: list[Access] = []  # who has access: the grants on it
+    actions: list[str] = []  # what the caller may do to it: change, delete, grant (the console offers these alone)
 
 
 class DatabasePage(BaseModel):
@@ -80,7 +81,7 @@ class DatabasePage(BaseModel):
 
 
 
-def _view(ctx: Any, loaded: workspace.LoadedWorkspace, pair: str, loaded_doc: LoadedDoc,
+def _view(ctx: Any, loaded: workspace.LoadedWorkspace, pair: str, loaded_doc: LoadedDoc, caller: User,
           sizes: dict[str, float] | None = None) -> DatabaseView:
     doc: DatabaseDoc = loaded_doc.doc
     size = (sizes if sizes is not None else ctx.sizes(pair)).get(doc.metadata.name)
@@ -92,7 +93,18 @@ def _view(ctx: Any, loaded: workspace.LoadedWorkspace, pair: str, loaded_doc: Lo
     return DatabaseView(name=doc.metadata.name, pair=pair, owner_user=doc.metadata.labels.get(OWNER_LABEL),
                         declared_in=f"{loaded_doc.source.file}:{loaded_doc.source.line}",
                         managed_by="specs" if by_hand else "api", size_bytes=size,
-                        spec=doc.spec.model_dump(mode="json", by_alias=True), access=access)
+                        spec=doc.spec.model_dump(mode="json", by_alias=True), access=access,
+                        actions=_actions(caller, doc, by_hand))
+
+
+def _may_change(caller: User, doc: DatabaseDoc) -> bool:
+    return caller.role == "admin" or (caller.role == "member" and doc.metadata.labels.get(OWNER_LABEL) == caller.name)
+
+
+def _actions(caller: User, doc: DatabaseDoc, by_hand: bool) -> list[str]:
+    if not _may_change(caller, doc):
+        return []
+    return ["grant"] if by_hand else ["change", "delete", "grant"]  # one declared by hand changes in git
 
 
 def _may_read(caller: User, doc: DatabaseDoc) -> bool:
@@ -119,7 +131,7 @@ async def list_databases(request: Request, pair: str, caller: Caller,
     key = page_key(caller.role, caller.name, request.scope["query_string"])
     body = rendered.body(key)
     if body is None:
-        views = [_view(ctx, loaded, pair, d, sizes) for _, d in sorted(found.databases.items())
+        views = [_view(ctx, loaded, pair, d, caller, sizes) for _, d in sorted(found.databases.items())
                  if _may_read(caller, d.doc)]
         items, token = page(views, page_size, page_token)
         body = rendered.keep(key, DatabasePage(items=items, next_page_token=token).model_dump_json().encode())
@@ -139,7 +151,7 @@ def get_database(request: Request, pair: str, name: str, caller: Caller, respons
     if not _may_read(caller, found.doc):
         raise errors.forbidden(f"database {name!r} is not yours")
     response.headers["ETag"] = etag(found.doc)  # of the document: what If-Match guards, not the sampled size
-    return _view(ctx, loaded, pair, found)
+    return _view(ctx, loaded, pair, found, caller)
 
 
 @router.post("", status_code=202, response_model=Operation | dict[str, Any], responses=errors.RESPONSES)
@@ -186,7 +198,7 @@ def update_database(request: Request, pair: str, name: str, body: DatabasePatch,
     found = target.databases.get(name)
     if found is None:
         raise errors.not_found(f"database {name!r} of pair {pair!r}")
-    if caller.role == "viewer" or (caller.role == "member" and found.doc.metadata.labels.get(OWNER_LABEL) != caller.name):
+    if not _may_change(caller, found.doc):
         raise errors.forbidden(f"database {name!r} is not yours to change")
     address = f"database.{pair}.{name}"
     documents.refuse_hand_written(loaded, address)
@@ -222,7 +234,7 @@ def delete_database(request: Request, pair: str, name: str, caller: Caller, resp
     if found is None:
         response.status_code = 204
         return None
-    if caller.role == "viewer" or (caller.role == "member" and found.doc.metadata.labels.get(OWNER_LABEL) != caller.name):
+    if not _may_change(caller, found.doc):
         raise errors.forbidden(f"database {name!r} is not yours to delete")
     documents.refuse_hand_written(loaded, address)
     if found.doc.spec.deletion_protection:

@@ -19,10 +19,10 @@ DATABASES_LIST = re.compile(r"/v1/pairs/([^/]+)/databases")
 HEADERS = [(b"content-type", b"application/json")]
 
 
-def page_key(role: str, name: str, query_string: bytes) -> tuple[str, bytes]:
-    """What a rendered page depends on besides the pair: who may see what (admins and viewers see every database,
-    a member its own), and the query (page size and token) as sent."""
-    return ("*" if role in ("admin", "viewer") else name, query_string)
+def page_key(role: str, name: str, query_string: bytes) -> tuple[str, str, bytes]:
+    """What a rendered page depends on besides the pair: who may see and do what (admins and viewers see every
+    database, a member its own; what each may do differs), and the query (page size and token) as sent."""
+    return (role, name if role == "member" else "", query_string)
 
 
 class KeptReads:

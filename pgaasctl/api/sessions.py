@@ -42,8 +42,10 @@ def sign_in(request: Request, body: SignIn, response: Response) -> User:
 
 @router.delete("", status_code=204, responses=errors.RESPONSES)
 def sign_out(request: Request, _: Caller, response: Response) -> None:
-    """Sign out: the session's token is revoked and the cookie cleared."""
-    session = request.cookies.get(SESSION_COOKIE, "")
+    """Sign out: the session's token (the cookie, or the bearer the console passes on) is revoked and the cookie
+    cleared."""
+    scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+    session = request.cookies.get(SESSION_COOKIE) or (bearer.strip() if scheme.lower() == "bearer" else "")
     match = TOKEN_FORMAT.fullmatch(session)
     if match is not None:
         revoke_token(request.app.state.context.store, match.group(1))

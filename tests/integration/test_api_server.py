@@ -5,63 +5,20 @@ pairs read from the lookup the in-process agent keeps, one error shape, /metrics
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.local_pair import wait_until
+from tests.support.service import Reply, Server, serving
 from tests.support.workspace import Workspace
-
-PGAASCTL = str(Path(sys.executable).parent / "pgaasctl")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@dataclass
-class Reply:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-@dataclass
-class Server:
-    base: str
-    process: subprocess.Popen[str]
-
-    def get(self, path: str, token: str | None = None) -> Reply:
-        return self.call("GET", path, token)
-
-    def call(self, method: str, path: str, token: str | None = None, body: Any = None) -> Reply:
-        data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.base + path, data=data, method=method)
-        if data is not None:
-            request.add_header("Content-Type", "application/json")
-        if token is not None:
-            request.add_header("Authorization", f"Bearer {token}")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                return Reply(response.status, dict(response.headers), response.read())
-        except urllib.error.HTTPError as exc:
-            return Reply(exc.code, dict(exc.headers), exc.read())
-
 
 def _secret(ws: Workspace, *args: str) -> str:
     result = ws.run(*args)
@@ -84,30 +41,8 @@ def tokens(ws: Workspace) -> dict[str, str]:
 
 @pytest.fixture
 def server(ws: Workspace, tokens: dict[str, str]) -> Iterator[Server]:
-    listen = f"127.0.0.1:{_free_port()}"
-    process = subprocess.Popen([PGAASCTL, "serve", str(ws.specs), "--listen", listen, "--interval", "1s"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    running = Server(f"http://{listen}", process)
-    try:
-        wait_until(lambda: _answers(running), 30, "the API server to listen")
+    with serving(ws.specs, "--interval", "1s") as running:
         yield running
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.communicate()
-
-
-def _answers(server: Server) -> bool:
-    if server.process.poll() is not None:
-        raise AssertionError(f"pgaasctl serve exited: {server.process.communicate()}")
-    try:
-        return server.get("/healthz").status == 200
-    except OSError:
-        return False
 
 
 def _error(reply: Reply, status: int, reason: str) -> dict[str, Any]:
@@ -354,15 +289,6 @@ def test_a_database_changes_with_if_match_and_a_stale_etag_is_refused(ws: Worksp
            "forbidden")
 
 
-def _start_server(ws: Workspace) -> Server:
-    listen = f"127.0.0.1:{_free_port()}"
-    process = subprocess.Popen([PGAASCTL, "serve", str(ws.specs), "--listen", listen, "--interval", "1s"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
-    started = Server(f"http://{listen}", process)
-    wait_until(lambda: _answers(started), 30, "the API server to listen")
-    return started
-
-
 def test_one_operation_per_pair_and_one_cut_short_by_a_restart_is_finished_by_the_next_plan(
         ws: Workspace, server: Server, tokens: dict[str, str]) -> None:
     from pgaasctl.store import open_store
@@ -382,8 +308,7 @@ def test_one_operation_per_pair_and_one_cut_short_by_a_restart_is_finished_by_th
             server.process.communicate(timeout=30)
     finally:
         store.close()
-    again = _start_server(ws)
-    try:
+    with serving(ws.specs, "--interval", "1s") as again:
         cut = again.get(f"/v1/operations/{first.json()['id']}", admin).json()
         assert cut["status"] == "FAILED" and cut["error"]["reason"] == "interrupted"
         assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'first'") == []
@@ -392,9 +317,6 @@ def test_one_operation_per_pair_and_one_cut_short_by_a_restart_is_finished_by_th
         assert finished.exit_code == 0, finished.output
         assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'first'") == [(1,)]
         assert not (ws.specs / "api" / "main" / "database-second.yaml").exists()  # the refused one wrote nothing
-    finally:
-        again.process.send_signal(signal.SIGTERM)
-        again.process.communicate(timeout=30)
 
 
 MATRIX_CALLERS = ("admin", "owner", "other", "viewer", "none", "disabled")

@@ -1,0 +1,49 @@
+"""The console's browser assets: third-party files from node_modules (installed by `make setup` with `npm ci`, at
+the versions package-lock.json pins) and the console's own CSS and script. Served under /assets/ from this
+process alone: a page never loads anything from another host."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, Response
+
+OWN = Path(__file__).parent / "static"
+VENDOR = {  # the URL name -> its file under node_modules
+    "htmx.min.js": "htmx.org/dist/htmx.min.js",
+    "pico.min.css": "@picocss/pico/css/pico.min.css",
+    "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
+    "uPlot.min.css": "uplot/dist/uPlot.min.css",
+}
+CACHE = "public, max-age=86400"
+
+router = APIRouter(include_in_schema=False)
+
+
+def node_modules() -> Path:
+    """Where `npm ci` put the packages: $PGAASCTL_NODE_MODULES, else beside the source tree's pyproject.toml."""
+    given = os.environ.get("PGAASCTL_NODE_MODULES")
+    return Path(given) if given else Path(__file__).resolve().parents[2] / "node_modules"
+
+
+def missing() -> list[str]:
+    """The vendor files that are not installed (the console works without them, unstyled and static)."""
+    base = node_modules()
+    return [name for name, path in VENDOR.items() if not (base / path).is_file()]
+
+
+def asset_path(name: str) -> Path | None:
+    if name in VENDOR:
+        return node_modules() / VENDOR[name]
+    own = OWN / name
+    return own if name in {p.name for p in OWN.iterdir()} else None
+
+
+@router.get("/assets/{name}")
+def asset(name: str) -> Response:
+    path = asset_path(name)
+    if path is None or not path.is_file():
+        return Response("not found", status_code=404, media_type="text/plain")
+    return FileResponse(path, headers={"Cache-Control": CACHE})

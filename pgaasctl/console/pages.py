@@ -1,0 +1,62 @@
+"""The console's reading pages: sign in and out, the overview, a pair, a database. Each reads through the API as
+the signed-in user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse, Response
+
+from pgaasctl.api.auth import SESSION_COOKIE
+from pgaasctl.api.sessions import SESSION_DAYS
+from pgaasctl.console.client import ApiFailure
+from pgaasctl.console.web import Page, SignedOut, check_csrf, go, sign_in_page, signed_in
+
+router = APIRouter(include_in_schema=False)
+SignedIn = Annotated[Page, Depends(signed_in)]
+
+
+@router.get("/", response_class=HTMLResponse)
+async def overview(request: Request) -> Response:
+    try:
+        page = await signed_in(request)
+    except SignedOut:
+        return sign_in_page(request)
+    pairs = (await page.api.get("/v1/pairs", page_size=500))["items"]
+    return page.render("overview.html", section="overview", pairs=pairs)
+
+
+@router.get("/ui/pairs", response_class=HTMLResponse)
+async def overview_pairs(page: SignedIn) -> Response:
+    pairs = (await page.api.get("/v1/pairs", page_size=500))["items"]
+    return page.render("_pairs.html", pairs=pairs)
+
+
+@router.post("/sign-in", response_class=HTMLResponse)
+async def sign_in(request: Request) -> Response:
+    form = await check_csrf(request)
+    name, password = form.get("name", ""), form.get("password", "")
+    http = request.app.state.console_http
+    answer = await http.post("/v1/sessions", json={"name": name[:63], "password": password[:200]})
+    token = answer.cookies.get(SESSION_COOKIE) if answer.status_code == 200 else None
+    if token is None:
+        return sign_in_page(request, name=name[:63],  # 200: the form again, with its error (not a failed load)
+                            error="The name or the password is wrong, or the user is disabled.")
+    response = go("/", request)
+    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_DAYS * 86400, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path="/")
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request) -> Response:
+    await check_csrf(request)
+    try:
+        page = await signed_in(request)
+        await page.api.call("DELETE", "/v1/sessions")
+    except (SignedOut, ApiFailure):
+        pass  # signed out already
+    response = go("/", request)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response

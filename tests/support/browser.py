@@ -1,0 +1,89 @@
+"""Debian's Chromium, headless, driven by Playwright, for the console's tests: a signed-in page per user, every
+request it makes and every error its console logs recorded (so a test can assert there were none), screenshots
+under tests/screenshots/, and axe-core (from node_modules) for accessibility."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "tests" / "screenshots"
+AXE = ROOT / "node_modules" / "axe-core" / "axe.min.js"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    from playwright.sync_api import sync_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is installed by make setup"
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@dataclass
+class Tab:
+    """One browser context (its own cookies) and its page, with what it asked for and what went wrong in it."""
+
+    base: str
+    context: Any
+    page: Any
+    requests: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def open(self, path: str) -> Any:
+        response = self.page.goto(self.base + path)
+        self.page.wait_for_load_state("networkidle")
+        return response
+
+    def sign_in(self, name: str, password: str) -> None:
+        self.open("/")
+        self.page.get_by_label("Name").fill(name)
+        self.page.get_by_label("Password").fill(password)
+        self.page.get_by_role("button", name="Sign in").click()
+        self.page.wait_for_load_state("networkidle")
+
+    def shoot(self, name: str) -> Path:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        path = SCREENSHOTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def axe_violations(self) -> list[dict[str, Any]]:
+        """Serious and critical accessibility violations on the current page (axe-core)."""
+        self.page.add_script_tag(path=str(AXE))
+        found = self.page.evaluate("async () => (await axe.run(document, {resultTypes: ['violations']})).violations")
+        return [{"id": v["id"], "impact": v["impact"], "help": v["help"],
+                 "nodes": [n["html"][:160] for n in v["nodes"][:3]]}
+                for v in found if v["impact"] in ("serious", "critical")]
+
+    def foreign_requests(self) -> list[str]:
+        return [url for url in self.requests if not url.startswith(self.base) and not url.startswith("data:")]
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def new_tab(browser: Any, base: str, viewport: dict[str, int] = DESKTOP, bypass_csp: bool = False) -> Tab:
+    """`bypass_csp` only for the accessibility checks: axe-core is injected as an inline script, which the console's
+    Content-Security-Policy rightly refuses."""
+    context = browser.new_context(viewport=viewport, bypass_csp=bypass_csp)
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    tab = Tab(base=base, context=context, page=page)
+    page.on("request", lambda request: tab.requests.append(request.url))
+    page.on("console", lambda message: tab.errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: tab.errors.append(str(error)))
+    return tab
