@@ -56,6 +56,7 @@ class PairStatus(BaseModel):
     nodes_dir_source: str | None = None  # which setting chose it ($PGAASCTL_LOCAL_DIR, the Workspace document...)
     health: CheckResult | None = None  # the worst health check the agent last recorded (None: no agent data)
     health_checked_at: str | None = None
+    restart_settings: list[str] = []  # the spec's settings that take effect only at a restart (context postmaster)
 
 
 def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: SshSessions,
@@ -91,6 +92,7 @@ def pair_status(pair: DesiredPair, desired: DesiredState, store: Store, ssh: Ssh
             if on_state is not None:
                 on_state(state)
             pending, paused = _node_facts(state)
+            status.restart_settings = _restart_settings(state, list(pair.doc.spec.settings))
             status.nodes = _nodes(state, topology, pending) + _witness(topology)
             status.warnings = topology.warnings if topology is not None else state.warnings
             status.warnings = status.warnings + _pending_warnings(pair.name, status.nodes, inputs.uses_ssh)
@@ -159,6 +161,18 @@ def _node_facts(state: PairState) -> tuple[dict[str, list[str]], dict[str, str]]
         except (PgaasError, psycopg.Error):
             continue  # it stopped answering since discovery: its role says what it is
     return pending, paused
+
+
+def _restart_settings(state: PairState, names: list[str]) -> list[str]:
+    """Which of `names` PostgreSQL applies only at a restart (the rest take a reload)."""
+    if not names:
+        return []
+    try:
+        rows = state.connection.execute("SELECT name FROM pg_settings WHERE context = 'postmaster' AND name = ANY(%s) "
+                                        "ORDER BY name", (names,)).fetchall()
+    except psycopg.Error:
+        return []
+    return [r[0] for r in rows]
 
 
 STALL_SECONDS = 1.0  # a commit waiting this long for the synchronous standby means replication is stalled

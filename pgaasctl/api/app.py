@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pgaasctl import workspace
-from pgaasctl.api import access, databases, documents, errors, grants, pairs, roles, sessions
+from pgaasctl.api import access, databases, documents, errors, grants, pairs, reports, roles, sessions
 from pgaasctl.api.auth import Admin, Reader
 from pgaasctl.api.common import pair_in
 from pgaasctl.api.errors import ApiError
@@ -133,6 +133,7 @@ class PairSummary(BaseModel):
 class PairDetail(PairSummary):
     checks: list[CheckResult] = []
     settings: dict[str, Any] = {}  # the server parameters the spec sets
+    restart_settings: list[str] = []  # which of them take effect only at a restart (the others at a reload)
     deletion_protection: bool = True
     declared_in: str = ""  # file:line of its document
 
@@ -200,6 +201,7 @@ def _summary(ctx: ApiContext, loaded: workspace.LoadedWorkspace, pair: DesiredPa
         detail.healthy, detail.primary, detail.checked_at = lookup.healthy, lookup.primary, lookup.checked_at
         detail.worst_check, detail.nodes, detail.reasons = lookup.worst_check, lookup.nodes, lookup.reasons
         detail.error, detail.checks = lookup.error, lookup.checks
+        detail.restart_settings = [name for name in lookup.restart_settings if name in detail.settings]
     return detail
 
 
@@ -337,6 +339,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(roles.router)
     app.include_router(grants.router)
     app.include_router(sessions.router)
+    app.include_router(reports.router)
     install_console(app)
     return app
 

@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pgaasctl.console import assets, pages
+from pgaasctl.console import assets, forms, pages
 from pgaasctl.console.client import ApiFailure, in_process
 from pgaasctl.console.web import CsrfRefused, SignedOut, go, templates
 
@@ -43,6 +43,7 @@ def install(app: FastAPI) -> None:
     app.state.console_http = in_process(app)
     app.include_router(assets.router)
     app.include_router(pages.router)
+    app.include_router(forms.router)
     app.add_middleware(ConsoleHeaders)
 
     @app.exception_handler(SignedOut)

@@ -5,9 +5,16 @@ too, so a form shows it beside the input at fault)."""
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from starlette.types import ASGIApp
+
+
+def segment(value: str) -> str:
+    """One path segment of an API URL: a name from the browser's URL can never reach another path ('/', '..')."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 class ApiFailure(Exception):
@@ -27,7 +34,8 @@ class Api:
 
     async def call(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         query = {k: v for k, v in params.items() if v is not None}
-        response = await self.http.request(method, path, json=body, params=query,
+        # params=None, never {}: httpx replaces a query the path carries with an empty one
+        response = await self.http.request(method, path, json=body, params=query or None,
                                            headers={"Authorization": f"Bearer {self.token}"})
         if response.status_code >= 400:
             try:

@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from pgaasctl.api.auth import SESSION_COOKIE
 from pgaasctl.api.sessions import SESSION_DAYS
-from pgaasctl.console.client import ApiFailure
+from pgaasctl.console.client import ApiFailure, segment
 from pgaasctl.console.web import Page, SignedOut, check_csrf, go, sign_in_page, signed_in
 
 router = APIRouter(include_in_schema=False)
@@ -60,3 +60,49 @@ async def sign_out(request: Request) -> Response:
     response = go("/", request)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
+
+
+PERIODS = {"15m": "15 minutes", "1h": "hour", "6h": "6 hours", "24h": "day", "7d": "week"}
+
+
+def _period(since: str | None) -> str:
+    return since if since in PERIODS else "1h"
+
+
+@router.get("/pairs/{pair}", response_class=HTMLResponse)
+async def pair_page(page: SignedIn, pair: str, since: str | None = None) -> Response:
+    period = _period(since)
+    detail = await page.api.get(f"/v1/pairs/{segment(pair)}")
+    connection = await page.api.get(f"/v1/pairs/{segment(pair)}/connection")
+    vip = (await page.api.get(f"/v1/pairs/{segment(pair)}/connection", virtual_ip="true")
+           if detail["virtual_ip"] else None)
+    databases = (await page.api.get(f"/v1/pairs/{segment(pair)}/databases", page_size=500))["items"]
+    operations = (await page.api.get("/v1/operations", pair=pair, page_size=10))["items"]
+    report = await page.api.get(f"/v1/pairs/{segment(pair)}/report", since=period)
+    [figures] = report["pairs"]
+    lag = next((c for c in figures["charts"] if c["title"] == "Replication lag"), None)
+    return page.render("pair.html", section="overview", pair=detail, connection=connection, vip=vip,
+                       databases=databases, operations=operations, lag=lag, events=figures["events"],
+                       period=period, periods=PERIODS)
+
+
+@router.get("/ui/pairs/{pair}/status", response_class=HTMLResponse)
+async def pair_status(page: SignedIn, pair: str) -> Response:
+    detail = await page.api.get(f"/v1/pairs/{segment(pair)}")
+    return page.render("_pair_status.html", pair=detail)
+
+
+@router.get("/pairs/{pair}/databases/{name}", response_class=HTMLResponse)
+async def database_page(page: SignedIn, pair: str, name: str, since: str | None = None) -> Response:
+    period = _period(since)
+    detail = await page.api.get(f"/v1/pairs/{segment(pair)}")
+    database = await page.api.get(f"/v1/pairs/{segment(pair)}/databases/{segment(name)}")
+    try:
+        report = await page.api.get(f"/v1/pairs/{segment(pair)}/report", since=period, database=name)
+        charts = report["pairs"][0]["charts"]
+    except ApiFailure as exc:
+        if exc.reason != "no_samples":
+            raise
+        charts = []  # the agent has not sampled it yet
+    return page.render("database.html", section="overview", pair=detail, database=database, charts=charts,
+                       period=period, periods=PERIODS, errors={}, plan=None)

@@ -34,6 +34,7 @@ def from_status(status: PairStatus, source: str, previous: LookupPair | None = N
     reasons = ([error] if error else []) + list(status.warnings)
     return LookupPair(pair=status.pair, healthy=not status.degraded and error is None, reasons=reasons, error=error,
                       checked_at=at, source=source, replication=status.replication, nodes=nodes,
+                      restart_settings=status.restart_settings or (previous.restart_settings if previous else []),
                       checks=previous.checks if previous is not None else [],
                       checks_at=previous.checks_at if previous is not None else None).following(previous)
 

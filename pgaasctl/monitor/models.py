@@ -54,6 +54,7 @@ class LookupPair(BaseModel):
     checks: list[CheckResult] = []  # the health checks of the agent's last evaluation
     checks_at: str | None = None  # when the agent evaluated them (apply and pushes carry them over, not this)
     last_primary: str | None = None  # the primary, or while there is none the last one seen
+    restart_settings: list[str] = []  # the spec's settings that take effect only at a restart
 
     @property
     def primary(self) -> str | None:

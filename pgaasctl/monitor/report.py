@@ -103,7 +103,11 @@ def _pair_report(store: Store, pair: str, database: str | None, since: str) -> P
                         events=store.events(pair, since=since, limit=1000))
     sessions = _points(store, pair, "pg_stat_activity_count", since, None)
     report.samples = len(sessions)
-    report.charts.append(Chart(title="Sessions", unit="sessions", series=_summed(sessions)))
+    if database is None:
+        report.charts.append(Chart(title="Sessions", unit="sessions", series=_summed(sessions)))
+    else:  # the database's own sessions
+        connected = [r for r in _points(store, pair, "pg_stat_database_numbackends", since, database) if r[1]]
+        report.charts.append(Chart(title="Sessions", unit="sessions", series=_summed(connected)))
     report.charts.append(Chart(title="Transactions per second", unit="per second", series=_tps(store, pair, since, database)))
     report.charts.append(Chart(title="Cache hit ratio", unit="%", series=_cache_hit(store, pair, since, database)))
     sizes = _points(store, pair, "pg_database_size_bytes", since, database)

@@ -65,8 +65,83 @@ def test_a_visitor_signs_in_sees_the_overview_and_signs_out(browser: Any, consol
     tab.shoot("overview")
     cookies = {c["name"]: c for c in tab.context.cookies()}
     assert cookies["pgaas_session"]["httpOnly"] and cookies["pgaas_session"]["sameSite"] == "Strict"
-    tab.page.get_by_role("button", name="Sign out").click()
+    tab.follow(tab.page.get_by_role("button", name="Sign out"))
     tab.page.wait_for_load_state("networkidle")
     assert tab.page.get_by_role("heading", name="Sign in").is_visible()
     assert console.get("/v1/me", cookies["pgaas_session"]["value"]).status == 401  # the session is revoked
     assert tab.errors == [] and tab.foreign_requests() == []
+
+
+def _create_database(tab: Tab, name: str, checked: tuple[str, ...] = (), **fields: str) -> None:
+    tab.open("/pairs/main/new-database")
+    tab.page.get_by_label("Name", exact=True).fill(name)
+    for label, value in fields.items():
+        tab.page.get_by_label(label).fill(value)
+    for label in checked:
+        tab.page.get_by_label(label).check()
+    tab.follow(tab.page.get_by_role("button", name="Preview the plan"))
+
+
+def _wait_done(tab: Tab) -> str:
+    status = tab.page.locator("#operation-status")
+    status.filter(has_text="done").or_(tab.page.locator("#operation-status").filter(has_text="failed")).wait_for(
+        timeout=60_000)
+    return str(status.inner_text())
+
+
+def test_a_member_creates_changes_and_deletes_a_database_with_the_plan_first(
+        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
+    tab = _tab(browser, console, tabs)
+    tab.sign_in("max", passwords["max"])
+    _create_database(tab, "Bad Name!")
+    error = tab.page.locator("#name-error")
+    assert error.is_visible() and "name" in error.inner_text().lower()  # beside the field, and nothing made
+    assert not (ws.specs / "api").exists() or not list((ws.specs / "api").rglob("*.yaml"))
+
+    _create_database(tab, "shop", **{"Settings (one per line: name = value)": "work_mem = 8MB",
+                                     "Schemas (comma-separated)": "sales"})
+    plan = tab.page.locator(".plan")
+    assert "+ create" in plan.inner_text() and "database.main.shop" in plan.inner_text()
+    assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'") == []  # a preview changes nothing
+    tab.shoot("create-database-plan")
+    tab.follow(tab.page.get_by_role("button", name="Apply"))
+    assert _wait_done(tab) == "done"
+    assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'") == [(1,)]
+    tab.follow(tab.page.get_by_role("link", name="Open the database"))
+    tab.page.wait_for_load_state("networkidle")
+    assert tab.page.get_by_role("heading", name="Database shop").is_visible()
+    assert "sales" in tab.page.get_by_role("row").filter(has_text="Schemas").inner_text()
+    tab.shoot("database")
+
+    tab.follow(tab.page.get_by_role("button", name="Change settings, extensions, schemas"))
+    tab.page.get_by_label("Connection limit (-1: none)").fill("7")
+    tab.follow(tab.page.get_by_role("button", name="Preview the plan"))
+    assert "connection_limit" in tab.page.locator(".plan").inner_text()
+    tab.follow(tab.page.get_by_role("button", name="Apply"))
+    assert _wait_done(tab) == "done"
+    assert ws.server.execute("SELECT datconnlimit FROM pg_database WHERE datname = 'shop'") == [(7,)]
+
+    tab.open("/pairs/main/databases/shop")
+    button = tab.page.get_by_role("button", name="Preview the deletion")
+    assert button.is_disabled()  # until the name is typed
+    tab.page.get_by_label("Type shop to confirm").fill("shop")
+    tab.follow(button)
+    assert "- delete" in tab.page.locator(".plan").inner_text()
+    tab.follow(tab.page.get_by_role("button", name="Delete shop now"))
+    assert _wait_done(tab) == "done"
+    assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'") == []
+    assert tab.errors == [] and tab.foreign_requests() == []
+
+
+def test_a_protected_database_is_not_deleted_and_the_reason_is_shown(
+        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
+    tab = _tab(browser, console, tabs)
+    tab.sign_in("max", passwords["max"])
+    _create_database(tab, "kept", checked=("Deletion protection",))
+    tab.follow(tab.page.get_by_role("button", name="Apply"))
+    assert _wait_done(tab) == "done"
+    tab.open("/pairs/main/databases/kept")
+    tab.page.get_by_label("Type kept to confirm").fill("kept")
+    tab.follow(tab.page.get_by_role("button", name="Preview the deletion"))
+    assert "deletion_protection" in tab.page.locator("#confirm_name-error").inner_text()
+    assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'kept'") == [(1,)]

@@ -48,12 +48,17 @@ class Tab:
         self.page.wait_for_load_state("networkidle")
         return response
 
+    def follow(self, locator: Any) -> None:
+        """Click something that loads a new page (a link, a form's button) and wait for that page."""
+        with self.page.expect_navigation():
+            locator.click()
+        self.page.wait_for_load_state("domcontentloaded")
+
     def sign_in(self, name: str, password: str) -> None:
         self.open("/")
         self.page.get_by_label("Name").fill(name)
         self.page.get_by_label("Password").fill(password)
-        self.page.get_by_role("button", name="Sign in").click()
-        self.page.wait_for_load_state("networkidle")
+        self.follow(self.page.get_by_role("button", name="Sign in"))
 
     def shoot(self, name: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)

@@ -76,10 +76,12 @@ def serving(specs: Path, *args: str, env: dict[str, str] | None = None) -> Itera
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             try:
-                process.communicate(timeout=30)
+                _, stderr = process.communicate(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
-                process.communicate()
+                _, stderr = process.communicate()
+            if "Traceback" in (stderr or ""):  # the server's own failures, for the failing test's report
+                sys.stderr.write(f"pgaasctl serve logged:\n{stderr[-6000:]}\n")
 
 
 def _answers(server: Server) -> bool:
