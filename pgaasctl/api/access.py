@@ -60,6 +60,7 @@ class AccessRequest(BaseModel):
     role: str | None = None  # the login role approval makes
     operation: str | None = None  # the operation that applied the approval (or the revocation)
     credentials_fetched: bool = False
+    actions: list[str] = []  # what the caller may do: approve, deny, credentials, revoke (not stored)
 
 
 class Credentials(BaseModel):
@@ -76,7 +77,19 @@ def _now() -> str:
 
 def _save(ctx: Any, item: AccessRequest) -> None:
     ctx.store.record_access_request(item.id, item.pair, item.database, item.requester, item.status,
-                                    item.model_dump_json(), item.created)
+                                    item.model_dump_json(exclude={"actions"}), item.created)
+
+
+def _for(caller: User, loaded: workspace.LoadedWorkspace, item: AccessRequest) -> AccessRequest:
+    """The request as the caller sees it: with what the caller may do to it."""
+    deciding = _may_decide(caller, loaded, item)
+    actions = ["approve", "deny"] if deciding and item.status == "PENDING" else []
+    if item.status == "APPROVED":
+        if item.requester == caller.name and not item.credentials_fetched:
+            actions.append("credentials")
+        if deciding or item.requester == caller.name:
+            actions.append("revoke")
+    return item.model_copy(update={"actions": actions})
 
 
 def _get(ctx: Any, request_id: str) -> AccessRequest:
@@ -121,16 +134,17 @@ def list_requests(request: Request, caller: Caller) -> list[AccessRequest]:
     ctx = context(request)
     loaded = ctx.loaded()
     items = [AccessRequest.model_validate_json(d) for d in ctx.store.access_requests_data()]
-    return [i for i in items if _may_see(caller, loaded, i)]
+    return [_for(caller, loaded, i) for i in items if _may_see(caller, loaded, i)]
 
 
 @router.get("/{request_id}", response_model=AccessRequest, responses=errors.RESPONSES)
 def get_request(request: Request, request_id: str, caller: Caller) -> AccessRequest:
     ctx = context(request)
     item = _get(ctx, request_id)
-    if not _may_see(caller, ctx.loaded(), item):
+    loaded = ctx.loaded()
+    if not _may_see(caller, loaded, item):
         raise errors.not_found(f"access request {request_id!r}")
-    return item
+    return _for(caller, loaded, item)
 
 
 @router.post("/{request_id}/deny", response_model=AccessRequest, responses=errors.RESPONSES)

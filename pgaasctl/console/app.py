@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pgaasctl.console import assets, forms, pages
+from pgaasctl.console import access, assets, forms, pages
 from pgaasctl.console.client import ApiFailure, in_process
 from pgaasctl.console.web import CsrfRefused, SignedOut, go, templates
 
@@ -44,6 +44,7 @@ def install(app: FastAPI) -> None:
     app.include_router(assets.router)
     app.include_router(pages.router)
     app.include_router(forms.router)
+    app.include_router(access.router)
     app.add_middleware(ConsoleHeaders)
 
     @app.exception_handler(SignedOut)

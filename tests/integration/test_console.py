@@ -4,6 +4,8 @@ plan previews and operations, CSRF, escaping, accessibility (axe-core), no forei
 
 from __future__ import annotations
 
+import os
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -145,3 +147,56 @@ def test_a_protected_database_is_not_deleted_and_the_reason_is_shown(
     tab.follow(tab.page.get_by_role("button", name="Preview the deletion"))
     assert "deletion_protection" in tab.page.locator("#confirm_name-error").inner_text()
     assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'kept'") == [(1,)]
+
+
+def _psql(uri: str, password: str, sql: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["psql", uri, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql], capture_output=True,
+                          text=True, timeout=30, env={**os.environ, "PGPASSWORD": password, "PGCONNECT_TIMEOUT": "5"})
+
+
+def test_access_is_asked_approved_in_the_inbox_shown_once_used_with_psql_and_revoked(
+        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
+    owner = _tab(browser, console, tabs)
+    owner.sign_in("max", passwords["max"])
+    _create_database(owner, "ledger")
+    owner.follow(owner.page.get_by_role("button", name="Apply"))
+    assert _wait_done(owner) == "done"
+    ws.server.execute("CREATE TABLE entries (n int)", dbname="ledger")
+    ws.server.execute("INSERT INTO entries VALUES (1), (2)", dbname="ledger")
+
+    asker = _tab(browser, console, tabs)
+    asker.sign_in("mia", passwords["mia"])
+    asker.open("/access")
+    asker.page.get_by_role("textbox", name="Database").fill("nosuch")
+    asker.page.get_by_role("textbox", name="Reason").fill("the Q3 report")
+    asker.follow(asker.page.get_by_role("button", name="Ask"))
+    assert "nosuch" in asker.page.locator("#database-error").inner_text()  # beside the field
+    asker.page.get_by_role("textbox", name="Database").fill("ledger")
+    asker.follow(asker.page.get_by_role("button", name="Ask"))
+    assert "Asked for read-only access to ledger" in asker.page.get_by_role("status").inner_text()
+
+    owner.open("/access")
+    inbox = owner.page.get_by_role("row").filter(has_text="the Q3 report")
+    inbox.get_by_label("Reason").fill("ok for Q3")
+    owner.shoot("access-inbox")
+    owner.follow(inbox.get_by_role("button", name="Approve"))
+    assert _wait_done(owner) == "done"
+
+    asker.open("/access")
+    asker.follow(asker.page.get_by_role("button", name="Show my credentials (once)"))
+    password = asker.page.locator("#password").inner_text()
+    uri = asker.page.locator("#uri").inner_text()
+    assert len(password) >= 24 and "password" not in uri.lower().split("?")[0]
+    asker.shoot("credentials")
+    assert _psql(uri, password, "SELECT count(*) FROM entries").stdout.strip() == "2"
+    refused = _psql(uri, password, "INSERT INTO entries VALUES (3)")
+    assert refused.returncode != 0 and "permission denied" in refused.stderr
+    asker.open("/access")
+    assert asker.page.get_by_role("button", name="Show my credentials (once)").count() == 0  # once
+    page_texts = owner.page.content() + asker.page.content()
+    assert password not in page_texts  # shown to its owner once, never again, never to anyone else
+
+    asker.follow(asker.page.get_by_role("button", name="Revoke"))
+    assert _wait_done(asker) == "done"
+    assert _psql(uri, password, "SELECT 1").returncode != 0  # the role is gone
+    assert owner.errors == [] and asker.errors == [] and asker.foreign_requests() == []
