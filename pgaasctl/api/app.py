@@ -16,7 +16,7 @@ from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pgaasctl import workspace
-from pgaasctl.api import access, databases, documents, errors, grants, pairs, reports, roles, sessions
+from pgaasctl.api import access, accounts, databases, documents, errors, grants, pairs, reports, roles, sessions
 from pgaasctl.api.auth import Admin, Reader
 from pgaasctl.api.common import pair_in
 from pgaasctl.api.errors import ApiError
@@ -30,6 +30,7 @@ from pgaasctl.monitor.agent import Agent
 from pgaasctl.monitor.endpoint import LookupCollector
 from pgaasctl.monitor.models import CheckResult, LookupNode
 from pgaasctl.spec.desired import DesiredPair
+from pgaasctl.spec.models import MEMBERS_LABEL
 from pgaasctl.store import Store
 
 API_VERSION = "v1"
@@ -127,6 +128,7 @@ class PairSummary(BaseModel):
     error: str | None = None
     virtual_ip: str | None = None
     managed_by: str = "specs"  # api | specs: a pair declared by hand changes in git
+    members: str = ""  # who among the members may create databases on it: "*", names, or "" (nobody)
     actions: list[str] = []  # what the caller may do: create_database, change, switchover, delete
 
 
@@ -136,6 +138,7 @@ class PairDetail(PairSummary):
     restart_settings: list[str] = []  # which of them take effect only at a restart (the others at a reload)
     deletion_protection: bool = True
     declared_in: str = ""  # file:line of its document
+    labels: dict[str, str] = {}
 
 
 class Page(BaseModel):
@@ -195,8 +198,10 @@ def _summary(ctx: ApiContext, loaded: workspace.LoadedWorkspace, pair: DesiredPa
     detail = PairDetail(name=pair.name, provider=spec.provider, replication=spec.replication, healthy=None,
                         primary=None, checked_at=None, virtual_ip=str(vip) if vip is not None else None,
                         managed_by="api" if by_api else "specs", actions=actions,
+                        members=pair.doc.metadata.labels.get(MEMBERS_LABEL, ""),
                         settings=dict(spec.settings), deletion_protection=spec.deletion_protection,
-                        declared_in=f"{pair.loaded.source.file}:{pair.loaded.source.line}")
+                        declared_in=f"{pair.loaded.source.file}:{pair.loaded.source.line}",
+                        labels=dict(pair.doc.metadata.labels))
     if lookup is not None:
         detail.healthy, detail.primary, detail.checked_at = lookup.healthy, lookup.primary, lookup.checked_at
         detail.worst_check, detail.nodes, detail.reasons = lookup.worst_check, lookup.nodes, lookup.reasons
@@ -340,6 +345,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.include_router(grants.router)
     app.include_router(sessions.router)
     app.include_router(reports.router)
+    app.include_router(accounts.router)
     install_console(app)
     return app
 

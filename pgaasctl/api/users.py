@@ -88,6 +88,23 @@ def disable_user(store: Store, name: str) -> User:
     return found.model_copy(update={"disabled": True})
 
 
+def enable_user(store: Store, name: str) -> User:
+    found = user(store, name)
+    if found is None:
+        raise PgaasError(f"there is no user {name!r}", "`pgaasctl user list` shows the users.")
+    store.set_user_disabled(name, False)
+    return found.model_copy(update={"disabled": False})
+
+
+def reset_password(store: Store, name: str) -> str:
+    """A new one-time password for the user (the old one stops working); its tokens and sessions stay."""
+    if user(store, name) is None:
+        raise PgaasError(f"there is no user {name!r}", "`pgaasctl user list` shows the users.")
+    password = secrets.token_urlsafe(18)
+    store.set_user_password(name, _hasher().hash(password))
+    return password
+
+
 def check_password(store: Store, name: str, password: str) -> User | None:
     """The user, when the name and password are right and the user is not disabled."""
     from argon2.exceptions import InvalidHashError, VerificationError

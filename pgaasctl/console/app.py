@@ -7,7 +7,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pgaasctl.console import access, assets, forms, pages
+from pgaasctl.console import access, admin, assets, forms, health, pages
 from pgaasctl.console.client import ApiFailure, in_process
 from pgaasctl.console.web import CsrfRefused, SignedOut, go, templates
 
@@ -45,6 +45,8 @@ def install(app: FastAPI) -> None:
     app.include_router(pages.router)
     app.include_router(forms.router)
     app.include_router(access.router)
+    app.include_router(admin.router)
+    app.include_router(health.router)
     app.add_middleware(ConsoleHeaders)
 
     @app.exception_handler(SignedOut)

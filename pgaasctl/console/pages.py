@@ -65,13 +65,13 @@ async def sign_out(request: Request) -> Response:
 PERIODS = {"15m": "15 minutes", "1h": "hour", "6h": "6 hours", "24h": "day", "7d": "week"}
 
 
-def _period(since: str | None) -> str:
+def period_of(since: str | None) -> str:
     return since if since in PERIODS else "1h"
 
 
 @router.get("/pairs/{pair}", response_class=HTMLResponse)
 async def pair_page(page: SignedIn, pair: str, since: str | None = None) -> Response:
-    period = _period(since)
+    period = period_of(since)
     detail = await page.api.get(f"/v1/pairs/{segment(pair)}")
     connection = await page.api.get(f"/v1/pairs/{segment(pair)}/connection")
     vip = (await page.api.get(f"/v1/pairs/{segment(pair)}/connection", virtual_ip="true")
@@ -94,7 +94,7 @@ async def pair_status(page: SignedIn, pair: str) -> Response:
 
 @router.get("/pairs/{pair}/databases/{name}", response_class=HTMLResponse)
 async def database_page(page: SignedIn, pair: str, name: str, since: str | None = None) -> Response:
-    period = _period(since)
+    period = period_of(since)
     detail = await page.api.get(f"/v1/pairs/{segment(pair)}")
     database = await page.api.get(f"/v1/pairs/{segment(pair)}/databases/{segment(name)}")
     try:

@@ -643,6 +643,10 @@ class Store:
         self._writing()
         self._exec("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
 
+    def set_user_password(self, name: str, password_hash: str) -> None:
+        self._writing()
+        self._exec("UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name))
+
     def record_token(self, token_id: str, user: str, secret_hash: str, created_at: str, expires_at: str) -> None:
         self._writing()
         self._exec("INSERT INTO tokens (id, user_name, secret_hash, created_at, expires_at, revoked) "

@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.support.browser import PHONE, Tab, browser, new_tab  # noqa: F401 - browser is a fixture
+from tests.support.local_pair import wait_until
 from tests.support.service import Server, serving
 from tests.support.workspace import Workspace
 
@@ -200,3 +202,116 @@ def test_access_is_asked_approved_in_the_inbox_shown_once_used_with_psql_and_rev
     assert _wait_done(asker) == "done"
     assert _psql(uri, password, "SELECT 1").returncode != 0  # the role is gone
     assert owner.errors == [] and asker.errors == [] and asker.foreign_requests() == []
+
+
+def test_an_admin_makes_a_user_and_disables_another_whose_session_stops_at_once(
+        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
+    victim = _tab(browser, console, tabs)
+    victim.sign_in("mia", passwords["mia"])
+    assert victim.page.get_by_role("heading", name="Overview").is_visible()
+    admin = _tab(browser, console, tabs)
+    admin.sign_in("ada", passwords["ada"])
+    admin.open("/admin")
+    admin.page.get_by_label("New user's name").fill("<b>x</b>")
+    admin.follow(admin.page.get_by_role("button", name="Create the user"))
+    assert "not allowed" in admin.page.locator("#name-error").inner_text()
+    admin.page.get_by_label("New user's name").fill("noor")
+    admin.follow(admin.page.get_by_role("button", name="Create the user"))
+    fresh_password = admin.page.locator("#one-time-password").inner_text()
+    admin.shoot("admin")
+    admin.follow(admin.page.get_by_role("button", name="Disable mia"))
+    assert "User mia disabled" in admin.page.get_by_role("status").inner_text()
+
+    victim.open("/pairs/main")  # the very next request of the disabled user's session
+    assert victim.page.get_by_role("heading", name="Sign in").is_visible()
+    newcomer = _tab(browser, console, tabs)
+    newcomer.sign_in("noor", fresh_password)
+    assert newcomer.page.get_by_role("heading", name="Overview").is_visible()
+    assert admin.errors == [] and newcomer.errors == []
+
+
+def test_a_viewer_sees_no_change_controls_and_crafted_or_forged_posts_are_refused(
+        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
+    viewer = _tab(browser, console, tabs)
+    viewer.sign_in("vic", passwords["vic"])
+    viewer.open("/pairs/main")
+    assert viewer.page.get_by_role("button", name="Create a database").count() == 0
+    assert viewer.page.get_by_role("button", name="Switch over").count() == 0
+    assert viewer.page.get_by_role("link", name="Admin").count() == 0
+    viewer.open("/access")
+    assert viewer.page.get_by_role("button", name="Ask").count() == 0
+    csrf = next(c["value"] for c in viewer.context.cookies() if c["name"] == "pgaas_csrf")
+    crafted = viewer.context.request.post(console.base + "/pairs/main/new-database", form={
+        "csrf": csrf, "name": "sneaky", "step": "apply"})
+    assert crafted.status == 200 and "may not create databases" in crafted.text()  # the API's refusal, shown
+    forged = viewer.context.request.post(console.base + "/pairs/main/new-database", form={
+        "name": "forged", "step": "apply"})  # no CSRF token: what a page of another site would send
+    assert forged.status == 403
+    member = _tab(browser, console, tabs)
+    member.sign_in("max", passwords["max"])
+    foreign = member.context.request.post(console.base + "/sign-out", form={"csrf": "x" * 43})
+    assert foreign.status == 403
+    assert ws.server.execute("SELECT datname FROM pg_database WHERE datname IN ('sneaky', 'forged')") == []
+    assert member.context.request.get(console.base + "/admin").status == 403
+
+
+def test_text_from_users_is_shown_escaped(ws: Workspace, browser: Any, console: Server,  # noqa: F811
+                                          passwords: dict[str, str], tabs: list[Tab]) -> None:
+    ws.write("by-hand.yaml", "kind: Database\nmetadata: {name: escaped, pair: main, labels: {pgaas.owner: max}}\n")
+    assert ws.run("apply", str(ws.specs), "--auto-approve").exit_code == 0
+    asker = _tab(browser, console, tabs)
+    asker.sign_in("mia", passwords["mia"])
+    asker.open("/access")
+    hostile = '<img src=x onerror="document.title=1"><b id="bold">bold</b>'
+    asker.page.get_by_role("textbox", name="Database").fill("escaped")
+    asker.page.get_by_role("textbox", name="Reason").fill(hostile)
+    asker.follow(asker.page.get_by_role("button", name="Ask"))
+    owner = _tab(browser, console, tabs)
+    owner.sign_in("max", passwords["max"])
+    owner.open("/access")
+    assert hostile in owner.page.get_by_role("row").filter(has_text="escaped").inner_text()  # as text
+    assert owner.page.locator("#bold").count() == 0 and owner.page.locator("img[src=x]").count() == 0
+    assert owner.page.title() != "1"
+
+
+def test_health_and_a_downloaded_report(ws: Workspace, browser: Any, console: Server,  # noqa: F811
+                                        passwords: dict[str, str], tabs: list[Tab]) -> None:
+    tab = _tab(browser, console, tabs)
+    tab.sign_in("ada", passwords["ada"])
+    wait_until(lambda: console.get("/healthz").json()["agent_rounds"] >= 2, 30, "two rounds of the agent")
+    tab.open("/health")
+    assert tab.page.get_by_role("heading", name="main").is_visible()
+    assert tab.page.get_by_role("row").filter(has_text="connections").count() >= 1  # a graded check
+    tab.open("/reports")
+    tab.page.get_by_label("Format").select_option("markdown")
+    with tab.page.expect_download() as downloading:
+        tab.page.get_by_role("button", name="Download the report").click()
+    download = downloading.value
+    assert download.suggested_filename == "pgaasctl-main-24h.md"
+    text = Path(download.path()).read_text()
+    assert text.startswith("# ") and "main" in text
+
+
+PAGES = ["/", "/pairs/main", "/pairs/main/new-database", "/pairs/main/databases/{db}", "/access", "/health",
+         "/reports", "/admin"]
+
+
+def test_every_page_is_accessible_at_desktop_and_phone_width(ws: Workspace, browser: Any,  # noqa: F811
+                                                             console: Server, passwords: dict[str, str],
+                                                             tabs: list[Tab]) -> None:
+    ws.write("db.yaml", "kind: Database\nmetadata: {name: tour, pair: main, labels: {pgaas.owner: ada}}\n")
+    assert ws.run("apply", str(ws.specs), "--auto-approve").exit_code == 0
+    for width, viewport in (("desktop", None), ("phone", PHONE)):
+        tab = _tab(browser, console, tabs, bypass_csp=True, **({"viewport": viewport} if viewport else {}))
+        tab.open("/")
+        assert tab.axe_violations() == [], "sign-in"
+        tab.shoot(f"{width}-sign-in")
+        tab.sign_in("ada", passwords["ada"])
+        for path in PAGES:
+            tab.open(path.format(db="tour"))
+            assert tab.axe_violations() == [], path
+            tab.shoot(f"{width}-{path.strip('/').replace('/', '-').replace('{db}', 'tour') or 'overview'}")
+            if width == "phone":  # readable at phone width: nothing wider than the screen but tables' own scroll
+                overflow = tab.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+                assert overflow <= 1, (path, overflow)
+        assert tab.errors == [], tab.errors

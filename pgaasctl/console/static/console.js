@@ -13,7 +13,7 @@
       chart.series.forEach(function (s) { s.points.forEach(function (p) { times[Date.parse(p[0]) / 1000] = true; }); });
       var xs = Object.keys(times).map(Number).sort(function (a, b) { return a - b; });
       box.dataset.drawn = "1";
-      if (!xs.length) { box.textContent = "No data in this period."; box.classList.add("note"); return; }
+      if (!xs.length) { box.textContent = "No data in this period."; box.classList.add("note"); box.style.minHeight = "0"; return; }
       var index = {}; xs.forEach(function (x, i) { index[x] = i; });
       var data = [xs];
       var series = [{}];
@@ -53,8 +53,21 @@
     });
   }
 
-  function enliven(root) { drawCharts(root); copyButtons(root); typedConfirmations(root); }
+  // A table wider than the screen scrolls in its box: the box then takes the keyboard's focus, so the arrow
+  // keys scroll it too, and is named after the heading before it.
+  function scrollableBoxes(root) {
+    root.querySelectorAll(".overflow-auto").forEach(function (box) {
+      if (box.scrollWidth <= box.clientWidth) { box.removeAttribute("tabindex"); return; }
+      box.setAttribute("tabindex", "0");
+      box.setAttribute("role", "region");
+      var heading = box.closest("section, main").querySelector("h2, h1");
+      box.setAttribute("aria-label", (heading ? heading.textContent.trim() + ": " : "") + "table, scrolls sideways");
+    });
+  }
+
+  function enliven(root) { drawCharts(root); copyButtons(root); typedConfirmations(root); scrollableBoxes(document); }
 
   document.addEventListener("DOMContentLoaded", function () { enliven(document); });
   document.addEventListener("htmx:afterSettle", function (event) { enliven(event.target); });
+  window.addEventListener("resize", function () { scrollableBoxes(document); });
 })();
