@@ -17,12 +17,15 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgaasctl.store import open_store
+from tests.support.browser import browser, create_database, new_tab, wait_done  # noqa: F401
 from tests.support.local_pair import Lab, LocalPair, no_traceback, wait_until
+from tests.support.service import serving
 
 PGAASCTL = str(Path(sys.executable).parent / "pgaasctl")
 
@@ -584,3 +587,39 @@ def test_an_operation_caught_by_a_failover_finishes_on_the_new_primary(ag: Local
         store.close()
         server.send_signal(signal.SIGTERM)
         server.communicate(timeout=60)
+
+
+def test_the_console_makes_a_database_on_both_nodes_and_shows_a_failover_without_a_reload(
+        ag: LocalPair, browser: Any) -> None:  # noqa: F811
+    ag.ws.write(ag.spec_file, ag.spec_text().replace("metadata: {name: ag}",
+                                                     "metadata: {name: ag, labels: {pgaas.members: '*'}}"))
+    made = ag.ws.run("user", "create", "mona", "--role", "member", str(ag.ws.specs))
+    assert made.exit_code == 0, made.output
+    password = made.stdout.strip()
+    with serving(ag.ws.specs, "--interval", "1s", env={**os.environ, "PGAASCTL_STORE": ag.ws.store_url}) as console:
+        tab = new_tab(browser, console.base)
+        try:
+            tab.sign_in("mona", password)
+            create_database(tab, "ag", "console_db")
+            tab.follow(tab.page.get_by_role("button", name="Apply"))
+            assert wait_done(tab) == "done"
+            primary = ag.primary()
+            standby = ag.other(primary)
+            exists = "SELECT count(*) FROM pg_database WHERE datname = 'console_db'"
+            assert ag.value(primary, exists) == 1
+            wait_until(lambda: ag.value(standby, exists) == 1, 10, "the standby to replay the new database")
+
+            tab.open("/pairs/ag/databases/console_db")
+            tab.page.get_by_label("Type console_db to confirm").fill("console_db")
+            tab.follow(tab.page.get_by_role("button", name="Preview the deletion"))
+            tab.follow(tab.page.get_by_role("button", name="Delete console_db now"))
+            assert wait_done(tab) == "done"
+            assert ag.value(primary, exists) == 0
+
+            tab.open("/pairs/ag")
+            assert tab.page.locator("#primary").inner_text() == primary
+            ag.kill_postmaster(primary)
+            tab.page.locator("#primary").filter(has_text=standby).wait_for(timeout=60_000)  # no reload: htmx polls
+            assert tab.errors == [] and tab.foreign_requests() == []
+        finally:
+            tab.close()

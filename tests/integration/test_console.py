@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import PHONE, Tab, browser, new_tab  # noqa: F401 - browser is a fixture
+from tests.support.browser import PHONE, Tab, browser, create_database, new_tab, wait_done  # noqa: F401
 from tests.support.local_pair import wait_until
 from tests.support.service import Server, serving
 from tests.support.workspace import Workspace
@@ -76,40 +76,23 @@ def test_a_visitor_signs_in_sees_the_overview_and_signs_out(browser: Any, consol
     assert tab.errors == [] and tab.foreign_requests() == []
 
 
-def _create_database(tab: Tab, name: str, checked: tuple[str, ...] = (), **fields: str) -> None:
-    tab.open("/pairs/main/new-database")
-    tab.page.get_by_label("Name", exact=True).fill(name)
-    for label, value in fields.items():
-        tab.page.get_by_label(label).fill(value)
-    for label in checked:
-        tab.page.get_by_label(label).check()
-    tab.follow(tab.page.get_by_role("button", name="Preview the plan"))
-
-
-def _wait_done(tab: Tab) -> str:
-    status = tab.page.locator("#operation-status")
-    status.filter(has_text="done").or_(tab.page.locator("#operation-status").filter(has_text="failed")).wait_for(
-        timeout=60_000)
-    return str(status.inner_text())
-
-
 def test_a_member_creates_changes_and_deletes_a_database_with_the_plan_first(
         ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
     tab = _tab(browser, console, tabs)
     tab.sign_in("max", passwords["max"])
-    _create_database(tab, "Bad Name!")
+    create_database(tab, "main", "Bad Name!")
     error = tab.page.locator("#name-error")
     assert error.is_visible() and "name" in error.inner_text().lower()  # beside the field, and nothing made
     assert not (ws.specs / "api").exists() or not list((ws.specs / "api").rglob("*.yaml"))
 
-    _create_database(tab, "shop", **{"Settings (one per line: name = value)": "work_mem = 8MB",
+    create_database(tab, "main", "shop", **{"Settings (one per line: name = value)": "work_mem = 8MB",
                                      "Schemas (comma-separated)": "sales"})
     plan = tab.page.locator(".plan")
     assert "+ create" in plan.inner_text() and "database.main.shop" in plan.inner_text()
     assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'") == []  # a preview changes nothing
     tab.shoot("create-database-plan")
     tab.follow(tab.page.get_by_role("button", name="Apply"))
-    assert _wait_done(tab) == "done"
+    assert wait_done(tab) == "done"
     assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'") == [(1,)]
     tab.follow(tab.page.get_by_role("link", name="Open the database"))
     tab.page.wait_for_load_state("networkidle")
@@ -122,7 +105,7 @@ def test_a_member_creates_changes_and_deletes_a_database_with_the_plan_first(
     tab.follow(tab.page.get_by_role("button", name="Preview the plan"))
     assert "connection_limit" in tab.page.locator(".plan").inner_text()
     tab.follow(tab.page.get_by_role("button", name="Apply"))
-    assert _wait_done(tab) == "done"
+    assert wait_done(tab) == "done"
     assert ws.server.execute("SELECT datconnlimit FROM pg_database WHERE datname = 'shop'") == [(7,)]
 
     tab.open("/pairs/main/databases/shop")
@@ -132,7 +115,7 @@ def test_a_member_creates_changes_and_deletes_a_database_with_the_plan_first(
     tab.follow(button)
     assert "- delete" in tab.page.locator(".plan").inner_text()
     tab.follow(tab.page.get_by_role("button", name="Delete shop now"))
-    assert _wait_done(tab) == "done"
+    assert wait_done(tab) == "done"
     assert ws.server.execute("SELECT 1 FROM pg_database WHERE datname = 'shop'") == []
     assert tab.errors == [] and tab.foreign_requests() == []
 
@@ -141,9 +124,9 @@ def test_a_protected_database_is_not_deleted_and_the_reason_is_shown(
         ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
     tab = _tab(browser, console, tabs)
     tab.sign_in("max", passwords["max"])
-    _create_database(tab, "kept", checked=("Deletion protection",))
+    create_database(tab, "main", "kept", checked=("Deletion protection",))
     tab.follow(tab.page.get_by_role("button", name="Apply"))
-    assert _wait_done(tab) == "done"
+    assert wait_done(tab) == "done"
     tab.open("/pairs/main/databases/kept")
     tab.page.get_by_label("Type kept to confirm").fill("kept")
     tab.follow(tab.page.get_by_role("button", name="Preview the deletion"))
@@ -160,9 +143,9 @@ def test_access_is_asked_approved_in_the_inbox_shown_once_used_with_psql_and_rev
         ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
     owner = _tab(browser, console, tabs)
     owner.sign_in("max", passwords["max"])
-    _create_database(owner, "ledger")
+    create_database(owner, "main", "ledger")
     owner.follow(owner.page.get_by_role("button", name="Apply"))
-    assert _wait_done(owner) == "done"
+    assert wait_done(owner) == "done"
     ws.server.execute("CREATE TABLE entries (n int)", dbname="ledger")
     ws.server.execute("INSERT INTO entries VALUES (1), (2)", dbname="ledger")
 
@@ -182,7 +165,7 @@ def test_access_is_asked_approved_in_the_inbox_shown_once_used_with_psql_and_rev
     inbox.get_by_label("Reason").fill("ok for Q3")
     owner.shoot("access-inbox")
     owner.follow(inbox.get_by_role("button", name="Approve"))
-    assert _wait_done(owner) == "done"
+    assert wait_done(owner) == "done"
 
     asker.open("/access")
     asker.follow(asker.page.get_by_role("button", name="Show my credentials (once)"))
@@ -199,7 +182,7 @@ def test_access_is_asked_approved_in_the_inbox_shown_once_used_with_psql_and_rev
     assert password not in page_texts  # shown to its owner once, never again, never to anyone else
 
     asker.follow(asker.page.get_by_role("button", name="Revoke"))
-    assert _wait_done(asker) == "done"
+    assert wait_done(asker) == "done"
     assert _psql(uri, password, "SELECT 1").returncode != 0  # the role is gone
     assert owner.errors == [] and asker.errors == [] and asker.foreign_requests() == []
 

@@ -92,3 +92,21 @@ def new_tab(browser: Any, base: str, viewport: dict[str, int] = DESKTOP, bypass_
     page.on("console", lambda message: tab.errors.append(message.text) if message.type == "error" else None)
     page.on("pageerror", lambda error: tab.errors.append(str(error)))
     return tab
+
+
+def create_database(tab: Tab, pair: str, name: str, checked: tuple[str, ...] = (), **fields: str) -> None:
+    """Fill the console's new-database form and preview its plan (labels -> values in `fields`)."""
+    tab.open(f"/pairs/{pair}/new-database")
+    tab.page.get_by_label("Name", exact=True).fill(name)
+    for label, value in fields.items():
+        tab.page.get_by_label(label).fill(value)
+    for label in checked:
+        tab.page.get_by_label(label).check()
+    tab.follow(tab.page.get_by_role("button", name="Preview the plan"))
+
+
+def wait_done(tab: Tab) -> str:
+    """The status the operation page shows once its operation ended (done or failed)."""
+    status = tab.page.locator("#operation-status")
+    status.filter(has_text="done").or_(status.filter(has_text="failed")).wait_for(timeout=90_000)
+    return str(status.inner_text())
