@@ -235,7 +235,7 @@ class BoundedBodies:
 
 
 def create_app(ctx: ApiContext) -> FastAPI:
-    app = FastAPI(title="pgaasctl", version="1", description="PostgreSQL as a service on your own VMs: pairs, "
+    app = FastAPI(title="pgaasctl", version="1", docs_url=None, redoc_url=None, description="PostgreSQL as a service on your own VMs: pairs, "
                   "databases, roles and access, on the same specs and planner as the CLI.")
     app.state.context = ctx
     errors.install(app)

@@ -16,6 +16,8 @@ VENDOR = {  # the URL name -> its file under node_modules
     "pico.min.css": "@picocss/pico/css/pico.min.css",
     "uPlot.iife.min.js": "uplot/dist/uPlot.iife.min.js",
     "uPlot.min.css": "uplot/dist/uPlot.min.css",
+    "swagger-ui-bundle.js": "swagger-ui-dist/swagger-ui-bundle.js",  # /docs, the API's Swagger UI
+    "swagger-ui.css": "swagger-ui-dist/swagger-ui.css",
 }
 CACHE = "public, max-age=86400"
 
@@ -39,6 +41,15 @@ def asset_path(name: str) -> Path | None:
         return node_modules() / VENDOR[name]
     own = OWN / name
     return own if name in {p.name for p in OWN.iterdir()} else None
+
+
+@router.get("/docs")
+def swagger_ui() -> Response:
+    """The API's Swagger UI, from this process's own assets (FastAPI's default loads it from a CDN)."""
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    return get_swagger_ui_html(openapi_url="/openapi.json", title="pgaasctl API", swagger_js_url="/assets/swagger-ui-bundle.js",
+                               swagger_css_url="/assets/swagger-ui.css", swagger_favicon_url="/assets/favicon.svg")
 
 
 @router.get("/assets/{name}")

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.browser import browser  # noqa: F401 - one Chromium per test process, for every module
 from tests.support.pgserver import PgServer
 from tests.support.workspace import Workspace
 

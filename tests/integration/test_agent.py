@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgaasctl.store import open_store
-from tests.support.browser import browser, create_database, new_tab, wait_done  # noqa: F401
+from tests.support.browser import create_database, new_tab, wait_done
 from tests.support.local_pair import Lab, LocalPair, no_traceback, wait_until
 from tests.support.service import serving
 
@@ -590,7 +590,7 @@ def test_an_operation_caught_by_a_failover_finishes_on_the_new_primary(ag: Local
 
 
 def test_the_console_makes_a_database_on_both_nodes_and_shows_a_failover_without_a_reload(
-        ag: LocalPair, browser: Any) -> None:  # noqa: F811
+        ag: LocalPair, browser: Any) -> None:
     ag.ws.write(ag.spec_file, ag.spec_text().replace("metadata: {name: ag}",
                                                      "metadata: {name: ag, labels: {pgaas.members: '*'}}"))
     made = ag.ws.run("user", "create", "mona", "--role", "member", str(ag.ws.specs))

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.browser import PHONE, Tab, browser, create_database, new_tab, wait_done  # noqa: F401
+from tests.support.browser import PHONE, Tab, create_database, new_tab, wait_done
 from tests.support.local_pair import wait_until
 from tests.support.service import Server, serving
 from tests.support.workspace import Workspace
@@ -41,20 +41,20 @@ def console(ws: Workspace, passwords: dict[str, str]) -> Iterator[Server]:
 
 
 @pytest.fixture
-def tabs(browser: Any, console: Server) -> Iterator[list[Tab]]:  # noqa: F811
+def tabs(browser: Any, console: Server) -> Iterator[list[Tab]]:
     opened: list[Tab] = []
     yield opened
     for tab in opened:
         tab.close()
 
 
-def _tab(browser: Any, console: Server, tabs: list[Tab], **kwargs: Any) -> Tab:  # noqa: F811
+def _tab(browser: Any, console: Server, tabs: list[Tab], **kwargs: Any) -> Tab:
     tab = new_tab(browser, console.base, **kwargs)
     tabs.append(tab)
     return tab
 
 
-def test_a_visitor_signs_in_sees_the_overview_and_signs_out(browser: Any, console: Server,  # noqa: F811
+def test_a_visitor_signs_in_sees_the_overview_and_signs_out(browser: Any, console: Server,
                                                             passwords: dict[str, str], tabs: list[Tab]) -> None:
     tab = _tab(browser, console, tabs)
     tab.open("/")
@@ -77,7 +77,7 @@ def test_a_visitor_signs_in_sees_the_overview_and_signs_out(browser: Any, consol
 
 
 def test_a_member_creates_changes_and_deletes_a_database_with_the_plan_first(
-        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
+        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:
     tab = _tab(browser, console, tabs)
     tab.sign_in("max", passwords["max"])
     create_database(tab, "main", "Bad Name!")
@@ -121,7 +121,7 @@ def test_a_member_creates_changes_and_deletes_a_database_with_the_plan_first(
 
 
 def test_a_protected_database_is_not_deleted_and_the_reason_is_shown(
-        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
+        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:
     tab = _tab(browser, console, tabs)
     tab.sign_in("max", passwords["max"])
     create_database(tab, "main", "kept", checked=("Deletion protection",))
@@ -140,7 +140,7 @@ def _psql(uri: str, password: str, sql: str) -> subprocess.CompletedProcess[str]
 
 
 def test_access_is_asked_approved_in_the_inbox_shown_once_used_with_psql_and_revoked(
-        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
+        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:
     owner = _tab(browser, console, tabs)
     owner.sign_in("max", passwords["max"])
     create_database(owner, "main", "ledger")
@@ -188,7 +188,7 @@ def test_access_is_asked_approved_in_the_inbox_shown_once_used_with_psql_and_rev
 
 
 def test_an_admin_makes_a_user_and_disables_another_whose_session_stops_at_once(
-        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
+        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:
     victim = _tab(browser, console, tabs)
     victim.sign_in("mia", passwords["mia"])
     assert victim.page.get_by_role("heading", name="Overview").is_visible()
@@ -214,7 +214,7 @@ def test_an_admin_makes_a_user_and_disables_another_whose_session_stops_at_once(
 
 
 def test_a_viewer_sees_no_change_controls_and_crafted_or_forged_posts_are_refused(
-        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:  # noqa: F811
+        ws: Workspace, browser: Any, console: Server, passwords: dict[str, str], tabs: list[Tab]) -> None:
     viewer = _tab(browser, console, tabs)
     viewer.sign_in("vic", passwords["vic"])
     viewer.open("/pairs/main")
@@ -238,7 +238,7 @@ def test_a_viewer_sees_no_change_controls_and_crafted_or_forged_posts_are_refuse
     assert member.context.request.get(console.base + "/admin").status == 403
 
 
-def test_text_from_users_is_shown_escaped(ws: Workspace, browser: Any, console: Server,  # noqa: F811
+def test_text_from_users_is_shown_escaped(ws: Workspace, browser: Any, console: Server,
                                           passwords: dict[str, str], tabs: list[Tab]) -> None:
     ws.write("by-hand.yaml", "kind: Database\nmetadata: {name: escaped, pair: main, labels: {pgaas.owner: max}}\n")
     assert ws.run("apply", str(ws.specs), "--auto-approve").exit_code == 0
@@ -257,7 +257,7 @@ def test_text_from_users_is_shown_escaped(ws: Workspace, browser: Any, console: 
     assert owner.page.title() != "1"
 
 
-def test_health_and_a_downloaded_report(ws: Workspace, browser: Any, console: Server,  # noqa: F811
+def test_health_and_a_downloaded_report(ws: Workspace, browser: Any, console: Server,
                                         passwords: dict[str, str], tabs: list[Tab]) -> None:
     tab = _tab(browser, console, tabs)
     tab.sign_in("ada", passwords["ada"])
@@ -279,7 +279,7 @@ PAGES = ["/", "/pairs/main", "/pairs/main/new-database", "/pairs/main/databases/
          "/reports", "/admin"]
 
 
-def test_every_page_is_accessible_at_desktop_and_phone_width(ws: Workspace, browser: Any,  # noqa: F811
+def test_every_page_is_accessible_at_desktop_and_phone_width(ws: Workspace, browser: Any,
                                                              console: Server, passwords: dict[str, str],
                                                              tabs: list[Tab]) -> None:
     ws.write("db.yaml", "kind: Database\nmetadata: {name: tour, pair: main, labels: {pgaas.owner: ada}}\n")
@@ -298,3 +298,12 @@ def test_every_page_is_accessible_at_desktop_and_phone_width(ws: Workspace, brow
                 overflow = tab.page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
                 assert overflow <= 1, (path, overflow)
         assert tab.errors == [], tab.errors
+
+
+def test_the_apis_swagger_ui_loads_from_this_server_alone(browser: Any, console: Server, tabs: list[Tab]) -> None:
+    tab = _tab(browser, console, tabs)
+    tab.open("/docs")
+    tab.page.locator(".swagger-ui .information-container").wait_for()
+    assert "pgaasctl" in tab.page.locator(".swagger-ui .title").inner_text()
+    assert tab.page.locator(".opblock-tag").filter(has_text="databases").count() == 1
+    assert tab.foreign_requests() == [] and tab.errors == []
