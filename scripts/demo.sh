@@ -43,4 +43,8 @@ The pair "orders" runs on this machine and matches the specs. Try:
                                                   # (and the virtual IP move to the new primary)
   $PGAASCTL apply specs/examples --auto-approve   # makes a degraded pair whole again
   bash scripts/demo.sh destroy                    # removes the pair (every process and file)
+
+The web console and the REST API, over the same specs:
+  $PGAASCTL user create ada --role admin specs/examples   # prints ada's one-time password
+  $PGAASCTL serve specs/examples --listen 127.0.0.1:8080  # open http://127.0.0.1:8080/ and sign in
 MSG

@@ -307,3 +307,34 @@ def test_the_apis_swagger_ui_loads_from_this_server_alone(browser: Any, console:
     assert "pgaasctl" in tab.page.locator(".swagger-ui .title").inner_text()
     assert tab.page.locator(".opblock-tag").filter(has_text="databases").count() == 1
     assert tab.foreign_requests() == [] and tab.errors == []
+
+
+def test_the_console_works_with_the_keyboard_alone(browser: Any, console: Server, passwords: dict[str, str],
+                                                   tabs: list[Tab]) -> None:
+    tab = _tab(browser, console, tabs)
+    tab.open("/")
+    keys = tab.page.keyboard
+    assert tab.page.evaluate("document.activeElement.id") == "name"  # the form starts where it is filled in
+    keys.type("max")
+    keys.press("Tab")
+    keys.type(passwords["max"])
+    with tab.page.expect_navigation():
+        keys.press("Enter")
+    assert tab.page.get_by_role("heading", name="Overview").is_visible()
+
+    def tab_to(text: str) -> None:
+        for _ in range(40):  # no trap: every control is reached in a bounded number of steps
+            keys.press("Tab")
+            if tab.page.evaluate("document.activeElement.textContent.trim()") == text:
+                return
+        raise AssertionError(f"{text!r} was never reached with Tab")
+
+    tab_to("Skip to content")
+    tab_to("main")
+    with tab.page.expect_navigation():
+        keys.press("Enter")
+    assert tab.page.get_by_role("heading", name="Pair main").is_visible()
+    tab_to("Create a database")
+    with tab.page.expect_navigation():
+        keys.press("Enter")
+    assert tab.page.get_by_role("heading", name="New database on main").is_visible()
