@@ -22,6 +22,7 @@ from pgaasctl.api.auth import Caller
 from pgaasctl.api.common import context
 from pgaasctl.api.errors import ApiError
 from pgaasctl.api.operations import Operation
+from pgaasctl.api.paging import PageSize, PageToken, page
 from pgaasctl.api.users import User
 from pgaasctl.spec.models import OWNER_LABEL, Identifier
 
@@ -128,13 +129,22 @@ def ask(request: Request, body: AccessAsked, caller: Caller) -> AccessRequest:
     return item
 
 
-@router.get("", response_model=list[AccessRequest], responses=errors.RESPONSES)
-def list_requests(request: Request, caller: Caller) -> list[AccessRequest]:
-    """The requests the caller may see: its own, those for the databases it owns, all for admins and viewers."""
+class AccessRequestPage(BaseModel):
+    items: list[AccessRequest]
+    next_page_token: str | None = None
+
+
+@router.get("", response_model=AccessRequestPage, responses=errors.RESPONSES)
+def list_requests(request: Request, caller: Caller, status: Status | None = None, page_size: PageSize = 100,
+                  page_token: PageToken = None) -> AccessRequestPage:
+    """The requests the caller may see, newest first: its own, those for the databases it owns, all for admins and
+    viewers (`status` to keep one kind)."""
     ctx = context(request)
     loaded = ctx.loaded()
     items = [AccessRequest.model_validate_json(d) for d in ctx.store.access_requests_data()]
-    return [_for(caller, loaded, i) for i in items if _may_see(caller, loaded, i)]
+    seen = [_for(caller, loaded, i) for i in items if _may_see(caller, loaded, i) and status in (None, i.status)]
+    shown, token = page(seen, page_size, page_token)
+    return AccessRequestPage(items=shown, next_page_token=token)
 
 
 @router.get("/{request_id}", response_model=AccessRequest, responses=errors.RESPONSES)

@@ -18,7 +18,7 @@ ASK_FIELDS = ("pair", "database", "access", "reason")
 
 async def _access_page(page: Page, form: dict[str, str] | None = None, errors: dict[str, str] | None = None,
                        notice: str | None = None) -> Response:
-    requests = await page.api.get("/v1/access-requests")
+    requests = (await page.api.get("/v1/access-requests", page_size=500))["items"]
     pairs = (await page.api.get("/v1/pairs", page_size=500))["items"]
     inbox = [r for r in requests if "approve" in r["actions"]]
     mine = [r for r in requests if r["requester"] == page.me["name"]]

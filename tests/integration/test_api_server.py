@@ -228,7 +228,8 @@ def test_access_is_asked_approved_fetched_once_used_and_revoked(ws: Workspace, s
                         {"pair": "main", "database": "sales", "access": "read-only", "reason": "quarterly report"})
     assert asked.status == 201, asked.body
     request_id = asked.json()["id"]
-    assert [r["id"] for r in server.get("/v1/access-requests", owner).json()] == [request_id]  # the owner sees it
+    assert [r["id"] for r in server.get("/v1/access-requests", owner).json()["items"]] == [request_id]  # the owner's
+    assert server.get("/v1/access-requests?status=DENIED", owner).json() == {"items": [], "next_page_token": None}
     _error(server.call("POST", f"/v1/access-requests/{request_id}/approve", mia, {"reason": "me"}), 403, "forbidden")
     _error(server.get(f"/v1/access-requests/{request_id}/credentials", mia), 409, "not_granted")
 
