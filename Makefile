@@ -1,5 +1,5 @@
 # pgaasctl developer entry points. GNU make.
-#   make setup   system packages (PostgreSQL 15), .venv, editable install; idempotent
+#   make setup   system packages (PostgreSQL 15, chromium), .venv, editable install, npm assets; idempotent
 #   make test    the whole suite, two xdist workers (each starts its own PostgreSQL)
 #   make demo    scripts/demo.sh
 #   make clean   drop local state databases
@@ -53,6 +53,10 @@ $(STAMP): pyproject.toml | $(PY)
 # The console's browser assets (htmx, Pico CSS, uPlot) and axe-core for its tests, at the versions
 # package-lock.json pins; served from node_modules by `pgaasctl serve`.
 $(NODE_STAMP): package.json package-lock.json
+	@if ! command -v npm >/dev/null; then \
+	  if [ "$$(id -u)" -ne 0 ]; then echo "npm is missing. As root, run: apt-get install -y nodejs npm" >&2; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm; \
+	fi
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
