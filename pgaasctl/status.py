@@ -293,4 +293,17 @@ def connection_uri(pair: DesiredPair, desired: DesiredState, store: Store, datab
     hosts = f"{vip}:{inputs.hosts[0].pg_port}" if virtual_ip else ",".join(f"{h.address}:{h.pg_port}" for h in inputs.hosts)
     user = f"{quote(role, safe='')}@" if role else ""
     path = quote(database or "postgres", safe="")
-    return f"postgresql://{user}{hosts}/{path}?{CLIENT_OPTIONS}"
+    return f"postgresql://{user}{hosts}/{path}?{CLIENT_OPTIONS}{_tls_options(pair, desired)}"
+
+
+def _tls_options(pair: DesiredPair, desired: DesiredState) -> str:
+    """A pair with TLS: the client requires it; with verify-full it checks the server's certificate against the
+    workspace CA's file and the host name (the URI's addresses are in every node's certificate)."""
+    from pgaasctl.tls.workspace_ca import ca_files
+
+    tls = getattr(pair.doc.spec, "tls", None)
+    if tls is None or tls.mode == "disable":
+        return ""
+    if tls.mode == "require":
+        return "&sslmode=require"
+    return f"&sslmode=verify-full&sslrootcert={quote(str(ca_files(desired.workspace.tls).cert), safe='/')}"

@@ -24,6 +24,7 @@ from pgaasctl.apply.restart import PairRestart, RestartReport
 from pgaasctl.apply.switchover import switchover
 from pgaasctl.errors import PgaasError
 from pgaasctl.hosts.bootstrap import node_files_version
+from pgaasctl.tls.workspace_ca import resolved
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.plan.build import (
     LivePair,
@@ -81,7 +82,8 @@ def load(path: Path) -> LoadedWorkspace:
     """Find the workspace of `path`, load all of it, and resolve its paths against its root."""
     location = locate(path)
     desired = load_desired(location.spec_dir)
-    desired.workspace = desired.workspace.model_copy(update={"local_dir": location.local_dir().value})
+    desired.workspace = desired.workspace.model_copy(update={
+        "local_dir": location.local_dir().value, "tls": resolved(desired.workspace.tls, location.root)})
     part: list[str] | None = None
     if location.part is not None:
         inside = [d for d in desired.documents
@@ -205,8 +207,9 @@ def _record_failover(store: Store, live: LivePair) -> None:
     spec = live.inputs.pair.doc.spec
     if managed is not None and isinstance(spec, LocalPairSpec):
         store.record(address, live.plan.pair, "pair", live.plan.pair,
-                     {**managed.attributes, "failover": spec.failover.model_dump(),
-                      "node_files": node_files_version(live.inputs.push)})
+                     {**{k: v for k, v in managed.attributes.items() if k != "tls"}, "failover": spec.failover.model_dump(),
+                      "node_files": node_files_version(live.inputs.push),
+                      **({"tls": spec.tls.model_dump()} if spec.tls.mode != "disable" else {})})
 
 
 def _record_node_ids(store: Store, pair: str, operations: list[HostOperation], before: bool) -> None:

@@ -33,7 +33,7 @@ class HostOperator:
             admin_password = inputs.provider.admin_password(inputs.pair.name, create=True) or ""
         failover = spec.failover if isinstance(spec, LocalPairSpec) else None
         self.bootstrap = Bootstrap(ssh=ssh, failover=failover or FailoverSettings(), admin_password=admin_password,
-                                   push=inputs.push)
+                                   push=inputs.push, tls=inputs.node_tls())
         self._destroyed = False
         self._ids: dict[str, int] = {}
 

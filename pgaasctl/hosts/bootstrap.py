@@ -19,6 +19,7 @@ from pgaasctl.monitor.push import PushTarget, event_script
 from pgaasctl.passwords import scram_verifier
 from pgaasctl.plan.settings import HOT_STANDBY_PARAMETERS
 from pgaasctl.spec.models import FailoverSettings
+from pgaasctl.tls.node_files import NodeTls, client_parameters, pg_hba, ssl_parameters, tls_dir
 from providers.base import Host, HostLayout
 
 # Bumped whenever the files pgaasctl writes on a node (repmgr.conf, start.sh, promote.sh) change: nodes of
@@ -99,7 +100,7 @@ def _q(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def postgresql_conf(host: Host, layout: HostLayout) -> str:
+def postgresql_conf(host: Host, layout: HostLayout, tls: bool = False) -> str:
     settings = {
         "data_directory": _q(layout.data_dir),
         "hba_file": _q(f"{layout.config_dir}/pg_hba.conf"),
@@ -126,6 +127,8 @@ def postgresql_conf(host: Host, layout: HostLayout) -> str:
         "password_encryption": "scram-sha-256",
         "log_line_prefix": _q("%m [%p] %q%u@%d "),
     }
+    if tls:  # the node's certificate, the CA and its revocation list (pgaasctl/tls/node_files.py)
+        settings.update(ssl_parameters(layout.config_dir))
     return "# written by pgaasctl; server parameters of the pair are set with ALTER SYSTEM\n" + "".join(
         f"{k} = {v}\n" for k, v in settings.items()
     )
@@ -135,17 +138,6 @@ DATA_DIR_CONF = """# written by pgaasctl: the configuration is in the node's con
 # This file is read only when PostgreSQL runs on the data directory alone (pg_rewind's crash recovery).
 wal_log_hints = on
 """
-
-PG_HBA = """# written by pgaasctl
-# the socket directory belongs to the server's OS user alone
-local   all          all                  trust
-local   replication  all                  trust
-host    all          all      0.0.0.0/0   scram-sha-256
-host    replication  repmgr   0.0.0.0/0   scram-sha-256
-host    all          all      ::/0        scram-sha-256
-host    replication  repmgr   ::/0        scram-sha-256
-"""
-
 
 def pg_ctl(host: Host, layout: HostLayout, action: str) -> str:
     """The command for `action`; starts (and restarts) go through the node's start script."""
@@ -216,19 +208,20 @@ def start_script(host: Host, layout: HostLayout) -> str:
     ])
 
 
-def conninfo(host: Host, failover: FailoverSettings) -> str:
+def conninfo(host: Host, failover: FailoverSettings, tls_client: str = "") -> str:
+    """How repmgr (and the replication it sets up) reaches `host`; `tls_client`: the pair's sslmode and CA file."""
     return (f"host={host.address} port={host.pg_port} user={REPMGR_USER} dbname={REPMGR_DATABASE} "
-            f"connect_timeout={failover.connect_timeout}")
+            f"connect_timeout={failover.connect_timeout}{tls_client}")
 
 
 def repmgr_conf(host: Host, layout: HostLayout, node_id: int, failover: FailoverSettings,
-                push: PushTarget | None = None) -> str:
+                push: PushTarget | None = None, tls_client: str = "") -> str:
     conf = layout.repmgr_conf
     env = f"PGPASSFILE={layout.config_dir}/.pgpass"
     items = {
         "node_id": str(node_id),
         "node_name": _q(host.node),
-        "conninfo": _q(conninfo(host, failover)),
+        "conninfo": _q(conninfo(host, failover, tls_client)),
         "data_directory": _q(layout.data_dir),
         "config_directory": _q(layout.config_dir),
         "pg_bindir": _q(host.bin_dir),
@@ -337,6 +330,25 @@ class Bootstrap:
     failover: FailoverSettings
     admin_password: str
     push: PushTarget | None = None  # where repmgr's events go (the agent), if the workspace says
+    tls: NodeTls | None = None  # the pair's TLS: certificates, pg_hba rules, sslmode of repmgr and replication
+
+    def _client(self, host: Host) -> str:
+        """The sslmode (and CA file) of connections made from `host`."""
+        if host.layout is None or self.tls is None:
+            return ""
+        return client_parameters(self.tls.settings, host.layout.config_dir)
+
+    def _write_tls(self, host: Host) -> None:
+        """The node's certificate (freshly issued), key, CA and revocation list, when the pair has TLS."""
+        layout = host.layout
+        assert layout is not None
+        if self.tls is None or not self.tls.on:
+            return
+        target = target_of(host)
+        directory = tls_dir(layout.config_dir)
+        self.ssh.check(target, f"mkdir -p -m 700 {shlex.quote(directory)}", "making the tls directory")
+        for name, (content, mode) in self.tls.files(host.node, host.address).items():
+            self.ssh.put_text(target, content.decode(), f"{directory}/{name}", mode)
 
     def _write_push(self, host: Host) -> None:
         """The event script and its token header (0600), or neither when nothing listens."""
@@ -355,10 +367,14 @@ class Bootstrap:
         layout = host.layout
         assert layout is not None
         target = target_of(host)
-        self.ssh.put_text(target, postgresql_conf(host, layout), f"{layout.config_dir}/postgresql.conf", 0o644)
-        self.ssh.put_text(target, PG_HBA, f"{layout.config_dir}/pg_hba.conf", 0o640)
+        tls_on = self.tls is not None and self.tls.on
+        self._write_tls(host)
+        self.ssh.put_text(target, postgresql_conf(host, layout, tls_on), f"{layout.config_dir}/postgresql.conf", 0o644)
+        self.ssh.put_text(target, pg_hba(self.tls.settings if self.tls else None), f"{layout.config_dir}/pg_hba.conf",
+                          0o640)
         self.ssh.put_text(target, "", f"{layout.config_dir}/pg_ident.conf", 0o640)
-        self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover, self.push), layout.repmgr_conf, 0o644)
+        self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover, self.push, self._client(host)),
+                          layout.repmgr_conf, 0o644)
         self._write_push(host)
         self.ssh.put_text(target, promote_hook(host, layout, node_id), f"{layout.config_dir}/promote.sh", 0o755)
         self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
@@ -475,8 +491,8 @@ class Bootstrap:
         self.register_witness(host, primary)
 
     def register_witness(self, host: Host, primary: Host) -> None:
-        self._repmgr(host, f"-h {shlex.quote(primary.address)} -p {primary.pg_port} -U {REPMGR_USER} -d {REPMGR_DATABASE} "
-                           "witness register -F", "repmgr witness register")
+        self._repmgr(host, f"-d {shlex.quote(conninfo(primary, self.failover, self._client(host)))} witness register -F",
+                     "repmgr witness register")
 
     def repmgr_password(self, host: Host) -> str:
         """The repmgr password, read from a bootstrapped node's .pgpass (it lives only on the nodes)."""
@@ -489,9 +505,9 @@ class Bootstrap:
         assert layout is not None
         self._write_config(host, node_id, repmgr_password)
         self.wait_reaped(host)
-        self._repmgr(
+        self._repmgr(  # primary_conninfo is made of this conninfo: the pair's sslmode and CA file with it
             host,
-            f"-h {shlex.quote(primary.address)} -p {primary.pg_port} -U {REPMGR_USER} -d {REPMGR_DATABASE} standby clone -c"
+            f"-d {shlex.quote(conninfo(primary, self.failover, self._client(host)))} standby clone -c"
             + (" -F" if force else ""),
             "repmgr standby clone",
         )
@@ -513,7 +529,8 @@ class Bootstrap:
         self._install_start_script(host)
         what = "repmgr node rejoin --force-rewind"
         command = (f"{repmgr_env(host)}{_bin(host, 'repmgr')} -f {shlex.quote(host.repmgr_conf or '/etc/repmgr.conf')} "
-                   f"node rejoin -d {shlex.quote(conninfo(primary, self.failover))} --force-rewind --verbose")
+                   f"node rejoin -d {shlex.quote(conninfo(primary, self.failover, self._client(host)))} "
+                   "--force-rewind --verbose")
         log_offset = self._log_size(host)
         result = self.ssh.run(target_of(host), command, timeout=300)
         if result.exited == 0:
@@ -662,11 +679,16 @@ class Bootstrap:
         layout = host.layout
         assert layout is not None
         target = target_of(host)
-        self.ssh.put_text(target, postgresql_conf(host, layout), f"{layout.config_dir}/postgresql.conf", 0o644)
+        tls_on = self.tls is not None and self.tls.on
+        self._write_tls(host)
+        self.ssh.put_text(target, postgresql_conf(host, layout, tls_on), f"{layout.config_dir}/postgresql.conf", 0o644)
+        self.ssh.put_text(target, pg_hba(self.tls.settings if self.tls else None), f"{layout.config_dir}/pg_hba.conf",
+                          0o640)
         if self.postgres_running(host):
             self.ssh.check(target, pg_ctl(host, layout, "reload"), "reloading PostgreSQL's configuration")
         self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
-        self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover, self.push), layout.repmgr_conf, 0o644)
+        self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover, self.push, self._client(host)),
+                          layout.repmgr_conf, 0o644)
         self._write_push(host)
         self.ssh.put_text(target, promote_hook(host, layout, node_id), f"{layout.config_dir}/promote.sh", 0o755)
         self.ssh.put_text(target, self._guard_script(host, node_id), guard_script_path(layout), 0o755)

@@ -27,6 +27,7 @@ class NodeAddress:
     admin_database: str
     sslmode: str
     connect_timeout: int
+    sslrootcert: str | None = None  # the CA file sslmode=verify-full checks the server's certificate against
 
     @property
     def label(self) -> str:
@@ -49,7 +50,7 @@ def connect(node: NodeAddress, database: str | None = None, autocommit: bool = T
     dbname = database or node.admin_database
     password = node.password.get_secret_value() if node.password else ""
     keeper = current_keeper() if autocommit else None
-    key = (node.host, node.port, node.user, dbname, node.sslmode, password)
+    key = (node.host, node.port, node.user, dbname, node.sslmode, password, node.sslrootcert)
     if keeper is not None:
         try:
             kept = keeper.lease(key, node.connect_timeout)
@@ -64,7 +65,7 @@ def connect(node: NodeAddress, database: str | None = None, autocommit: bool = T
         conn = (KeptConnection if keeper is not None else psycopg.Connection).connect(
             host=node.host, port=node.port, user=node.user, dbname=dbname, password=password or None,
             sslmode=node.sslmode, connect_timeout=node.connect_timeout, autocommit=autocommit,
-            application_name="pgaasctl",
+            application_name="pgaasctl", **({"sslrootcert": node.sslrootcert} if node.sslrootcert else {}),
         )
     except psycopg.OperationalError as exc:
         raise ConnectionFailed(*describe_connect_error(node, dbname, exc)) from None

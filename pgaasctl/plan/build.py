@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,8 @@ from pgaasctl.spec.models import (
     WorkspaceSpec,
 )
 from pgaasctl.store import ManagedObject, Store
+from pgaasctl.tls.node_files import NodeTls
+from pgaasctl.tls.workspace_ca import admin_sslmode, node_tls
 from providers import LocalProvider, provider_for
 from providers.base import Host, Provider
 
@@ -59,6 +62,7 @@ class PairInputs:
     recorded_ids: dict[str, int] = field(default_factory=dict)  # node -> repmgr node id, as the store recorded them
     undeclared: list[Host] = field(default_factory=list)  # hosts of nodes the spec no longer declares
     push: PushTarget | None = None  # where the nodes' repmgr posts its events (the agent), if the workspace says
+    node_tls: Callable[[], NodeTls | None] = lambda: None  # the pair's TLS for its nodes (the CA made at first need)
 
     @property
     def uses_ssh(self) -> bool:
@@ -125,12 +129,14 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
     else:
         assert isinstance(provider, LocalProvider)
         password = provider.admin_password(pair.name)
+        managed = store.managed(pair.name).get(f"pair.{pair.name}")
+        sslmode, sslrootcert = admin_sslmode(managed.attributes.get("tls") if managed else None, workspace.tls)
         for host in hosts:
             if host.exists and password is not None:
                 addresses[host.node] = NodeAddress(
                     pair=pair.name, name=host.node, host=host.address, port=host.pg_port, user=LOCAL_ADMIN_USER,
-                    password=SecretStr(password), admin_database="postgres", sslmode="prefer",
-                    connect_timeout=spec.failover.connect_timeout,
+                    password=SecretStr(password), admin_database="postgres", sslmode=sslmode,
+                    connect_timeout=spec.failover.connect_timeout, sslrootcert=sslrootcert,
                 )
     undeclared = provider.undeclared_hosts(pair.doc)
     for host in undeclared:
@@ -142,8 +148,12 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
             )
     passwords = role_passwords(pair) if role_secrets else {}
     push = push_target(workspace.monitoring.agent_url, store.plan_key(), pair.name) if isinstance(spec, LocalPairSpec) else None
-    return PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=passwords,
-                      recorded_ids=store.node_ids(pair.name), undeclared=undeclared, push=push)
+    inputs = PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=passwords,
+                        recorded_ids=store.node_ids(pair.name), undeclared=undeclared, push=push)
+    if isinstance(spec, LocalPairSpec):
+        vip = str(spec.virtual_ip) if spec.virtual_ip is not None else None
+        inputs.node_tls = lambda: node_tls(workspace.tls, store, spec.tls, vip)
+    return inputs
 
 
 def role_passwords(pair: DesiredPair) -> dict[str, str]:
@@ -348,8 +358,9 @@ def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology
     managed = store.managed(inputs.pair.name).get(f"pair.{inputs.pair.name}")
     if not isinstance(spec, LocalPairSpec) or managed is None:
         return []
+    tls = spec.tls.model_dump() if spec.tls.mode != "disable" else None
     if managed.attributes.get("failover") == spec.failover.model_dump() and \
-            managed.attributes.get("node_files") == node_files_version(inputs.push):
+            managed.attributes.get("node_files") == node_files_version(inputs.push) and managed.attributes.get("tls") == tls:
         return []
     registered = (topology.primary.registered if topology.primary is not None else None) or {}
     return [HostOperation(kind="reconfigure_repmgr", node=r.name, detail="rewrite repmgr.conf and restart repmgrd",

@@ -287,6 +287,8 @@ def pair_record(spec: ExistingPairSpec | LocalPairSpec, node_files: int | str = 
     if isinstance(spec, LocalPairSpec):
         record["failover"] = spec.failover.model_dump()
         record["node_files"] = node_files
+        if spec.tls.mode != "disable":  # only when on: records of pairs from before TLS stay as they were
+            record["tls"] = spec.tls.model_dump()
     return record
 
 

@@ -202,6 +202,50 @@ class LocalWitness(Strict):
     name: Identifier = Field(description="The witness host's name, unique among the pair's nodes.")
 
 
+class PairTls(Strict):
+    """TLS of a pair pgaasctl creates: certificates from the workspace CA on every node (its addresses and the virtual
+    IP as subject alternative names); replication and repmgr connect with the same mode."""
+
+    mode: Literal["disable", "require", "verify-full"] = Field(
+        "disable", description="`disable`: no TLS (plain `host` lines in pg_hba). `require`: TLS on every connection "
+        "(`hostssl` lines only; a plaintext connection is refused). `verify-full`: as require, and replication, repmgr "
+        "and pgaasctl's own connections verify the server's certificate against the workspace CA and its name.")
+    client_certificates: Literal["optional", "required"] = Field(
+        "optional", description="`required`: every login role but pgaasctl's own (the admin user, repmgr) logs in with "
+        "a client certificate the workspace CA issued (`cert` in pg_hba; `pgaasctl cert issue`). `optional`: only the "
+        "roles with `client_certificate: true` do.")
+
+    @model_validator(mode="after")
+    def _certificates_need_tls(self) -> PairTls:
+        if self.mode == "disable" and self.client_certificates == "required":
+            raise ValueError("client_certificates: required needs TLS: set mode to require or verify-full")
+        return self
+
+
+class WorkspaceTls(Strict):
+    """The workspace's certificate authority, which signs every node's server certificate and the client
+    certificates `pgaasctl cert issue` makes."""
+
+    ca_cert: SafePath | None = Field(None, description="Bring your own CA: its certificate (PEM), relative to the "
+                                     "workspace root. Omitted: pgaasctl makes one under state/tls at first need.")
+    ca_key: SafePath | None = Field(None, description="The brought CA's private key (PEM); with ca_cert.")
+    ca_dir: SafePath = Field("state/tls", description="Where pgaasctl keeps the CA it makes (relative to the "
+                             "workspace root); not used with ca_cert and ca_key.")
+    passphrase_env: str | None = Field(None, pattern=r"^[A-Z_][A-Z0-9_]{0,63}$", description="The environment "
+                                       "variable that holds the CA key's passphrase (pgaasctl encrypts a key it makes "
+                                       "with it).")
+    server_days: StrictInt = Field(365, ge=1, le=3650, description="Lifetime of server certificates.")
+    client_days: StrictInt = Field(365, ge=1, le=3650, description="Lifetime of client certificates.")
+    warn_days: StrictInt = Field(30, ge=1, le=365, description="The plan and the health checks warn of certificates "
+                                 "that expire within this many days.")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> WorkspaceTls:
+        if (self.ca_cert is None) != (self.ca_key is None):
+            raise ValueError("ca_cert and ca_key come together: name both files of the CA you bring, or neither")
+        return self
+
+
 class FailoverSettings(Strict):
     """repmgrd's failure detection; they reach repmgr.conf."""
 
@@ -264,6 +308,8 @@ class LocalPairSpec(PairSpecBase):
     virtual_ip: IPv4Address | None = Field(
         None, description="An address in the workspace subnet that follows the primary (keepalived); needs the "
         "namespace network (pgaasctl run as root).")
+    tls: PairTls = Field(default_factory=PairTls, description="TLS: server certificates from the workspace CA, "
+                         "hostssl rules, verified replication; client certificates.")
 
     @model_validator(mode="after")
     def _witness_is_not_a_node(self) -> LocalPairSpec:
@@ -547,6 +593,8 @@ class WorkspaceSpec(Strict):
         "The bridge takes the first address, nodes the next ones.")
     monitoring: MonitoringSettings = Field(default_factory=MonitoringSettings,
                                            description="What the agent samples and how long it is kept.")
+    tls: WorkspaceTls = Field(default_factory=WorkspaceTls, description="The certificate authority of the "
+                              "workspace's pairs and clients.")
     api_directory: SafePath = Field(
         "api", description="Where `pgaasctl serve` writes the documents of what is made through the API (one file per "
         "object, under the spec directory): a directory like any other, read by plan and apply, and committed when "

@@ -643,6 +643,15 @@ class Store:
         self._writing()
         self._exec("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name))
 
+    def meta_value(self, key: str) -> str | None:
+        rows = self._exec("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0][0]) if rows else None
+
+    def set_meta_value(self, key: str, value: str) -> None:
+        self._writing()
+        self._exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                   (key, value))
+
     def set_user_password(self, name: str, password_hash: str) -> None:
         self._writing()
         self._exec("UPDATE users SET password_hash = ? WHERE name = ?", (password_hash, name))

@@ -535,7 +535,8 @@ class Lab:
     helpers: list[HelperSshd] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        workspace = {"local_dir": str(self.local_dir), "local_addresses": self.local_addresses, "network": self.network}
+        workspace = {"local_dir": str(self.local_dir), "local_addresses": self.local_addresses, "network": self.network,
+                     "tls": {"ca_dir": str(self.base / "tls")}}  # outside the specs, which reset() empties
         if self.subnet:
             workspace["subnet"] = self.subnet
         self.ws = SpecDir(self.base / "ws", workspace)

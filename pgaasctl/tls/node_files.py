@@ -1,0 +1,82 @@
+"""What TLS puts on a node: its certificate and key, the CA and its revocation list (under the node's config
+directory, tls/), the server parameters that point at them, the pg_hba rules a pair's tls spec asks for, and how
+repmgr and replication connect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgaasctl.spec.models import PairTls
+from pgaasctl.tls.authority import Authority
+
+SERVER_CERT, SERVER_KEY, ROOT_CERT, ROOT_CRL = "server.crt", "server.key", "root.crt", "root.crl"
+ADMIN_ROLES = ("postgres", "repmgr")  # pgaasctl's own logins: a password over TLS, never a client certificate
+
+
+@dataclass
+class NodeTls:
+    """A pair's TLS as its nodes' bootstrap needs it."""
+
+    settings: PairTls
+    authority: Authority
+    crl_pem: bytes
+    server_days: int
+    virtual_ip: str | None = None
+
+    @property
+    def on(self) -> bool:
+        return self.settings.mode != "disable"
+
+    def files(self, node: str, address: str) -> dict[str, tuple[bytes, int]]:
+        """name -> (content, mode) of the node's tls/ directory: a fresh certificate for its address (and the
+        pair's virtual IP), its key readable by the server's OS user alone, the CA and the revocation list."""
+        issued = self.authority.issue_server(node, [address, *([self.virtual_ip] if self.virtual_ip else [])],
+                                             self.server_days)
+        return {SERVER_CERT: (issued.cert_pem, 0o644), SERVER_KEY: (issued.key_pem, 0o600),
+                ROOT_CERT: (self.authority.cert_pem, 0o644), ROOT_CRL: (self.crl_pem, 0o644)}
+
+
+def tls_dir(config_dir: str) -> str:
+    return f"{config_dir}/tls"
+
+
+def ssl_parameters(config_dir: str) -> dict[str, str]:
+    """postgresql.conf lines (values quoted) that serve TLS with the node's files; a reload applies them."""
+    directory = tls_dir(config_dir)
+    return {"ssl": "on", "ssl_cert_file": f"'{directory}/{SERVER_CERT}'", "ssl_key_file": f"'{directory}/{SERVER_KEY}'",
+            "ssl_ca_file": f"'{directory}/{ROOT_CERT}'", "ssl_crl_file": f"'{directory}/{ROOT_CRL}'",
+            "ssl_min_protocol_version": "'TLSv1.2'"}
+
+
+def client_parameters(settings: PairTls | None, config_dir: str) -> str:
+    """The libpq parameters repmgr and replication connect with from a node (appended to its conninfo)."""
+    if settings is None or settings.mode == "disable":
+        return ""
+    if settings.mode == "require":
+        return " sslmode=require"
+    return f" sslmode=verify-full sslrootcert={tls_dir(config_dir)}/{ROOT_CERT}"
+
+
+def pg_hba(settings: PairTls | None) -> str:
+    """The node's pg_hba.conf. TLS off: password logins (scram) from anywhere, as before. TLS on: no plaintext
+    connection but through the server's own socket; password logins over TLS; with client certificates required,
+    every role but pgaasctl's own logs in with a certificate whose CN is the role (`cert`)."""
+    lines = ["# written by pgaasctl (the pair's tls spec decides these rules)",
+             "# the socket directory belongs to the server's OS user alone",
+             "local   all          all                  trust",
+             "local   replication  all                  trust"]
+    if settings is None or settings.mode == "disable":
+        for network in ("0.0.0.0/0", "::/0"):
+            lines += [f"host    all          all      {network:<11} scram-sha-256",
+                      f"host    replication  repmgr   {network:<11} scram-sha-256"]
+        return "\n".join(lines) + "\n"
+    admins = ",".join(ADMIN_ROLES)
+    for network in ("0.0.0.0/0", "::/0"):
+        lines.append(f"hostnossl all       all      {network:<11} reject")
+        lines.append(f"hostssl replication repmgr   {network:<11} scram-sha-256")
+        if settings.client_certificates == "required":
+            lines.append(f"hostssl all         {admins} {network:<11} scram-sha-256")
+            lines.append(f"hostssl all         all      {network:<11} cert")
+        else:
+            lines.append(f"hostssl all         all      {network:<11} scram-sha-256")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,98 @@
+"""The workspace's CA where commands find it: the files the Workspace names (a CA the user brings), or the one
+pgaasctl made under state/tls at first need. The store records its fingerprint, never its key; a CA on disk that
+is not the one the pairs' certificates came from is an error, not a silent switch."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pgaasctl.errors import PgaasError
+from pgaasctl.spec.models import PairTls, WorkspaceTls
+from pgaasctl.store import Store
+from pgaasctl.tls.authority import Authority
+from pgaasctl.tls.node_files import NodeTls
+
+FINGERPRINT_KEY = "tls_ca_fingerprint"
+
+
+@dataclass(frozen=True)
+class CaFiles:
+    cert: Path
+    key: Path
+    brought: bool  # named in the Workspace (else pgaasctl's own under state/tls)
+
+
+def ca_files(settings: WorkspaceTls) -> CaFiles:
+    """The CA's files (workspace.load made the settings' paths absolute, against the workspace root)."""
+    if settings.ca_cert is not None and settings.ca_key is not None:
+        return CaFiles(cert=Path(settings.ca_cert), key=Path(settings.ca_key), brought=True)
+    return CaFiles(cert=Path(settings.ca_dir) / "ca.crt", key=Path(settings.ca_dir) / "ca.key", brought=False)
+
+
+def resolved(settings: WorkspaceTls, root: Path) -> WorkspaceTls:
+    """The settings with their paths absolute, against the workspace root."""
+    def absolute(value: str | None) -> str | None:
+        return None if value is None else str(Path(value) if Path(value).is_absolute() else root / value)
+
+    return settings.model_copy(update={"ca_dir": absolute(settings.ca_dir), "ca_cert": absolute(settings.ca_cert),
+                                       "ca_key": absolute(settings.ca_key)})
+
+
+def _passphrase(settings: WorkspaceTls) -> bytes | None:
+    if settings.passphrase_env is None:
+        return None
+    value = os.environ.get(settings.passphrase_env)
+    if not value:
+        raise PgaasError(f"the CA key's passphrase is not set: ${settings.passphrase_env} is empty",
+                         f"Export {settings.passphrase_env} (the Workspace's tls.passphrase_env names it).")
+    return value.encode()
+
+
+def workspace_authority(settings: WorkspaceTls, store: Store, create: bool) -> Authority:
+    """The CA; with `create`, made (and its fingerprint recorded) when the workspace has none yet."""
+    files = ca_files(settings)
+    passphrase = _passphrase(settings)
+    if not files.cert.exists() and not files.brought:
+        if not create:
+            raise PgaasError(f"the workspace has no CA yet ({files.cert})", "`pgaasctl apply` of a pair with tls "
+                             "makes one.")
+        if store.meta_value(FINGERPRINT_KEY) is not None:
+            raise PgaasError(f"the workspace's CA is gone ({files.cert} is missing) but its pairs' certificates "
+                             "come from it", f"Put the CA's files back in {files.cert.parent}, or name them in the "
+                             "Workspace's tls.ca_cert and tls.ca_key.")
+        authority = Authority.create(f"pgaasctl CA ({files.cert.parent.parent.parent.name or 'workspace'})")
+        authority.save(files.cert, files.key, passphrase)
+        store.set_meta_value(FINGERPRINT_KEY, authority.fingerprint)
+        return authority
+    authority = Authority.load(files.cert, files.key, passphrase)
+    recorded = store.meta_value(FINGERPRINT_KEY)
+    if recorded is None:
+        if create:
+            store.set_meta_value(FINGERPRINT_KEY, authority.fingerprint)
+    elif recorded != authority.fingerprint:
+        raise PgaasError(f"the CA in {files.cert} ({authority.fingerprint[:23]}…) is not the one this workspace's "
+                         f"certificates come from ({recorded[:23]}…)", "Put the workspace's own CA back: every "
+                         "node's certificate and every client certificate were signed by it.")
+    return authority
+
+
+def node_tls(settings: WorkspaceTls, store: Store, pair: PairTls, virtual_ip: str | None) -> NodeTls | None:
+    """What a pair's nodes get when its spec asks for TLS (the CA made at first need); None when it does not."""
+    if pair.mode == "disable":
+        return None
+    authority = workspace_authority(settings, store, create=True)
+    return NodeTls(settings=pair, authority=authority, crl_pem=authority.crl([]), server_days=settings.server_days,
+                   virtual_ip=virtual_ip)
+
+
+def admin_sslmode(recorded: dict[str, object] | None, settings: WorkspaceTls) -> tuple[str, str | None]:
+    """(sslmode, sslrootcert) of pgaasctl's own connections to a pair's nodes: what the pair runs now (its
+    record), not what its spec asks for next: a pair turning TLS on does not serve it before the apply."""
+    mode = str(recorded.get("mode")) if isinstance(recorded, dict) else "disable"
+    if mode == "verify-full":
+        cert = ca_files(settings).cert
+        if cert.exists():
+            return "verify-full", str(cert)
+    return ("require", None) if mode in ("require", "verify-full") else ("prefer", None)

@@ -1,0 +1,87 @@
+"""TLS on a pair pgaasctl creates, through real libpq connections on the namespace network: the nodes serve
+certificates from the workspace CA with their addresses as names, refuse plaintext, and stream replication over
+verify-full; a wrong host name and another CA are refused."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgaasctl.tls.authority import Authority
+from tests.support.local_pair import Lab, LocalPair
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI runs as root)")
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    with Lab.open("tls", slot=1, network="namespaces") as lab:
+        lab.add_pair("tp", replication="synchronous", tls={"mode": "verify-full"})
+        yield lab
+
+
+@pytest.fixture
+def tp(lab: Lab) -> LocalPair:
+    pair = lab.pairs["tp"]
+    pair.ensure_healthy()
+    return pair
+
+
+def _ca(tp: LocalPair) -> Path:
+    return tp.lab.base / "tls" / "ca.crt"
+
+
+def _connect(tp: LocalPair, node: str, **params: str) -> psycopg.Connection:
+    options = {"host": tp.address(node), "port": 5432, "user": "postgres", "password": tp.admin_password,
+               "dbname": "postgres", "connect_timeout": 5, **params}
+    return psycopg.connect(**options, autocommit=True)  # type: ignore[arg-type]
+
+
+def test_a_verify_full_pair_serves_tls_alone_and_replicates_over_it(tp: LocalPair, tmp_path: Path) -> None:
+    primary = tp.primary()
+    standby = tp.other(primary)
+    ca = str(_ca(tp))
+    with pytest.raises(psycopg.OperationalError, match="no encryption"):
+        _connect(tp, primary, sslmode="disable")  # plaintext: no pg_hba line takes it
+    with _connect(tp, primary, sslmode="verify-full", sslrootcert=ca) as conn:
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+        streaming = conn.execute("SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)").fetchall()
+        assert streaming == [(True,)]  # the standby streams over TLS
+    with _connect(tp, standby, sslmode="verify-full", sslrootcert=ca) as conn:
+        primary_conninfo = conn.execute("SHOW primary_conninfo").fetchone()[0]  # type: ignore[index]
+        assert "sslmode='verify-full'" in primary_conninfo and "sslrootcert=" in primary_conninfo
+
+    with pytest.raises(psycopg.OperationalError, match="does not match host name"):
+        _connect(tp, primary, host="wrong.example", hostaddr=tp.address(primary), sslmode="verify-full",
+                 sslrootcert=ca)
+    other = tmp_path / "other-ca.crt"
+    other.write_bytes(Authority.create("someone else's CA").cert_pem)
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        _connect(tp, primary, sslmode="verify-full", sslrootcert=str(other))
+
+
+def test_the_cli_connects_verified_and_hands_out_a_verify_full_uri(tp: LocalPair) -> None:
+    assert tp.ws.plan("--detailed-exitcode").exit_code == 0  # pgaasctl's own sessions verify the servers too
+    uri = tp.ws.connection("tp").stdout.strip()
+    assert "sslmode=verify-full" in uri and f"sslrootcert={_ca(tp)}" in uri
+    done = subprocess.run(["psql", uri, "-X", "-A", "-t", "-c", "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"],
+                          capture_output=True, text=True, timeout=30,
+                          env={**os.environ, "PGUSER": "postgres", "PGPASSWORD": tp.admin_password})
+    assert done.returncode == 0 and done.stdout.strip() == "t", done.stderr
+
+
+def test_the_ca_key_is_private_and_never_in_the_store(tp: LocalPair) -> None:
+    key = tp.lab.base / "tls" / "ca.key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    store = Path(tp.ws.store_url.removeprefix("sqlite:///"))
+    stored = b"".join(p.read_bytes() for p in store.parent.glob(store.name + "*"))
+    assert b"PRIVATE KEY" not in stored and b"sha256:" in stored  # its fingerprint alone
+    for node in tp.nodes:
+        server_key = tp.etc(node) / "tls" / "server.key"
+        assert stat.S_IMODE(server_key.stat().st_mode) == 0o600
