@@ -88,7 +88,8 @@ class HostOperator:
         elif op.kind == "register_standby":
             self.bootstrap.register_standby(self._host(op.node))
         elif op.kind == "reconfigure_repmgr":
-            self.bootstrap.reconfigure_repmgr(self._host(op.node), self._node_id(op.node))
+            primary = self._host(op.peer) if op.peer is not None and op.peer != op.node else None
+            self.bootstrap.reconfigure_repmgr(self._host(op.node), self._node_id(op.node), primary)
         elif op.kind == "start_repmgrd":
             self.bootstrap.start_repmgrd(self._host(op.node))
         elif op.kind == "start_keepalived":

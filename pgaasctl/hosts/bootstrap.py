@@ -19,7 +19,7 @@ from pgaasctl.monitor.push import PushTarget, event_script
 from pgaasctl.passwords import scram_verifier
 from pgaasctl.plan.settings import HOT_STANDBY_PARAMETERS
 from pgaasctl.spec.models import FailoverSettings
-from pgaasctl.tls.node_files import NodeTls, client_parameters, pg_hba, ssl_parameters, tls_dir
+from pgaasctl.tls.node_files import SERVER_CERT, NodeTls, client_parameters, pg_hba, ssl_parameters, tls_dir
 from providers.base import Host, HostLayout
 
 # Bumped whenever the files pgaasctl writes on a node (repmgr.conf, start.sh, promote.sh) change: nodes of
@@ -338,6 +338,16 @@ class Bootstrap:
             return ""
         return client_parameters(self.tls.settings, host.layout.config_dir)
 
+    def _serves_tls(self, host: Host) -> bool:
+        """Whether the node serves TLS: when the pair asks, and ever after once it has a certificate (a pair turning
+        TLS off keeps offering it, so that no client that still asks for it — repmgrd, a WAL receiver — is cut off
+        on the way: `disable` stops requiring it, and pg_hba lets plaintext in again)."""
+        if self.tls is not None and self.tls.on:
+            return True
+        assert host.layout is not None
+        found = self.ssh.run(target_of(host), f"test -f {shlex.quote(tls_dir(host.layout.config_dir) + '/' + SERVER_CERT)}")
+        return found.exited == 0
+
     def _write_tls(self, host: Host) -> None:
         """The node's certificate (freshly issued), key, CA and revocation list, when the pair has TLS."""
         layout = host.layout
@@ -367,8 +377,8 @@ class Bootstrap:
         layout = host.layout
         assert layout is not None
         target = target_of(host)
-        tls_on = self.tls is not None and self.tls.on
         self._write_tls(host)
+        tls_on = self._serves_tls(host)
         self.ssh.put_text(target, postgresql_conf(host, layout, tls_on), f"{layout.config_dir}/postgresql.conf", 0o644)
         self.ssh.put_text(target, pg_hba(self.tls.settings if self.tls else None), f"{layout.config_dir}/pg_hba.conf",
                           0o640)
@@ -673,14 +683,16 @@ class Bootstrap:
                 raise PgaasError(f"{target_of(host).label}: repmgrd did not start; see {host.layout.log_dir}/repmgrd.out "
                                  "and repmgr.log there")
 
-    def reconfigure_repmgr(self, host: Host, node_id: int) -> None:
-        """New failover settings or node files: rewrite postgresql.conf (reloaded: what it adds over the years is
-        reloadable), repmgr.conf, the start, promote and guard scripts, then restart repmgrd and the guard."""
+    def reconfigure_repmgr(self, host: Host, node_id: int, primary: Host | None = None) -> None:
+        """New failover settings, TLS or node files: rewrite postgresql.conf, pg_hba.conf and the TLS files (a reload
+        applies them all), repmgr.conf, the start, promote and guard scripts, then restart repmgrd and the guard.
+        repmgr's record of the node then gets the new conninfo, and a standby (`primary` given: the host it
+        streams from) the new primary_conninfo: a reload restarts its WAL receiver with the pair's sslmode."""
         layout = host.layout
         assert layout is not None
         target = target_of(host)
-        tls_on = self.tls is not None and self.tls.on
         self._write_tls(host)
+        tls_on = self._serves_tls(host)
         self.ssh.put_text(target, postgresql_conf(host, layout, tls_on), f"{layout.config_dir}/postgresql.conf", 0o644)
         self.ssh.put_text(target, pg_hba(self.tls.settings if self.tls else None), f"{layout.config_dir}/pg_hba.conf",
                           0o640)
@@ -693,7 +705,27 @@ class Bootstrap:
         self.ssh.put_text(target, promote_hook(host, layout, node_id), f"{layout.config_dir}/promote.sh", 0o755)
         self.ssh.put_text(target, self._guard_script(host, node_id), guard_script_path(layout), 0o755)
         self.stop_guard(host)  # the next start runs the new script
+        if self.postgres_running(host):
+            self._register_anew(host, primary)
         self.restart_repmgrd(host)
+
+    def _register_anew(self, host: Host, primary: Host | None) -> None:
+        """repmgr's record of the node with its conninfo as repmgr.conf now says; on a standby, primary_conninfo
+        made of it when it differs (a reload restarts the WAL receiver, with the pair's sslmode)."""
+        layout = host.layout
+        assert layout is not None
+        if primary is None:
+            self._repmgr(host, "primary register --force", "repmgr primary register")
+            return
+        self._repmgr(host, "standby register --force", "repmgr standby register")
+        wanted = (f"{conninfo(primary, self.failover, self._client(host))} application_name={host.node} "
+                  f"passfile={layout.config_dir}/.pgpass").replace(f" dbname={REPMGR_DATABASE}", "")
+        current = self.ssh.check(target_of(host), f"{_bin(host, 'psql')} -X -A -t -h {shlex.quote(layout.socket_dir)} "
+                                 f"-p {host.pg_port} -U postgres -d postgres -c 'SHOW primary_conninfo'",
+                                 "reading primary_conninfo").strip()
+        if _conninfo_words(current) != _conninfo_words(wanted):
+            self._psql(host, f"ALTER SYSTEM SET primary_conninfo = {_q(wanted)}", "setting primary_conninfo")
+            self._psql(host, "SELECT pg_reload_conf()", "reloading")
 
     def restart_repmgrd(self, host: Host) -> None:
         """A fresh repmgrd: after a rejoin, one that watched this node as a primary must not linger in that
@@ -716,6 +748,15 @@ class Bootstrap:
             self.ssh.check(target_of(host), shlex.quote(f"{host.layout.config_dir}/promote.sh"), "promoting the standby")
         else:
             self._repmgr(host, "standby promote", "repmgr standby promote")
+
+
+def _conninfo_words(text: str) -> set[tuple[str, str]]:
+    """A conninfo's key=value pairs (values unquoted), to compare two that say the same in another order."""
+    words = set()
+    for part in shlex.split(text):
+        key, _, value = part.partition("=")
+        words.add((key, value))
+    return words
 
 
 def rewind_impossible(output: str) -> bool:

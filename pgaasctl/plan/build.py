@@ -363,7 +363,11 @@ def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology
             managed.attributes.get("node_files") == node_files_version(inputs.push) and managed.attributes.get("tls") == tls:
         return []
     registered = (topology.primary.registered if topology.primary is not None else None) or {}
-    return [HostOperation(kind="reconfigure_repmgr", node=r.name, detail="rewrite repmgr.conf and restart repmgrd",
+    detail = "rewrite repmgr.conf and restart repmgrd"
+    if managed.attributes.get("tls") != tls:
+        detail = (f"TLS {spec.tls.mode} (certificates, pg_hba, ssl; a reload), " if tls else "TLS off (a reload), ") + detail
+    primary = topology.primary.name if topology.primary is not None else None
+    return [HostOperation(kind="reconfigure_repmgr", node=r.name, detail=detail, peer=primary,
                           node_id=registered[r.name].node_id if r.name in registered else None)
             for r in topology.nodes if r.host.exists]  # down nodes too: after their rejoin or start, which come first
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from pgaasctl.tls.authority import Authority
-from tests.support.local_pair import Lab, LocalPair
+from tests.support.local_pair import Lab, LocalPair, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root (CI runs as root)")
 
@@ -23,6 +23,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces ne
 def lab() -> Iterator[Lab]:
     with Lab.open("tls", slot=1, network="namespaces") as lab:
         lab.add_pair("tp", replication="synchronous", tls={"mode": "verify-full"})
+        lab.add_pair("tq", replication="synchronous")
         yield lab
 
 
@@ -85,3 +86,42 @@ def test_the_ca_key_is_private_and_never_in_the_store(tp: LocalPair) -> None:
     for node in tp.nodes:
         server_key = tp.etc(node) / "tls" / "server.key"
         assert stat.S_IMODE(server_key.stat().st_mode) == 0o600
+
+
+def test_turning_tls_on_for_a_pair_is_a_reload_not_a_rebuild(lab: Lab) -> None:
+    tq = lab.pairs["tq"]
+    tq.ensure_healthy()
+    primary = tq.primary()
+    standby = tq.other(primary)
+    tq.execute(primary, "CREATE TABLE IF NOT EXISTS kept (n int)")
+    tq.execute(primary, "INSERT INTO kept VALUES (1)")
+    started = tq.value(primary, "SELECT pg_postmaster_start_time()")
+    with _connect(tq, primary, sslmode="disable"):
+        pass  # before: plaintext is let in
+    try:
+        tq.rewrite_spec(tls={"mode": "verify-full"})
+        planned = tq.ws.plan()
+        assert planned.exit_code == 0, planned.output
+        assert "TLS verify-full" in planned.flat and "clone" not in planned.flat and "init_primary" not in planned.flat
+        applied = tq.ws.apply()
+        assert applied.exit_code == 0, applied.output
+        assert tq.ws.plan("--detailed-exitcode").exit_code == 0
+        with pytest.raises(psycopg.OperationalError, match="no encryption"):
+            _connect(tq, primary, sslmode="disable")
+        with _connect(tq, primary, sslmode="verify-full", sslrootcert=str(_ca(tq))) as conn:
+            assert conn.execute("SELECT count(*) FROM kept").fetchone() == (1,)  # the same data: no rebuild
+            assert conn.execute("SELECT pg_postmaster_start_time()").fetchone() == (started,)  # no restart
+            wait_until(lambda: conn.execute("SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid) "
+                                            "WHERE r.state = 'streaming'").fetchall() == [(True,)],
+                       20, "the standby to stream again, over TLS")
+        with _connect(tq, standby, sslmode="verify-full", sslrootcert=str(_ca(tq))) as conn:
+            shown = conn.execute("SHOW primary_conninfo").fetchone()[0]  # type: ignore[index]
+            assert "sslmode=verify-full" in shown.replace("'", "")
+    finally:
+        tq.rewrite_spec()  # TLS off again: plaintext let in, TLS still offered (a client may still ask for it)
+        turned_off = tq.ws.apply()
+        assert turned_off.exit_code == 0, turned_off.output
+    assert tq.primary() == primary  # no client that still asked for TLS was cut off: no failover on the way
+    with _connect(tq, primary, sslmode="disable"):
+        pass
+    assert tq.ws.plan("--detailed-exitcode").exit_code == 0
