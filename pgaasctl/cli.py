@@ -32,7 +32,7 @@ from pgaasctl.plan import render
 from pgaasctl.plan.model import Change, HostOperation, Plan
 from pgaasctl.plan.planfile import SavedPlan, is_plan_file, load_plan, save_plan
 from pgaasctl.spec.schema import spec_json_schema
-from pgaasctl.status import PairStatus, all_status, connection_uri
+from pgaasctl.status import PairStatus, all_status, client_certificate_options, connection_uri
 from pgaasctl.store import Store
 from pgaasctl.store.store import OpenMode
 
@@ -497,11 +497,13 @@ def connection(
     role: Annotated[str | None, typer.Option("--role", help="Role to log in as.")] = None,
     virtual_ip: Annotated[bool, typer.Option("--virtual-ip", help="One address: the pair's virtual IP, which follows "
                                              "the primary (for clients that cannot use multi-host URIs).")] = False,
+    cert_dir: Annotated[Path | None, typer.Option("--cert-dir", help="Where `pgaasctl cert issue` wrote the role's "
+                                                  "client certificate: the URI names its files.")] = None,
     path: PathArg = workspace.DEFAULT_SPECS,
     store: StoreOpt = None,
 ) -> None:
     """Print the connection URI clients should use: every node, read-write target, so it follows a failover
-    (or, with --virtual-ip, the pair's virtual IP)."""
+    (or, with --virtual-ip, the pair's virtual IP). A pair with TLS: with its sslmode (and the CA file)."""
 
     def action() -> str:
         loaded = workspace.load(path)
@@ -509,7 +511,10 @@ def connection(
         if pair not in desired.pairs:
             raise PgaasError(f"pair {pair!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
         st = _open(loaded, store, "read")
-        return connection_uri(desired.pairs[pair], desired, st, database, role, virtual_ip)
+        uri = connection_uri(desired.pairs[pair], desired, st, database, role, virtual_ip)
+        if cert_dir is None:
+            return uri
+        return uri + client_certificate_options(cert_dir, role)
 
     print(run(action))
 
@@ -898,6 +903,7 @@ def _restart_lines(report: workspace.RestartReport, pending_only: bool) -> list[
 
 
 from pgaasctl import cli_service  # noqa: E402,F401 - registers serve, user and token
+from pgaasctl import cli_cert  # noqa: E402,F401 - registers cert
 
 
 def main() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
 import psycopg
@@ -307,3 +308,15 @@ def _tls_options(pair: DesiredPair, desired: DesiredState) -> str:
     if tls.mode == "require":
         return "&sslmode=require"
     return f"&sslmode=verify-full&sslrootcert={quote(str(ca_files(desired.workspace.tls).cert), safe='/')}"
+
+
+def client_certificate_options(cert_dir: Path, role: str | None) -> str:
+    """The URI options naming a role's client certificate files (as `pgaasctl cert issue --out` wrote them)."""
+    if role is None:
+        raise PgaasError("--cert-dir needs --role: the certificate is the role's")
+    files = {"sslcert": cert_dir / f"{role}.crt", "sslkey": cert_dir / f"{role}.key"}  # the CA: as the pair's URI says
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if missing:
+        raise PgaasError(f"--cert-dir {cert_dir}: no {', '.join(missing)}",
+                         f"Issue it first: pgaasctl cert issue {role} --pair PAIR --out {cert_dir}")
+    return "".join(f"&{k}={quote(str(v.absolute()), safe='/')}" for k, v in files.items())

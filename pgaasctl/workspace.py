@@ -24,6 +24,8 @@ from pgaasctl.apply.restart import PairRestart, RestartReport
 from pgaasctl.apply.switchover import switchover
 from pgaasctl.errors import PgaasError
 from pgaasctl.hosts.bootstrap import node_files_version
+from pgaasctl.plan.build import certificate_roles
+from pgaasctl.plan.diff import tls_record
 from pgaasctl.tls.workspace_ca import resolved
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.plan.build import (
@@ -209,7 +211,7 @@ def _record_failover(store: Store, live: LivePair) -> None:
         store.record(address, live.plan.pair, "pair", live.plan.pair,
                      {**{k: v for k, v in managed.attributes.items() if k != "tls"}, "failover": spec.failover.model_dump(),
                       "node_files": node_files_version(live.inputs.push),
-                      **({"tls": spec.tls.model_dump()} if spec.tls.mode != "disable" else {})})
+                      **({"tls": tls} if (tls := tls_record(spec, certificate_roles(live.inputs.pair))) else {})})
 
 
 def _record_node_ids(store: Store, pair: str, operations: list[HostOperation], before: bool) -> None:
@@ -424,3 +426,32 @@ def promote_node(desired: DesiredState, store: Store, pair_name: str, node: str)
         finally:
             ssh.close()
         recording.add("operations", f"node {node}: promoted by hand")
+
+
+def renew_certificates(desired: DesiredState, store: Store, pair_name: str, crl_only: bool = False) -> list[str]:
+    """`pgaasctl cert rotate`: a fresh server certificate on every node of a pair with TLS, then a reload (no
+    downtime: sessions and replication go on); with `crl_only`, the revocation list alone. Holds the pair's lock;
+    returns the nodes done. A node that is down gets its files at its next start by apply."""
+    inputs = _repmgr_pair(desired, store, pair_name, "install certificates there", "Give its nodes `ssh:` settings.")
+    spec = inputs.pair.doc.spec
+    managed = store.managed(pair_name).get(f"pair.{pair_name}")
+    if not isinstance(spec, LocalPairSpec) or spec.tls.mode == "disable" or managed is None or \
+            not managed.attributes.get("tls"):
+        raise PgaasError(f"pair {pair_name!r} does not run TLS", "Set its tls.mode to require or verify-full and "
+                         "run `pgaasctl apply` first.")
+    done: list[str] = []
+    with store.locked(pair_name, "cert rotate", desired.workspace.lock_timeout), \
+            recorded(store, pair_name, "cert rotate" if not crl_only else "cert revoke") as recording:
+        ssh = SshSessions(store)
+        try:
+            bootstrap = HostOperator(inputs, ssh).bootstrap
+            for host in inputs.hosts:
+                if not host.exists or not bootstrap.postgres_running(host):
+                    continue
+                bootstrap.renew_tls(host, crl_only)
+                done.append(host.node)
+        finally:
+            ssh.close()
+        recording.add("operations", f"{'revocation list' if crl_only else 'server certificates'} renewed on "
+                      f"{', '.join(done) or 'no node'}")
+    return done

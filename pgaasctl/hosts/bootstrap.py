@@ -19,7 +19,7 @@ from pgaasctl.monitor.push import PushTarget, event_script
 from pgaasctl.passwords import scram_verifier
 from pgaasctl.plan.settings import HOT_STANDBY_PARAMETERS
 from pgaasctl.spec.models import FailoverSettings
-from pgaasctl.tls.node_files import SERVER_CERT, NodeTls, client_parameters, pg_hba, ssl_parameters, tls_dir
+from pgaasctl.tls.node_files import ROOT_CRL, SERVER_CERT, NodeTls, client_parameters, pg_hba, ssl_parameters, tls_dir
 from providers.base import Host, HostLayout
 
 # Bumped whenever the files pgaasctl writes on a node (repmgr.conf, start.sh, promote.sh) change: nodes of
@@ -380,7 +380,7 @@ class Bootstrap:
         self._write_tls(host)
         tls_on = self._serves_tls(host)
         self.ssh.put_text(target, postgresql_conf(host, layout, tls_on), f"{layout.config_dir}/postgresql.conf", 0o644)
-        self.ssh.put_text(target, pg_hba(self.tls.settings if self.tls else None), f"{layout.config_dir}/pg_hba.conf",
+        self.ssh.put_text(target, pg_hba(self.tls.settings if self.tls else None, self.tls.certificate_roles if self.tls else []), f"{layout.config_dir}/pg_hba.conf",
                           0o640)
         self.ssh.put_text(target, "", f"{layout.config_dir}/pg_ident.conf", 0o640)
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover, self.push, self._client(host)),
@@ -694,7 +694,7 @@ class Bootstrap:
         self._write_tls(host)
         tls_on = self._serves_tls(host)
         self.ssh.put_text(target, postgresql_conf(host, layout, tls_on), f"{layout.config_dir}/postgresql.conf", 0o644)
-        self.ssh.put_text(target, pg_hba(self.tls.settings if self.tls else None), f"{layout.config_dir}/pg_hba.conf",
+        self.ssh.put_text(target, pg_hba(self.tls.settings if self.tls else None, self.tls.certificate_roles if self.tls else []), f"{layout.config_dir}/pg_hba.conf",
                           0o640)
         if self.postgres_running(host):
             self.ssh.check(target, pg_ctl(host, layout, "reload"), "reloading PostgreSQL's configuration")
@@ -726,6 +726,20 @@ class Bootstrap:
         if _conninfo_words(current) != _conninfo_words(wanted):
             self._psql(host, f"ALTER SYSTEM SET primary_conninfo = {_q(wanted)}", "setting primary_conninfo")
             self._psql(host, "SELECT pg_reload_conf()", "reloading")
+
+    def renew_tls(self, host: Host, crl_only: bool = False) -> None:
+        """A fresh server certificate (or, with `crl_only`, the revocation list alone) on the node, then a reload:
+        PostgreSQL reads its TLS files anew for every new connection after it, and the sessions (replication too)
+        go on: no downtime."""
+        layout = host.layout
+        assert layout is not None and self.tls is not None and self.tls.on
+        target = target_of(host)
+        if crl_only:
+            self.ssh.put_text(target, self.tls.crl_pem.decode(), f"{tls_dir(layout.config_dir)}/{ROOT_CRL}", 0o644)
+        else:
+            self._write_tls(host)
+        if self.postgres_running(host):
+            self.ssh.check(target, pg_ctl(host, layout, "reload"), "reloading PostgreSQL's configuration")
 
     def restart_repmgrd(self, host: Host) -> None:
         """A fresh repmgrd: after a rejoin, one that watched this node as a primary must not linger in that

@@ -152,8 +152,13 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
                         recorded_ids=store.node_ids(pair.name), undeclared=undeclared, push=push)
     if isinstance(spec, LocalPairSpec):
         vip = str(spec.virtual_ip) if spec.virtual_ip is not None else None
-        inputs.node_tls = lambda: node_tls(workspace.tls, store, spec.tls, vip)
+        inputs.node_tls = lambda: node_tls(workspace.tls, store, pair.name, spec.tls, vip, certificate_roles(pair))
     return inputs
+
+
+def certificate_roles(pair: DesiredPair) -> list[str]:
+    """The pair's roles that log in with a client certificate (pg_hba's `cert` names them)."""
+    return sorted(name for name, loaded in pair.roles.items() if loaded.doc.spec.client_certificate)
 
 
 def role_passwords(pair: DesiredPair) -> dict[str, str]:
@@ -358,7 +363,7 @@ def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology
     managed = store.managed(inputs.pair.name).get(f"pair.{inputs.pair.name}")
     if not isinstance(spec, LocalPairSpec) or managed is None:
         return []
-    tls = spec.tls.model_dump() if spec.tls.mode != "disable" else None
+    tls = diff.tls_record(spec, certificate_roles(inputs.pair))
     if managed.attributes.get("failover") == spec.failover.model_dump() and \
             managed.attributes.get("node_files") == node_files_version(inputs.push) and managed.attributes.get("tls") == tls:
         return []
@@ -389,7 +394,7 @@ def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, M
     )
     ctx = diff.PairContext(pair=pair.name, catalog=catalog, managed=managed, passwords=checks,
                            dropping_databases=set(objects.gone_databases), sync_standby_names=sync_names,
-                           node_files=node_files_version(inputs.push))
+                           node_files=node_files_version(inputs.push), certificate_roles=certificate_roles(pair))
     ctx.warnings.extend(warnings)
     changes = _pair_changes(ctx, pair, objects, destroy)
     if catalog.settings and not destroy:  # a live server (not a pair being created)

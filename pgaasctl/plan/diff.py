@@ -46,6 +46,7 @@ class PairContext:
     dropping_databases: set[str] = field(default_factory=set)
     sync_standby_names: str | None = None  # managed on repmgr pairs: "*" when synchronous and whole, else ""
     node_files: int | str = NODE_FILES_VERSION  # what a local pair's record says of its node files
+    certificate_roles: list[str] = field(default_factory=list)  # roles that log in with a client certificate
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -203,7 +204,7 @@ def diff_pair(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec | None, a
         change.attributes.append(AttributeChange(name="statements", before=None, after=STATEMENTS_EXTENSION,
                                                  note="extension in the admin database"))
         change.statements.append(sqlgen.create_extension(None, STATEMENTS_EXTENSION, None, None))
-    change.record = pair_record(spec, ctx.node_files)
+    change.record = pair_record(spec, ctx.node_files, ctx.certificate_roles)
     if not managed:
         change.notes.append("pgaasctl starts managing this pair")
     result = finish_update(change, ctx.record_of(address))
@@ -276,7 +277,15 @@ def _pending_warning(pair: str, traits: settings_rules.PairTraits, address: str,
     return f"{address}: {what} takes effect only after a restart (the primary runs {running}); {how}"
 
 
-def pair_record(spec: ExistingPairSpec | LocalPairSpec, node_files: int | str = NODE_FILES_VERSION) -> dict[str, Any]:
+def tls_record(spec: ExistingPairSpec | LocalPairSpec, certificate_roles: list[str]) -> dict[str, Any] | None:
+    """What a pair's nodes were set up with for TLS (None: nothing); a change of it reconfigures them (a reload)."""
+    if not isinstance(spec, LocalPairSpec) or spec.tls.mode == "disable":
+        return None
+    return {**spec.tls.model_dump(), **({"certificate_roles": sorted(certificate_roles)} if certificate_roles else {})}
+
+
+def pair_record(spec: ExistingPairSpec | LocalPairSpec, node_files: int | str = NODE_FILES_VERSION,
+                certificate_roles: list[str] | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "provider": spec.provider,
         "settings": {k: settings_rules.as_text(v) for k, v in spec.settings.items()},
@@ -287,8 +296,9 @@ def pair_record(spec: ExistingPairSpec | LocalPairSpec, node_files: int | str = 
     if isinstance(spec, LocalPairSpec):
         record["failover"] = spec.failover.model_dump()
         record["node_files"] = node_files
-        if spec.tls.mode != "disable":  # only when on: records of pairs from before TLS stay as they were
-            record["tls"] = spec.tls.model_dump()
+        tls = tls_record(spec, certificate_roles or [])
+        if tls is not None:  # only when on: records of pairs from before TLS stay as they were
+            record["tls"] = tls
     return record
 
 

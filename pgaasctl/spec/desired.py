@@ -135,6 +135,9 @@ def _reference_problems(pair: DesiredPair, rejected: set[str]) -> list[Problem]:
                 ("metadata", "name"),
                 f"{d.address}: {d.doc.metadata.name!r} is the admin user pgaasctl connects as; it cannot be declared as a Role",
             ))
+        if d.doc.spec.client_certificate and getattr(getattr(pair.doc.spec, "tls", None), "mode", "disable") == "disable":
+            problems.append(d.problem(("spec", "client_certificate"), f"{d.address}: a client certificate needs TLS; "
+                                      f"set tls.mode to require or verify-full on pair {pair.name!r}"))
         for i, parent in enumerate(d.doc.spec.member_of):
             if parent == d.doc.metadata.name:
                 problems.append(d.problem(("spec", "member_of", i), f"{d.address}: a role cannot be a member of itself"))

@@ -349,6 +349,9 @@ class RoleSpec(Strict):
     password: SecretSource | None = Field(
         None, description="Password source ({env: NAME} or {file: PATH}); omitted: the password is not managed."
     )
+    client_certificate: bool = Field(
+        False, description="Log in with a client certificate the workspace CA issued (CN = the role; `pgaasctl cert "
+        "issue`), not a password: `cert` in pg_hba. Needs the pair's tls.mode require or verify-full.")
     adopt: bool = Field(
         False, description="Take over a role of this name that already exists and that pgaasctl did not create "
         "(like `pgaasctl import`); without it, such a role is a plan error.",

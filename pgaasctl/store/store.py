@@ -83,6 +83,10 @@ DDL: list[str | tuple[str, str]] = [  # a pair: (SQLite, PostgreSQL)
         pair TEXT NOT NULL, dbname TEXT NOT NULL, queryid TEXT NOT NULL, query TEXT NOT NULL, seen_at TEXT NOT NULL,
         PRIMARY KEY (pair, dbname, queryid))""",
     # the API's users and their tokens (pgaasctl/api/users.py): hashes only, never a password or a token
+    # certificates the workspace CA issued (serial in hex): their expiry, and which are revoked (the CRL)
+    """CREATE TABLE IF NOT EXISTS certificates (
+        serial TEXT PRIMARY KEY, kind TEXT NOT NULL, pair TEXT NOT NULL, subject TEXT NOT NULL,
+        issued_at TEXT NOT NULL, not_after TEXT NOT NULL, revoked_at TEXT)""",
     """CREATE TABLE IF NOT EXISTS users (
         name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL, disabled INTEGER NOT NULL,
         created_at TEXT NOT NULL)""",
@@ -651,6 +655,32 @@ class Store:
         self._writing()
         self._exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                    (key, value))
+
+    # -- certificates the workspace CA issued (never a key)
+    def record_certificate(self, serial: int, kind: str, pair: str, subject: str, issued_at: str, not_after: str) -> None:
+        self._writing()
+        self._exec("INSERT INTO certificates (serial, kind, pair, subject, issued_at, not_after) VALUES (?, ?, ?, ?, ?, ?) "
+                   "ON CONFLICT (serial) DO NOTHING", (format(serial, "x"), kind, pair, subject, issued_at, not_after))
+
+    def certificate_records(self, pair: str | None = None) -> list[tuple[str, str, str, str, str, str, str | None]]:
+        """(serial hex, kind, pair, subject, issued_at, not_after, revoked_at), newest first."""
+        if not self._monitored("certificates"):
+            return []
+        where, params = ("WHERE pair = ?", (pair,)) if pair else ("", ())
+        return [tuple(r) for r in self._exec(  # type: ignore[misc]
+            "SELECT serial, kind, pair, subject, issued_at, not_after, revoked_at FROM certificates "
+            f"{where} ORDER BY issued_at DESC, serial", params)]
+
+    def revoke_certificate(self, serial_hex: str, when: str) -> None:
+        self._writing()
+        self._exec("UPDATE certificates SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL", (when, serial_hex))
+
+    def revoked_certificates(self) -> list[tuple[int, dt.datetime]]:
+        """(serial, when) of every revoked certificate: what the revocation list names."""
+        if not self._monitored("certificates"):
+            return []
+        return [(int(r[0], 16), dt.datetime.fromisoformat(r[1]))
+                for r in self._exec("SELECT serial, revoked_at FROM certificates WHERE revoked_at IS NOT NULL")]
 
     def set_user_password(self, name: str, password_hash: str) -> None:
         self._writing()

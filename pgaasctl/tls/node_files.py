@@ -4,10 +4,11 @@ repmgr and replication connect."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from pgaasctl.spec.models import PairTls
-from pgaasctl.tls.authority import Authority
+from pgaasctl.tls.authority import Authority, Issued
 
 SERVER_CERT, SERVER_KEY, ROOT_CERT, ROOT_CRL = "server.crt", "server.key", "root.crt", "root.crl"
 ADMIN_ROLES = ("postgres", "repmgr")  # pgaasctl's own logins: a password over TLS, never a client certificate
@@ -22,6 +23,8 @@ class NodeTls:
     crl_pem: bytes
     server_days: int
     virtual_ip: str | None = None
+    certificate_roles: list[str] = field(default_factory=list)  # log in with a client certificate (`cert`)
+    on_issue: Callable[[Issued, str], None] | None = None  # told of each server certificate issued (and its node)
 
     @property
     def on(self) -> bool:
@@ -32,6 +35,8 @@ class NodeTls:
         pair's virtual IP), its key readable by the server's OS user alone, the CA and the revocation list."""
         issued = self.authority.issue_server(node, [address, *([self.virtual_ip] if self.virtual_ip else [])],
                                              self.server_days)
+        if self.on_issue is not None:
+            self.on_issue(issued, node)
         return {SERVER_CERT: (issued.cert_pem, 0o644), SERVER_KEY: (issued.key_pem, 0o600),
                 ROOT_CERT: (self.authority.cert_pem, 0o644), ROOT_CRL: (self.crl_pem, 0o644)}
 
@@ -57,7 +62,12 @@ def client_parameters(settings: PairTls | None, config_dir: str) -> str:
     return f" sslmode=verify-full sslrootcert={tls_dir(config_dir)}/{ROOT_CERT}"
 
 
-def pg_hba(settings: PairTls | None) -> str:
+def _role_list(names: list[str]) -> str:
+    """Role names as pg_hba reads them: each in double quotes (a name may hold capitals, '-' or '$')."""
+    return ",".join('"' + name.replace('"', '""') + '"' for name in names)
+
+
+def pg_hba(settings: PairTls | None, certificate_roles: list[str] | None = None) -> str:
     """The node's pg_hba.conf. TLS off: password logins (scram) from anywhere, as before. TLS on: no plaintext
     connection but through the server's own socket; password logins over TLS; with client certificates required,
     every role but pgaasctl's own logs in with a certificate whose CN is the role (`cert`)."""
@@ -78,5 +88,7 @@ def pg_hba(settings: PairTls | None) -> str:
             lines.append(f"hostssl all         {admins} {network:<11} scram-sha-256")
             lines.append(f"hostssl all         all      {network:<11} cert")
         else:
+            if certificate_roles:
+                lines.append(f"hostssl all         {_role_list(certificate_roles)} {network} cert")
             lines.append(f"hostssl all         all      {network:<11} scram-sha-256")
     return "\n".join(lines) + "\n"

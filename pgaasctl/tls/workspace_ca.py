@@ -4,6 +4,7 @@ is not the one the pairs' certificates came from is an error, not a silent switc
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 from pgaasctl.errors import PgaasError
 from pgaasctl.spec.models import PairTls, WorkspaceTls
 from pgaasctl.store import Store
-from pgaasctl.tls.authority import Authority
+from pgaasctl.tls.authority import Authority, Issued
 from pgaasctl.tls.node_files import NodeTls
 
 FINGERPRINT_KEY = "tls_ca_fingerprint"
@@ -78,13 +79,25 @@ def workspace_authority(settings: WorkspaceTls, store: Store, create: bool) -> A
     return authority
 
 
-def node_tls(settings: WorkspaceTls, store: Store, pair: PairTls, virtual_ip: str | None) -> NodeTls | None:
-    """What a pair's nodes get when its spec asks for TLS (the CA made at first need); None when it does not."""
+def node_tls(settings: WorkspaceTls, store: Store, pair_name: str, pair: PairTls, virtual_ip: str | None,
+             certificate_roles: list[str]) -> NodeTls | None:
+    """What a pair's nodes get when its spec asks for TLS (the CA made at first need); None when it does not.
+    Every server certificate it issues is recorded (serial, node, expiry) for the expiry warnings."""
     if pair.mode == "disable":
         return None
     authority = workspace_authority(settings, store, create=True)
-    return NodeTls(settings=pair, authority=authority, crl_pem=authority.crl([]), server_days=settings.server_days,
-                   virtual_ip=virtual_ip)
+
+    def recorded(issued: Issued, node: str) -> None:
+        store.record_certificate(issued.serial, "server", pair_name, node, _iso(issued.cert.not_valid_before_utc),
+                                 _iso(issued.not_after))
+
+    return NodeTls(settings=pair, authority=authority, crl_pem=authority.crl(store.revoked_certificates()),
+                   server_days=settings.server_days, virtual_ip=virtual_ip, certificate_roles=certificate_roles,
+                   on_issue=recorded)
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 def admin_sslmode(recorded: dict[str, object] | None, settings: WorkspaceTls) -> tuple[str, str | None]:

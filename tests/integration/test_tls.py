@@ -4,6 +4,7 @@ verify-full; a wrong host name and another CA are refused."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
@@ -125,3 +126,83 @@ def test_turning_tls_on_for_a_pair_is_a_reload_not_a_rebuild(lab: Lab) -> None:
     with _connect(tq, primary, sslmode="disable"):
         pass
     assert tq.ws.plan("--detailed-exitcode").exit_code == 0
+
+
+def _expired_client_cert(ca_dir: Path, role: str, out: Path) -> tuple[Path, Path]:
+    """A certificate for `role` from the workspace CA itself, whose validity ended yesterday."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from pgaasctl.tls.authority import cert_pem, key_pem, write_private
+
+    ca = Authority.load(ca_dir / "ca.crt", ca_dir / "ca.key", None)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, role)]))
+            .issuer_name(ca.cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=10)).not_valid_after(now - dt.timedelta(days=1))
+            .sign(ca.key, hashes.SHA256()))  # type: ignore[arg-type]
+    write_private(out / "expired.key", key_pem(key))
+    (out / "expired.crt").write_bytes(cert_pem(cert))
+    return out / "expired.crt", out / "expired.key"
+
+
+def test_a_role_logs_in_with_its_client_certificate_until_it_is_revoked(tp: LocalPair, tmp_path: Path) -> None:
+    tp.ws.write("role-cert.yaml", "kind: Role\nmetadata: {name: app_cert, pair: tp}\n"
+                                  "spec: {login: true, client_certificate: true}\n")
+    applied = tp.ws.apply()
+    assert applied.exit_code == 0, applied.output
+    assert "TLS verify-full" in applied.flat  # pg_hba names the role: a reload on each node
+    out = tmp_path / "certs"
+    issued = tp.ws.run("cert", "issue", "app_cert", str(tp.ws.specs), "--pair", "tp", "--out", str(out))
+    assert issued.exit_code == 0, issued.output
+    assert stat.S_IMODE((out / "app_cert.key").stat().st_mode) == 0o600
+    uri = tp.ws.run("connection", "tp", str(tp.ws.specs), "--role", "app_cert", "--cert-dir", str(out)).stdout.strip()
+    assert "sslcert=" in uri and "sslkey=" in uri and "sslmode=verify-full" in uri
+
+    def login(*extra: str, password: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["psql", *extra, "-X", "-A", "-t", "-c", "SELECT current_user"], capture_output=True,
+                              text=True, timeout=30, env={**os.environ, "PGPASSWORD": password,
+                                                          "PGCONNECT_TIMEOUT": "5"})
+
+    good = login(uri)
+    assert good.returncode == 0 and good.stdout.strip() == "app_cert", good.stderr
+    plain_uri = tp.ws.run("connection", "tp", str(tp.ws.specs), "--role", "app_cert").stdout.strip()
+    assert login(plain_uri, password="anything").returncode != 0  # no certificate: refused, whatever the password
+    other = Authority.create("someone else's CA").issue_client("app_cert")
+    (tmp_path / "other.crt").write_bytes(other.cert_pem)
+    (tmp_path / "other.key").write_bytes(other.key_pem)
+    (tmp_path / "other.key").chmod(0o600)
+    foreign = login(f"{plain_uri}&sslcert={tmp_path / 'other.crt'}&sslkey={tmp_path / 'other.key'}")
+    assert foreign.returncode != 0 and "unknown ca" in foreign.stderr.lower(), foreign.stderr
+    expired_cert, expired_key = _expired_client_cert(tp.lab.base / "tls", "app_cert", tmp_path)
+    expired = login(f"{plain_uri}&sslcert={expired_cert}&sslkey={expired_key}")
+    assert expired.returncode != 0 and "expired" in expired.stderr.lower(), expired.stderr
+
+    revoked = tp.ws.run("cert", "revoke", str(tp.ws.specs), "--pair", "tp", "--role", "app_cert")
+    assert revoked.exit_code == 0, revoked.output
+    assert "revocation list is on tp/tp-a, tp/tp-b" in revoked.flat
+    after = login(uri)
+    assert after.returncode != 0 and "revoked" in after.stderr.lower(), after.stderr
+    listed = tp.ws.run("cert", "list", str(tp.ws.specs), "--pair", "tp")
+    assert "client tp/app_cert revoked" in listed.flat and "server tp/tp-a" in listed.flat
+
+
+def test_rotating_server_certificates_keeps_replication_streaming(tp: LocalPair) -> None:
+    primary = tp.primary()
+    ca = str(_ca(tp))
+    with _connect(tp, primary, sslmode="verify-full", sslrootcert=ca) as conn:
+        before = conn.execute("SELECT pid FROM pg_stat_replication").fetchall()
+        tp.execute(primary, "CREATE TABLE IF NOT EXISTS rotation (n int)")
+        rotated = tp.ws.run("cert", "rotate", "tp", str(tp.ws.specs))
+        assert rotated.exit_code == 0, rotated.output
+        assert conn.execute("SELECT pid FROM pg_stat_replication").fetchall() == before  # the same walsender
+        tp.execute(primary, "INSERT INTO rotation VALUES (1)")  # a synchronous commit: the standby confirms it
+    servers = [c for c in json.loads(tp.ws.run("cert", "list", str(tp.ws.specs), "--pair", "tp", "--json").stdout) if c["kind"] == "server"]
+    assert len({c["subject"] for c in servers}) == 2 and len(servers) >= 4  # each node's old and new
+    with _connect(tp, primary, sslmode="verify-full", sslrootcert=ca) as conn:  # new sessions get the new one
+        assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)

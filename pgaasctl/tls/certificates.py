@@ -1,0 +1,101 @@
+"""Client certificates of a pair's roles (`pgaasctl cert issue`, `cert revoke`, `cert list`): issued by the
+workspace CA with the role as CN, written with their key (0600) and the CA file for psql and drivers, recorded in
+the store by serial (never their key), and revoked into the revocation list the nodes load."""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from pgaasctl.errors import PgaasError
+from pgaasctl.spec.desired import DesiredState
+from pgaasctl.spec.models import LocalPairSpec
+from pgaasctl.store import Store
+from pgaasctl.tls.authority import cert_pem, write_private
+from pgaasctl.tls.workspace_ca import workspace_authority
+
+
+class IssuedFiles(BaseModel):
+    serial: str
+    role: str
+    pair: str
+    cert: Path
+    key: Path
+    ca: Path
+    not_after: str
+
+
+class CertificateRecord(BaseModel):
+    serial: str
+    kind: str  # server | client
+    pair: str
+    subject: str  # the node, or the role
+    issued_at: str
+    not_after: str
+    revoked_at: str | None = None
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def issue_client(desired: DesiredState, store: Store, pair_name: str, role: str, out: Path,
+                 days: int | None = None) -> IssuedFiles:
+    pair = desired.pairs.get(pair_name)
+    if pair is None:
+        raise PgaasError(f"pair {pair_name!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
+    spec = pair.doc.spec
+    if not isinstance(spec, LocalPairSpec) or spec.tls.mode == "disable":
+        raise PgaasError(f"pair {pair_name!r} has no TLS, so a client certificate would not be asked for",
+                         "Set its tls.mode to require or verify-full and run `pgaasctl apply`.")
+    declared = pair.roles.get(role)
+    if declared is None:
+        raise PgaasError(f"role {role!r} is not declared for pair {pair_name!r}",
+                         "Declare it (kind: Role) with client_certificate: true.")
+    if not declared.doc.spec.client_certificate and spec.tls.client_certificates != "required":
+        raise PgaasError(f"role {role!r} logs in with a password, not a certificate",
+                         "Give it client_certificate: true in its Role document and run `pgaasctl apply`.")
+    if not declared.doc.spec.login:
+        raise PgaasError(f"role {role!r} cannot log in (login: false)", "A certificate is for a login role.")
+    authority = workspace_authority(desired.workspace.tls, store, create=False)
+    issued = authority.issue_client(role, days or desired.workspace.tls.client_days)
+    try:
+        out.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key, cert, ca = out / f"{role}.key", out / f"{role}.crt", out / "root.crt"
+        write_private(key, issued.key_pem)  # libpq refuses a key others can read
+        cert.write_bytes(issued.cert_pem)
+        ca.write_bytes(cert_pem(authority.cert))
+    except OSError as exc:
+        raise PgaasError(f"--out {out}: cannot write the files there: {exc.strerror}",
+                         "Name a directory you can write.") from None
+    store.record_certificate(issued.serial, "client", pair_name, role, _iso(issued.cert.not_valid_before_utc),
+                             _iso(issued.not_after))
+    return IssuedFiles(serial=format(issued.serial, "x"), role=role, pair=pair_name, cert=cert, key=key, ca=ca,
+                       not_after=_iso(issued.not_after))
+
+
+def certificates(store: Store, pair: str | None = None) -> list[CertificateRecord]:
+    return [CertificateRecord(serial=r[0], kind=r[1], pair=r[2], subject=r[3], issued_at=r[4], not_after=r[5],
+                              revoked_at=r[6]) for r in store.certificate_records(pair)]
+
+
+def revoke(store: Store, serial: str | None, pair: str | None, role: str | None) -> list[CertificateRecord]:
+    """Revoke a certificate by serial, or every client certificate of a role on a pair; returns those revoked."""
+    known = certificates(store)
+    if serial is not None:
+        chosen = [c for c in known if c.serial == serial.lower().removeprefix("0x")]
+        if not chosen:
+            raise PgaasError(f"no certificate has serial {serial!r}", "`pgaasctl cert list` shows them.")
+    elif pair is not None and role is not None:
+        chosen = [c for c in known if c.kind == "client" and c.pair == pair and c.subject == role]
+        if not chosen:
+            raise PgaasError(f"role {role!r} of pair {pair!r} has no certificate", "`pgaasctl cert list` shows them.")
+    else:
+        raise PgaasError("name a certificate: its serial, or --pair and --role", "`pgaasctl cert list` shows them.")
+    now = _iso(dt.datetime.now(dt.timezone.utc))
+    fresh = [c for c in chosen if c.revoked_at is None]
+    for record in fresh:
+        store.revoke_certificate(record.serial, now)
+    return [c.model_copy(update={"revoked_at": now}) for c in fresh]
