@@ -7,6 +7,7 @@ import logging
 import socket
 import sys
 import threading
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -116,10 +117,14 @@ def serve(
     listen: Annotated[str, typer.Option("--listen", metavar="ADDR:PORT", help="Where the API listens.")] = "127.0.0.1:8080",
     interval: Annotated[str, typer.Option("--interval", help="The agent's time between two rounds.")] = "5s",
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every request and round.")] = False,
+    tls: Annotated[bool, typer.Option("--tls", help="HTTPS, with a certificate the workspace CA issues for the listen "
+                                      "address (or --tls-cert/--tls-key); cookies are Secure then.")] = False,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="Your own certificate (PEM), with --tls.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="Its private key (PEM), with --tls.")] = None,
     store: StoreOpt = None,
 ) -> None:
-    """Run the REST API (Swagger UI at /docs, OpenAPI at /openapi.json, /healthz, /metrics) with the agent in the
-    same process, until SIGINT or SIGTERM."""
+    """Run the REST API (Swagger UI at /docs, OpenAPI at /openapi.json, /healthz, /metrics) and the web console
+    (at /) with the agent in the same process, until SIGINT or SIGTERM."""
     import uvicorn
 
     from pgaasctl.api.app import ApiContext, create_app
@@ -134,6 +139,14 @@ def serve(
     loaded = run(lambda: workspace.load(path))
     st = run(lambda: loaded.open_store(store, "write"))
     run(lambda: _can_listen(host, port, listen))
+    if (tls_cert is not None or tls_key is not None) and not tls:
+        run(_refuse_files_without_tls)
+    https: dict[str, str] = {}
+    if tls:
+        from pgaasctl.tls.workspace_ca import serving_files
+
+        cert, key = run(lambda: serving_files(loaded.desired.workspace.tls, st, host, tls_cert, tls_key))
+        https = {"ssl_certfile": str(cert), "ssl_keyfile": str(key)}
     agent = Agent(path=path, store_flag=store, interval=seconds)
     context = ApiContext(path=path, store=st, agent=agent)
     interrupted = context.operations.interrupt_leftovers()
@@ -143,11 +156,14 @@ def serve(
     api = create_app(context)
     # uvloop and httptools: the event loop and HTTP parser in C, twice the requests a second of the pure-Python pair
     server = uvicorn.Server(uvicorn.Config(api, host=host, port=port, log_level="info" if verbose else "warning",
-                                           access_log=verbose, lifespan="off", loop="uvloop", http="httptools"))
+                                           access_log=verbose, lifespan="off", loop="uvloop", http="httptools",
+                                           **https))
     stop = threading.Event()
     rounds = threading.Thread(target=agent.run, args=(stop,), name="agent", daemon=True)
     rounds.start()
-    cli.err.print(f"pgaasctl serve: http://{listen}/docs, the agent every {seconds:g}s; stop with Ctrl-C or SIGTERM.")
+    scheme = "https" if tls else "http"
+    cli.err.print(f"pgaasctl serve: {scheme}://{listen}/ (the console), {scheme}://{listen}/docs (the API), the agent "
+                  f"every {seconds:g}s; stop with Ctrl-C or SIGTERM.")
     try:
         server.run()  # returns on SIGINT or SIGTERM...
     except KeyboardInterrupt:
@@ -159,6 +175,10 @@ def serve(
         context.operations.join(timeout=60)
         st.close()
     cli.err.print("pgaasctl serve: stopped.")
+
+
+def _refuse_files_without_tls() -> None:
+    raise PgaasError("--tls-cert and --tls-key need --tls", "Add --tls, or leave the files out.")
 
 
 def _can_listen(host: str, port: int, listen: str) -> None:

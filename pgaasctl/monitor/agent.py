@@ -35,6 +35,7 @@ from pgaasctl.spec.models import HealthThresholds, MonitoringSettings
 from pgaasctl.plan.build import pair_inputs
 from pgaasctl.status import NodeStatus, PairStatus, pair_status
 from pgaasctl.store import Store
+from pgaasctl.tls.certificates import expiry_checks
 
 log = logging.getLogger("pgaasctl.agent")
 MAX_PARALLEL = 16
@@ -185,7 +186,8 @@ class Agent:
                     store.record_samples(pair, node, at, samples)
             with self._lock:
                 latest = {**self._state.samples, **sampled}
-            recorded = [record(store, status, "agent", latest.get(status.pair, {}), settings.checks, looked_at)
+            recorded = [record(store, status, "agent", latest.get(status.pair, {}), settings.checks, looked_at,
+                               loaded.desired.workspace.tls.warn_days)
                         for status in statuses]
             if self._pruned_at is None or time.monotonic() - self._pruned_at >= PRUNE_EVERY:
                 prune(store, settings)
@@ -299,7 +301,8 @@ def discover(desired: DesiredState, store: Store, pairs: list[DesiredPair], samp
 
 
 def record(store: Store, status: PairStatus, source: str, latest: NodeSamples | None = None,
-           thresholds: HealthThresholds | None = None, looked_at: str = "") -> tuple[LookupPair, list[Event]]:
+           thresholds: HealthThresholds | None = None, looked_at: str = "",
+           certificate_days: int | None = None) -> tuple[LookupPair, list[Event]]:
     """Write a pair's lookup (with its health checks, when `thresholds` are given) and the events since its previous
     one. A look that began (`looked_at`) before the lookup was last written, by a push's quick look, is older than
     what is there: it is not written over it."""
@@ -311,6 +314,8 @@ def record(store: Store, status: PairStatus, source: str, latest: NodeSamples | 
         since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=WINDOW_SECONDS)).isoformat(timespec="milliseconds")
         after.checks = evaluate(after, latest or {}, lambda metric: store.samples(status.pair, metric, since=since),
                                 thresholds)
+        if certificate_days is not None:
+            after.checks += expiry_checks(store, status.pair, certificate_days)
         after.checks_at = after.checked_at
     planned = previous is not None and any(
         entry.operation in PLANNED and (entry.finished_at is None or entry.finished_at >= previous.checked_at[:19])

@@ -44,6 +44,7 @@ from pgaasctl.spec.models import (
     WorkspaceSpec,
 )
 from pgaasctl.store import ManagedObject, Store
+from pgaasctl.tls.certificates import expiry_warnings
 from pgaasctl.tls.node_files import NodeTls
 from pgaasctl.tls.workspace_ca import admin_sslmode, node_tls
 from providers import LocalProvider, provider_for
@@ -212,6 +213,9 @@ def make_plan(desired: DesiredState, store: Store, spec_path: Path, ssh: SshSess
     except BaseException:
         close_pairs(live)
         raise
+    if not destroy:
+        for name in sorted(live):
+            live[name].plan.warnings += expiry_warnings(store, name, desired.workspace.tls.warn_days)
     plan.pairs = [live[name].plan for name in sorted(live)]
     return plan, live
 

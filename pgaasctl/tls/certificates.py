@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from pgaasctl.errors import PgaasError
+from pgaasctl.monitor.models import CheckResult
 from pgaasctl.spec.desired import DesiredState
 from pgaasctl.spec.models import LocalPairSpec
 from pgaasctl.store import Store
@@ -99,3 +100,54 @@ def revoke(store: Store, serial: str | None, pair: str | None, role: str | None)
     for record in fresh:
         store.revoke_certificate(record.serial, now)
     return [c.model_copy(update={"revoked_at": now}) for c in fresh]
+
+
+def expiring(store: Store, pair: str, within_days: int) -> list[CertificateRecord]:
+    """The pair's certificates in use (the newest, unrevoked one of each node and role) that expire within
+    `within_days`, soonest first."""
+    newest: dict[tuple[str, str], CertificateRecord] = {}
+    for record in certificates(store, pair):
+        key = (record.kind, record.subject)
+        if record.revoked_at is None and (key not in newest or record.issued_at > newest[key].issued_at):
+            newest[key] = record
+    limit = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=within_days)
+    return sorted((r for r in newest.values() if dt.datetime.fromisoformat(r.not_after) <= limit),
+                  key=lambda r: r.not_after)
+
+
+def _days_left(record: CertificateRecord) -> int:
+    return (dt.datetime.fromisoformat(record.not_after) - dt.datetime.now(dt.timezone.utc)).days
+
+
+def expiry_warnings(store: Store, pair: str, within_days: int) -> list[str]:
+    """What the plan says of certificates about to expire, and what to do."""
+    out = []
+    for record in expiring(store, pair, within_days):
+        days = _days_left(record)
+        when = f"expired on {record.not_after[:10]}" if days < 0 else f"expires on {record.not_after[:10]} (in {days} days)"
+        if record.kind == "server":
+            out.append(f"pair {pair!r}: the server certificate of node {record.subject} {when}; run `pgaasctl cert "
+                       f"rotate {pair}`")
+        else:
+            out.append(f"pair {pair!r}: the client certificate of role {record.subject} {when}; issue a new one "
+                       f"(`pgaasctl cert issue {record.subject} --pair {pair} --out DIR`)")
+    return out
+
+
+def expiry_checks(store: Store, pair: str, within_days: int) -> list[CheckResult]:
+    """The health check `certificate expiry`: warn within `within_days`, critical within a week or once expired;
+    one ok line when the pair has certificates and none is near its end."""
+    found = []
+    for record in expiring(store, pair, within_days):
+        days = _days_left(record)
+        remedy = (f"`pgaasctl cert rotate {pair}` (no downtime)" if record.kind == "server"
+                  else f"`pgaasctl cert issue {record.subject} --pair {pair} --out DIR`, then revoke the old one")
+        found.append(CheckResult(
+            name="certificate expiry", status="critical" if days < 7 else "warn",
+            node=record.subject if record.kind == "server" else "", value=f"{record.kind} certificate of "
+            f"{record.subject}: {'expired' if days < 0 else f'{days} days left'} ({record.not_after[:10]})",
+            remedy=remedy))
+    if not found and certificates(store, pair):
+        found.append(CheckResult(name="certificate expiry", status="ok",
+                                 value=f"every certificate in use has more than {within_days} days left"))
+    return found

@@ -12,7 +12,7 @@ from pathlib import Path
 from pgaasctl.errors import PgaasError
 from pgaasctl.spec.models import PairTls, WorkspaceTls
 from pgaasctl.store import Store
-from pgaasctl.tls.authority import Authority, Issued
+from pgaasctl.tls.authority import Authority, Issued, write_private
 from pgaasctl.tls.node_files import NodeTls
 
 FINGERPRINT_KEY = "tls_ca_fingerprint"
@@ -109,3 +109,25 @@ def admin_sslmode(recorded: dict[str, object] | None, settings: WorkspaceTls) ->
         if cert.exists():
             return "verify-full", str(cert)
     return ("require", None) if mode in ("require", "verify-full") else ("prefer", None)
+
+
+def serving_files(settings: WorkspaceTls, store: Store, host: str, cert: Path | None, key: Path | None) -> tuple[Path, Path]:
+    """The certificate and key `pgaasctl serve --tls` serves HTTPS with: the user's own (both files), or one the
+    workspace CA issues for the listen address and localhost, under the CA's directory (key 0600)."""
+    if (cert is None) != (key is None):
+        raise PgaasError("--tls-cert and --tls-key come together", "Name both files of your certificate, or neither "
+                         "(the workspace CA then issues one).")
+    if cert is not None and key is not None:
+        for file in (cert, key):
+            if not file.is_file():
+                raise PgaasError(f"{file}: no such file")
+        return cert, key
+    authority = workspace_authority(settings, store, create=True)
+    names = [host, "127.0.0.1", "localhost"] if host not in ("0.0.0.0", "::") else ["127.0.0.1", "localhost"]
+    issued = authority.issue_server("pgaasctl serve", names, settings.server_days)
+    directory = Path(settings.ca_dir) / "serve"
+    write_private(directory / "serve.key", issued.key_pem)
+    (directory / "serve.crt").write_bytes(issued.cert_pem)
+    store.record_certificate(issued.serial, "server", "-", f"serve {host}", _iso(issued.cert.not_valid_before_utc),
+                             _iso(issued.not_after))
+    return directory / "serve.crt", directory / "serve.key"

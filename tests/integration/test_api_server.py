@@ -4,6 +4,7 @@ pairs read from the lookup the in-process agent keeps, one error shape, /metrics
 
 from __future__ import annotations
 
+import http.client as http_client
 import json
 import signal
 import socket
@@ -564,3 +565,27 @@ def test_the_console_signs_in_to_a_session_cookie_that_needs_its_header_for_chan
     out = call("DELETE", "/v1/sessions", headers={**session, "X-Pgaasctl-Console": "1"})
     assert out.status == 204
     assert call("GET", "/v1/pairs", headers=session).status == 401  # signed out: the cookie is dead
+
+
+def test_serve_over_https_with_a_certificate_from_the_workspace_ca(ws: Workspace, tokens: dict[str, str]) -> None:
+    import ssl
+
+    ca = ws.specs / "state" / "tls" / "ca.crt"
+    password = ws.run("user", "create", "hank", "--role", "member", str(ws.specs)).stdout.strip()
+    with serving(ws.specs, "--tls", ca=ca) as server:
+        assert server.base.startswith("https://")
+        assert server.get("/healthz").status == 200  # verified against the workspace CA
+        assert server.get("/v1/pairs", tokens["admin"]).status == 200
+        signed_in = server.call("POST", "/v1/sessions", body={"name": "hank", "password": password})
+        assert signed_in.status == 200 and "secure" in signed_in.headers["set-cookie"].lower()
+        console = server.get("/")
+        assert console.status == 200 and "secure" in console.headers["set-cookie"].lower()  # the CSRF cookie too
+        plain = server.base.replace("https://", "http://")
+        with pytest.raises((urllib.error.URLError, ConnectionError, http_client.RemoteDisconnected)):
+            urllib.request.urlopen(plain + "/healthz", timeout=5)
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(server.base + "/healthz", timeout=5, context=ssl.create_default_context())
+    listed = ws.run("cert", "list", str(ws.specs))
+    assert "server -/serve 127.0.0.1" in listed.flat
+    refused = ws.run("serve", str(ws.specs), "--tls-cert", str(ca))
+    assert refused.exit_code == 1 and "need --tls" in refused.stderr

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -42,6 +43,7 @@ class Reply:
 class Server:
     base: str
     process: subprocess.Popen[str]
+    context: ssl.SSLContext | None = None  # https: verifies the server against this CA
 
     def get(self, path: str, token: str | None = None) -> Reply:
         return self.call("GET", path, token)
@@ -55,20 +57,24 @@ class Server:
         if token is not None:
             request.add_header("Authorization", f"Bearer {token}")
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=10, context=self.context) as response:
                 return Reply(response.status, dict(response.headers), response.read())
         except urllib.error.HTTPError as exc:
             return Reply(exc.code, dict(exc.headers), exc.read())
 
 
 @contextmanager
-def serving(specs: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Server]:
-    """`pgaasctl serve SPECS --listen 127.0.0.1:PORT ARGS...` until the block ends."""
+def serving(specs: Path, *args: str, env: dict[str, str] | None = None, ca: Path | None = None) -> Iterator[Server]:
+    """`pgaasctl serve SPECS --listen 127.0.0.1:PORT ARGS...` until the block ends; with `ca`, over HTTPS (pass
+    --tls in ARGS), its certificate verified against that CA file once it exists."""
     listen = f"127.0.0.1:{free_port()}"
     process = subprocess.Popen([PGAASCTL, "serve", str(specs), "--listen", listen, *args],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=env if env is not None else dict(os.environ))
-    running = Server(f"http://{listen}", process)
+    running = Server(f"{'https' if ca else 'http'}://{listen}", process)
+    if ca is not None:
+        wait_until(lambda: ca.exists() or process.poll() is not None, 30, "the workspace CA")
+        running.context = ssl.create_default_context(cafile=str(ca)) if ca.exists() else None
     try:
         wait_until(lambda: _answers(running), 30, "the API server to listen")
         yield running
