@@ -9,6 +9,7 @@ import os
 import stat
 import subprocess
 from collections.abc import Iterator
+from ipaddress import IPv4Network
 from pathlib import Path
 
 import psycopg
@@ -23,7 +24,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces ne
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
     with Lab.open("tls", slot=1, network="namespaces") as lab:
-        lab.add_pair("tp", replication="synchronous", tls={"mode": "verify-full"})
+        vip = str(IPv4Network(lab.subnet).network_address + 200)
+        lab.add_pair("tp", replication="synchronous", tls={"mode": "verify-full"}, virtual_ip=vip)
         lab.add_pair("tq", replication="synchronous")
         yield lab
 
@@ -206,3 +208,27 @@ def test_rotating_server_certificates_keeps_replication_streaming(tp: LocalPair)
     assert len({c["subject"] for c in servers}) == 2 and len(servers) >= 4  # each node's old and new
     with _connect(tp, primary, sslmode="verify-full", sslrootcert=ca) as conn:  # new sessions get the new one
         assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
+
+
+def test_a_verify_full_pair_fails_over_and_clients_follow_through_the_uri_and_the_virtual_ip(tp: LocalPair) -> None:
+    uri = tp.ws.connection("tp").stdout.strip()
+    vip_uri = tp.ws.connection("tp", "--virtual-ip").stdout.strip()
+    assert "sslmode=verify-full" in uri and "sslmode=verify-full" in vip_uri
+    old = tp.primary()
+    new = tp.other(old)
+
+    def primary_behind(target: str) -> str | None:
+        try:
+            with psycopg.connect(target, user="postgres", password=tp.admin_password, connect_timeout=2,
+                                 autocommit=True) as conn:
+                conn.execute("CREATE TABLE IF NOT EXISTS followed (n int)")
+                conn.execute("INSERT INTO followed VALUES (1)")  # a write: the primary, verified, answered
+                return str(conn.execute("SELECT inet_server_addr()").fetchone()[0])  # type: ignore[index]
+        except psycopg.OperationalError:
+            return None
+
+    assert primary_behind(uri) == tp.address(old)
+    tp.kill_postmaster(old)
+    wait_until(lambda: primary_behind(uri) == tp.address(new), 60, "the URI to reach the new primary, verify-full")
+    wait_until(lambda: primary_behind(vip_uri) is not None, 60,
+               "the virtual IP to reach the new primary, its name in the new primary's certificate")
