@@ -209,7 +209,9 @@ def _record_failover(store: Store, live: LivePair) -> None:
     spec = live.inputs.pair.doc.spec
     if managed is not None and isinstance(spec, LocalPairSpec):
         store.record(address, live.plan.pair, "pair", live.plan.pair,
-                     {**{k: v for k, v in managed.attributes.items() if k != "tls"}, "failover": spec.failover.model_dump(),
+                     {**{k: v for k, v in managed.attributes.items() if k not in ("tls", "clients")},
+                      **({"clients": [str(n) for n in spec.clients]} if spec.clients else {}),
+                      "failover": spec.failover.model_dump(),
                       "node_files": node_files_version(live.inputs.push),
                       **({"tls": tls} if (tls := tls_record(spec, certificate_roles(live.inputs.pair))) else {})})
 

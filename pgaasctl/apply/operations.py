@@ -33,7 +33,10 @@ class HostOperator:
             admin_password = inputs.provider.admin_password(inputs.pair.name, create=True) or ""
         failover = spec.failover if isinstance(spec, LocalPairSpec) else None
         self.bootstrap = Bootstrap(ssh=ssh, failover=failover or FailoverSettings(), admin_password=admin_password,
-                                   push=inputs.push, tls=inputs.node_tls())
+                                   push=inputs.push, tls=inputs.node_tls(),
+                                   clients=[str(n) for n in getattr(spec, "clients", [])],
+                                   subnet=str(inputs.provider.net.subnet) if isinstance(inputs.provider, LocalProvider)
+                                   else "")
         self._destroyed = False
         self._ids: dict[str, int] = {}
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import secrets
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pgaasctl.errors import ConnectionFailed, PgaasError
 from pgaasctl.hosts.guard import fenced_file, guard_log, promoting_file, guard_pid_file, guard_script, guard_script_path, vip_track_file
@@ -24,7 +24,8 @@ from providers.base import Host, HostLayout
 
 # Bumped whenever the files pgaasctl writes on a node (repmgr.conf, start.sh, promote.sh) change: nodes of
 # pairs made with older files get them rewritten by the next apply (a reconfigure_repmgr operation).
-NODE_FILES_VERSION = 5  # 3: the fencing guard; 4: the fast failover promotion and the guard's watchdog; 5: a lighter guard
+NODE_FILES_VERSION = 6  # 3: the fencing guard; 4: the fast failover promotion and the guard's watchdog; 5: a lighter guard;
+# 6: pg_hba lets in the pair's own network (or its `clients`), not every address
 REPMGR_USER = "repmgr"
 REPMGR_DATABASE = "repmgr"
 LOG_LINES = 10  # lines of a node's PostgreSQL log shown when it did not start
@@ -331,6 +332,18 @@ class Bootstrap:
     admin_password: str
     push: PushTarget | None = None  # where repmgr's events go (the agent), if the workspace says
     tls: NodeTls | None = None  # the pair's TLS: certificates, pg_hba rules, sslmode of repmgr and replication
+    clients: list[str] = field(default_factory=list)  # networks pg_hba lets in (empty: the node's own network)
+    subnet: str = ""  # the workspace's namespace subnet: a namespace node's own network
+
+    def _networks(self, host: Host) -> list[str]:
+        """Where clients may connect from: the pair's `clients`, else the node's own network."""
+        if self.clients:
+            return self.clients
+        return [self.subnet] if host.namespace and self.subnet else ["127.0.0.0/8"]
+
+    def _pg_hba(self, host: Host) -> str:
+        return pg_hba(self.tls.settings if self.tls else None, self.tls.certificate_roles if self.tls else [],
+                      self._networks(host))
 
     def _client(self, host: Host) -> str:
         """The sslmode (and CA file) of connections made from `host`."""
@@ -380,7 +393,7 @@ class Bootstrap:
         self._write_tls(host)
         tls_on = self._serves_tls(host)
         self.ssh.put_text(target, postgresql_conf(host, layout, tls_on), f"{layout.config_dir}/postgresql.conf", 0o644)
-        self.ssh.put_text(target, pg_hba(self.tls.settings if self.tls else None, self.tls.certificate_roles if self.tls else []), f"{layout.config_dir}/pg_hba.conf",
+        self.ssh.put_text(target, self._pg_hba(host), f"{layout.config_dir}/pg_hba.conf",
                           0o640)
         self.ssh.put_text(target, "", f"{layout.config_dir}/pg_ident.conf", 0o640)
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover, self.push, self._client(host)),
@@ -694,7 +707,7 @@ class Bootstrap:
         self._write_tls(host)
         tls_on = self._serves_tls(host)
         self.ssh.put_text(target, postgresql_conf(host, layout, tls_on), f"{layout.config_dir}/postgresql.conf", 0o644)
-        self.ssh.put_text(target, pg_hba(self.tls.settings if self.tls else None, self.tls.certificate_roles if self.tls else []), f"{layout.config_dir}/pg_hba.conf",
+        self.ssh.put_text(target, self._pg_hba(host), f"{layout.config_dir}/pg_hba.conf",
                           0o640)
         if self.postgres_running(host):
             self.ssh.check(target, pg_ctl(host, layout, "reload"), "reloading PostgreSQL's configuration")

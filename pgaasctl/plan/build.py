@@ -369,7 +369,8 @@ def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology
         return []
     tls = diff.tls_record(spec, certificate_roles(inputs.pair))
     if managed.attributes.get("failover") == spec.failover.model_dump() and \
-            managed.attributes.get("node_files") == node_files_version(inputs.push) and managed.attributes.get("tls") == tls:
+            managed.attributes.get("node_files") == node_files_version(inputs.push) and managed.attributes.get("tls") == tls \
+            and managed.attributes.get("clients") == ([str(n) for n in spec.clients] or None):
         return []
     registered = (topology.primary.registered if topology.primary is not None else None) or {}
     detail = "rewrite repmgr.conf and restart repmgrd"

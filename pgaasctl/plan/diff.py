@@ -296,6 +296,8 @@ def pair_record(spec: ExistingPairSpec | LocalPairSpec, node_files: int | str = 
     if isinstance(spec, LocalPairSpec):
         record["failover"] = spec.failover.model_dump()
         record["node_files"] = node_files
+        if spec.clients:  # only when given: records of pairs from before stay as they were
+            record["clients"] = [str(n) for n in spec.clients]
         tls = tls_record(spec, certificate_roles or [])
         if tls is not None:  # only when on: records of pairs from before TLS stay as they were
             record["tls"] = tls

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from ipaddress import IPv4Address, IPv4Network
+from ipaddress import IPv4Address, IPv4Network, IPv6Network
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -310,6 +310,10 @@ class LocalPairSpec(PairSpecBase):
         "namespace network (pgaasctl run as root).")
     tls: PairTls = Field(default_factory=PairTls, description="TLS: server certificates from the workspace CA, "
                          "hostssl rules, verified replication; client certificates.")
+    clients: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list, description="The networks clients may connect from (pg_hba), e.g. [10.20.0.0/16]. "
+        "Empty: the pair's own network alone (the workspace subnet on the namespace network, 127.0.0.0/8 on "
+        "loopback). Every address only if you write 0.0.0.0/0.")
 
     @model_validator(mode="after")
     def _witness_is_not_a_node(self) -> LocalPairSpec:

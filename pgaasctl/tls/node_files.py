@@ -67,21 +67,24 @@ def _role_list(names: list[str]) -> str:
     return ",".join('"' + name.replace('"', '""') + '"' for name in names)
 
 
-def pg_hba(settings: PairTls | None, certificate_roles: list[str] | None = None) -> str:
-    """The node's pg_hba.conf. TLS off: password logins (scram) from anywhere, as before. TLS on: no plaintext
-    connection but through the server's own socket; password logins over TLS; with client certificates required,
-    every role but pgaasctl's own logs in with a certificate whose CN is the role (`cert`)."""
+def pg_hba(settings: PairTls | None, certificate_roles: list[str] | None = None,
+           networks: list[str] | None = None) -> str:
+    """The node's pg_hba.conf, for clients of `networks` alone (the pair's `clients`, or its own network). TLS
+    off: password logins (scram). TLS on: no plaintext connection but through the server's own socket; password
+    logins over TLS; with client certificates required, every role but pgaasctl's own logs in with a certificate
+    whose CN is the role (`cert`). Nothing else is let in."""
+    networks = networks or ["0.0.0.0/0", "::/0"]
     lines = ["# written by pgaasctl (the pair's tls spec decides these rules)",
              "# the socket directory belongs to the server's OS user alone",
              "local   all          all                  trust",
              "local   replication  all                  trust"]
     if settings is None or settings.mode == "disable":
-        for network in ("0.0.0.0/0", "::/0"):
+        for network in networks:
             lines += [f"host    all          all      {network:<11} scram-sha-256",
                       f"host    replication  repmgr   {network:<11} scram-sha-256"]
         return "\n".join(lines) + "\n"
     admins = ",".join(ADMIN_ROLES)
-    for network in ("0.0.0.0/0", "::/0"):
+    for network in networks:
         lines.append(f"hostnossl all       all      {network:<11} reject")
         lines.append(f"hostssl replication repmgr   {network:<11} scram-sha-256")
         if settings.client_certificates == "required":

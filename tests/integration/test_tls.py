@@ -232,3 +232,15 @@ def test_a_verify_full_pair_fails_over_and_clients_follow_through_the_uri_and_th
     wait_until(lambda: primary_behind(uri) == tp.address(new), 60, "the URI to reach the new primary, verify-full")
     wait_until(lambda: primary_behind(vip_uri) is not None, 60,
                "the virtual IP to reach the new primary, its name in the new primary's certificate")
+
+
+def test_pg_hba_lets_in_the_pairs_own_network_alone_unless_the_spec_widens_it(tp: LocalPair) -> None:
+    hba = (tp.etc(tp.primary()) / "pg_hba.conf").read_text()
+    assert tp.lab.subnet in hba and "0.0.0.0/0" not in hba and "::/0" not in hba
+    tp.rewrite_spec(clients=["10.99.0.0/16", tp.lab.subnet])
+    planned = tp.ws.plan()
+    assert planned.exit_code == 0 and "reconfigure" in planned.flat.lower() or "repmgr.conf" in planned.flat
+    assert tp.ws.apply().exit_code == 0
+    hba = (tp.etc(tp.primary()) / "pg_hba.conf").read_text()
+    assert "10.99.0.0/16" in hba and tp.lab.subnet in hba
+    assert tp.ws.plan("--detailed-exitcode").exit_code == 0
