@@ -41,6 +41,7 @@ class RoleView(BaseModel):
     managed_by: str  # api | specs
     declared_in: str
     spec: dict[str, Any]
+    actions: list[str] = []  # what the caller may do: certificate (a new client certificate of the role)
 
 
 class RolePage(BaseModel):
@@ -58,13 +59,19 @@ def _mine(caller: User, doc: RoleDoc) -> bool:
     return caller.role == "admin" or doc.metadata.labels.get(OWNER_LABEL) == caller.name
 
 
-def _view(loaded: Any, pair: str, found: Any) -> RoleView:
+def _view(loaded: Any, pair: str, found: Any, caller: User | None = None) -> RoleView:
     doc: RoleDoc = found.doc
+    pair_spec = loaded.desired.pairs[pair].doc.spec
+    tls = getattr(pair_spec, "tls", None)
+    certified = tls is not None and tls.mode != "disable" and doc.spec.login and (
+        doc.spec.client_certificate or tls.client_certificates == "required")
+    actions = ["certificate"] if certified and caller is not None and caller.role != "viewer" and _mine(caller, doc) \
+        else []
     spec = doc.spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     spec.pop("password", None)  # where the password lives is nobody's business but the server's
     return RoleView(name=doc.metadata.name, pair=pair, owner_user=doc.metadata.labels.get(OWNER_LABEL),
                     managed_by="api" if documents.by_api(loaded, found.source.file) else "specs",
-                    declared_in=f"{found.source.file}:{found.source.line}", spec=spec)
+                    declared_in=f"{found.source.file}:{found.source.line}", spec=spec, actions=actions)
 
 
 @router.get("", response_model=RolePage, responses=errors.RESPONSES)
@@ -72,7 +79,7 @@ def list_roles(request: Request, pair: str, caller: Caller, page_size: PageSize 
                page_token: PageToken = None) -> RolePage:
     """The pair's roles as the specs declare them (a member sees the ones it owns)."""
     loaded, found = loaded_pair(context(request), pair)
-    views = [_view(loaded, pair, d) for _, d in sorted(found.roles.items())
+    views = [_view(loaded, pair, d, caller) for _, d in sorted(found.roles.items())
              if caller.role in ("admin", "viewer") or _mine(caller, d.doc)]
     items, token = page(views, page_size, page_token)
     return RolePage(items=items, next_page_token=token)
@@ -86,7 +93,7 @@ def get_role(request: Request, pair: str, name: str, caller: Caller) -> RoleView
         raise errors.not_found(f"role {name!r} of pair {pair!r}")
     if caller.role == "member" and not _mine(caller, role.doc):
         raise errors.forbidden(f"role {name!r} is not yours")
-    return _view(loaded, pair, role)
+    return _view(loaded, pair, role, caller)
 
 
 @router.post("", status_code=202, response_model=Operation | dict[str, Any], responses=errors.RESPONSES)
@@ -183,3 +190,35 @@ def role_credentials(request: Request, pair: str, name: str, caller: Caller, res
     response.headers["Cache-Control"] = "no-store"
     return RoleCredentials(role=name, password=secret.read_text(encoding="utf-8").strip(),
                            uri=connection_uri(target, loaded.desired, ctx.store, None, name, False))
+
+
+class ClientCertificate(BaseModel):
+    role: str
+    serial: str
+    not_after: str
+    certificate: str  # PEM
+    private_key: str  # PEM: shown this once, kept nowhere
+    ca: str  # PEM: the workspace CA, for sslrootcert
+
+
+@router.post("/{name}/certificate", status_code=201, response_model=ClientCertificate, responses=errors.RESPONSES)
+def client_certificate(request: Request, pair: str, name: str, caller: Caller, response: Response) -> ClientCertificate:
+    """A new client certificate for a role that logs in with one (CN = the role), to its owner or an admin: the
+    private key is in this answer alone (the store keeps the serial)."""
+    from pgaasctl.errors import PgaasError
+    from pgaasctl.tls.certificates import new_client_certificate
+
+    ctx = context(request)
+    loaded, found = loaded_pair(ctx, pair)
+    role = found.roles.get(name)
+    if role is None:
+        raise errors.not_found(f"role {name!r} of pair {pair!r}")
+    if caller.role == "viewer" or not _mine(caller, role.doc):
+        raise errors.forbidden(f"role {name!r} is not yours")
+    try:
+        issued, ca = new_client_certificate(loaded.desired, ctx.store, pair, name)
+    except PgaasError as exc:
+        raise ApiError(409, errors.said(exc), reason="no_certificate") from None
+    response.headers["Cache-Control"] = "no-store"
+    return ClientCertificate(role=name, serial=format(issued.serial, "x"), not_after=issued.not_after.isoformat(),
+                             certificate=issued.cert_pem.decode(), private_key=issued.key_pem.decode(), ca=ca.decode())

@@ -4,6 +4,8 @@ operation's progress shows until it ends. The API's refusals come back beside th
 
 from __future__ import annotations
 
+import io
+import zipfile
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -166,6 +168,27 @@ async def delete_database(request: Request, pair: str, name: str) -> Response:
     if operation is None:  # already gone
         return page.render("operation.html", section="overview", operation=None, **values)
     return page.render("operation.html", section="overview", operation=operation, **values)
+
+
+# ---------------------------------------------------------------- client certificates
+
+@router.post("/pairs/{pair}/roles/{role}/certificate")
+async def client_certificate(request: Request, pair: str, role: str) -> Response:
+    """A new client certificate of a role, downloaded as a zip: ROLE.crt, ROLE.key (the key exists nowhere else)
+    and root.crt (the CA)."""
+    await check_csrf(request)
+    page = await signed_in(request)
+    issued = await page.api.call("POST", f"/v1/pairs/{segment(pair)}/roles/{segment(role)}/certificate")
+    bundle = io.BytesIO()
+    with zipfile.ZipFile(bundle, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr(f"{role}.crt", issued["certificate"])
+        key = zipfile.ZipInfo(f"{role}.key")
+        key.external_attr = 0o600 << 16  # libpq refuses a key others can read
+        archive.writestr(key, issued["private_key"])
+        archive.writestr("root.crt", issued["ca"])
+    name = f"{pair}-{role}-certificate.zip".replace('"', "")
+    return Response(bundle.getvalue(), media_type="application/zip", headers={
+        "Content-Disposition": f'attachment; filename="{name}"', "Cache-Control": "no-store"})
 
 
 # ---------------------------------------------------------------- operations and switchover

@@ -104,5 +104,8 @@ async def database_page(page: SignedIn, pair: str, name: str, since: str | None 
         if exc.reason != "no_samples":
             raise
         charts = []  # the agent has not sampled it yet
+    roles = (await page.api.get(f"/v1/pairs/{segment(pair)}/roles", page_size=500))["items"]
+    connecting = {a["role"] for a in database["access"]} | {database["spec"].get("owner") or ""}
+    certifiable = sorted(r["name"] for r in roles if "certificate" in r["actions"] and r["name"] in connecting)
     return page.render("database.html", section="overview", pair=detail, database=database, charts=charts,
-                       period=period, periods=PERIODS, errors={}, plan=None)
+                       period=period, periods=PERIODS, errors={}, plan=None, certifiable=certifiable)

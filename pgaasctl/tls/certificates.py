@@ -14,7 +14,7 @@ from pgaasctl.monitor.models import CheckResult
 from pgaasctl.spec.desired import DesiredState
 from pgaasctl.spec.models import LocalPairSpec
 from pgaasctl.store import Store
-from pgaasctl.tls.authority import cert_pem, write_private
+from pgaasctl.tls.authority import Issued, cert_pem, write_private
 from pgaasctl.tls.workspace_ca import workspace_authority
 
 
@@ -42,8 +42,9 @@ def _iso(moment: dt.datetime) -> str:
     return moment.astimezone(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def issue_client(desired: DesiredState, store: Store, pair_name: str, role: str, out: Path,
-                 days: int | None = None) -> IssuedFiles:
+def new_client_certificate(desired: DesiredState, store: Store, pair_name: str, role: str,
+                           days: int | None = None) -> tuple[Issued, bytes]:
+    """A client certificate for a role of a pair with TLS (recorded by serial), and the CA's certificate."""
     pair = desired.pairs.get(pair_name)
     if pair is None:
         raise PgaasError(f"pair {pair_name!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
@@ -62,17 +63,24 @@ def issue_client(desired: DesiredState, store: Store, pair_name: str, role: str,
         raise PgaasError(f"role {role!r} cannot log in (login: false)", "A certificate is for a login role.")
     authority = workspace_authority(desired.workspace.tls, store, create=False)
     issued = authority.issue_client(role, days or desired.workspace.tls.client_days)
+    store.record_certificate(issued.serial, "client", pair_name, role, _iso(issued.cert.not_valid_before_utc),
+                             _iso(issued.not_after))
+    return issued, cert_pem(authority.cert)
+
+
+def issue_client(desired: DesiredState, store: Store, pair_name: str, role: str, out: Path,
+                 days: int | None = None) -> IssuedFiles:
+    """`pgaasctl cert issue`: a new client certificate written to `out` with its key (0600) and the CA."""
+    issued, ca_pem = new_client_certificate(desired, store, pair_name, role, days)
     try:
         out.mkdir(parents=True, exist_ok=True, mode=0o700)
         key, cert, ca = out / f"{role}.key", out / f"{role}.crt", out / "root.crt"
         write_private(key, issued.key_pem)  # libpq refuses a key others can read
         cert.write_bytes(issued.cert_pem)
-        ca.write_bytes(cert_pem(authority.cert))
+        ca.write_bytes(ca_pem)
     except OSError as exc:
         raise PgaasError(f"--out {out}: cannot write the files there: {exc.strerror}",
                          "Name a directory you can write.") from None
-    store.record_certificate(issued.serial, "client", pair_name, role, _iso(issued.cert.not_valid_before_utc),
-                             _iso(issued.not_after))
     return IssuedFiles(serial=format(issued.serial, "x"), role=role, pair=pair_name, cert=cert, key=key, ca=ca,
                        not_after=_iso(issued.not_after))
 

@@ -244,3 +244,37 @@ def test_pg_hba_lets_in_the_pairs_own_network_alone_unless_the_spec_widens_it(tp
     hba = (tp.etc(tp.primary()) / "pg_hba.conf").read_text()
     assert "10.99.0.0/16" in hba and tp.lab.subnet in hba
     assert tp.ws.plan("--detailed-exitcode").exit_code == 0
+
+
+def test_the_console_hands_a_roles_owner_its_client_certificate(tp: LocalPair, browser: object, tmp_path: Path) -> None:
+    import zipfile
+
+    from tests.support.browser import new_tab
+    from tests.support.service import serving
+
+    tp.ws.write("cert-db.yaml", "kind: Role\nmetadata: {name: owner_cert, pair: tp}\n"
+                                "spec: {login: true, client_certificate: true}\n---\n"
+                                "kind: Database\nmetadata: {name: certdb, pair: tp}\nspec: {owner: owner_cert}\n")
+    assert tp.ws.apply().exit_code == 0
+    password = tp.ws.run("user", "create", "cara", "--role", "admin", str(tp.ws.specs)).stdout.strip()
+    with serving(tp.ws.specs, "--interval", "2s", env={**os.environ, "PGAASCTL_STORE": tp.ws.store_url}) as console:
+        tab = new_tab(browser, console.base)
+        try:
+            tab.sign_in("cara", password)
+            tab.open("/pairs/tp/databases/certdb")
+            with tab.page.expect_download() as downloading:
+                tab.page.get_by_role("button", name="Download a client certificate for owner_cert").click()
+            bundle = tmp_path / "bundle.zip"
+            downloading.value.save_as(bundle)
+            assert tab.errors == []
+        finally:
+            tab.close()
+    with zipfile.ZipFile(bundle) as archive:
+        assert sorted(archive.namelist()) == ["owner_cert.crt", "owner_cert.key", "root.crt"]
+        archive.extractall(tmp_path / "certs")
+    (tmp_path / "certs" / "owner_cert.key").chmod(0o600)
+    uri = tp.ws.run("connection", "tp", str(tp.ws.specs), "--role", "owner_cert", "--database", "certdb",
+                    "--cert-dir", str(tmp_path / "certs")).stdout.strip()
+    done = subprocess.run(["psql", uri, "-X", "-A", "-t", "-c", "SELECT current_user"], capture_output=True, text=True,
+                          timeout=30, env={**os.environ, "PGCONNECT_TIMEOUT": "5"})
+    assert done.returncode == 0 and done.stdout.strip() == "owner_cert", done.stderr
