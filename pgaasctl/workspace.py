@@ -437,10 +437,9 @@ def renew_certificates(desired: DesiredState, store: Store, pair_name: str, crl_
     inputs = _repmgr_pair(desired, store, pair_name, "install certificates there", "Give its nodes `ssh:` settings.")
     spec = inputs.pair.doc.spec
     managed = store.managed(pair_name).get(f"pair.{pair_name}")
-    if not isinstance(spec, LocalPairSpec) or spec.tls.mode == "disable" or managed is None or \
-            not managed.attributes.get("tls"):
-        raise PgaasError(f"pair {pair_name!r} does not run TLS", "Set its tls.mode to require or verify-full and "
-                         "run `pgaasctl apply` first.")
+    if not isinstance(spec, LocalPairSpec) or managed is None:
+        raise PgaasError(f"pair {pair_name!r} has no certificates pgaasctl issued", "Only pairs pgaasctl creates "
+                         "(provider local) get them, at their `pgaasctl apply`.")
     done: list[str] = []
     with store.locked(pair_name, "cert rotate", desired.workspace.lock_timeout), \
             recorded(store, pair_name, "cert rotate" if not crl_only else "cert revoke") as recording:

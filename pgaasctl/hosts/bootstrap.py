@@ -25,7 +25,7 @@ from providers.base import Host, HostLayout
 # Bumped whenever the files pgaasctl writes on a node (repmgr.conf, start.sh, promote.sh) change: nodes of
 # pairs made with older files get them rewritten by the next apply (a reconfigure_repmgr operation).
 NODE_FILES_VERSION = 6  # 3: the fencing guard; 4: the fast failover promotion and the guard's watchdog; 5: a lighter guard;
-# 6: pg_hba lets in the pair's own network (or its `clients`), not every address
+# 6: pg_hba lets in the pair's own network (or its `clients`), not every address; every node serves TLS
 REPMGR_USER = "repmgr"
 REPMGR_DATABASE = "repmgr"
 LOG_LINES = 10  # lines of a node's PostgreSQL log shown when it did not start
@@ -352,10 +352,10 @@ class Bootstrap:
         return client_parameters(self.tls.settings, host.layout.config_dir)
 
     def _serves_tls(self, host: Host) -> bool:
-        """Whether the node serves TLS: when the pair asks, and ever after once it has a certificate (a pair turning
-        TLS off keeps offering it, so that no client that still asks for it — repmgrd, a WAL receiver — is cut off
-        on the way: `disable` stops requiring it, and pg_hba lets plaintext in again)."""
-        if self.tls is not None and self.tls.on:
+        """Whether the node serves TLS: every node of a pair pgaasctl creates does (the tls mode says whether it is
+        required and verified), and a node that has a certificate keeps offering it, so that no client that asks
+        for it (repmgrd, a WAL receiver) is ever cut off."""
+        if self.tls is not None:
             return True
         assert host.layout is not None
         found = self.ssh.run(target_of(host), f"test -f {shlex.quote(tls_dir(host.layout.config_dir) + '/' + SERVER_CERT)}")
@@ -365,7 +365,7 @@ class Bootstrap:
         """The node's certificate (freshly issued), key, CA and revocation list, when the pair has TLS."""
         layout = host.layout
         assert layout is not None
-        if self.tls is None or not self.tls.on:
+        if self.tls is None:
             return
         target = target_of(host)
         directory = tls_dir(layout.config_dir)
@@ -745,7 +745,7 @@ class Bootstrap:
         PostgreSQL reads its TLS files anew for every new connection after it, and the sessions (replication too)
         go on: no downtime."""
         layout = host.layout
-        assert layout is not None and self.tls is not None and self.tls.on
+        assert layout is not None and self.tls is not None
         target = target_of(host)
         if crl_only:
             self.ssh.put_text(target, self.tls.crl_pem.decode(), f"{tls_dir(layout.config_dir)}/{ROOT_CRL}", 0o644)

@@ -207,7 +207,8 @@ class PairTls(Strict):
     IP as subject alternative names); replication and repmgr connect with the same mode."""
 
     mode: Literal["disable", "require", "verify-full"] = Field(
-        "disable", description="`disable`: no TLS (plain `host` lines in pg_hba). `require`: TLS on every connection "
+        "disable", description="Every node serves TLS with its certificate; the mode says what is required. "
+        "`disable`: not required (plain `host` lines in pg_hba too). `require`: TLS on every connection "
         "(`hostssl` lines only; a plaintext connection is refused). `verify-full`: as require, and replication, repmgr "
         "and pgaasctl's own connections verify the server's certificate against the workspace CA and its name.")
     client_certificates: Literal["optional", "required"] = Field(

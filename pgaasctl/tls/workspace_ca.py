@@ -81,10 +81,9 @@ def workspace_authority(settings: WorkspaceTls, store: Store, create: bool) -> A
 
 def node_tls(settings: WorkspaceTls, store: Store, pair_name: str, pair: PairTls, virtual_ip: str | None,
              certificate_roles: list[str]) -> NodeTls | None:
-    """What a pair's nodes get when its spec asks for TLS (the CA made at first need); None when it does not.
-    Every server certificate it issues is recorded (serial, node, expiry) for the expiry warnings."""
-    if pair.mode == "disable":
-        return None
+    """What a pair's nodes get for TLS (the CA made at first need): every node serves it, with its certificate;
+    the mode says whether it is required and verified. Every server certificate it issues is recorded (serial,
+    node, expiry) for the expiry warnings."""
     authority = workspace_authority(settings, store, create=True)
 
     def recorded(issued: Issued, node: str) -> None:
