@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from ipaddress import IPv4Address, IPv4Network, IPv6Network
+from ipaddress import IPv4Address, IPv4Network, ip_network
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -202,6 +202,20 @@ class LocalWitness(Strict):
     name: Identifier = Field(description="The witness host's name, unique among the pair's nodes.")
 
 
+def _client_network(value: object) -> str:
+    """A network written as text (10.20.0.0/16, or an address for one host); a number or a boolean is refused
+    (ipaddress would read `true` as 0.0.0.1)."""
+    if not isinstance(value, str):
+        raise ValueError(f"a network is written like 10.20.0.0/16, got {value!r}")
+    try:
+        return str(ip_network(value.strip()))
+    except ValueError:
+        raise ValueError(f"{value!r} is not a network like 10.20.0.0/16 (host bits must be zero)") from None
+
+
+ClientNetwork = Annotated[str, BeforeValidator(_client_network)]
+
+
 class PairTls(Strict):
     """TLS of a pair pgaasctl creates: certificates from the workspace CA on every node (its addresses and the virtual
     IP as subject alternative names); replication and repmgr connect with the same mode."""
@@ -311,7 +325,7 @@ class LocalPairSpec(PairSpecBase):
         "namespace network (pgaasctl run as root).")
     tls: PairTls = Field(default_factory=PairTls, description="TLS: server certificates from the workspace CA, "
                          "hostssl rules, verified replication; client certificates.")
-    clients: list[IPv4Network | IPv6Network] = Field(
+    clients: list[ClientNetwork] = Field(
         default_factory=list, description="The networks clients may connect from (pg_hba), e.g. [10.20.0.0/16]. "
         "Empty: the pair's own network alone (the workspace subnet on the namespace network, 127.0.0.0/8 on "
         "loopback). Every address only if you write 0.0.0.0/0.")
