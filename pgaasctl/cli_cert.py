@@ -82,7 +82,7 @@ def cert_revoke(serial: Annotated[str | None, typer.Option("--serial", help="The
             try:
                 done = workspace.renew_certificates(loaded.desired, st, name, crl_only=True)
                 pushed += [f"{name}/{node}" for node in done]
-                missed += [f"{name}/{h.node}" for h in spec.nodes if h.name not in done]
+                missed += [f"{name}/{n.name}" for n in spec.nodes if n.name not in done]
             except PgaasError as exc:
                 missed.append(f"{name} ({exc.message})")
         return [c.serial for c in revoked], pushed, missed

@@ -446,7 +446,8 @@ def renew_certificates(desired: DesiredState, store: Store, pair_name: str, crl_
         ssh = SshSessions(store)
         try:
             bootstrap = HostOperator(inputs, ssh).bootstrap
-            for host in inputs.hosts:
+            witness = inputs.witness_host()
+            for host in [*inputs.hosts, *([witness] if witness is not None else [])]:
                 if not host.exists or not bootstrap.postgres_running(host):
                     continue
                 bootstrap.renew_tls(host, crl_only)

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces ne
 def lab() -> Iterator[Lab]:
     with Lab.open("tls", slot=1, network="namespaces") as lab:
         vip = str(IPv4Network(lab.subnet).network_address + 200)
-        lab.add_pair("tp", replication="synchronous", tls={"mode": "verify-full"}, virtual_ip=vip)
+        lab.add_pair("tp", replication="synchronous", tls={"mode": "verify-full"}, virtual_ip=vip,
+                     witness={"name": "tp-w"})
         lab.add_pair("tq", replication="synchronous")
         yield lab
 
@@ -57,6 +58,12 @@ def test_a_verify_full_pair_serves_tls_alone_and_replicates_over_it(tp: LocalPai
         assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
         streaming = conn.execute("SELECT s.ssl FROM pg_stat_replication r JOIN pg_stat_ssl s USING (pid)").fetchall()
         assert streaming == [(True,)]  # the standby streams over TLS
+        with _connect(tp, primary, sslmode="verify-full", sslrootcert=ca, dbname="repmgr") as repmgr:
+            witness = repmgr.execute("SELECT conninfo FROM repmgr.nodes WHERE type = 'witness'").fetchone()
+        assert witness is not None and "sslmode=verify-full" in witness[0]  # the witness is reached verified
+        repmgr_sessions = conn.execute("SELECT bool_and(s.ssl), count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s "
+                                       "USING (pid) WHERE a.usename = 'repmgr' AND a.client_addr IS NOT NULL").fetchone()
+        assert repmgr_sessions is not None and repmgr_sessions[0] is True and repmgr_sessions[1] >= 1
     with _connect(tp, standby, sslmode="verify-full", sslrootcert=ca) as conn:
         primary_conninfo = conn.execute("SHOW primary_conninfo").fetchone()[0]  # type: ignore[index]
         assert "sslmode='verify-full'" in primary_conninfo and "sslrootcert=" in primary_conninfo
@@ -205,7 +212,7 @@ def test_rotating_server_certificates_keeps_replication_streaming(tp: LocalPair)
         assert conn.execute("SELECT pid FROM pg_stat_replication").fetchall() == before  # the same walsender
         tp.execute(primary, "INSERT INTO rotation VALUES (1)")  # a synchronous commit: the standby confirms it
     servers = [c for c in json.loads(tp.ws.run("cert", "list", str(tp.ws.specs), "--pair", "tp", "--json").stdout) if c["kind"] == "server"]
-    assert len({c["subject"] for c in servers}) == 2 and len(servers) >= 4  # each node's old and new
+    assert {c["subject"] for c in servers} == {"tp-a", "tp-b", "tp-w"} and len(servers) >= 6  # each one's old and new
     with _connect(tp, primary, sslmode="verify-full", sslrootcert=ca) as conn:  # new sessions get the new one
         assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone() == (True,)
 
