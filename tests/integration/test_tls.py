@@ -285,3 +285,21 @@ def test_the_console_hands_a_roles_owner_its_client_certificate(tp: LocalPair, b
     done = subprocess.run(["psql", uri, "-X", "-A", "-t", "-c", "SELECT current_user"], capture_output=True, text=True,
                           timeout=30, env={**os.environ, "PGCONNECT_TIMEOUT": "5"})
     assert done.returncode == 0 and done.stdout.strip() == "owner_cert", done.stderr
+
+
+def test_a_revocation_says_which_nodes_it_did_not_reach(tp: LocalPair, tmp_path: Path) -> None:
+    tp.ws.write("role-late.yaml", "kind: Role\nmetadata: {name: late_cert, pair: tp}\n"
+                                  "spec: {login: true, client_certificate: true}\n")
+    assert tp.ws.apply().exit_code == 0
+    issued = tp.ws.run("cert", "issue", "late_cert", str(tp.ws.specs), "--pair", "tp", "--out", str(tmp_path))
+    assert issued.exit_code == 0, issued.output
+    standby = tp.other(tp.primary())
+    tp.stop_postgres(standby)
+    try:
+        revoked = tp.ws.run("cert", "revoke", str(tp.ws.specs), "--pair", "tp", "--role", "late_cert")
+        assert revoked.exit_code == 0, revoked.output
+        assert f"Not on tp/{standby}" in revoked.flat and "cert rotate" in revoked.flat
+        again = tp.ws.run("cert", "revoke", str(tp.ws.specs), "--pair", "tp", "--role", "late_cert")
+        assert again.exit_code == 0 and "Already revoked" in again.flat
+    finally:
+        tp.start_postgres(standby)
