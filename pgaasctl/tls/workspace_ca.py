@@ -59,12 +59,14 @@ def workspace_authority(settings: WorkspaceTls, store: Store, create: bool) -> A
         if not create:
             raise PgaasError(f"the workspace has no CA yet ({files.cert})", "`pgaasctl apply` of a pair with tls "
                              "makes one.")
-        if store.meta_value(FINGERPRINT_KEY) is not None:
+        if store.meta_value(FINGERPRINT_KEY) is not None and store.managed():  # pairs run its certificates
             raise PgaasError(f"the workspace's CA is gone ({files.cert} is missing) but its pairs' certificates "
                              "come from it", f"Put the CA's files back in {files.cert.parent}, or name them in the "
                              "Workspace's tls.ca_cert and tls.ca_key.")
         authority = Authority.create(f"pgaasctl CA ({files.cert.parent.parent.parent.name or 'workspace'})")
         authority.save(files.cert, files.key, passphrase)
+        # the CA's directory is often inside the spec directory's git repository: its key must never be committed
+        (files.cert.parent / ".gitignore").write_text("# written by pgaasctl: the workspace CA's key, never for git\n*\n")
         store.set_meta_value(FINGERPRINT_KEY, authority.fingerprint)
         return authority
     authority = Authority.load(files.cert, files.key, passphrase)
@@ -73,6 +75,9 @@ def workspace_authority(settings: WorkspaceTls, store: Store, create: bool) -> A
         if create:
             store.set_meta_value(FINGERPRINT_KEY, authority.fingerprint)
     elif recorded != authority.fingerprint:
+        if create and not store.managed():  # no pair runs the old CA's certificates: this one is the CA now
+            store.set_meta_value(FINGERPRINT_KEY, authority.fingerprint)
+            return authority
         raise PgaasError(f"the CA in {files.cert} ({authority.fingerprint[:23]}…) is not the one this workspace's "
                          f"certificates come from ({recorded[:23]}…)", "Put the workspace's own CA back: every "
                          "node's certificate and every client certificate were signed by it.")
