@@ -288,6 +288,7 @@ def forget_destroyed_pairs(work: PlannedWork, store: Store) -> None:
     for pair in work.plan.pairs:
         if not store.managed(pair.pair):
             store.forget_pair(pair.pair)
+            store.forget_certificates(pair.pair)
 
 
 def import_object(desired: DesiredState, path: Path, store: Store, address: str) -> str:

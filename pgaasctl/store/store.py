@@ -671,6 +671,12 @@ class Store:
             "SELECT serial, kind, pair, subject, issued_at, not_after, revoked_at FROM certificates "
             f"{where} ORDER BY issued_at DESC, serial", params)]
 
+    def forget_certificates(self, pair: str) -> None:
+        """A destroyed pair's certificates: gone with its nodes."""
+        if self._monitored("certificates"):
+            self._writing()
+            self._exec("DELETE FROM certificates WHERE pair = ?", (pair,))
+
     def revoke_certificate(self, serial_hex: str, when: str) -> None:
         self._writing()
         self._exec("UPDATE certificates SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL", (when, serial_hex))

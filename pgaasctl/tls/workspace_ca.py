@@ -51,6 +51,11 @@ def _passphrase(settings: WorkspaceTls) -> bytes | None:
     return value.encode()
 
 
+def _in_use(store: Store) -> bool:
+    """Whether certificates of the recorded CA are in use: any not revoked, of a pair not destroyed."""
+    return any(record[6] is None for record in store.certificate_records())
+
+
 def workspace_authority(settings: WorkspaceTls, store: Store, create: bool) -> Authority:
     """The CA; with `create`, made (and its fingerprint recorded) when the workspace has none yet."""
     files = ca_files(settings)
@@ -59,7 +64,7 @@ def workspace_authority(settings: WorkspaceTls, store: Store, create: bool) -> A
         if not create:
             raise PgaasError(f"the workspace has no CA yet ({files.cert})", "`pgaasctl apply` of a pair with tls "
                              "makes one.")
-        if store.meta_value(FINGERPRINT_KEY) is not None and store.managed():  # pairs run its certificates
+        if store.meta_value(FINGERPRINT_KEY) is not None and _in_use(store):
             raise PgaasError(f"the workspace's CA is gone ({files.cert} is missing) but its pairs' certificates "
                              "come from it", f"Put the CA's files back in {files.cert.parent}, or name them in the "
                              "Workspace's tls.ca_cert and tls.ca_key.")
@@ -75,7 +80,7 @@ def workspace_authority(settings: WorkspaceTls, store: Store, create: bool) -> A
         if create:
             store.set_meta_value(FINGERPRINT_KEY, authority.fingerprint)
     elif recorded != authority.fingerprint:
-        if create and not store.managed():  # no pair runs the old CA's certificates: this one is the CA now
+        if create and not _in_use(store):  # no certificate of the old CA is in use: this one is the CA now
             store.set_meta_value(FINGERPRINT_KEY, authority.fingerprint)
             return authority
         raise PgaasError(f"the CA in {files.cert} ({authority.fingerprint[:23]}…) is not the one this workspace's "

@@ -24,7 +24,7 @@ def test_made_once_then_found_and_a_swapped_ca_refused(tmp_path: Path) -> None:
     assert (tmp_path / "state" / "tls" / ".gitignore").read_text().splitlines()[-1] == "*"  # never committed
     assert store.meta_value(FINGERPRINT_KEY) == made.fingerprint
     assert workspace_authority(settings, store, create=False).fingerprint == made.fingerprint
-    store.record("pair.orders", "orders", "pair", "orders", {"provider": "local"})  # a pair runs its certificates
+    store.record_certificate(1, "server", "orders", "orders-a", "2026-01-01T00:00:00+00:00", "2027-01-01T00:00:00+00:00")
     Authority.create("an impostor").save(tmp_path / "state" / "tls" / "ca.crt", tmp_path / "state" / "tls" / "ca.key", None)
     with pytest.raises(PgaasError, match="is not the one this workspace's certificates come from"):
         workspace_authority(settings, store, create=True)
@@ -32,8 +32,8 @@ def test_made_once_then_found_and_a_swapped_ca_refused(tmp_path: Path) -> None:
         (tmp_path / "state" / "tls" / name).unlink()
     with pytest.raises(PgaasError, match="CA is gone"):
         workspace_authority(settings, store, create=True)  # never a new CA behind the pairs' backs
-    store.forget("pair.orders")
-    assert workspace_authority(settings, store, create=True).fingerprint != made.fingerprint  # no pair needs the old
+    store.forget_certificates("orders")  # what a destroy of the pair does
+    assert workspace_authority(settings, store, create=True).fingerprint != made.fingerprint  # nothing needs the old
     store.close()
 
 
