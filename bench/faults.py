@@ -44,6 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Failure, LocalBench, machine, print_done  # noqa: E402
 from bench.failover import TABLE, Writer  # noqa: E402
+from tests.support.local_pair import signal_all  # noqa: E402
 
 SUBNET = "10.213.250.0/24"
 VIP = "10.213.250.200"
@@ -281,14 +282,6 @@ def count_lost(pair: Pair, primary: str, writers: list[Writer]) -> int:
                          autocommit=True) as conn:
         present = {r[0] for r in conn.execute(f"SELECT n FROM {TABLE} WHERE n = ANY(%s)", (acked,)).fetchall()}
     return len(set(acked) - present)
-
-
-def signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass  # a short-lived process that ended meanwhile
 
 
 def inject(pair: Pair, fault: str, old: str, new: str, hold: float) -> float | None:

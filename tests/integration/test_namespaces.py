@@ -26,6 +26,7 @@ from tests.support.local_pair import (
     namespace_leftovers,
     no_traceback,
     processes_mentioning,
+    signal_all,
     wait_until,
 )
 
@@ -274,14 +275,6 @@ def test_a_witness_removed_from_the_spec_is_unregistered_and_its_host_removed(vp
     assert data["degraded"] is False and "vp-w" not in {n["name"] for n in data["nodes"]}
 
 
-def _signal_all(pids: list[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass  # a short-lived process (the guard's psql) that ended meanwhile
-
-
 def test_a_hung_primary_node_is_failed_over_and_fenced_when_it_resumes(vp: LocalPair) -> None:
     """SIGSTOP of every process of the primary's node (PostgreSQL, repmgrd, the guard, keepalived, sshd)."""
     old = vp.primary()
@@ -290,14 +283,14 @@ def test_a_hung_primary_node_is_failed_over_and_fenced_when_it_resumes(vp: Local
                                              text=True, check=True).stdout.split()]
     with Writer(_uri(vp, "--virtual-ip"), vp.admin_password, VIP_TABLE) as by_vip:
         by_vip.wait_for_more(10, timeout=20)
-        _signal_all(frozen, signal.SIGSTOP)
+        signal_all(frozen, signal.SIGSTOP)
         try:
             started = time.monotonic()
             vp.wait_primary(new, timeout=30)
             promoted = time.monotonic() - started
             by_vip.wait_for_more(10, timeout=30)  # through the virtual IP, on the new primary
         finally:
-            _signal_all(frozen, signal.SIGCONT)
+            signal_all(frozen, signal.SIGCONT)
         resumed = time.monotonic()
         wait_until(lambda: vp.role_of(old) != "primary", 10, f"the guard to fence {old}", interval=0.02)
         fenced = time.monotonic() - resumed
@@ -324,15 +317,15 @@ def test_a_repmgrd_stuck_on_a_hung_primary_is_replaced_by_the_guards_watchdog(vp
     with Writer(_uri(vp, "--virtual-ip"), vp.admin_password, VIP_TABLE) as by_vip:
         by_vip.wait_for_more(10, timeout=20)
         os.kill(stuck, signal.SIGSTOP)
-        _signal_all(frozen, signal.SIGSTOP)
+        signal_all(frozen, signal.SIGSTOP)
         try:
             started = time.monotonic()
             vp.wait_primary(new, timeout=30)
             promoted = time.monotonic() - started
             by_vip.wait_for_more(10, timeout=30)
         finally:
-            _signal_all(frozen, signal.SIGCONT)
-            _signal_all([stuck], signal.SIGCONT)
+            signal_all(frozen, signal.SIGCONT)
+            signal_all([stuck], signal.SIGCONT)
         wait_until(lambda: vp.role_of(old) != "primary", 10, f"the guard to fence {old}", interval=0.02)
     guard_log = (vp.node_dir(new) / "log" / "guard.log").read_text()
     assert "repmgrd is stuck; promoting this node in its place" in guard_log and "watchdog: promoted" in guard_log

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.support.local_pair import Lab, LocalPair, Writer, alive, no_traceback, wait_until
+from tests.support.local_pair import Lab, LocalPair, Writer, alive, no_traceback, signal_all, wait_until
 
 TABLE = "ledger"
 
@@ -272,16 +272,6 @@ def test_switchover_swaps_roles_without_losing_a_commit(fo: LocalPair) -> None:
     assert {n["name"]: (n["role"], n["repmgrd"]) for n in status["nodes"]} == {new: ("primary", True), old: ("standby", True)}
 
 
-def _send(pids: list[int], sig: signal.Signals) -> None:
-    """`sig` to each process still there: a backend may end between pgrep and the signal (a short session of the
-    guard's or the agent's), and there is nothing to freeze or wake in it then."""
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
 def test_apply_never_touches_a_frozen_old_primary(fo: LocalPair) -> None:
     """Every process of the primary stopped with SIGSTOP: repmgrd fails over; apply must not write standby.signal
     into, stop or rewind the frozen server's data directory."""
@@ -290,7 +280,7 @@ def test_apply_never_touches_a_frozen_old_primary(fo: LocalPair) -> None:
     postmaster = fo.postmaster_pid(old)
     frozen = [postmaster, *(int(p) for p in subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
                                                             text=True, check=False).stdout.split())]
-    _send(frozen, signal.SIGSTOP)
+    signal_all(frozen, signal.SIGSTOP)
     try:
         fo.wait_promoted(new, timeout=60)
         applied = fo.ws.apply()
@@ -299,7 +289,7 @@ def test_apply_never_touches_a_frozen_old_primary(fo: LocalPair) -> None:
         assert f"postmaster pid {postmaster}) is frozen" in applied.flat and "kill -CONT" in applied.flat, applied.output
         assert not (fo.node_dir(old) / "data" / "standby.signal").exists()
     finally:
-        _send(frozen, signal.SIGCONT)
+        signal_all(frozen, signal.SIGCONT)
     # resumed, it is a stale primary: stopping it lets apply rejoin it onto the new one
     fo.stop_postgres(old)
     _assert_made_whole(fo, old, new)
@@ -315,7 +305,7 @@ def test_status_tells_stalled_commits_and_failover_off(fo: LocalPair) -> None:
     postmaster = fo.postmaster_pid(standby)
     frozen = [postmaster, *(int(p) for p in subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True,
                                                             text=True, check=False).stdout.split())]
-    _send(frozen, signal.SIGSTOP)
+    signal_all(frozen, signal.SIGSTOP)
     writer = threading.Thread(target=lambda: fo.execute(primary, f"INSERT INTO {TABLE} (n) VALUES (7)"), daemon=True)
     try:
         writer.start()
@@ -324,7 +314,7 @@ def test_status_tells_stalled_commits_and_failover_off(fo: LocalPair) -> None:
         assert "1 commit(s) waiting for the synchronous standby" in stalled
         assert fo.ws.run("status", str(fo.ws.specs)).exit_code == 2
     finally:
-        _send(frozen, signal.SIGCONT)
+        signal_all(frozen, signal.SIGCONT)
     writer.join(timeout=20)
     assert not writer.is_alive()
 

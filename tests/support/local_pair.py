@@ -124,6 +124,16 @@ def processes_mentioning(text: str) -> dict[int, str]:
     return found
 
 
+def signal_all(pids: list[int], sig: int) -> None:
+    """`sig` to each process still there: a short-lived one (a session of the guard's or the agent's) may end
+    between listing it and the signal, and there is nothing to freeze or wake in it then."""
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 def kill_processes_mentioning(text: str, timeout: float = 10.0) -> None:
     """SIGKILL, by pid, every process whose command line contains `text` (a lab directory), and wait."""
     for pid in processes_mentioning(text):
