@@ -332,14 +332,14 @@ class Bootstrap:
     admin_password: str
     push: PushTarget | None = None  # where repmgr's events go (the agent), if the workspace says
     tls: NodeTls | None = None  # the pair's TLS: certificates, pg_hba rules, sslmode of repmgr and replication
-    clients: list[str] = field(default_factory=list)  # networks pg_hba lets in (empty: the node's own network)
+    clients: list[str] = field(default_factory=list)  # networks pg_hba lets in besides the node's own
     subnet: str = ""  # the workspace's namespace subnet: a namespace node's own network
 
     def _networks(self, host: Host) -> list[str]:
-        """Where clients may connect from: the pair's `clients`, else the node's own network."""
-        if self.clients:
-            return self.clients
-        return [self.subnet] if host.namespace and self.subnet else ["127.0.0.0/8"]
+        """Where clients may connect from: the node's own network (its peers, the witness and pgaasctl are there:
+        never left out, or replication stops), and the pair's `clients`."""
+        own = self.subnet if host.namespace and self.subnet else "127.0.0.0/8"
+        return [own, *(n for n in self.clients if n != own)]
 
     def _pg_hba(self, host: Host) -> str:
         return pg_hba(self.tls.settings if self.tls else None, self.tls.certificate_roles if self.tls else [],

@@ -326,9 +326,9 @@ class LocalPairSpec(PairSpecBase):
     tls: PairTls = Field(default_factory=PairTls, description="TLS: server certificates from the workspace CA, "
                          "hostssl rules, verified replication; client certificates.")
     clients: list[ClientNetwork] = Field(
-        default_factory=list, description="The networks clients may connect from (pg_hba), e.g. [10.20.0.0/16]. "
-        "Empty: the pair's own network alone (the workspace subnet on the namespace network, 127.0.0.0/8 on "
-        "loopback). Every address only if you write 0.0.0.0/0.")
+        default_factory=list, description="Networks clients may connect from (pg_hba), e.g. [10.20.0.0/16], besides "
+        "the pair's own network, which is always let in (the workspace subnet on the namespace network, 127.0.0.0/8 "
+        "on loopback: the nodes, the witness and pgaasctl are there). Every address only if you write 0.0.0.0/0.")
 
     @model_validator(mode="after")
     def _witness_is_not_a_node(self) -> LocalPairSpec:
