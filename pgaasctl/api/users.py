@@ -80,20 +80,20 @@ def user(store: Store, name: str) -> User | None:
     return None if record is None else User(name=record[0], role=record[1], disabled=record[2], created_at=record[4])
 
 
-def disable_user(store: Store, name: str) -> User:
+def _set_disabled(store: Store, name: str, disabled: bool) -> User:
     found = user(store, name)
     if found is None:
         raise PgaasError(f"there is no user {name!r}", "`pgaasctl user list` shows the users.")
-    store.set_user_disabled(name, True)
-    return found.model_copy(update={"disabled": True})
+    store.set_user_disabled(name, disabled)
+    return found.model_copy(update={"disabled": disabled})
+
+
+def disable_user(store: Store, name: str) -> User:
+    return _set_disabled(store, name, True)
 
 
 def enable_user(store: Store, name: str) -> User:
-    found = user(store, name)
-    if found is None:
-        raise PgaasError(f"there is no user {name!r}", "`pgaasctl user list` shows the users.")
-    store.set_user_disabled(name, False)
-    return found.model_copy(update={"disabled": False})
+    return _set_disabled(store, name, False)
 
 
 def reset_password(store: Store, name: str) -> str:

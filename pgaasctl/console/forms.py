@@ -129,10 +129,15 @@ async def _preview_or_apply(page: Page, form: dict[str, str], template: str, met
 
 # ---------------------------------------------------------------- change or delete a database
 
+async def _database_of(page: Page, pair: str, name: str) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The database's API path, its pair and itself, as the signed-in user reads them."""
+    path = f"/v1/pairs/{segment(pair)}/databases/{segment(name)}"
+    return path, await page.api.get(f"/v1/pairs/{segment(pair)}"), await page.api.get(path)
+
+
 @router.get("/pairs/{pair}/databases/{name}/change", response_class=HTMLResponse)
 async def change_database_form(page: SignedIn, pair: str, name: str) -> Response:
-    detail = await page.api.get(f"/v1/pairs/{segment(pair)}")
-    database = await page.api.get(f"/v1/pairs/{segment(pair)}/databases/{segment(name)}")
+    _, detail, database = await _database_of(page, pair, name)
     return page.render("database_form.html", section="overview", pair=detail, database=database, creating=False,
                        form=form_of(database), errors={}, plan=None)
 
@@ -141,9 +146,7 @@ async def change_database_form(page: SignedIn, pair: str, name: str) -> Response
 async def change_database(request: Request, pair: str, name: str) -> Response:
     form = await check_csrf(request)
     page = await signed_in(request)
-    detail = await page.api.get(f"/v1/pairs/{segment(pair)}")
-    database = await page.api.get(f"/v1/pairs/{segment(pair)}/databases/{segment(name)}")
-    path = f"/v1/pairs/{segment(pair)}/databases/{segment(name)}"
+    path, detail, database = await _database_of(page, pair, name)
     return await _preview_or_apply(page, form, "database_form.html", "PATCH", path, pair=detail,
                                    database=database, creating=False)
 
@@ -153,9 +156,7 @@ async def delete_database(request: Request, pair: str, name: str) -> Response:
     """Deleting needs the database's name typed again; planned first, then applied once confirmed."""
     form = await check_csrf(request)
     page = await signed_in(request)
-    detail = await page.api.get(f"/v1/pairs/{segment(pair)}")
-    database = await page.api.get(f"/v1/pairs/{segment(pair)}/databases/{segment(name)}")
-    path = f"/v1/pairs/{segment(pair)}/databases/{segment(name)}"
+    path, detail, database = await _database_of(page, pair, name)
     values = {"pair": detail, "database": database}
     if form.get("confirm_name") != name:
         return page.render("database_delete.html", section="overview", errors={
