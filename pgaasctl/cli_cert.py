@@ -67,7 +67,7 @@ def cert_revoke(serial: Annotated[str | None, typer.Option("--serial", help="The
                 path: PathArg = workspace.DEFAULT_SPECS, store: StoreOpt = None) -> None:
     """Revoke certificates: they go into the revocation list, which every node of the workspace's pairs with TLS
     loads at once (a reload)."""
-    from pgaasctl.spec.models import LocalPairSpec
+    from pgaasctl.spec.models import CreatedPairSpec
     from pgaasctl.tls.certificates import revoke
 
     def action() -> tuple[list[str], list[str], list[str]]:
@@ -77,7 +77,7 @@ def cert_revoke(serial: Annotated[str | None, typer.Option("--serial", help="The
         pushed, missed = [], []
         for name, declared in sorted(loaded.desired.pairs.items()):
             spec = declared.doc.spec
-            if not isinstance(spec, LocalPairSpec) or spec.tls.mode == "disable":
+            if not isinstance(spec, CreatedPairSpec) or spec.tls.mode == "disable":
                 continue
             try:
                 done = workspace.renew_certificates(loaded.desired, st, name, crl_only=True)

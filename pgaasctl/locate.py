@@ -60,6 +60,9 @@ class WorkspaceLocation:
         source = f"Workspace document {self.workspace_file}" if self._declares("local_dir") else f"default, root {self.root}"
         return Setting(str(_absolute(self.spec.local_dir, self.root)), source)
 
+    def cloud_dir(self) -> Path:
+        return _absolute(self.spec.cloud_dir, self.root)
+
     def _declares(self, field: str) -> bool:
         return self.workspace_file is not None and field in self.spec.model_fields_set
 

@@ -188,9 +188,10 @@ def _failover_off(pair: str, nodes: list[NodeStatus]) -> list[str]:
 def _virtual_ip(pair: DesiredPair, provider: object, nodes: list[NodeStatus]) -> list[str]:
     """Marks the node holding the pair's virtual IP; degraded when the primary does not hold it."""
     vip = getattr(pair.doc.spec, "virtual_ip", None)
-    if vip is None or not isinstance(provider, LocalProvider):
+    holder_of = getattr(provider, "virtual_ip_holder", None)
+    if vip is None or holder_of is None:
         return []
-    holder = provider.virtual_ip_holder(pair.doc)
+    holder = holder_of(pair.doc)
     data_nodes = {n.name for n in pair.doc.spec.nodes}
     for node in nodes:
         if node.name in data_nodes:  # the witness never holds it

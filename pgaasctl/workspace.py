@@ -43,7 +43,7 @@ from pgaasctl.plan.planfile import check_still_valid
 from pgaasctl.live.topology import probe_pair
 from pgaasctl.locate import WorkspaceLocation, locate
 from pgaasctl.spec.desired import DesiredPair, DesiredState, load_desired
-from pgaasctl.spec.models import LocalPairSpec
+from pgaasctl.spec.models import CreatedPairSpec
 from pgaasctl.store import Store, StoreMissing, open_store
 from pgaasctl.store.store import OpenMode
 
@@ -85,7 +85,8 @@ def load(path: Path) -> LoadedWorkspace:
     location = locate(path)
     desired = load_desired(location.spec_dir)
     desired.workspace = desired.workspace.model_copy(update={
-        "local_dir": location.local_dir().value, "tls": resolved(desired.workspace.tls, location.root)})
+        "local_dir": location.local_dir().value, "tls": resolved(desired.workspace.tls, location.root),
+        "cloud_dir": str(location.cloud_dir())})
     part: list[str] | None = None
     if location.part is not None:
         inside = [d for d in desired.documents
@@ -207,7 +208,7 @@ def _record_failover(store: Store, live: LivePair) -> None:
     address = f"pair.{live.plan.pair}"
     managed = store.managed(live.plan.pair).get(address)
     spec = live.inputs.pair.doc.spec
-    if managed is not None and isinstance(spec, LocalPairSpec):
+    if managed is not None and isinstance(spec, CreatedPairSpec):
         store.record(address, live.plan.pair, "pair", live.plan.pair,
                      {**{k: v for k, v in managed.attributes.items() if k not in ("tls", "clients")},
                       **({"clients": [str(n) for n in spec.clients]} if spec.clients else {}),
@@ -438,9 +439,9 @@ def renew_certificates(desired: DesiredState, store: Store, pair_name: str, crl_
     inputs = _repmgr_pair(desired, store, pair_name, "install certificates there", "Give its nodes `ssh:` settings.")
     spec = inputs.pair.doc.spec
     managed = store.managed(pair_name).get(f"pair.{pair_name}")
-    if not isinstance(spec, LocalPairSpec) or managed is None:
+    if not isinstance(spec, CreatedPairSpec) or managed is None:
         raise PgaasError(f"pair {pair_name!r} has no certificates pgaasctl issued", "Only pairs pgaasctl creates "
-                         "(provider local) get them, at their `pgaasctl apply`.")
+                         "(providers local, openstack and gcp) get them, at their `pgaasctl apply`.")
     done: list[str] = []
     with store.locked(pair_name, "cert rotate", desired.workspace.lock_timeout), \
             recorded(store, pair_name, "cert rotate" if not crl_only else "cert revoke") as recording:

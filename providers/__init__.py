@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pgaasctl.spec.models import ExistingPairSpec, LocalPairSpec, PairDoc, WorkspaceSpec
 from pgaasctl.store import Store
-from providers.base import Host, HostLayout, Provider
+from providers.base import CreatingProvider, Host, HostLayout, Provider
 from providers.existing import ExistingProvider
 from providers.local import LocalProvider
 
@@ -18,4 +18,4 @@ def provider_for(pair: PairDoc, workspace: WorkspaceSpec, store: Store, spec_dir
     return ExistingProvider(spec_dir)
 
 
-__all__ = ["ExistingProvider", "Host", "HostLayout", "LocalProvider", "Provider", "provider_for"]
+__all__ = ["CreatingProvider", "ExistingProvider", "Host", "HostLayout", "LocalProvider", "Provider", "provider_for"]

@@ -47,6 +47,15 @@ class Host(BaseModel):
     # lies with another one), "stopped", "unwanted" (runs, but the spec has no virtual IP); None: nothing to do
     virtual_ip_state: str | None = None
     witness: bool = False  # the pair's repmgr witness, not a data node
+    own_network: str | None = None  # the network the node, its peers and pgaasctl share (pg_hba always lets it in)
+    cloud: str | None = None  # openstack or gcp: a server pgaasctl made in a cloud
+    reach: str | None = None  # where pgaasctl connects (SSH, SQL) when not `address` (a floating IP)
+    zone: str | None = None  # the cloud zone the server is in
+
+    @property
+    def connect_address(self) -> str:
+        """Where pgaasctl itself reaches the node; peers and replication use `address`."""
+        return self.reach or self.address
 
     @property
     def label(self) -> str:
@@ -79,4 +88,25 @@ class Provider(Protocol):
 
     def remove_host(self, pair: PairDoc, node: str) -> None:
         """Stop and remove one node's host (a node removed from the spec); nothing for hosts it did not make."""
+        ...
+
+
+class CreatingProvider(Provider, Protocol):
+    """A provider that makes its pairs' hosts (local, the clouds): pgaasctl owns everything on them."""
+
+    def admin_password(self, pair: str, create: bool = False) -> str | None:
+        """The superuser password pgaasctl generated for the pair (kept beside the pair's key, never in the store)."""
+        ...
+
+    def witness_host(self, pair: PairDoc) -> Host | None:
+        ...
+
+    def start_virtual_ip(self, pair: PairDoc, node: str) -> None:
+        ...
+
+    def stop_virtual_ip(self, pair: PairDoc, node: str) -> None:
+        ...
+
+    def virtual_ip_holder(self, pair: PairDoc) -> str | None:
+        """The node holding the pair's virtual IP now (None: nobody, or the provider cannot tell)."""
         ...

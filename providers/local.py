@@ -254,6 +254,7 @@ class LocalProvider:
             ssh_user=self.os_user, key_file=str(self.key_file(pair)), repmgr_conf=layout.repmgr_conf, bin_dir=PG_BIN,
             layout=layout, exists=exists, running=exists and self._sshd_running(pair, node),
             namespace=self.namespace_of(address),
+            own_network=str(self.net.subnet) if self.in_namespace(address) else "127.0.0.0/8",
         )
 
     def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:

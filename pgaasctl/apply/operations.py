@@ -13,9 +13,8 @@ from pgaasctl.live.discovery import primary_timeline
 from pgaasctl.live.topology import history_listing, rewinding_newer, timeline_of_history
 from pgaasctl.plan.build import PairInputs
 from pgaasctl.plan.model import HostOperation
-from pgaasctl.spec.models import FailoverSettings, LocalPairSpec
+from pgaasctl.spec.models import CreatedPairSpec, FailoverSettings
 from providers.base import Host
-from providers.local import LocalProvider
 
 OperationCallback = Callable[[str, HostOperation, str], None]  # (pair, operation, "start" | "done")
 
@@ -29,14 +28,13 @@ class HostOperator:
         self.on_progress = on_progress or (lambda pair, op, status: None)
         spec = inputs.pair.doc.spec
         admin_password = ""
-        if isinstance(inputs.provider, LocalProvider):
-            admin_password = inputs.provider.admin_password(inputs.pair.name, create=True) or ""
-        failover = spec.failover if isinstance(spec, LocalPairSpec) else None
+        failover = None
+        if isinstance(spec, CreatedPairSpec):
+            admin_password = inputs.creator.admin_password(inputs.pair.name, create=True) or ""
+            failover = spec.failover
         self.bootstrap = Bootstrap(ssh=ssh, failover=failover or FailoverSettings(), admin_password=admin_password,
                                    push=inputs.push, tls=inputs.node_tls(),
-                                   clients=[str(n) for n in getattr(spec, "clients", [])],
-                                   subnet=str(inputs.provider.net.subnet) if isinstance(inputs.provider, LocalProvider)
-                                   else "")
+                                   clients=[str(n) for n in getattr(spec, "clients", [])])
         self._destroyed = False
         self._ids: dict[str, int] = {}
 
@@ -96,9 +94,9 @@ class HostOperator:
         elif op.kind == "start_repmgrd":
             self.bootstrap.start_repmgrd(self._host(op.node))
         elif op.kind == "start_keepalived":
-            provider.start_virtual_ip(doc, op.node)  # type: ignore[attr-defined]  (only local hosts ask for it)
+            self.inputs.creator.start_virtual_ip(doc, op.node)
         elif op.kind == "stop_keepalived":
-            provider.stop_virtual_ip(doc, op.node)  # type: ignore[attr-defined]
+            self.inputs.creator.stop_virtual_ip(doc, op.node)
         elif op.kind == "init_witness":
             primary_host = self._host(op.peer or "")
             self.bootstrap.create_witness(self._host(op.node), self._node_id(op.node), primary_host,

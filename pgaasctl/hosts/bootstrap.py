@@ -51,7 +51,7 @@ class RewindFailed(PgaasError):
 
 def target_of(host: Host) -> SshTarget:
     assert host.ssh_port is not None and host.ssh_user and host.key_file
-    return SshTarget(host=host.address, port=host.ssh_port, user=host.ssh_user, key_file=host.key_file,
+    return SshTarget(host=host.connect_address, port=host.ssh_port, user=host.ssh_user, key_file=host.key_file,
                      label=f"node {host.node} of pair {host.pair} ({host.address})")
 
 
@@ -107,7 +107,7 @@ def postgresql_conf(host: Host, layout: HostLayout, tls: bool = False) -> str:
         "hba_file": _q(f"{layout.config_dir}/pg_hba.conf"),
         "ident_file": _q(f"{layout.config_dir}/pg_ident.conf"),
         # a node in its own network namespace listens on all of its addresses: its own and the virtual IP
-        "listen_addresses": _q("*" if host.namespace else host.address),
+        "listen_addresses": _q("*" if host.namespace or host.cloud else host.address),
         "port": str(host.pg_port),
         "unix_socket_directories": _q(layout.socket_dir),
         "unix_socket_permissions": "0700",  # local connections are trusted: the server's OS user alone
@@ -333,12 +333,11 @@ class Bootstrap:
     push: PushTarget | None = None  # where repmgr's events go (the agent), if the workspace says
     tls: NodeTls | None = None  # the pair's TLS: certificates, pg_hba rules, sslmode of repmgr and replication
     clients: list[str] = field(default_factory=list)  # networks pg_hba lets in besides the node's own
-    subnet: str = ""  # the workspace's namespace subnet: a namespace node's own network
 
     def _networks(self, host: Host) -> list[str]:
         """Where clients may connect from: the node's own network (its peers, the witness and pgaasctl are there:
         never left out, or replication stops), and the pair's `clients`."""
-        own = self.subnet if host.namespace and self.subnet else "127.0.0.0/8"
+        own = host.own_network or "127.0.0.0/8"
         return [own, *(n for n in self.clients if n != own)]
 
     def _pg_hba(self, host: Host) -> str:

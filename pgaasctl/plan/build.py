@@ -39,7 +39,7 @@ from pgaasctl.spec.models import (
     DatabaseSpec,
     ExistingPairSpec,
     GrantSpec,
-    LocalPairSpec,
+    CreatedPairSpec,
     RoleSpec,
     WorkspaceSpec,
 )
@@ -47,7 +47,7 @@ from pgaasctl.store import ManagedObject, Store
 from pgaasctl.tls.certificates import expiry_warnings
 from pgaasctl.tls.node_files import NodeTls
 from pgaasctl.tls.workspace_ca import admin_sslmode, node_tls
-from providers import LocalProvider, provider_for
+from providers import CreatingProvider, provider_for
 from providers.base import Host, Provider
 
 
@@ -72,7 +72,14 @@ class PairInputs:
 
     @property
     def can_create(self) -> bool:
-        return isinstance(self.pair.doc.spec, LocalPairSpec)
+        return isinstance(self.pair.doc.spec, CreatedPairSpec)
+
+    @property
+    def creator(self) -> CreatingProvider:
+        """The provider of a pair pgaasctl creates (local or a cloud)."""
+        if not self.can_create:
+            raise PgaasError(f"pair {self.pair.name!r}: provider {self.pair.doc.spec.provider} does not create hosts")
+        return self.provider  # type: ignore[return-value]
 
     @property
     def synchronous(self) -> bool:
@@ -80,8 +87,7 @@ class PairInputs:
 
     def witness_host(self) -> Host | None:
         """The pair's repmgr witness host, if the spec declares one."""
-        witness_host = getattr(self.provider, "witness_host", None)
-        return witness_host(self.pair.doc) if witness_host is not None else None
+        return self.creator.witness_host(self.pair.doc) if self.can_create else None
 
     def topology(self, ssh: SshSessions) -> Topology:
         """Discovery of a repmgr pair over SSH (and SQL), with the host operations it needs."""
@@ -128,30 +134,30 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
                 pair.name, node, spec_dir, host=by_name[node.name].address, port=by_name[node.name].pg_port
             )
     else:
-        assert isinstance(provider, LocalProvider)
-        password = provider.admin_password(pair.name)
+        assert isinstance(spec, CreatedPairSpec)
+        password = provider.admin_password(pair.name)  # type: ignore[attr-defined]
         managed = store.managed(pair.name).get(f"pair.{pair.name}")
         sslmode, sslrootcert = admin_sslmode(managed.attributes.get("tls") if managed else None, workspace.tls)
         for host in hosts:
             if host.exists and password is not None:
                 addresses[host.node] = NodeAddress(
-                    pair=pair.name, name=host.node, host=host.address, port=host.pg_port, user=LOCAL_ADMIN_USER,
+                    pair=pair.name, name=host.node, host=host.connect_address, port=host.pg_port, user=LOCAL_ADMIN_USER,
                     password=SecretStr(password), admin_database="postgres", sslmode=sslmode,
                     connect_timeout=spec.failover.connect_timeout, sslrootcert=sslrootcert,
                 )
     undeclared = provider.undeclared_hosts(pair.doc)
     for host in undeclared:
-        if host.exists and isinstance(spec, LocalPairSpec) and password is not None:
+        if host.exists and isinstance(spec, CreatedPairSpec) and password is not None:
             addresses[host.node] = NodeAddress(
-                pair=pair.name, name=host.node, host=host.address, port=host.pg_port, user=LOCAL_ADMIN_USER,
+                pair=pair.name, name=host.node, host=host.connect_address, port=host.pg_port, user=LOCAL_ADMIN_USER,
                 password=SecretStr(password), admin_database="postgres", sslmode="prefer",
                 connect_timeout=spec.failover.connect_timeout,
             )
     passwords = role_passwords(pair) if role_secrets else {}
-    push = push_target(workspace.monitoring.agent_url, store.plan_key(), pair.name) if isinstance(spec, LocalPairSpec) else None
+    push = push_target(workspace.monitoring.agent_url, store.plan_key(), pair.name) if isinstance(spec, CreatedPairSpec) else None
     inputs = PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=passwords,
                         recorded_ids=store.node_ids(pair.name), undeclared=undeclared, push=push)
-    if isinstance(spec, LocalPairSpec):
+    if isinstance(spec, CreatedPairSpec):
         vip = str(spec.virtual_ip) if spec.virtual_ip is not None else None
         inputs.node_tls = lambda: node_tls(workspace.tls, store, pair.name, spec.tls, vip, certificate_roles(pair))
     return inputs
@@ -365,7 +371,7 @@ def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology
     rewrite repmgr.conf (and the start and promote scripts) and restart repmgrd everywhere."""
     spec = inputs.pair.doc.spec
     managed = store.managed(inputs.pair.name).get(f"pair.{inputs.pair.name}")
-    if not isinstance(spec, LocalPairSpec) or managed is None:
+    if not isinstance(spec, CreatedPairSpec) or managed is None:
         return []
     tls = diff.tls_record(spec, certificate_roles(inputs.pair))
     if managed.attributes.get("failover") == spec.failover.model_dump() and \

@@ -23,7 +23,7 @@ from pgaasctl.spec.models import (
     DatabaseSpec,
     ExistingPairSpec,
     GrantSpec,
-    LocalPairSpec,
+    CreatedPairSpec,
     RoleSpec,
     SchemaGrant,
     SettingValue,
@@ -148,7 +148,7 @@ def _object_settings(ctx: PairContext, address: str, kind: str, name: str, desir
 
 # ---------------------------------------------------------------- pair
 
-def diff_pair(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec | None, address: str, deleting: bool = False) -> Change | None:
+def diff_pair(ctx: PairContext, spec: ExistingPairSpec | CreatedPairSpec | None, address: str, deleting: bool = False) -> Change | None:
     managed = address in ctx.managed
     if deleting or spec is None:
         if not managed:
@@ -214,15 +214,15 @@ def diff_pair(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec | None, a
     return result
 
 
-def pair_traits(spec: ExistingPairSpec | LocalPairSpec) -> settings_rules.PairTraits:
+def pair_traits(spec: ExistingPairSpec | CreatedPairSpec) -> settings_rules.PairTraits:
     """Who owns what on this pair: pgaasctl created it (local), drives repmgr on it (SSH), how many nodes."""
-    created = isinstance(spec, LocalPairSpec)
+    created = isinstance(spec, CreatedPairSpec)
     repmgr = created or all(node.ssh is not None for node in spec.nodes)  # type: ignore[union-attr]
     return settings_rules.PairTraits(created=created, repmgr=repmgr, nodes=len(spec.nodes),
                                      synchronous=spec.replication == "synchronous")
 
 
-def _pair_settings(ctx: PairContext, spec: ExistingPairSpec | LocalPairSpec, traits: settings_rules.PairTraits,
+def _pair_settings(ctx: PairContext, spec: ExistingPairSpec | CreatedPairSpec, traits: settings_rules.PairTraits,
                    address: str) -> dict[str, SettingValue]:
     """The spec's server settings, less the parameters replication owns (each a plan error with its reason),
     with repmgr kept in shared_preload_libraries and synchronous_standby_names as the pair's replication says."""
@@ -277,14 +277,14 @@ def _pending_warning(pair: str, traits: settings_rules.PairTraits, address: str,
     return f"{address}: {what} takes effect only after a restart (the primary runs {running}); {how}"
 
 
-def tls_record(spec: ExistingPairSpec | LocalPairSpec, certificate_roles: list[str]) -> dict[str, Any] | None:
+def tls_record(spec: ExistingPairSpec | CreatedPairSpec, certificate_roles: list[str]) -> dict[str, Any] | None:
     """What a pair's nodes were set up with for TLS (None: nothing); a change of it reconfigures them (a reload)."""
-    if not isinstance(spec, LocalPairSpec) or spec.tls.mode == "disable":
+    if not isinstance(spec, CreatedPairSpec) or spec.tls.mode == "disable":
         return None
     return {**spec.tls.model_dump(), **({"certificate_roles": sorted(certificate_roles)} if certificate_roles else {})}
 
 
-def pair_record(spec: ExistingPairSpec | LocalPairSpec, node_files: int | str = NODE_FILES_VERSION,
+def pair_record(spec: ExistingPairSpec | CreatedPairSpec, node_files: int | str = NODE_FILES_VERSION,
                 certificate_roles: list[str] | None = None) -> dict[str, Any]:
     record: dict[str, Any] = {
         "provider": spec.provider,
@@ -293,7 +293,7 @@ def pair_record(spec: ExistingPairSpec | LocalPairSpec, node_files: int | str = 
     }
     if spec.statements:  # only when on: records of pairs from before the option stay as they were
         record["statements"] = True
-    if isinstance(spec, LocalPairSpec):
+    if isinstance(spec, CreatedPairSpec):
         record["failover"] = spec.failover.model_dump()
         record["node_files"] = node_files
         if spec.clients:  # only when given: records of pairs from before stay as they were

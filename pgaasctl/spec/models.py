@@ -311,29 +311,28 @@ class ExistingPairSpec(PairSpecBase):
         description="The nodes: a primary and a standby; one is allowed but is not fault tolerant.")
 
 
-class LocalPairSpec(PairSpecBase):
-    """A pair pgaasctl creates on this machine, replicating with repmgr and failing over by itself."""
+class CreatedPairSpec(PairSpecBase):
+    """What every pair pgaasctl creates shares, whatever makes its hosts: repmgr, failover, a witness, a virtual IP,
+    TLS and the networks clients come from."""
 
-    provider: Literal["local"] = Field(description="`local`: loopback addresses on this machine, each with sshd and PostgreSQL.")
-    nodes: Annotated[list[LocalNode], AfterValidator(_one_or_two_nodes)] = Field(
-        description="The nodes: a primary and a standby; one is allowed but is not fault tolerant.")
     failover: FailoverSettings = Field(default_factory=FailoverSettings, description="repmgrd settings.")
-    witness: LocalWitness | None = Field(None, description="A repmgr witness on a third host, the tie-breaker "
-                                          "in a network partition.")
     virtual_ip: IPv4Address | None = Field(
-        None, description="An address in the workspace subnet that follows the primary (keepalived); needs the "
-        "namespace network (pgaasctl run as root).")
+        None, description="An address that follows the primary. local: in the workspace subnet (keepalived; needs the "
+        "namespace network, pgaasctl run as root). openstack: free in the network's subnet (a reserved Neutron port, "
+        "keepalived). gcp: free in the subnet (an internal load balancer whose health check passes on the primary).")
     tls: PairTls = Field(default_factory=PairTls, description="TLS: server certificates from the workspace CA, "
                          "hostssl rules, verified replication; client certificates.")
     clients: list[ClientNetwork] = Field(
         default_factory=list, description="Networks clients may connect from (pg_hba), e.g. [10.20.0.0/16], besides "
-        "the pair's own network, which is always let in (the workspace subnet on the namespace network, 127.0.0.0/8 "
-        "on loopback: the nodes, the witness and pgaasctl are there). Every address only if you write 0.0.0.0/0.")
+        "the pair's own network, which is always let in (local: the workspace subnet on the namespace network, "
+        "127.0.0.0/8 on loopback; clouds: the subnets of the nodes: the nodes, the witness and pgaasctl are there). "
+        "Every address only if you write 0.0.0.0/0.")
 
     @model_validator(mode="after")
-    def _witness_is_not_a_node(self) -> LocalPairSpec:
-        if self.witness is not None and self.witness.name in {n.name for n in self.nodes}:
-            raise ValueError(f"the witness {self.witness.name!r} has the name of a node; give it its own")
+    def _witness_is_not_a_node(self) -> CreatedPairSpec:
+        witness = getattr(self, "witness", None)
+        if witness is not None and witness.name in {n.name for n in self.nodes}:  # type: ignore[attr-defined]
+            raise ValueError(f"the witness {witness.name!r} has the name of a node; give it its own")
         return self
 
     @field_validator("virtual_ip", mode="before")
@@ -344,7 +343,160 @@ class LocalPairSpec(PairSpecBase):
         return value
 
 
-PairSpec = Annotated[ExistingPairSpec | LocalPairSpec, Field(discriminator="provider")]
+class LocalPairSpec(CreatedPairSpec):
+    """A pair pgaasctl creates on this machine, replicating with repmgr and failing over by itself."""
+
+    provider: Literal["local"] = Field(description="`local`: loopback addresses on this machine, each with sshd and PostgreSQL.")
+    nodes: Annotated[list[LocalNode], AfterValidator(_one_or_two_nodes)] = Field(
+        description="The nodes: a primary and a standby; one is allowed but is not fault tolerant.")
+    witness: LocalWitness | None = Field(None, description="A repmgr witness on a third host, the tie-breaker "
+                                          "in a network partition.")
+
+
+# ---------------------------------------------------------------- clouds
+
+CloudName = Literal["openstack", "gcp"]
+_CLOUD_WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}")
+
+
+def _check_cloud_word(value: str) -> str:
+    """An image, flavor, network, zone or project name: it reaches cloud APIs and a cloud-init file, never a shell."""
+    if not _CLOUD_WORD.fullmatch(value):
+        raise ValueError(f"{value!r} may use letters, digits and . _ : / @ + - only (at most 255)")
+    return value
+
+
+CloudWord = Annotated[str, AfterValidator(_check_cloud_word)]
+
+
+class OpenStackOptions(Strict):
+    """Where and how provider `openstack` creates servers (openstacksdk; see README, OpenStack)."""
+
+    cloud: CloudWord | None = Field(None, description="The cloud's name in clouds.yaml; omitted: the OS_* environment "
+                                    "variables (OS_AUTH_URL, OS_USERNAME, ...) say where and who.")
+    region: CloudWord | None = Field(None, description="Region name, when the cloud has several.")
+    image: CloudWord = Field(description="Image name or id: Debian 12 (cloud-init installs PostgreSQL 15, repmgr and "
+                             "keepalived from its packages).")
+    flavor: CloudWord = Field(description="Flavor name or id, e.g. m1.medium.")
+    network: CloudWord = Field(description="Network name or id the nodes' ports are on; the nodes reach each other "
+                               "and pgaasctl reaches them on it (or through floating IPs).")
+    key_pair: CloudWord | None = Field(None, description="A Nova key pair for the image's default user (your own "
+                                       "break-glass access); pgaasctl logs in as postgres with its own key.")
+    ssh_key_file: SafePath | None = Field(None, description="The private key pgaasctl logs in with (its .pub beside "
+                                          "it goes to the postgres user through cloud-init); omitted: pgaasctl makes "
+                                          "one per pair under Workspace cloud_dir.")
+    allowed_ssh: list[ClientNetwork] = Field(default_factory=list, description="Networks the security group lets "
+                                             "reach port 22, besides the nodes' own subnet (where pgaasctl runs).")
+    allowed_postgres: list[ClientNetwork] = Field(default_factory=list, description="Networks the security group "
+                                                  "lets reach port 5432, besides the nodes' own subnet.")
+    floating_ip: bool = Field(False, description="Give each node a floating IP; pgaasctl then connects through it "
+                              "(replication stays on the fixed addresses).")
+    floating_network: CloudWord | None = Field(None, description="The external network floating IPs come from; "
+                                               "needed with floating_ip.")
+    availability_zones: list[CloudWord] = Field(default_factory=list, description="Zones the nodes go to, in order "
+                                                "(a node's own `zone` wins); omitted: the cloud's default.")
+    timeout: Seconds = Field(600, description="Seconds to wait for a server to become ACTIVE and answer SSH.")
+
+    @model_validator(mode="after")
+    def _floating_network(self) -> OpenStackOptions:
+        if self.floating_ip and self.floating_network is None:
+            raise ValueError("floating_ip needs floating_network: the external network the addresses come from")
+        return self
+
+
+class GcpOptions(Strict):
+    """Where and how provider `gcp` creates instances (google-cloud-compute; see README, Google Cloud)."""
+
+    project: CloudWord = Field(description="Project id.")
+    region: CloudWord = Field(description="Region, e.g. europe-west1 (the subnet and the virtual IP are regional).")
+    zones: Annotated[list[CloudWord], Field(min_length=1, max_length=3)] = Field(
+        description="Zones of the region, in node order: the nodes go in different zones (give two).")
+    machine_type: CloudWord = Field(description="Machine type, e.g. e2-standard-2.")
+    image: CloudWord = Field("projects/debian-cloud/global/images/family/debian-12",
+                             description="Image or image family URL (Debian 12).")
+    network: CloudWord = Field("default", description="VPC network name.")
+    subnet: CloudWord | None = Field(None, description="Subnetwork name in the region; omitted: the network's "
+                                     "subnet there (auto mode).")
+    source_ranges: list[ClientNetwork] = Field(default_factory=list, description="Networks the firewall rule lets "
+                                               "reach 5432 and 22, besides the subnet itself (where pgaasctl runs).")
+    credentials_file: SafePath | None = Field(None, description="A service account key file (JSON, relative to the "
+                                              "spec file); omitted: Application Default Credentials.")
+    ssh_key_file: SafePath | None = Field(None, description="The private key pgaasctl logs in with (see openstack).")
+    timeout: Seconds = Field(600, description="Seconds to wait for an operation, an instance and its SSH.")
+
+    @model_validator(mode="after")
+    def _zones_in_region(self) -> GcpOptions:
+        for zone in self.zones:
+            if not zone.startswith(self.region + "-"):
+                raise ValueError(f"zone {zone!r} is not in region {self.region!r}")
+        if len(set(self.zones)) != len(self.zones):
+            raise ValueError("zones must differ: the nodes go in different zones")
+        return self
+
+
+class CloudNode(Strict):
+    """A node pgaasctl creates in a cloud."""
+
+    name: Identifier = Field(description="Node name, unique in the pair.")
+    provider: CloudName | None = Field(None, description="The cloud this node is created in; omitted: the pair's "
+                                       "provider (a pair may span both clouds).")
+    zone: CloudWord | None = Field(None, description="Availability zone (openstack) or zone (gcp) of this node; "
+                                   "omitted: the options' zones, in node order.")
+
+
+class CloudWitness(CloudNode):
+    """The pair's repmgr witness on a third cloud host (see LocalWitness)."""
+
+
+class CloudPairSpec(CreatedPairSpec):
+    """A pair pgaasctl creates on cloud servers it makes, bootstrapped over SSH as local hosts are."""
+
+    nodes: Annotated[list[CloudNode], AfterValidator(_one_or_two_nodes)] = Field(
+        description="The nodes: a primary and a standby; one is allowed but is not fault tolerant.")
+    witness: CloudWitness | None = Field(None, description="A repmgr witness on a third cloud host.")
+    openstack: OpenStackOptions | None = Field(None, description="OpenStack options, for the nodes created there.")
+    gcp: GcpOptions | None = Field(None, description="Google Cloud options, for the nodes created there.")
+    directory: SafePath = Field("/var/lib/pgaasctl", description="Where on each server pgaasctl keeps the node's "
+                                "data, configuration, sockets and logs (DIRECTORY/PAIR/NODE), owned by postgres.")
+
+    def node_provider(self, node: CloudNode) -> CloudName:
+        return node.provider or self.provider  # type: ignore[attr-defined,no-any-return]
+
+    def hosts_spec(self) -> list[CloudNode]:
+        """The nodes and the witness: every server the pair has."""
+        return [*self.nodes, *([self.witness] if self.witness else [])]
+
+    @model_validator(mode="after")
+    def _options_for_each_cloud(self) -> CloudPairSpec:
+        used = {self.node_provider(n) for n in self.hosts_spec()}
+        for cloud in sorted(used):
+            if getattr(self, cloud) is None:
+                who = ", ".join(n.name for n in self.hosts_spec() if self.node_provider(n) == cloud)
+                raise ValueError(f"{who} {'is' if ',' not in who else 'are'} created on {cloud}: add the `{cloud}:` "
+                                 "options (see docs/reference.md)")
+        if self.virtual_ip is not None and len(used) > 1:
+            raise ValueError("a virtual IP needs every node on one cloud network; a pair across clouds is reached "
+                             "through its URI (both hosts, target_session_attrs=read-write): remove virtual_ip")
+        if self.gcp is not None and "gcp" in used:
+            gcp_nodes = [n for n in self.nodes if self.node_provider(n) == "gcp" and n.zone is None]
+            if len(gcp_nodes) > len(self.gcp.zones) and len(gcp_nodes) > 1:
+                raise ValueError("give gcp.zones a zone for each node: the nodes go in different zones")
+        return self
+
+
+class OpenStackPairSpec(CloudPairSpec):
+    """A pair on servers pgaasctl creates in an OpenStack cloud."""
+
+    provider: Literal["openstack"] = Field(description="`openstack`: servers created with openstacksdk.")
+
+
+class GcpPairSpec(CloudPairSpec):
+    """A pair on instances pgaasctl creates in Google Cloud."""
+
+    provider: Literal["gcp"] = Field(description="`gcp`: Compute Engine instances created with google-cloud-compute.")
+
+
+PairSpec = Annotated[ExistingPairSpec | LocalPairSpec | OpenStackPairSpec | GcpPairSpec, Field(discriminator="provider")]
 
 
 # ---------------------------------------------------------------- Role
@@ -603,6 +755,9 @@ class WorkspaceSpec(Strict):
     local_dir: SafePath = Field(
         "state/local", description="Where provider `local` keeps each node's sshd, PostgreSQL data and logs."
     )
+    cloud_dir: SafePath = Field(
+        "state/cloud", description="Where cloud providers keep each pair's SSH key and superuser password (0600), "
+        "relative to the workspace root. Never in the store, never in git (it gets a .gitignore).")
     local_addresses: str = Field(
         "127.0.1.2-127.0.1.254", description="Loopback range provider `local` takes node addresses from (first-last), "
         "on the loopback network."

@@ -11,7 +11,9 @@ from pydantic.fields import FieldInfo
 from pgaasctl.spec import models
 
 SECTIONS: list[tuple[str, type[BaseModel], list[type[BaseModel]]]] = [
-    ("Pair", models.PairDoc, [models.LocalPairSpec, models.LocalNode, models.LocalWitness, models.FailoverSettings, models.ExistingPairSpec,
+    ("Pair", models.PairDoc, [models.LocalPairSpec, models.LocalNode, models.LocalWitness, models.FailoverSettings,
+                              models.PairTls, models.OpenStackPairSpec, models.GcpPairSpec, models.CloudNode,
+                              models.CloudWitness, models.OpenStackOptions, models.GcpOptions, models.ExistingPairSpec,
                               models.ExistingNode, models.SshSettings, models.SecretSource]),
     ("Role", models.RoleDoc, [models.RoleSpec]),
     ("Database", models.DatabaseDoc, [models.DatabaseSpec, models.Extension, models.Schema]),

@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from pgaasctl.errors import PgaasError
 from pgaasctl.monitor.models import CheckResult
 from pgaasctl.spec.desired import DesiredState
-from pgaasctl.spec.models import LocalPairSpec
+from pgaasctl.spec.models import CreatedPairSpec
 from pgaasctl.store import Store
 from pgaasctl.tls.authority import Issued, cert_pem, write_private
 from pgaasctl.tls.workspace_ca import workspace_authority
@@ -49,7 +49,7 @@ def new_client_certificate(desired: DesiredState, store: Store, pair_name: str, 
     if pair is None:
         raise PgaasError(f"pair {pair_name!r} is not declared (pairs: {', '.join(sorted(desired.pairs)) or 'none'})")
     spec = pair.doc.spec
-    if not isinstance(spec, LocalPairSpec) or spec.tls.mode == "disable":
+    if not isinstance(spec, CreatedPairSpec) or spec.tls.mode == "disable":
         raise PgaasError(f"pair {pair_name!r} has no TLS, so a client certificate would not be asked for",
                          "Set its tls.mode to require or verify-full and run `pgaasctl apply`.")
     declared = pair.roles.get(role)
