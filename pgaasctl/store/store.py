@@ -102,6 +102,11 @@ DDL: list[str | tuple[str, str]] = [  # a pair: (SQLite, PostgreSQL)
     """CREATE TABLE IF NOT EXISTS access_requests (
         id TEXT PRIMARY KEY, pair TEXT NOT NULL, dbname TEXT NOT NULL, requester TEXT NOT NULL, status TEXT NOT NULL,
         data TEXT NOT NULL, created_at TEXT NOT NULL)""",
+    # what cloud providers made for a pair (providers/cloud.py): recorded by name before the call that makes it
+    # (cloud_id empty until the cloud answers), so an interrupted create is found and finished or removed
+    """CREATE TABLE IF NOT EXISTS cloud_resources (
+        pair TEXT NOT NULL, cloud TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, node TEXT NOT NULL,
+        cloud_id TEXT NOT NULL, data TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (pair, cloud, kind, name))""",
     # superseded by `lookup` (the node table of the first versions), and read by nothing
     "DROP TABLE IF EXISTS nodes",
 ]
@@ -139,6 +144,19 @@ class ManagedObject(BaseModel):
     origin: str = "unknown"
     origin_by: str = ""
     pending: bool = False
+
+
+class CloudResource(BaseModel):
+    """One thing a cloud provider made for a pair: a server, a port, a security group, a firewall rule..."""
+
+    pair: str
+    cloud: str  # openstack | gcp
+    kind: str
+    name: str  # the name pgaasctl gave it (deterministic: found again by name after an interrupted create)
+    node: str = ""  # the node it belongs to ("" for the pair's own: a security group, the virtual IP)
+    cloud_id: str = ""  # "" while the call that makes it has not answered
+    data: dict[str, Any] = {}  # what later calls need: addresses, zone, the subnet
+    created_at: str = ""
 
 
 class LockInfo(BaseModel):
@@ -655,6 +673,29 @@ class Store:
         self._writing()
         self._exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                    (key, value))
+
+    # -- what cloud providers made (never a secret)
+    def record_cloud_resource(self, resource: CloudResource) -> None:
+        self._writing()
+        self._exec("INSERT INTO cloud_resources (pair, cloud, kind, name, node, cloud_id, data, created_at) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (pair, cloud, kind, name) DO UPDATE SET "
+                   "node = excluded.node, cloud_id = excluded.cloud_id, data = excluded.data",
+                   (resource.pair, resource.cloud, resource.kind, resource.name, resource.node, resource.cloud_id,
+                    json.dumps(resource.data, sort_keys=True), resource.created_at or _now()))
+
+    def cloud_resources(self, pair: str | None = None) -> list[CloudResource]:
+        if not self._monitored("cloud_resources"):
+            return []
+        where, params = ("WHERE pair = ?", (pair,)) if pair else ("", ())
+        return [CloudResource(pair=r[0], cloud=r[1], kind=r[2], name=r[3], node=r[4], cloud_id=r[5],
+                              data=json.loads(r[6]), created_at=r[7])
+                for r in self._exec("SELECT pair, cloud, kind, name, node, cloud_id, data, created_at "
+                                    f"FROM cloud_resources {where} ORDER BY created_at, kind, name", params)]
+
+    def forget_cloud_resource(self, resource: CloudResource) -> None:
+        self._writing()
+        self._exec("DELETE FROM cloud_resources WHERE pair = ? AND cloud = ? AND kind = ? AND name = ?",
+                   (resource.pair, resource.cloud, resource.kind, resource.name))
 
     # -- certificates the workspace CA issued (never a key)
     def record_certificate(self, serial: int, kind: str, pair: str, subject: str, issued_at: str, not_after: str) -> None:
