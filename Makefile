@@ -15,7 +15,7 @@ PIP     := $(PY) -m pip
 PYTEST  := $(VENV)/bin/pytest
 STAMP   := $(VENV)/.installed
 PG_BIN  := /usr/lib/postgresql/15/bin
-PG_PKGS := postgresql-15 postgresql-client-15 postgresql-15-repmgr openssh-server openssh-client keepalived iproute2 curl chromium apache2-utils git
+PG_PKGS := postgresql-15 postgresql-client-15 postgresql-15-repmgr openssh-server openssh-client keepalived iproute2 curl chromium apache2-utils git sudo util-linux
 XDIST_WORKERS ?= 2
 
 NODE_STAMP := node_modules/.installed

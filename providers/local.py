@@ -22,7 +22,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import pwd
-import secrets
 import shutil
 import signal
 import socket
@@ -34,6 +33,7 @@ from pgaasctl.errors import PgaasError
 from pgaasctl.spec.models import LocalPairSpec, PairDoc, WorkspaceSpec
 from pgaasctl.store import Store
 from providers.base import Host, HostLayout
+from providers.secrets_files import generated_secret
 from pgaasctl.hosts.guard import vip_timeline_file, vip_track_file
 from pgaasctl.hosts.keepalived import keepalived_conf
 from providers.netns import NamespaceNetwork, alive, kill_all, namespace_exists, namespace_pids
@@ -95,19 +95,7 @@ class LocalProvider:
         return self.pair_root(pair) / pair / "admin-password"
 
     def admin_password(self, pair: str, create: bool = False) -> str | None:
-        path = self.admin_password_file(pair)
-        try:
-            if not path.exists():
-                if not create:
-                    return None
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-                with os.fdopen(fd, "w") as handle:
-                    handle.write(secrets.token_urlsafe(24))
-            return path.read_text().strip()
-        except OSError as exc:
-            raise PgaasError(f"pair {pair!r}: cannot use {path}: {exc.strerror}",
-                             "Set Workspace spec.local_dir to a directory pgaasctl can write.") from None
+        return generated_secret(self.admin_password_file(pair), self.pair_root(pair), create, f"pair {pair!r}")
 
     def layout(self, pair: str, node: str) -> HostLayout:
         base = self.node_dir(pair, node)

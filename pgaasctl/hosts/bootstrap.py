@@ -369,7 +369,7 @@ class Bootstrap:
         target = target_of(host)
         directory = tls_dir(layout.config_dir)
         self.ssh.check(target, f"mkdir -p -m 700 {shlex.quote(directory)}", "making the tls directory")
-        for name, (content, mode) in self.tls.files(host.node, host.address).items():
+        for name, (content, mode) in self.tls.files(host.node, [host.address, *([host.reach] if host.reach else [])]).items():
             self.ssh.put_text(target, content.decode(), f"{directory}/{name}", mode)
 
     def _write_push(self, host: Host) -> None:

@@ -29,7 +29,7 @@ from pgaasctl.monitor.push import PushTarget, push_target
 from pgaasctl.parallel import ThreadPool
 from pgaasctl.passwords import check_passwords
 from pgaasctl.plan import diff, policy
-from pgaasctl.plan.model import AttributeChange, Change, HostOperation, PairPlan, Plan, ShownStatement
+from pgaasctl.plan.model import AttributeChange, Change, HostChange, HostOperation, PairPlan, Plan, ShownStatement
 from pgaasctl.plan.planfile import secret_fingerprint
 from pgaasctl.plan.settings import PRELOAD_PARAMETERS
 from pgaasctl.secrets import resolve_secret
@@ -91,6 +91,9 @@ class PairInputs:
 
     def topology(self, ssh: SshSessions) -> Topology:
         """Discovery of a repmgr pair over SSH (and SQL), with the host operations it needs."""
+        look = getattr(self.provider, "look_at_virtual_ip", None)
+        if look is not None:  # cloud servers: what keepalived runs is asked of the nodes themselves
+            look(self.pair.doc, self.hosts, ssh)
         return discover_topology(self.pair.name, self.hosts, self.addresses, ssh, self.synchronous, self.can_create,
                                  self.undeclared, self.recorded_ids, self.witness_host())
 
@@ -296,6 +299,26 @@ def targets_pair(pair: str, targets: list[str] | None) -> bool:
 
 def plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
               targets: list[str] | None = None) -> LivePair:
+    live = _plan_pair(inputs, store, ssh, destroy, targets)
+    describe = getattr(inputs.provider, "describe_host", None)
+    if describe is not None:  # cloud servers: shown as resources of their own
+        live.plan.hosts = host_changes(inputs.pair.name, live.plan.operations, lambda node: describe(inputs.pair.doc, node))
+    return live
+
+
+def host_changes(pair: str, operations: list[HostOperation], describe: Callable[[str], str]) -> list[HostChange]:
+    out: list[HostChange] = []
+    for op in operations:
+        action = {"create_host": "create", "destroy_hosts": "delete"}.get(op.kind)
+        if op.kind == "remove_node" and "remove its host" in op.detail:
+            action = "delete"
+        if action is not None and not any(h.address == f"host.{pair}.{op.node}" for h in out):
+            out.append(HostChange(address=f"host.{pair}.{op.node}", action=action, description=describe(op.node)))  # type: ignore[arg-type]
+    return out
+
+
+def _plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool,
+               targets: list[str] | None = None) -> LivePair:
     pair = inputs.pair
     operations: list[HostOperation] = []
     warnings: list[str] = []
@@ -483,12 +506,18 @@ def _plan_destroy_hosts(inputs: PairInputs, store: Store) -> LivePair:
     if unmanaged:
         notes.append(f"databases pgaasctl does not manage go with it, and their data is lost: {', '.join(unmanaged)}")
     changes.append(Change(address=f"pair.{pair.name}", kind="pair", name=pair.name, action="delete", notes=notes))
-    existing = [h for h in inputs.hosts if h.exists]
+    existing = [h for h in [*inputs.hosts, *filter(None, [inputs.witness_host()])] if h.exists]
+    detail = getattr(inputs.provider, "destroy_detail", "stop sshd, PostgreSQL and repmgrd; remove its files")
+    operations = [HostOperation(kind="destroy_hosts", node=h.node, detail=detail) for h in existing]
+    leftovers = getattr(inputs.provider, "leftovers", None)
+    for node, what in leftovers(pair.doc) if leftovers is not None else []:
+        if node not in {h.node for h in existing} and (node or not existing):  # an unfinished apply's: removed too
+            operations.append(HostOperation(kind="destroy_hosts", node=node or inputs.hosts[0].node,
+                                            detail=f"remove what an unfinished apply made: {what}"))
     pair_plan = PairPlan(
-        pair=pair.name, primary="", header=f'Pair "{pair.name}": nodes ' + ", ".join(f"{h.node} ({h.address})" for h in existing),
-        operations=[HostOperation(kind="destroy_hosts", node=h.node, detail="stop sshd, PostgreSQL and repmgrd; remove its files")
-                    for h in existing],
-        changes=changes,
+        pair=pair.name, primary="",
+        header=f'Pair "{pair.name}": nodes ' + (", ".join(f"{h.node} ({h.address})" for h in existing) or "none made"),
+        operations=operations, changes=changes,
     )
     return LivePair(inputs=inputs, state=None, catalog=empty_catalog(), plan=pair_plan)
 

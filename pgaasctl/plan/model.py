@@ -80,6 +80,14 @@ class HostOperation(BaseModel):
     detail: str
 
 
+class HostChange(BaseModel):
+    """A cloud server the plan makes or removes, as `+ host.orders.orders-a (openstack m1.medium, debian-12)`."""
+
+    address: str
+    action: Literal["create", "delete"]
+    description: str
+
+
 class PairPlan(BaseModel):
     pair: str
     primary: str
@@ -87,6 +95,7 @@ class PairPlan(BaseModel):
     header: str
     warnings: list[str] = Field(default_factory=list)
     operations: list[HostOperation] = Field(default_factory=list)  # run first; then the pair is planned again
+    hosts: list[HostChange] = Field(default_factory=list)  # cloud servers the operations make or remove
     changes: list[Change] = Field(default_factory=list)
     live_fingerprint: str = ""
     problems: list[Any] = Field(default_factory=list, exclude=True)  # policy.Problem: judged after targeting

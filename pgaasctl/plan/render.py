@@ -59,6 +59,10 @@ def render_text(plan: Plan, console: Console) -> None:
             console.print(f"  [bold yellow]warning:[/bold yellow] {escape(warning)}", highlight=False)
         if pair.changes:
             console.print()
+            for host in pair.hosts:
+                symbol, colour = SYMBOLS[host.action]
+                console.print(f"  [{colour}]{symbol} {escape(host.address)}[/{colour}] ({escape(host.description)})",
+                              highlight=False)
             for change in pair.changes:
                 for line in render_change(change):
                     console.print(line, highlight=False)

@@ -30,10 +30,10 @@ class NodeTls:
     def on(self) -> bool:
         return self.settings.mode != "disable"
 
-    def files(self, node: str, address: str) -> dict[str, tuple[bytes, int]]:
-        """name -> (content, mode) of the node's tls/ directory: a fresh certificate for its address (and the
+    def files(self, node: str, addresses: list[str]) -> dict[str, tuple[bytes, int]]:
+        """name -> (content, mode) of the node's tls/ directory: a fresh certificate for its addresses (and the
         pair's virtual IP), its key readable by the server's OS user alone, the CA and the revocation list."""
-        issued = self.authority.issue_server(node, [address, *([self.virtual_ip] if self.virtual_ip else [])],
+        issued = self.authority.issue_server(node, [*addresses, *([self.virtual_ip] if self.virtual_ip else [])],
                                              self.server_days)
         if self.on_issue is not None:
             self.on_issue(issued, node)
