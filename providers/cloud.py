@@ -427,7 +427,11 @@ class CloudProvider:
             return None
         from ipaddress import IPv4Network
 
-        peers = [h.address for h in self.hosts(pair) if h.exists and h.node != host.node]
+        # every data node with an address, made or being made again: its port keeps the address, so keepalived's
+        # peers (and the holder's configuration) do not change while a lost server is replaced
+        data_nodes = {n.name for n in spec.nodes} - {host.node}
+        peers = sorted({str(r.data["address"]) for r in self.store.cloud_resources(pair.metadata.name)
+                        if r.kind == "server" and r.node in data_nodes and r.data.get("address")})
         return keepalived_conf(pair.metadata.name, host.node, host.address, peers, spec.virtual_ip,
                                IPv4Network(host.own_network), vip_track_file(host.layout),
                                vip_timeline_file(host.layout), interface=interface)

@@ -202,6 +202,11 @@ class OpenStackDriver:
         port = self._port(book, pair, node.name, name, spec)
         server_record = book.intend("server", name, node.name)
         server = self._existing_server(server_record)
+        if server is not None and server.status == "ERROR":  # a failed boot is not repaired: made anew
+            self._call(f"deleting server {name} (in ERROR)", self.conn.compute.delete_server, server.id,
+                       ignore_missing=True)
+            self._wait_gone(name, server.id)
+            server = None
         if server is None:
             image = self._find("image", self.conn.image.find_image, self.options.image,
                                "Check `image` in the pair's openstack options (openstack image list).")

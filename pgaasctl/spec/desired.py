@@ -205,7 +205,7 @@ def _shared_servers(pairs: dict[str, DesiredPair]) -> list[Problem]:
 
 
 def _virtual_ip_problems(pairs: dict[str, DesiredPair], workspace: WorkspaceSpec) -> list[Problem]:
-    """A virtual IP is an address of the workspace subnet that no node and no other pair uses."""
+    """A virtual IP is an address that no other pair uses; on provider local, of the workspace subnet and no node's."""
     problems: list[Problem] = []
     subnet = workspace.subnet_network
     reserved = {subnet.network_address, subnet.broadcast_address, subnet.network_address + 1}
@@ -217,10 +217,11 @@ def _virtual_ip_problems(pairs: dict[str, DesiredPair], workspace: WorkspaceSpec
         if vip is None:
             continue
         loc = ("spec", "virtual_ip")
-        if vip not in subnet:
+        on_this_machine = spec.provider == "local"  # a cloud's subnet is the cloud's to say (checked at apply)
+        if on_this_machine and vip not in subnet:
             problems.append(pair.loaded.problem(loc, f"pair.{name}: virtual_ip {vip} is outside the workspace subnet "
                                                      f"{subnet}; pick an address in it"))
-        elif vip in reserved:
+        elif on_this_machine and vip in reserved:
             problems.append(pair.loaded.problem(loc, f"pair.{name}: virtual_ip {vip} is the subnet's network, broadcast or "
                                                      f"bridge address; pick another address in {subnet}"))
         elif str(vip) in first:

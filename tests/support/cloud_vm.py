@@ -4,7 +4,7 @@ A server the fake cloud reports ACTIVE is an ``EmulatedVm``:
   - a network namespace holding the server's address on a bridge of the test's subnet (providers/netns.py, as
     provider local makes its nodes), so pgaasctl reaches it and the nodes reach each other as on a cloud network;
   - a private mount namespace in which /var/lib/pgaasctl, /var/lib/postgresql (the postgres user's home),
-    /usr/local/sbin and /etc/sudoers.d are the VM's own directories under its root, so that what the first boot
+    /usr/local/sbin, /etc/sudoers.d and /run/pgaasctl-keepalived are the VM's own directories under its root, so that what the first boot
     writes there (pgaasctl's key, the keepalived helper, the sudoers rule) stays inside this VM;
   - the first-boot data pgaasctl sent, run there as root: cloud-init's `write_files` and `runcmd` (openstack) or
     the startup script (gcp), with apt-get and systemctl stubbed (the packages are installed on this machine,
@@ -31,7 +31,7 @@ from providers.netns import NamespaceNetwork, kill_all, namespace_exists, namesp
 
 SSHD = "/usr/sbin/sshd"
 PRIVATE_DIRS = {"/var/lib/pgaasctl": "pgaasctl", "/var/lib/postgresql": "home", "/usr/local/sbin": "sbin",
-                "/etc/sudoers.d": "sudoers.d"}
+                "/etc/sudoers.d": "sudoers.d", "/run/pgaasctl-keepalived": "run-keepalived"}
 STUBS = {"apt-get": 0, "systemctl": 0, "pg_dropcluster": 0}
 
 

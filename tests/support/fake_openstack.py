@@ -72,6 +72,7 @@ class Fault:
     times: int
     body: dict[str, Any]
     headers: dict[str, str]
+    after: bool = False  # the call is done, and then its answer is lost (an error instead)
 
 
 @dataclass
@@ -133,14 +134,14 @@ class FakeOpenStack:
 
     # -- scenarios
     def fail(self, method: str, pattern: str, status: int, times: int = 1, message: str = "",
-             kind: str = "nova", retry_after: str | None = None) -> None:
+             kind: str = "nova", retry_after: str | None = None, after: bool = False) -> None:
         text = message or {429: "Rate limit exceeded", 409: "Conflict: an operation is in progress",
                            403: "Policy does not allow this", 503: "Service Unavailable"}.get(status, "error")
         body = neutron_error(status, "Conflict" if status == 409 else "Error", text).body if kind == "neutron" \
             else nova_error(status, text).body
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
         with self.lock:
-            self.faults.append(Fault(method, re.compile(pattern), status, times, body, headers))
+            self.faults.append(Fault(method, re.compile(pattern), status, times, body, headers, after))
 
     def delete_behind_back(self, name: str) -> None:
         """Someone deletes the server in the cloud's console (its port stays, as Nova leaves a port it did not make)."""
@@ -148,12 +149,23 @@ class FakeOpenStack:
             for server_id, server in list(self.servers.items()):
                 if server["name"] == name:
                     del self.servers[server_id]
+                    for group in self.groups.values():
+                        if server_id in group["members"]:
+                            group["members"].remove(server_id)
                     for port in self.ports.values():
                         if port["device_id"] == server_id:
                             port["device_id"], port["device_owner"], port["status"] = "", "", "DOWN"
                     vm = self.vms.pop(server_id, None)
                     if vm is not None:
                         vm.delete()
+
+    def power_off(self, name: str) -> None:
+        """The server's hypervisor loses it: Nova shows SHUTOFF, and everything on the VM is gone at once."""
+        with self.lock:
+            server = self.server_named(name)
+            assert server is not None, name
+            server["status"] = "SHUTOFF"
+            self.vms[server["id"]].stop()
 
     def calls(self, prefix: str = "") -> int:
         return sum(1 for _, path in self.requests if path.startswith(prefix))
@@ -217,11 +229,22 @@ class FakeOpenStack:
 
     def route(self, method: str, path: str, query: dict[str, list[str]], body: Any,
               token: str | None) -> tuple[int, Any, dict[str, str]]:
+        lost: Fault | None = None
         with self.lock:
             for fault in self.faults:
                 if fault.times > 0 and fault.method == method and fault.pattern.search(path):
                     fault.times -= 1
-                    raise ApiError(fault.status, fault.body, fault.headers)
+                    if not fault.after:
+                        raise ApiError(fault.status, fault.body, fault.headers)
+                    lost = fault
+                    break
+        answer = self._route(method, path, query, body, token)
+        if lost is not None:
+            raise ApiError(lost.status, lost.body, lost.headers)
+        return answer
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any,
+               token: str | None) -> tuple[int, Any, dict[str, str]]:
         if path.rstrip("/") in ("/identity", "/identity/v3"):
             return 200, self._identity_version(), {}
         if path == "/identity/v3/auth/tokens" and method == "POST":
