@@ -24,7 +24,6 @@ from pgaasctl.store import Store
 from providers.cloud import CloudError, ResourceBook, ServerFacts, pair_prefix, resource_name
 
 T = TypeVar("T")
-RETRIED_STATUS = (409, 429, 503)
 POLL_FIRST, POLL_MAX = 0.2, 5.0  # seconds between status polls: fast at first, then gentler on the API
 
 
@@ -40,15 +39,27 @@ def _message(exc: BaseException) -> str:
 
 def _over_quota(exc: BaseException) -> bool:
     text = _message(exc).lower()
-    return "quota" in text or "overquota" in text or "limit exceeded" in text
+    return "quota" in text  # Nova: "Quota exceeded for instances", Neutron: OverQuota "Quota exceeded for resources"
 
 
-def _retryable(exc: BaseException) -> bool:
+def _retryable(exc: BaseException, creating: bool) -> bool:
+    """Throttling (429) and an operation in progress (409) mean the call was not done: always tried again. A
+    server error or a lost connection may hide a call that was done: tried again only when repeating it is
+    harmless (reads, deletes, updates), never for a create, which the next apply finds by name instead."""
     from keystoneauth1 import exceptions as ks
 
-    if isinstance(exc, ks.ConnectFailure | ks.ConnectTimeout):
+    status = _status(exc)
+    if _over_quota(exc) or _already_exists(exc):
+        return False
+    if status in (409, 429):
         return True
-    return _status(exc) in RETRIED_STATUS and not _over_quota(exc)
+    if creating:
+        return False
+    return status in (502, 503, 504) or isinstance(exc, ks.ConnectFailure | ks.ConnectTimeout)
+
+
+def _already_exists(exc: BaseException) -> bool:
+    return _status(exc) == 409 and "already exists" in _message(exc).lower()
 
 
 def _retry_wait(state: Any) -> float:
@@ -77,17 +88,25 @@ class OpenStackDriver:
     @property
     def conn(self) -> Any:
         if self._conn is None:
+            import warnings
+
             import openstack
             from openstack import exceptions
 
+            # the SDK's notes to its own developers (deprecations inside it), not to pgaasctl's users
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"openstack\.")
+            warnings.filterwarnings("ignore", category=PendingDeprecationWarning, module=r"openstack\.")
+
             try:
-                self._conn = openstack.connect(cloud=self.options.cloud, region_name=self.options.region,
-                                               load_yaml_config=self.options.cloud is not None)
+                conn = openstack.connect(cloud=self.options.cloud, region_name=self.options.region,
+                                         load_yaml_config=self.options.cloud is not None)
             except exceptions.ConfigException as exc:
                 where = f"cloud {self.options.cloud!r} in clouds.yaml" if self.options.cloud else "the OS_* variables"
                 raise CloudError(f"openstack: cannot read the connection settings from {where}: {_message(exc)}",
                                  "Check clouds.yaml (./, ~/.config/openstack/, /etc/openstack/) or set OS_AUTH_URL, "
                                  "OS_USERNAME, OS_PASSWORD, OS_PROJECT_NAME and the domains.") from None
+            self._call("signing in", conn.authorize)  # here, not at the first proxy's lazy sign-in
+            self._conn = conn
         return self._conn
 
     def _call(self, what: str, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -95,21 +114,24 @@ class OpenStackDriver:
         from keystoneauth1 import exceptions as ks
         from openstack import exceptions
 
-        @retry(retry=retry_if_exception(_retryable), wait=_retry_wait, stop=stop_after_attempt(6), reraise=True)
+        creating = getattr(call, "__name__", "").startswith("create_")
+
+        @retry(retry=retry_if_exception(lambda exc: _retryable(exc, creating)), wait=_retry_wait,
+               stop=stop_after_attempt(6), reraise=True)
         def attempt() -> T:
             self.calls += 1
             return call(*args, **kwargs)
 
         try:
             return attempt()
-        except (ks.Unauthorized, exceptions.HttpException, ks.ClientException) as exc:
+        except (exceptions.SDKException, ks.ClientException) as exc:
             raise self._error(what, exc) from None
 
     def _error(self, what: str, exc: BaseException) -> CloudError:
         from keystoneauth1 import exceptions as ks
 
-        status = _status(exc)
-        if isinstance(exc, ks.Unauthorized) or status == 401:
+        status = _status(exc) or _status(exc.__cause__ or exc.__context__ or exc)
+        if isinstance(exc, ks.Unauthorized) or status == 401 or "(HTTP 401)" in str(exc):
             return CloudError(f"openstack: {what}: authentication failed ({_message(exc)})",
                               "Check the credentials of the cloud entry or the OS_* variables, and that the project "
                               "exists.")
@@ -122,9 +144,12 @@ class OpenStackDriver:
         if status == 403:
             return CloudError(f"openstack: {what}: not allowed: {_message(exc)}",
                               "Check the role of the user in the project (it must create servers, ports and groups).")
-        if status == 429 or status in (409, 503):
+        if status in (409, 429):
             return CloudError(f"openstack: {what}: the cloud kept refusing ({status}: {_message(exc)})",
                               "The cloud is busy or throttling; apply again later.")
+        if status in (500, 502, 503, 504):
+            return CloudError(f"openstack: {what}: the cloud failed ({status}: {_message(exc)})",
+                              "apply again: what was made is found by its name, never made twice.")
         return CloudError(f"openstack: {what} failed ({status or type(exc).__name__}): {_message(exc)}")
 
     def _find(self, kind: str, finder: Callable[..., Any], name: str, hint: str) -> Any:
@@ -151,10 +176,20 @@ class OpenStackDriver:
             self._subnet_found = ipv4[0]
         return self._subnet_found
 
+    def _image_and_flavor(self) -> tuple[Any, Any]:
+        if not hasattr(self, "_image_flavor"):
+            image = self._find("image", self.conn.image.find_image, self.options.image,
+                               "Check `image` in the pair's openstack options (openstack image list).")
+            flavor = self._find("flavor", self.conn.compute.find_flavor, self.options.flavor,
+                                "Check `flavor` in the pair's openstack options (openstack flavor list).")
+            self._image_flavor = (image, flavor)
+        return self._image_flavor
+
     # -- the pair's resources
     def prepare(self, pair: str, spec: CloudPairSpec) -> None:
         book = ResourceBook(self.store, self.cloud, pair)
         subnet = self._subnet()
+        self._image_and_flavor()  # before anything is made: a wrong name makes nothing
         self._security_group(book, pair, subnet.cidr)
         if not book.of_kind("server_group"):
             name = resource_name(pair, suffix="group")
@@ -176,9 +211,7 @@ class OpenStackDriver:
         group = found[0] if found else self._call(
             f"creating security group {name}", self.conn.network.create_security_group, name=name,
             description=f"pgaasctl: pair {pair}")
-        existing = {(r.protocol, r.port_range_min, r.remote_ip_prefix, r.remote_group_id) for r in self._call(
-            f"reading the rules of security group {name}",
-            lambda: list(self.conn.network.security_group_rules(security_group_id=group.id, direction="ingress")))}
+        existing = self._rule_keys(group.id)
         wanted: list[dict[str, Any]] = []
         for port, extra in ((22, self.options.allowed_ssh), (5432, self.options.allowed_postgres)):
             for network in dict.fromkeys([cidr, *extra]):
@@ -189,10 +222,19 @@ class OpenStackDriver:
             key = (rule["protocol"], rule.get("port_range_min"), rule.get("remote_ip_prefix"), rule.get("remote_group_id"))
             if key in existing:
                 continue
-            self._call(f"adding a rule to security group {name}", self.conn.network.create_security_group_rule,
-                       security_group_id=group.id, direction="ingress", ethertype="IPv4", **rule)
+            try:
+                self._call(f"adding a rule to security group {name}", self.conn.network.create_security_group_rule,
+                           security_group_id=group.id, direction="ingress", ethertype="IPv4", **rule)
+            except CloudError:
+                if key not in self._rule_keys(group.id):  # made by a call whose answer was lost: fine
+                    raise
         book.made(intended, group.id)
         return group.id
+
+    def _rule_keys(self, group_id: str) -> set[tuple[Any, ...]]:
+        return {(r.protocol, r.port_range_min, r.remote_ip_prefix, r.remote_group_id) for r in self._call(
+            "reading the rules of the security group",
+            lambda: list(self.conn.network.security_group_rules(security_group_id=group_id, direction="ingress")))}
 
     # -- servers
     def create_server(self, pair: str, spec: CloudPairSpec, node: CloudNode, index: int, user_data: str) -> ServerFacts:
@@ -208,10 +250,7 @@ class OpenStackDriver:
             self._wait_gone(name, server.id)
             server = None
         if server is None:
-            image = self._find("image", self.conn.image.find_image, self.options.image,
-                               "Check `image` in the pair's openstack options (openstack image list).")
-            flavor = self._find("flavor", self.conn.compute.find_flavor, self.options.flavor,
-                                "Check `flavor` in the pair's openstack options (openstack flavor list).")
+            image, flavor = self._image_and_flavor()
             group = book.of_kind("server_group")
             zone = node.zone or (self.options.availability_zones[index % len(self.options.availability_zones)]
                                  if self.options.availability_zones else None)

@@ -156,3 +156,92 @@ def _primary_at(lab: CloudLab, address: str) -> str | None:
     except psycopg.Error:
         return None
     return rows[0][1].split("/")[-2] if rows and rows[0][0] is False else None
+
+
+# ---------------------------------------------------------------- what the cloud says, and what pgaasctl does
+
+@dataclass
+class Scenario:
+    name: str
+    arrange: Any  # (FakeOpenStack, server name) -> None
+    outcome: str  # "" for success, else a phrase the error says
+    options: dict[str, Any] | None = None
+    environment: dict[str, str] | None = None
+
+
+SCENARIOS = [
+    Scenario("throttled twice, then made", lambda f, n: f.fail("POST", r"/servers$", 429, times=2, retry_after="0"), ""),
+    Scenario("an operation in progress, then made",
+             lambda f, n: f.fail("POST", r"/v2.0/ports$", 409, kind="neutron", retry_after="0"), ""),
+    Scenario("BUILD then ERROR", lambda f, n: f.statuses.__setitem__(n, ["BUILD", "ERROR"]),
+             "went to ERROR: No valid host was found"),
+    Scenario("refused by policy", lambda f, n: f.fail("POST", r"/servers$", 403,
+             message="Policy doesn't allow os_compute_api:servers:create to be performed."), "not allowed"),
+    Scenario("quota exceeded (Nova)", lambda f, n: f.fail("POST", r"/servers$", 403, times=3,
+             message="Quota exceeded for instances: Requested 1, but already used 10 of 10 instances"),
+             "quota exceeded"),
+    Scenario("quota exceeded (Neutron)", lambda f, n: f.fail("POST", r"/v2.0/ports$", 409, times=3, kind="neutron",
+             message="Quota exceeded for resources: ['port']."), "quota exceeded"),
+    Scenario("never ACTIVE", lambda f, n: f.statuses.__setitem__(n, ["BUILD"] * 10_000), "is still BUILD after 1s",
+             options={"timeout": 1}),
+    Scenario("the answer to the create is lost", lambda f, n: f.fail("POST", r"/servers$", 503, after=True),
+             "the cloud failed (503"),
+    Scenario("a wrong password", lambda f, n: None, "authentication failed", environment={"OS_PASSWORD": "wrong"}),
+    Scenario("an image that does not exist", lambda f, n: None, "image 'debian-13' not found",
+             options={"image": "debian-13"}),
+    Scenario("a network that does not exist", lambda f, n: None, "network 'elsewhere' not found",
+             options={"network": "elsewhere"}),
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_cloud_answers(lab: CloudLab, scenario: Scenario) -> None:
+    """Each answer the cloud may give: a clear message and exit 1, nothing leaked; then (the cloud well again) the
+    next apply finishes the pair with exactly one server, and destroy leaves nothing behind."""
+    fake, ws = lab.fake, lab.ws
+    fake.faults.clear()
+    fake.statuses.clear()
+    ws.write("single.yaml", lab.pair_doc("single", ["single-a"], openstack=scenario.options or {}))
+    server = resource_name("single", "single-a")
+    scenario.arrange(fake, server)
+    saved = {k: os.environ[k] for k in scenario.environment or {}}
+    os.environ.update(scenario.environment or {})
+    try:
+        first = ws.apply()
+    finally:
+        os.environ.update(saved)
+    no_traceback(first)
+    if not scenario.outcome:
+        assert first.exit_code == 0, first.output
+    else:
+        assert first.exit_code == 1, first.output
+        assert scenario.outcome in first.flat, first.output
+        assert "Traceback" not in first.output
+        fake.faults.clear()
+        fake.statuses.clear()
+        ws.write("single.yaml", lab.pair_doc("single", ["single-a"]))
+        again = ws.apply()
+        assert again.exit_code == 0, again.output
+    made = [s for s in fake.servers.values() if s["name"] == server]
+    assert len(made) == 1 and made[0]["status"] == "ACTIVE", "exactly one server, whatever happened before"
+    assert len([p for p in fake.ports.values() if p["name"] == server]) == 1
+    assert [n["role"] for n in ws.status_json()[0]["nodes"]] == ["primary"]
+    gone = ws.destroy()
+    assert gone.exit_code == 0, gone.output
+    assert not fake.servers and not fake.ports and not fake.security_groups and not fake.groups and not fake.vms
+    ws.remove("single.yaml")
+
+
+def test_an_apply_interrupted_between_port_and_server_is_cleaned_up_by_destroy(lab: CloudLab) -> None:
+    fake, ws = lab.fake, lab.ws
+    fake.faults.clear()
+    ws.write("half.yaml", lab.pair_doc("half", ["half-a"]))
+    fake.fail("POST", r"/servers$", 500, message="Unexpected API Error.")
+    assert ws.apply().exit_code == 1
+    assert len(fake.ports) == 1 and not fake.servers and fake.security_groups
+    planned = ws.run("plan", str(ws.specs), "--destroy")
+    assert "remove what an unfinished apply made" in planned.output, planned.output
+    gone = ws.destroy()
+    assert gone.exit_code == 0, gone.output
+    assert not fake.ports and not fake.security_groups and not fake.groups
+    ws.remove("half.yaml")
