@@ -449,8 +449,8 @@ class CloudProvider:
                 state = self._helper(ssh, host, "status").split()
             except PgaasError:
                 continue  # unreachable: discovery reports it
-            if host.cloud == "gcp":
-                host.virtual_ip_state = None  # the load balancer follows the health check: nothing runs on the node
+            if host.cloud == "gcp":  # the load balancer asks each node's health check, which must run
+                host.virtual_ip_state = "current" if state and state[0] == "running" else "stopped"
                 continue
             record = self._keepalived_record(pair, host.node)
             wanted = self.keepalived_conf(pair, host, str(record.data.get("interface", ""))) if record else None
@@ -466,13 +466,47 @@ class CloudProvider:
                      if r.kind == "keepalived" and r.node == node), None)
 
     def _helper(self, ssh: SshSessions, host: Host, action: str) -> str:
+        """keepalived's helper (openstack), or the health check's process (gcp): start, stop or status."""
         from pgaasctl.hosts.bootstrap import target_of
 
+        if host.cloud == "gcp":
+            return self._health_check(ssh, host, action)
         command = f"sudo -n {KEEPALIVED_HELPER} {action} {shlex.quote(self._keepalived_dir(host))}"
         if action == "status":
             result = ssh.run(target_of(host), command)
             return result.stdout if result.exited == 0 else ""
         return ssh.check(target_of(host), command, f"keepalived {action} (the virtual IP)")
+
+    def _health_check(self, ssh: SshSessions, host: Host, action: str) -> str:
+        """pgaasctl-primary-check on the node (as postgres, port 8008): what the load balancer of a gcp pair asks."""
+        from pgaasctl.hosts.bootstrap import alive_from_pid_file, target_of
+        from providers.gcp import CHECK_PORT
+
+        assert host.layout is not None
+        target = target_of(host)
+        script = f"{host.layout.config_dir}/pgaasctl-primary-check"
+        pid_file = f"{host.layout.socket_dir}/primary-check.pid"
+        running = f"{alive_from_pid_file(pid_file)} && grep -q primary-check /proc/$pid/cmdline"
+        if action == "status":
+            return "running" if ssh.run(target, running).exited == 0 else "stopped"
+        if action == "stop":
+            ssh.run(target, f"{running} && kill $pid; rm -f {shlex.quote(pid_file)}")
+            return "stopped"
+        ssh.put_text(target, (TEMPLATES / "pgaasctl-primary-check").read_text(), script, 0o755)
+        track = vip_track_file(host.layout)
+        log = f"{host.layout.log_dir}/primary-check.log"
+        ssh.check(target, f"test -f {shlex.quote(track)} || echo 1 > {shlex.quote(track)}", "the track file")
+        ssh.check(target, f"{running} || setsid -f sh -c 'echo $$ > {shlex.quote(pid_file)}; exec python3 "
+                          f"{shlex.quote(script)} {shlex.quote(track)} {CHECK_PORT}' >>{shlex.quote(log)} 2>&1 </dev/null",
+                  "starting the load balancer's health check")
+        deadline = time.monotonic() + 10
+        answers = f"{running} && timeout 1 bash -c 'exec 3<>/dev/tcp/127.0.0.1/{CHECK_PORT}'"  # asked on the node:
+        while ssh.run(target, answers).exited != 0:  # the firewall opens 8008 to Google's health checkers alone
+            if time.monotonic() > deadline:
+                raise PgaasError(f"node {host.node} of pair {host.pair}: the health check did not start on port "
+                                 f"{CHECK_PORT}", f"See {log} on the node (python3 must be installed).")
+            time.sleep(0.1)  # polling the check's port
+        return "running"
 
     def start_virtual_ip(self, pair: PairDoc, node: str) -> None:
         from pgaasctl.hosts.bootstrap import target_of
@@ -485,6 +519,12 @@ class CloudProvider:
         assert host.cloud is not None and host.layout is not None
         self.driver(host.cloud, spec).ensure_virtual_ip(pair.metadata.name, spec)  # type: ignore[arg-type]
         ssh = SshSessions(self.store)
+        if host.cloud == "gcp":
+            try:
+                self._health_check(ssh, host, "start")
+            finally:
+                ssh.close()
+            return
         try:
             target = target_of(host)
             interface = _interface_of(ssh.check(target, "ip -4 -o addr show", "listing the interfaces"), host.address)

@@ -622,9 +622,11 @@ def _virtual_ip_operations(reports: list[NodeReport]) -> list[HostOperation]:
     details = {"stopped": "start keepalived (the virtual IP)",
                "stale": "restart keepalived with the virtual IP the spec declares",
                "unwanted": "stop keepalived (the spec declares no virtual IP)"}
+    balanced = {"stopped": "start the load balancer's health check (the virtual IP)",
+                "unwanted": "stop the load balancer's health check (the spec declares no virtual IP)"}
     return [HostOperation(kind="stop_keepalived" if r.host.virtual_ip_state == "unwanted" else "start_keepalived",
-                          node=r.name, detail=details[r.host.virtual_ip_state])
-            for r in reports if r.host.virtual_ip_state in details]
+                          node=r.name, detail=(balanced if r.host.cloud == "gcp" else details)[r.host.virtual_ip_state])
+            for r in reports if r.host.virtual_ip_state in (balanced if r.host.cloud == "gcp" else details)]
 
 
 def _services_detail(report: NodeReport) -> str:

@@ -422,6 +422,8 @@ class GcpOptions(Strict):
     credentials_file: SafePath | None = Field(None, description="A service account key file (JSON, relative to the "
                                               "spec file); omitted: Application Default Credentials.")
     ssh_key_file: SafePath | None = Field(None, description="The private key pgaasctl logs in with (see openstack).")
+    endpoint: CloudWord | None = Field(None, description="The Compute Engine API's address, when not the public one "
+                                       "(a Private Service Connect endpoint, e.g. https://compute-myendpoint.p.googleapis.com).")
     timeout: Seconds = Field(600, description="Seconds to wait for an operation, an instance and its SSH.")
 
     @model_validator(mode="after")

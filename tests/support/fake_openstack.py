@@ -16,29 +16,20 @@ address, so everything after the cloud calls runs for real.
 from __future__ import annotations
 
 import base64
-import json
 import re
-import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 from providers.netns import NamespaceNetwork
 from tests.support.cloud_vm import EmulatedVm, cloud_config_script
+from tests.support.fake_http import ApiError, FakeHttpApi, check_fields
 
 USER, PASSWORD, PROJECT = "pgaas-test", "fake-cloud-password", "pgaas-project"
 TOKEN_PREFIX = "fake-os-token-"
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-        super().__init__(status)
-        self.status, self.body, self.headers = status, body, headers or {}
 
 
 def nova_error(status: int, message: str) -> ApiError:
@@ -54,40 +45,20 @@ def neutron_error(status: int, kind: str, message: str) -> ApiError:
 def _check_fields(body: Any, top: str, required: set[str], allowed: set[str], error: Callable[[str], ApiError]) -> dict[str, Any]:
     if not isinstance(body, dict) or set(body) != {top} or not isinstance(body[top], dict):
         raise error(f"the body must be an object with the single key {top!r}")
-    item = body[top]
-    missing = required - set(item)
-    unknown = set(item) - allowed
-    if missing:
-        raise error(f"missing attribute(s): {sorted(missing)}")
-    if unknown:
-        raise error(f"Unrecognized attribute(s) '{', '.join(sorted(unknown))}'")
-    return item
+    return check_fields(body[top], required, allowed, error)
 
 
 @dataclass
-class Fault:
-    method: str
-    pattern: re.Pattern[str]
-    status: int
-    times: int
-    body: dict[str, Any]
-    headers: dict[str, str]
-    after: bool = False  # the call is done, and then its answer is lost (an error instead)
-
-
-@dataclass
-class FakeOpenStack:
+class FakeOpenStack(FakeHttpApi):
     subnet: IPv4Network  # the tenant network's subnet: VMs get addresses from it, on a bridge of this machine
     root: Path  # the VMs' files
     first_address: int = 10  # addresses handed out start at this offset in the subnet
     external_subnet: IPv4Network = IPv4Network("203.0.113.0/24")  # floating IPs (documentation range; never routed)
-    requests: list[tuple[str, str]] = field(default_factory=list)
     statuses: dict[str, list[str]] = field(default_factory=dict)  # server name -> statuses shown on its next reads
     vms: dict[str, EmulatedVm] = field(default_factory=dict)  # server id -> its VM
 
     def __post_init__(self) -> None:
-        self.lock = threading.RLock()
-        self.faults: list[Fault] = []
+        FakeHttpApi.__init__(self)
         self.servers: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, dict[str, Any]] = {}
         self.ports: dict[str, dict[str, Any]] = {}
@@ -105,22 +76,14 @@ class FakeOpenStack:
                                      "visibility": "public", "disk_format": "qcow2", "container_format": "bare"}}
         self.flavors = {"m1.medium": {"id": "3", "name": "m1.medium", "vcpus": 2, "ram": 4096, "disk": 40}}
         self.tokens: set[str] = set()
-        self.server_http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
-        self.server_http.daemon_threads = True
-        self.thread = threading.Thread(target=self.server_http.serve_forever, daemon=True)
 
     # -- life
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_http.server_address[1]}"
-
     def start(self) -> FakeOpenStack:
-        self.thread.start()
+        self.start_http()
         return self
 
     def close(self) -> None:
-        self.server_http.shutdown()
-        self.server_http.server_close()
+        self.stop_http()
         for vm in list(self.vms.values()):
             vm.delete()
         self.vms.clear()
@@ -140,8 +103,7 @@ class FakeOpenStack:
         body = neutron_error(status, "Conflict" if status == 409 else "Error", text).body if kind == "neutron" \
             else nova_error(status, text).body
         headers = {"Retry-After": retry_after} if retry_after is not None else {}
-        with self.lock:
-            self.faults.append(Fault(method, re.compile(pattern), status, times, body, headers, after))
+        self.add_fault(method, pattern, status, body, times, headers, after)
 
     def delete_behind_back(self, name: str) -> None:
         """Someone deletes the server in the cloud's console (its port stays, as Nova leaves a port it did not make)."""
@@ -167,84 +129,12 @@ class FakeOpenStack:
             server["status"] = "SHUTOFF"
             self.vms[server["id"]].stop()
 
-    def calls(self, prefix: str = "") -> int:
-        return sum(1 for _, path in self.requests if path.startswith(prefix))
-
     def server_named(self, name: str) -> dict[str, Any] | None:
         return next((s for s in self.servers.values() if s["name"] == name), None)
 
-    # -- HTTP
-    def _handler(self) -> type[BaseHTTPRequestHandler]:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _respond(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
-                data = b"" if body is None else json.dumps(body).encode()
-                self.send_response(status)
-                for key, value in (headers or {}).items():
-                    self.send_header(key, value)
-                if body is not None:
-                    self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def _handle(self, method: str) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                parsed = urlparse(self.path)
-                with fake.lock:
-                    fake.requests.append((method, parsed.path))
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    self._respond(400, {"badRequest": {"code": 400, "message": "Malformed request body"}})
-                    return
-                try:
-                    status, answer, headers = fake.route(method, parsed.path, parse_qs(parsed.query), body,
-                                                         self.headers.get("X-Auth-Token"))
-                except ApiError as exc:
-                    self._respond(exc.status, exc.body, exc.headers)
-                    return
-                self._respond(status, answer, headers)
-
-            def do_GET(self) -> None:
-                self._handle("GET")
-
-            def do_POST(self) -> None:
-                self._handle("POST")
-
-            def do_PUT(self) -> None:
-                self._handle("PUT")
-
-            def do_DELETE(self) -> None:
-                self._handle("DELETE")
-
-        return Handler
-
     def route(self, method: str, path: str, query: dict[str, list[str]], body: Any,
-              token: str | None) -> tuple[int, Any, dict[str, str]]:
-        lost: Fault | None = None
-        with self.lock:
-            for fault in self.faults:
-                if fault.times > 0 and fault.method == method and fault.pattern.search(path):
-                    fault.times -= 1
-                    if not fault.after:
-                        raise ApiError(fault.status, fault.body, fault.headers)
-                    lost = fault
-                    break
-        answer = self._route(method, path, query, body, token)
-        if lost is not None:
-            raise ApiError(lost.status, lost.body, lost.headers)
-        return answer
-
-    def _route(self, method: str, path: str, query: dict[str, list[str]], body: Any,
-               token: str | None) -> tuple[int, Any, dict[str, str]]:
+              headers: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
+        token = headers.get("x-auth-token")
         if path.rstrip("/") in ("/identity", "/identity/v3"):
             return 200, self._identity_version(), {}
         if path == "/identity/v3/auth/tokens" and method == "POST":
