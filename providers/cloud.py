@@ -99,6 +99,10 @@ class CloudDriver(Protocol):
         """The node the cloud sends the virtual IP's traffic to, when the cloud knows (None: ask the nodes)."""
         ...
 
+    def network_cidr(self) -> str:
+        """The subnet the nodes get their addresses from."""
+        ...
+
 
 def slug(text: str, limit: int) -> str:
     """Lowercase letters, digits and dashes (what every cloud accepts in a name), at most `limit` characters."""
@@ -261,10 +265,17 @@ class CloudProvider:
             pair=name, node=node_name, address=facts.address if facts and exists else "", pg_port=5432,
             ssh_port=SSH_PORT, ssh_user=SSH_USER, key_file=str(self.key_file(pair)), repmgr_conf=layout.repmgr_conf,
             bin_dir=PG_BIN, layout=layout, exists=exists, running=exists and facts is not None and facts.status == "active",
-            own_network=(facts.network or None) if facts else None, cloud=cloud,
+            own_network=(facts.network or None) if facts and facts.network else self._network_of(spec, cloud),
+            cloud=cloud,
             reach=(facts.public_address or None) if facts else None, zone=(facts.zone or None) if facts else None,
             witness=witness,
         )
+
+    def _network_of(self, spec: CloudPairSpec, cloud: str | None) -> str | None:
+        """The network a node not made yet will be on (its cloud's subnet): pg_hba of its peers lets it in ahead."""
+        if cloud is None:
+            return None
+        return self.driver(cloud, spec).network_cidr()  # type: ignore[arg-type]
 
     def hosts(self, pair: PairDoc) -> list[Host]:
         return [self._host(pair, node) for node in self._spec(pair).nodes]

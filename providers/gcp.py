@@ -232,6 +232,9 @@ class GcpDriver:
             self._subnet_found = found
         return self._subnet_found
 
+    def network_cidr(self) -> str:
+        return str(self._subnet().ip_cidr_range)
+
     def _network_url(self) -> str:
         return f"projects/{self.options.project}/global/networks/{self.options.network}"
 

@@ -185,6 +185,9 @@ class OpenStackDriver:
             self._image_flavor = (image, flavor)
         return self._image_flavor
 
+    def network_cidr(self) -> str:
+        return str(self._subnet().cidr)
+
     # -- the pair's resources
     def prepare(self, pair: str, spec: CloudPairSpec) -> None:
         book = ResourceBook(self.store, self.cloud, pair)

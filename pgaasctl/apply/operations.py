@@ -34,7 +34,9 @@ class HostOperator:
             failover = spec.failover
         self.bootstrap = Bootstrap(ssh=ssh, failover=failover or FailoverSettings(), admin_password=admin_password,
                                    push=inputs.push, tls=inputs.node_tls(),
-                                   clients=[str(n) for n in getattr(spec, "clients", [])])
+                                   clients=[str(n) for n in getattr(spec, "clients", [])],
+                                   networks=sorted({h.own_network for h in [*inputs.hosts, *filter(None, [
+                                       inputs.witness_host()])] if h.own_network}))
         self._destroyed = False
         self._ids: dict[str, int] = {}
 

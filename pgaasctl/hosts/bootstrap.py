@@ -333,12 +333,13 @@ class Bootstrap:
     push: PushTarget | None = None  # where repmgr's events go (the agent), if the workspace says
     tls: NodeTls | None = None  # the pair's TLS: certificates, pg_hba rules, sslmode of repmgr and replication
     clients: list[str] = field(default_factory=list)  # networks pg_hba lets in besides the node's own
+    networks: list[str] = field(default_factory=list)  # every node's own network (a pair across clouds has two)
 
     def _networks(self, host: Host) -> list[str]:
         """Where clients may connect from: the node's own network (its peers, the witness and pgaasctl are there:
         never left out, or replication stops), and the pair's `clients`."""
         own = host.own_network or "127.0.0.0/8"
-        return [own, *(n for n in self.clients if n != own)]
+        return list(dict.fromkeys([own, *self.networks, *self.clients]))
 
     def _pg_hba(self, host: Host) -> str:
         return pg_hba(self.tls.settings if self.tls else None, self.tls.certificate_roles if self.tls else [],
@@ -495,6 +496,8 @@ class Bootstrap:
         """A small PostgreSQL of its own, registered as the pair's repmgr witness."""
         layout = host.layout
         assert layout is not None
+        if len(self.networks) > 1:
+            self.let_in(primary)
         target = target_of(host)
         self._write_config(host, node_id, repmgr_password)
         self._initdb(host, "", if_missing=True)  # a retried witness keeps the data directory it made
@@ -522,9 +525,23 @@ class Bootstrap:
         text = self.ssh.check(target_of(host), f"cat {shlex.quote(host.layout.config_dir + '/.pgpass')}", "reading .pgpass")
         return text.strip().split(":", 4)[4]
 
+    def let_in(self, primary: Host) -> None:
+        """The primary's pg_hba as the pair's networks say now, reloaded when it changed: a node added in another
+        cloud (another network) must be let in before it clones or registers."""
+        assert primary.layout is not None
+        target = target_of(primary)
+        path = f"{primary.layout.config_dir}/pg_hba.conf"
+        wanted = self._pg_hba(primary)
+        current = self.ssh.run(target, f"cat {shlex.quote(path)}").stdout
+        if current != wanted:
+            self.ssh.put_text(target, wanted, path, 0o640)
+            self._psql(primary, "SELECT pg_reload_conf()", "reloading pg_hba.conf")
+
     def create_standby(self, host: Host, node_id: int, primary: Host, repmgr_password: str, force: bool = False) -> None:
         layout = host.layout
         assert layout is not None
+        if len(self.networks) > 1:
+            self.let_in(primary)
         self._write_config(host, node_id, repmgr_password)
         self.wait_reaped(host)
         self._repmgr(  # primary_conninfo is made of this conninfo: the pair's sslmode and CA file with it

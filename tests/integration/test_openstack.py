@@ -6,82 +6,44 @@ runs for real. Only the cloud is fake; PostgreSQL, repmgr, sshd and keepalived a
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Network
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
-import yaml
 
 from providers.cloud import resource_name
+from tests.support.cloud_lab import CloudLab
 from tests.support.fake_openstack import FakeOpenStack
-from tests.support.local_pair import SpecDir, no_traceback, slot_subnet, wait_until
+from tests.support.local_pair import no_traceback, slot_subnet, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.skipif(os.geteuid() != 0, reason="namespaces need root")]
 
 VIP_OFFSET = 200  # the virtual IP: far from the addresses the fake hands out (from .10)
-
-
-@dataclass
-class CloudLab:
-    base: Path
-    fake: FakeOpenStack
-    ws: SpecDir
-
-    @property
-    def vip(self) -> str:
-        return str(self.fake.subnet.network_address + VIP_OFFSET)
-
-    def pair_doc(self, name: str, nodes: list[str], **extra: Any) -> str:
-        spec: dict[str, Any] = {"provider": "openstack", "deletion_protection": False, "replication": "asynchronous",
-                                "nodes": [{"name": n} for n in nodes],
-                                "openstack": {"image": "debian-12", "flavor": "m1.medium", "network": "pgaas-net",
-                                              **extra.pop("openstack", {})}, **extra}
-        return yaml.safe_dump({"kind": "Pair", "metadata": {"name": name}, "spec": spec}, sort_keys=False)
-
-    def admin(self, pair: str) -> str:
-        return (self.base / "cloud" / pair / "admin-password").read_text().strip()
-
-    def sql(self, pair: str, host: str, query: str) -> list[tuple[Any, ...]]:
-        with psycopg.connect(host=host, port=5432, user="postgres", password=self.admin(pair), dbname="postgres",
-                             connect_timeout=3, autocommit=True) as conn:
-            return conn.execute(query).fetchall()
+OPENSTACK = {"image": "debian-12", "flavor": "m1.medium", "network": "pgaas-net"}
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[CloudLab]:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-    base = Path(tempfile.mkdtemp(prefix=f"pgaasctl-it-openstack-{worker}-", dir="/dev/shm"))
-    base.chmod(0o755)
-    fake = FakeOpenStack(subnet=IPv4Network(slot_subnet(2)), root=base / "vms").start()
-    saved = {k: os.environ.get(k) for k in fake.environment()}
-    os.environ.update(fake.environment())
-    ws = SpecDir(base / "ws", {"cloud_dir": str(base / "cloud"), "tls": {"ca_dir": str(base / "tls")}})
-    lab = CloudLab(base=base, fake=fake, ws=ws)
-    try:
+    with CloudLab.open("openstack") as lab:
+        fake = FakeOpenStack(subnet=IPv4Network(slot_subnet(2)), root=lab.base / "vms").start()
+        lab.fakes.append(fake)
+        os.environ.update(fake.environment())
         yield lab
-    finally:
-        ws.reset()
-        ws.destroy()  # whatever a failed test left: the fake is still there to take the calls
-        fake.close()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        import shutil
 
-        shutil.rmtree(base, ignore_errors=True)
+
+def openstack_pair(lab: CloudLab, name: str, nodes: list[str], options: dict[str, Any] | None = None,
+                   **extra: Any) -> str:
+    return lab.pair_doc(name, {"provider": "openstack", "nodes": [{"name": n} for n in nodes],
+                               "openstack": {**OPENSTACK, **(options or {})}, **extra})
 
 
 def test_a_pair_with_a_virtual_ip_and_a_witness_is_made_fails_over_and_goes(lab: CloudLab) -> None:
-    fake, ws = lab.fake, lab.ws
-    ws.write("orders.yaml", lab.pair_doc("orders", ["orders-a", "orders-b"], virtual_ip=lab.vip,
-                                         witness={"name": "orders-w"}, failover={"reconnect_attempts": 0})
+    fake, ws = lab.fakes[0], lab.ws
+    vip = str(fake.subnet.network_address + VIP_OFFSET)
+    ws.write("orders.yaml", openstack_pair(lab, "orders", ["orders-a", "orders-b"], virtual_ip=vip,
+                                           witness={"name": "orders-w"}, failover={"reconnect_attempts": 0})
              + "---\nkind: Database\nmetadata: {name: shop, pair: orders}\nspec: {}\n")
 
     planned = ws.plan()
@@ -99,8 +61,8 @@ def test_a_pair_with_a_virtual_ip_and_a_witness_is_made_fails_over_and_goes(lab:
              if r["direction"] == "ingress"}
     assert {("tcp", 22, str(fake.subnet)), ("tcp", 5432, str(fake.subnet)), ("vrrp", None, None)} <= rules
     node_ports = [p for p in fake.ports.values() if p["device_owner"] == "compute:nova"]
-    assert all(p["allowed_address_pairs"] == [{"ip_address": lab.vip}] for p in node_ports)
-    vip_ports = [p for p in fake.ports.values() if p["fixed_ips"][0]["ip_address"] == lab.vip]
+    assert all(p["allowed_address_pairs"] == [{"ip_address": vip}] for p in node_ports)
+    vip_ports = [p for p in fake.ports.values() if p["fixed_ips"][0]["ip_address"] == vip]
     assert len(vip_ports) == 1 and vip_ports[0]["device_owner"] == "", "the virtual IP is reserved by a port of its own"
     user_data = next(iter(servers.values()))["_user_data"]
     assert user_data.startswith("#cloud-config") and "postgresql-15-repmgr" in user_data
@@ -109,12 +71,12 @@ def test_a_pair_with_a_virtual_ip_and_a_witness_is_made_fails_over_and_goes(lab:
     assert any(call.startswith("pg_dropcluster") for call in vm.stub_calls())
 
     # the data nodes replicate; the database is on both; the virtual IP reaches the primary
-    status = {n["name"]: n for n in ws.status_json()[0]["nodes"]}
+    status = lab.nodes()
     assert status["orders-a"]["role"] == "primary" and status["orders-b"]["role"] == "standby"
     standby_address = status["orders-b"]["address"].split(":")[0]
     wait_until(lambda: lab.sql("orders", standby_address, "SELECT 1 FROM pg_database WHERE datname = 'shop'"), 10,
                "the database on the standby")
-    assert _primary_at(lab, lab.vip) == "orders-a"
+    assert lab.primary_at("orders", vip) == "orders-a"
 
     replan = ws.plan("--detailed-exitcode")
     assert replan.exit_code == 0, replan.output
@@ -123,13 +85,13 @@ def test_a_pair_with_a_virtual_ip_and_a_witness_is_made_fails_over_and_goes(lab:
     # the primary's server is lost: repmgrd promotes the standby, keepalived moves the virtual IP there
     primary_name = resource_name("orders", "orders-a")
     fake.power_off(primary_name)
-    wait_until(lambda: _primary_at(lab, lab.vip) == "orders-b", 30, "the virtual IP on the promoted standby")
+    wait_until(lambda: lab.primary_at("orders", vip) == "orders-b", 30, "the virtual IP on the promoted standby")
 
     # apply starts the server again (Nova os-start) and rejoins it as a standby
     healed = ws.apply()
     assert healed.exit_code == 0, healed.output
     assert any(path.endswith("/action") for method, path in fake.requests if method == "POST")
-    status = {n["name"]: n for n in ws.status_json()[0]["nodes"]}
+    status = lab.nodes()
     assert status["orders-a"]["role"] == "standby" and status["orders-b"]["role"] == "primary"
 
     # someone deletes the standby's server in the console: the plan shows it made anew, apply does it
@@ -138,7 +100,7 @@ def test_a_pair_with_a_virtual_ip_and_a_witness_is_made_fails_over_and_goes(lab:
     assert "+ host.orders.orders-a (openstack m1.medium, debian-12" in drift.output, drift.output
     ws.must_apply()
     assert len(fake.servers) == 3 and len([p for p in fake.ports.values() if p["device_owner"]]) == 3
-    status = {n["name"]: n for n in ws.status_json()[0]["nodes"]}
+    status = lab.nodes()
     assert status["orders-a"]["role"] == "standby" and status["orders-a"]["replication"].startswith("streaming")
 
     destroyed = ws.destroy()
@@ -147,15 +109,6 @@ def test_a_pair_with_a_virtual_ip_and_a_witness_is_made_fails_over_and_goes(lab:
     assert not fake.servers and not fake.ports and not fake.security_groups and not fake.groups
     assert not fake.vms
     ws.remove("orders.yaml")
-
-
-def _primary_at(lab: CloudLab, address: str) -> str | None:
-    """The node (named by its data directory, DIRECTORY/PAIR/NODE/data) that answers at `address` as a primary."""
-    try:
-        rows = lab.sql("orders", address, "SELECT pg_is_in_recovery(), current_setting('data_directory')")
-    except psycopg.Error:
-        return None
-    return rows[0][1].split("/")[-2] if rows and rows[0][0] is False else None
 
 
 # ---------------------------------------------------------------- what the cloud says, and what pgaasctl does
@@ -198,10 +151,10 @@ SCENARIOS = [
 def test_cloud_answers(lab: CloudLab, scenario: Scenario) -> None:
     """Each answer the cloud may give: a clear message and exit 1, nothing leaked; then (the cloud well again) the
     next apply finishes the pair with exactly one server, and destroy leaves nothing behind."""
-    fake, ws = lab.fake, lab.ws
+    fake, ws = lab.fakes[0], lab.ws
     fake.faults.clear()
     fake.statuses.clear()
-    ws.write("single.yaml", lab.pair_doc("single", ["single-a"], openstack=scenario.options or {}))
+    ws.write("single.yaml", openstack_pair(lab, "single", ["single-a"], scenario.options))
     server = resource_name("single", "single-a")
     scenario.arrange(fake, server)
     saved = {k: os.environ[k] for k in scenario.environment or {}}
@@ -219,13 +172,13 @@ def test_cloud_answers(lab: CloudLab, scenario: Scenario) -> None:
         assert "Traceback" not in first.output
         fake.faults.clear()
         fake.statuses.clear()
-        ws.write("single.yaml", lab.pair_doc("single", ["single-a"]))
+        ws.write("single.yaml", openstack_pair(lab, "single", ["single-a"]))
         again = ws.apply()
         assert again.exit_code == 0, again.output
     made = [s for s in fake.servers.values() if s["name"] == server]
     assert len(made) == 1 and made[0]["status"] == "ACTIVE", "exactly one server, whatever happened before"
     assert len([p for p in fake.ports.values() if p["name"] == server]) == 1
-    assert [n["role"] for n in ws.status_json()[0]["nodes"]] == ["primary"]
+    assert [n["role"] for n in lab.nodes().values()] == ["primary"]
     gone = ws.destroy()
     assert gone.exit_code == 0, gone.output
     assert not fake.servers and not fake.ports and not fake.security_groups and not fake.groups and not fake.vms
@@ -233,9 +186,9 @@ def test_cloud_answers(lab: CloudLab, scenario: Scenario) -> None:
 
 
 def test_an_apply_interrupted_between_port_and_server_is_cleaned_up_by_destroy(lab: CloudLab) -> None:
-    fake, ws = lab.fake, lab.ws
+    fake, ws = lab.fakes[0], lab.ws
     fake.faults.clear()
-    ws.write("half.yaml", lab.pair_doc("half", ["half-a"]))
+    ws.write("half.yaml", openstack_pair(lab, "half", ["half-a"]))
     fake.fail("POST", r"/servers$", 500, message="Unexpected API Error.")
     assert ws.apply().exit_code == 1
     assert len(fake.ports) == 1 and not fake.servers and fake.security_groups
