@@ -53,6 +53,7 @@ class FakeOpenStack(FakeHttpApi):
     subnet: IPv4Network  # the tenant network's subnet: VMs get addresses from it, on a bridge of this machine
     root: Path  # the VMs' files
     first_address: int = 10  # addresses handed out start at this offset in the subnet
+    reported_cidr: str = ""  # the subnet's cidr as Neutron says it ("" = `subnet`)
     external_subnet: IPv4Network = IPv4Network("203.0.113.0/24")  # floating IPs (documentation range; never routed)
     statuses: dict[str, list[str]] = field(default_factory=dict)  # server name -> statuses shown on its next reads
     vms: dict[str, EmulatedVm] = field(default_factory=dict)  # server id -> its VM
@@ -70,7 +71,7 @@ class FakeOpenStack(FakeHttpApi):
         self.external = {"id": str(uuid.uuid4()), "name": "public", "subnets": [], "status": "ACTIVE",
                          "admin_state_up": True, "router:external": True, "shared": True, "mtu": 1500}
         self.subnet_doc = {"id": str(uuid.uuid4()), "name": "pgaas-subnet", "network_id": self.network["id"],
-                           "ip_version": 4, "cidr": str(self.subnet), "gateway_ip": None, "enable_dhcp": True}
+                           "ip_version": 4, "cidr": self.reported_cidr or str(self.subnet), "gateway_ip": None, "enable_dhcp": True}
         self.network["subnets"] = [self.subnet_doc["id"]]
         self.images = {"debian-12": {"id": str(uuid.uuid4()), "name": "debian-12", "status": "active",
                                      "visibility": "public", "disk_format": "qcow2", "container_format": "bare"}}
