@@ -283,8 +283,8 @@ def connection_uri(pair: DesiredPair, desired: DesiredState, store: Store, datab
     vip = getattr(pair.doc.spec, "virtual_ip", None)
     if virtual_ip and vip is None:
         raise PgaasError(f"pair {pair.name!r} has no virtual IP",
-                         f"Declare one (spec.virtual_ip, an address of the workspace subnet "
-                         f"{desired.workspace.subnet}) and run `pgaasctl apply`, or use the URI without --virtual-ip.")
+                         "Declare one (the Pair's spec.virtual_ip) and run `pgaasctl apply`, or use the URI "
+                         "without --virtual-ip.")
     inputs = pair_inputs(pair, desired.workspace, store)
     missing = [h.node for h in inputs.hosts if not h.exists]
     if missing:
@@ -292,7 +292,7 @@ def connection_uri(pair: DesiredPair, desired: DesiredState, store: Store, datab
     for kind, name, known in (("role", role, pair.roles), ("database", database, pair.databases)):
         if name is not None and name not in known and name not in pair.admin_users() | {"postgres"}:
             raise PgaasError(f"{kind} {name!r} is not declared for pair {pair.name!r}")
-    hosts = f"{vip}:{inputs.hosts[0].pg_port}" if virtual_ip else ",".join(f"{h.address}:{h.pg_port}" for h in inputs.hosts)
+    hosts = f"{vip}:{inputs.hosts[0].pg_port}" if virtual_ip else ",".join(f"{h.connect_address}:{h.pg_port}" for h in inputs.hosts)
     user = f"{quote(role, safe='')}@" if role else ""
     path = quote(database or "postgres", safe="")
     return f"postgresql://{user}{hosts}/{path}?{CLIENT_OPTIONS}{_tls_options(pair, desired)}"

@@ -185,6 +185,29 @@ def test_cloud_answers(lab: CloudLab, scenario: Scenario) -> None:
     ws.remove("single.yaml")
 
 
+def test_floating_ips_are_how_pgaasctl_and_clients_reach_the_nodes(lab: CloudLab) -> None:
+    fake, ws = lab.fakes[0], lab.ws
+    fake.faults.clear()
+    ws.write("public.yaml", openstack_pair(lab, "public", ["public-a"], {"floating_ip": True,
+                                                                        "floating_network": "public"},
+                                           tls={"mode": "verify-full"}))
+    ws.must_apply()
+    (fip,) = fake.floating_ips.values()
+    port = fake.ports[fip["port_id"]]
+    assert port["name"] == resource_name("public", "public-a") and fip["floating_ip_address"].startswith("203.0.113.")
+    uri = ws.run("connection", "public", str(ws.specs)).stdout
+    assert f"{fip['floating_ip_address']}:5432" in uri and port["fixed_ips"][0]["ip_address"] not in uri
+    # verify-full through the floating IP: the node's certificate names it too
+    import psycopg
+
+    with psycopg.connect(uri.strip(), password=lab.admin("public"), user="postgres") as conn:
+        assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (False,)
+    gone = ws.destroy()
+    assert gone.exit_code == 0, gone.output
+    assert not fake.floating_ips and not fake.ports
+    ws.remove("public.yaml")
+
+
 def test_an_apply_interrupted_between_port_and_server_is_cleaned_up_by_destroy(lab: CloudLab) -> None:
     fake, ws = lab.fakes[0], lab.ws
     fake.faults.clear()

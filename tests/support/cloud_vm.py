@@ -96,7 +96,7 @@ class EmulatedVm:
         if not (ssh / "host_key").exists():
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh / "host_key")], check=True)
         (ssh / "sshd_config").write_text("\n".join([
-            f"ListenAddress {self.address}:22",
+            "ListenAddress 0.0.0.0:22",  # every address of the VM, as a cloud image's sshd does
             f"HostKey {ssh / 'host_key'}",
             f"PidFile {ssh / 'sshd.pid'}",
             "PubkeyAuthentication yes",
@@ -132,6 +132,20 @@ class EmulatedVm:
             if time.monotonic() > deadline:
                 raise FirstBootFailed(f"VM {self.name}: sshd did not start")
             time.sleep(0.02)  # polling for sshd's pid file
+
+    def add_address(self, address: str) -> None:
+        """An address the cloud routes to this VM (a floating IP): on its interface, and routed to its bridge."""
+        from providers.netns import IP
+
+        subprocess.run([IP, "-n", self.namespace, "addr", "replace", f"{address}/32", "dev", "eth0"], check=True)
+        subprocess.run([IP, "route", "replace", f"{address}/32", "dev", self.net.bridge], check=True)
+
+    def remove_address(self, address: str) -> None:
+        from providers.netns import IP
+
+        subprocess.run([IP, "route", "del", f"{address}/32"], capture_output=True, check=False)
+        subprocess.run([IP, "-n", self.namespace, "addr", "del", f"{address}/32", "dev", "eth0"], capture_output=True,
+                       check=False)
 
     def stop(self) -> None:
         """Power off: every process of the VM dies (its mount namespace with them)."""

@@ -16,6 +16,7 @@ address, so everything after the cloud calls runs for real.
 from __future__ import annotations
 
 import base64
+import subprocess
 import re
 import uuid
 from collections.abc import Callable
@@ -85,6 +86,8 @@ class FakeOpenStack(FakeHttpApi):
 
     def close(self) -> None:
         self.stop_http()
+        for fip in list(self.floating_ips.values()):
+            self._unroute(fip["floating_ip_address"])
         for vm in list(self.vms.values()):
             vm.delete()
         self.vms.clear()
@@ -276,6 +279,9 @@ class FakeOpenStack(FakeHttpApi):
                             root=self.root / server["id"], first_boot=cloud_config_script(server["_user_data"]))
             self.vms[server["id"]] = vm
         vm.boot()
+        for fip in self.floating_ips.values():
+            if fip["port_id"] == port["id"]:
+                vm.add_address(fip["floating_ip_address"])
 
     def _servers(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any, dict[str, str]]:
         rest = path.removeprefix("/servers").strip("/")
@@ -415,6 +421,8 @@ class FakeOpenStack(FakeHttpApi):
                 raise neutron_error(409, "PortInUse", f"Port {rest} is in use by a server.")
             if collection == "security-groups" and any(rest in p["security_groups"] for p in self.ports.values()):
                 raise neutron_error(409, "SecurityGroupInUse", f"Security Group {rest} in use.")
+            if collection == "floatingips":
+                self._unroute(table[rest]["floating_ip_address"])
             del table[rest]
             if collection == "security-groups":
                 for rule_id in [r for r, v in self.rules.items() if v["security_group_id"] == rest]:
@@ -512,7 +520,15 @@ class FakeOpenStack(FakeHttpApi):
                "port_id": item.get("port_id"), "description": item.get("description", ""), "status": "ACTIVE",
                "fixed_ip_address": self.ports[item["port_id"]]["fixed_ips"][0]["ip_address"] if item.get("port_id") else None}
         self.floating_ips[fip["id"]] = fip
+        vm = self.vms.get(self.ports[fip["port_id"]]["device_id"]) if fip["port_id"] else None
+        if vm is not None:  # 1:1 NAT, emulated: the address reaches the VM through this machine's bridge
+            vm.add_address(address)
         return fip
+
+    def _unroute(self, address: str) -> None:
+        for vm in self.vms.values():
+            vm.remove_address(address)
+        subprocess.run(["ip", "route", "del", f"{address}/32"], capture_output=True, check=False)
 
     # -- glance
     def _image(self, method: str, path: str, query: dict[str, list[str]], body: Any) -> tuple[int, Any, dict[str, str]]:
