@@ -26,6 +26,10 @@ from tests.support.pgserver import PgServer, make_base_dir  # noqa: E402
 
 _INTEGRATION_DIR = Path(__file__).resolve().parent / "integration"
 
+# Application Default Credentials, when a test's gcp pair has no key file, must fail at once: never probe the
+# metadata server (169.254.169.254), which is not ours to reach.
+os.environ["NO_GCE_CHECK"] = "True"
+
 
 def _loopback_host() -> str:
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")  # "gw0", "gw1", ... or unset

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +39,7 @@ class FakeHttpApi:
         self.lock = threading.RLock()
         self.requests: list[tuple[str, str]] = []
         self.faults: list[Fault] = []
+        self.busy = 0.0  # seconds spent answering (booting emulated VMs included): the cloud's share of a command
         self.server_http = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server_http.daemon_threads = True
         self.thread = threading.Thread(target=self.server_http.serve_forever, daemon=True)
@@ -84,7 +86,12 @@ class FakeHttpApi:
                         raise ApiError(fault.status, fault.body, fault.headers)
                     lost = fault
                     break
-        answer = self.route(method, path, query, body, headers)
+        started = time.perf_counter()
+        try:
+            answer = self.route(method, path, query, body, headers)
+        finally:
+            with self.lock:
+                self.busy += time.perf_counter() - started
         if lost is not None:
             raise ApiError(lost.status, lost.body, lost.headers)
         return answer
