@@ -113,15 +113,16 @@ def _short_hash(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 
-def pair_prefix(pair: str) -> str:
-    """`pgaas-SLUG-HASH`: every resource of the pair starts with it; the hash keeps two pairs whose names slug
-    alike apart (Orders and orders)."""
-    return f"pgaas-{slug(pair, 24)}-{_short_hash(pair)}"
+def pair_prefix(pair: str, owner: str) -> str:
+    """`pgaas-SLUG-HASH`: every resource of the pair starts with it. The hash is of the store's mark (`owner`) and
+    the pair's name: two pairs whose names slug alike (Orders and orders) stay apart, and so do two workspaces
+    with a pair of the same name in one project (neither ever finds, adopts or deletes the other's)."""
+    return f"pgaas-{slug(pair, 24)}-{_short_hash(owner + '/' + pair)}"
 
 
-def resource_name(pair: str, node: str = "", suffix: str = "") -> str:
+def resource_name(pair: str, node: str = "", suffix: str = "", *, owner: str) -> str:
     """A resource's name: a letter first, then at most 62 of [a-z0-9-] (Compute Engine's rule, the strictest)."""
-    name = pair_prefix(pair)
+    name = pair_prefix(pair, owner)
     if node:
         name += f"-{slug(node, 16)}-{_short_hash(node)[:4]}"
     if suffix:
@@ -551,7 +552,8 @@ class CloudProvider:
         finally:
             ssh.close()
         self.store.record_cloud_resource(CloudResource(
-            pair=pair.metadata.name, cloud=host.cloud, kind="keepalived", name=resource_name(pair.metadata.name, node),
+            pair=pair.metadata.name, cloud=host.cloud, kind="keepalived",
+            name=resource_name(pair.metadata.name, node, owner=self.store.cloud_owner()),
             node=node, cloud_id="", data={"interface": interface}))
 
     def stop_virtual_ip(self, pair: PairDoc, node: str) -> None:

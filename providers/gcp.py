@@ -91,6 +91,17 @@ class GcpDriver:
         self._clients: dict[str, Any] = {}
         self.calls = 0
 
+    @property
+    def owner(self) -> str:
+        """The store's mark in resource names: asked when a name is first needed (a plan of a new pair on a
+        read-only store needs none)."""
+        if not hasattr(self, "_owner"):
+            self._owner = self.store.cloud_owner()
+        return self._owner
+
+    def _name(self, pair: str, node: str = "", suffix: str = "") -> str:
+        return resource_name(pair, node, suffix, owner=self.owner)
+
     # -- clients and calls
     def _credentials(self) -> Any:
         import google.auth
@@ -244,20 +255,20 @@ class GcpDriver:
 
         book = ResourceBook(self.store, self.cloud, pair)
         subnet = self._subnet()
-        name = resource_name(pair, suffix="fw")
+        name = self._name(pair, suffix="fw")
         ranges = list(dict.fromkeys([subnet.ip_cidr_range, *self.options.source_ranges]))
         firewall = compute_v1.Firewall(
             name=name, network=self._network_url(), direction="INGRESS", source_ranges=ranges,
-            target_tags=[pair_prefix(pair)], description=f"pgaasctl: pair {pair}",
+            target_tags=[pair_prefix(pair, self.owner)], description=f"pgaasctl: pair {pair}",
             allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=["22", "5432"])])
         self._make(book, "firewall", name, "", lambda: self.client("FirewallsClient").get(
             project=self.options.project, firewall=name), lambda: self.client("FirewallsClient").insert(
             project=self.options.project, firewall_resource=firewall), f"firewall rule {name}")
         if spec.virtual_ip is not None:
-            check_name = resource_name(pair, suffix="hc-fw")
+            check_name = self._name(pair, suffix="hc-fw")
             checkers = compute_v1.Firewall(
                 name=check_name, network=self._network_url(), direction="INGRESS", source_ranges=HEALTH_CHECKER_RANGES,
-                target_tags=[pair_prefix(pair)], description=f"pgaasctl: health checks of pair {pair}",
+                target_tags=[pair_prefix(pair, self.owner)], description=f"pgaasctl: health checks of pair {pair}",
                 allowed=[compute_v1.Allowed(I_p_protocol="tcp", ports=[str(CHECK_PORT)])])
             self._make(book, "firewall", check_name, "", lambda: self.client("FirewallsClient").get(
                 project=self.options.project, firewall=check_name), lambda: self.client("FirewallsClient").insert(
@@ -271,7 +282,7 @@ class GcpDriver:
         from google.cloud import compute_v1
 
         book = ResourceBook(self.store, self.cloud, pair)
-        name = resource_name(pair, node.name)
+        name = self._name(pair, node.name)
         zone = self._zone(spec, node, index)
         recorded = book.get("server", name)
         if recorded is not None and recorded.data.get("zone"):
@@ -289,8 +300,8 @@ class GcpDriver:
             instance = compute_v1.Instance(
                 name=name, machine_type=f"zones/{zone}/machineTypes/{self.options.machine_type}",
                 description=f"pgaasctl: node {node.name} of pair {pair}",
-                tags=compute_v1.Tags(items=[pair_prefix(pair)]),
-                labels={"pgaasctl-pair": pair_prefix(pair)},
+                tags=compute_v1.Tags(items=[pair_prefix(pair, self.owner)]),
+                labels={"pgaasctl-pair": pair_prefix(pair, self.owner)},
                 disks=[compute_v1.AttachedDisk(boot=True, auto_delete=True, initialize_params=compute_v1.AttachedDiskInitializeParams(
                     source_image=image, disk_size_gb=20))],
                 network_interfaces=[compute_v1.NetworkInterface(network=self._network_url(), subnetwork=subnet.self_link)],
@@ -332,7 +343,7 @@ class GcpDriver:
         records = book.of_kind("server")
         if not records:
             return {}
-        prefix = pair_prefix(pair)
+        prefix = pair_prefix(pair, self.owner)
         listed: dict[str, Any] = {}
         for zone in sorted({str(r.data.get("zone", "")) for r in records if r.data.get("zone")}):
             request = compute_v1.ListInstancesRequest(project=self.options.project, zone=zone,
@@ -384,7 +395,7 @@ class GcpDriver:
         from google.cloud import compute_v1
 
         zone = str(record.data.get("zone", ""))
-        group = book.get("instance_group", resource_name(pair, suffix=f"ig-{zone}")[:63])
+        group = book.get("instance_group", self._name(pair, suffix=f"ig-{zone}")[:63])
         link = record.data.get("self_link")
         if group is None or not link:
             return
@@ -429,13 +440,13 @@ class GcpDriver:
         project, region = self.options.project, self.options.region
         subnet = self._subnet()
         vip = str(spec.virtual_ip)
-        address_name = resource_name(pair, suffix="vip")
+        address_name = self._name(pair, suffix="vip")
         self._make(book, "address", address_name, "", lambda: self.client("AddressesClient").get(
             project=project, region=region, address=address_name), lambda: self.client("AddressesClient").insert(
             project=project, region=region, address_resource=compute_v1.Address(
                 name=address_name, address=vip, address_type="INTERNAL", subnetwork=subnet.self_link,
                 description=f"pgaasctl: the virtual IP of pair {pair}")), f"address {vip}")
-        check_name = resource_name(pair, suffix="hc")
+        check_name = self._name(pair, suffix="hc")
         check = self._make(book, "health_check", check_name, "", lambda: self.client("RegionHealthChecksClient").get(
             project=project, region=region, health_check=check_name), lambda: self.client("RegionHealthChecksClient").insert(
             project=project, region=region, health_check_resource=compute_v1.HealthCheck(
@@ -446,7 +457,7 @@ class GcpDriver:
         groups = []
         for record in book.of_kind("server"):
             zone = str(record.data["zone"])
-            group_name = resource_name(pair, suffix=f"ig-{zone}")[:63]
+            group_name = self._name(pair, suffix=f"ig-{zone}")[:63]
             group = self._make(book, "instance_group", group_name, "", lambda: self.client("InstanceGroupsClient").get(
                 project=project, zone=zone, instance_group=group_name), lambda: self.client("InstanceGroupsClient").insert(
                 project=project, zone=zone, instance_group_resource=compute_v1.InstanceGroup(
@@ -465,7 +476,7 @@ class GcpDriver:
                         project=project, zone=zone, instance_group=group_name,
                         instance_groups_add_instances_request_resource=request)))
             groups.append(group.self_link)
-        service_name = resource_name(pair, suffix="bs")
+        service_name = self._name(pair, suffix="bs")
         service = self._make(book, "backend_service", service_name, "", lambda: self.client(
             "RegionBackendServicesClient").get(project=project, region=region, backend_service=service_name),
             lambda: self.client("RegionBackendServicesClient").insert(
@@ -479,7 +490,7 @@ class GcpDriver:
                     project=project, region=region, backend_service=service_name,
                     backend_service_resource=compute_v1.BackendService(
                         backends=[compute_v1.Backend(group=g, balancing_mode="CONNECTION") for g in groups]))))
-        rule_name = resource_name(pair, suffix="fr")
+        rule_name = self._name(pair, suffix="fr")
         self._make(book, "forwarding_rule", rule_name, "", lambda: self.client("ForwardingRulesClient").get(
             project=project, region=region, forwarding_rule=rule_name), lambda: self.client("ForwardingRulesClient").insert(
             project=project, region=region, forwarding_rule_resource=compute_v1.ForwardingRule(
@@ -492,7 +503,7 @@ class GcpDriver:
         from google.cloud import compute_v1
 
         book = ResourceBook(self.store, self.cloud, pair)
-        service = book.get("backend_service", resource_name(pair, suffix="bs"))
+        service = book.get("backend_service", self._name(pair, suffix="bs"))
         if service is None:
             return None
         by_link = {str(r.data.get("self_link")): r.node for r in book.of_kind("server")}

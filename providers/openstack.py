@@ -84,6 +84,17 @@ class OpenStackDriver:
         self._conn: Any = None
         self.calls = 0
 
+    @property
+    def owner(self) -> str:
+        """The store's mark in resource names: asked when a name is first needed (a plan of a new pair on a
+        read-only store needs none)."""
+        if not hasattr(self, "_owner"):
+            self._owner = self.store.cloud_owner()
+        return self._owner
+
+    def _name(self, pair: str, node: str = "", suffix: str = "") -> str:
+        return resource_name(pair, node, suffix, owner=self.owner)
+
     # -- the connection and every call
     @property
     def conn(self) -> Any:
@@ -195,7 +206,7 @@ class OpenStackDriver:
         self._image_and_flavor()  # before anything is made: a wrong name makes nothing
         self._security_group(book, pair, subnet.cidr)
         if not book.of_kind("server_group"):
-            name = resource_name(pair, suffix="group")
+            name = self._name(pair, suffix="group")
             intended = book.intend("server_group", name)
             found = [g for g in self._call("listing server groups", lambda: list(self.conn.compute.server_groups()))
                      if g.name == name]
@@ -205,7 +216,7 @@ class OpenStackDriver:
             book.made(intended, group.id)
 
     def _security_group(self, book: ResourceBook, pair: str, cidr: str) -> Any:
-        name = resource_name(pair, suffix="sg")
+        name = self._name(pair, suffix="sg")
         recorded = book.get("security_group", name)
         if recorded is not None and recorded.cloud_id:
             return recorded.cloud_id
@@ -242,7 +253,7 @@ class OpenStackDriver:
     # -- servers
     def create_server(self, pair: str, spec: CloudPairSpec, node: CloudNode, index: int, user_data: str) -> ServerFacts:
         book = ResourceBook(self.store, self.cloud, pair)
-        name = resource_name(pair, node.name)
+        name = self._name(pair, node.name)
         subnet = self._subnet()
         port = self._port(book, pair, node.name, name, spec)
         server_record = book.intend("server", name, node.name)
@@ -312,7 +323,7 @@ class OpenStackDriver:
         return book.made(intended, port.id, address=address)
 
     def _floating_ip(self, book: ResourceBook, pair: str, node: str, port_id: str) -> str:
-        name = resource_name(pair, node, "fip")
+        name = self._name(pair, node, "fip")
         record = book.get("floating_ip", name)
         if record is not None and record.cloud_id:
             return str(record.data.get("address", ""))
@@ -353,7 +364,7 @@ class OpenStackDriver:
         if not records:
             return {}
         listed = {s.id: s for s in self._call(
-            "listing servers", lambda: list(self.conn.compute.servers(name=f"^{pair_prefix(pair)}-")))}
+            "listing servers", lambda: list(self.conn.compute.servers(name=f"^{pair_prefix(pair, self.owner)}-")))}
         out: dict[str, ServerFacts] = {}
         for record in records:
             server = listed.get(record.cloud_id)
@@ -430,7 +441,7 @@ class OpenStackDriver:
         assert spec.virtual_ip is not None
         book = ResourceBook(self.store, self.cloud, pair)
         vip = str(spec.virtual_ip)
-        name = resource_name(pair, suffix="vip")
+        name = self._name(pair, suffix="vip")
         record = book.get("vip_port", name)
         if record is None or not record.cloud_id or record.data.get("address") != vip:
             if record is not None and record.cloud_id:

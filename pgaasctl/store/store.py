@@ -213,6 +213,18 @@ class Store:
         self._exec("INSERT INTO meta (key, value) VALUES ('plan_key', ?) ON CONFLICT (key) DO NOTHING",
                    (secrets.token_hex(32),))
 
+    def cloud_owner(self) -> str:
+        """This store's mark in the names of what cloud providers make (8 hex digits, made at first need): two
+        workspaces with a pair of the same name in one cloud project never take each other's servers."""
+        owner = self.meta_value("cloud_owner")
+        if owner is None:
+            self._writing()
+            self._exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                       ("cloud_owner", secrets.token_hex(4)))
+            owner = self.meta_value("cloud_owner")
+        assert owner is not None
+        return owner
+
     def plan_key(self) -> bytes | None:
         rows = self._exec("SELECT value FROM meta WHERE key = 'plan_key'")
         return bytes.fromhex(rows[0][0]) if rows else None

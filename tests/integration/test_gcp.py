@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from providers.cloud import resource_name
 from tests.support.cloud_lab import CloudLab
 from tests.support.fake_gcp import NETWORK, PROJECT, REGION, SUBNET, ZONES, FakeGcp
 from tests.support.local_pair import no_traceback, slot_subnet, wait_until
@@ -63,14 +62,14 @@ def test_a_pair_in_two_zones_behind_a_load_balancer_is_made_fails_over_and_goes(
     assert not fake.instances, "a plan creates nothing"
 
     ws.must_apply()
-    a, b = (fake.instances[resource_name("orders", n)] for n in ("orders-a", "orders-b"))
+    a, b = (fake.instances[lab.name("orders", n)] for n in ("orders-a", "orders-b"))
     assert a["zone"].endswith(ZONES[0]) and b["zone"].endswith(ZONES[1]), "the nodes go in different zones"
     script = a["metadata"]["items"][0]["value"]
     assert script.startswith("#!/bin/sh") and "postgresql-15-repmgr" in script and lab.admin("orders") not in script
-    firewall = fake.tables["firewalls"][resource_name("orders", suffix="fw")]
+    firewall = fake.tables["firewalls"][lab.name("orders", suffix="fw")]
     assert firewall["sourceRanges"] == [str(fake.subnet)] and firewall["allowed"] == [
         {"IPProtocol": "tcp", "ports": ["22", "5432"]}]
-    checkers = fake.tables["firewalls"][resource_name("orders", suffix="hc-fw")]
+    checkers = fake.tables["firewalls"][lab.name("orders", suffix="hc-fw")]
     assert checkers["sourceRanges"] == ["35.191.0.0/16", "130.211.0.0/22"]
     rule = next(iter(fake.tables["forwardingRules"].values()))
     assert rule["IPAddress"] == vip and rule["ports"] == ["5432"] and rule["loadBalancingScheme"] == "INTERNAL"
@@ -87,7 +86,7 @@ def test_a_pair_in_two_zones_behind_a_load_balancer_is_made_fails_over_and_goes(
     assert ws.plan("--detailed-exitcode").exit_code == 0
 
     # the primary's instance is lost: the standby is promoted and the load balancer's health follows
-    fake.power_off(resource_name("orders", "orders-a"))
+    fake.power_off(lab.name("orders", "orders-a"))
     wait_until(lambda: health_of(address["orders-b"]) == 200, 30, "the health check passing on the promoted standby")
     assert lab.primary_at("orders", address["orders-b"]) == "orders-b"
     wait_until(lambda: lab.nodes()["orders-b"].get("virtual_ip") is True, 10, "status to show the VIP on orders-b")
@@ -97,7 +96,7 @@ def test_a_pair_in_two_zones_behind_a_load_balancer_is_made_fails_over_and_goes(
     nodes = lab.nodes()
     assert nodes["orders-a"]["role"] == "standby" and health_of(address["orders-a"]) == 503
 
-    fake.delete_behind_back(resource_name("orders", "orders-a"))
+    fake.delete_behind_back(lab.name("orders", "orders-a"))
     drift = ws.plan()
     assert "+ host.orders.orders-a (gcp e2-standard-2, debian-12" in drift.output, drift.output
     ws.must_apply()
@@ -147,7 +146,7 @@ def test_cloud_answers(lab: CloudLab, scenario: Scenario) -> None:
     fake.faults.clear()
     fake.statuses.clear()
     fake.operation_errors.clear()
-    instance = resource_name("single", "single-a")
+    instance = lab.name("single", "single-a")
     ws.write("single.yaml", gcp_pair(lab, "single", ["single-a"], scenario.options))
     scenario.arrange(fake, instance)
     first = ws.apply()

@@ -10,7 +10,6 @@ from ipaddress import IPv4Network
 
 import pytest
 
-from providers.cloud import resource_name
 from tests.support.cloud_lab import CloudLab
 from tests.support.fake_gcp import NETWORK, PROJECT, REGION, SUBNET, ZONES, FakeGcp
 from tests.support.fake_openstack import FakeOpenStack
@@ -54,8 +53,8 @@ def test_one_node_on_each_cloud_replicates_fails_over_and_goes(lab: CloudLab) ->
     assert "+ host.orders.orders-b (gcp e2-standard-2, debian-12)" in planned.output
 
     ws.must_apply()
-    assert [s["name"] for s in openstack.servers.values()] == [resource_name("orders", "orders-a")]
-    assert list(gcp.instances) == [resource_name("orders", "orders-b")]
+    assert [s["name"] for s in openstack.servers.values()] == [lab.name("orders", "orders-a")]
+    assert list(gcp.instances) == [lab.name("orders", "orders-b")]
     nodes = lab.nodes()
     a, b = (nodes[n]["address"].split(":")[0] for n in ("orders-a", "orders-b"))
     assert IPv4Network(openstack.reported_cidr).supernet_of(IPv4Network(f"{a}/32"))
@@ -67,7 +66,7 @@ def test_one_node_on_each_cloud_replicates_fails_over_and_goes(lab: CloudLab) ->
     assert a in uri and b in uri and "target_session_attrs=read-write" in uri
 
     # the openstack node's hypervisor fails: the gcp node is promoted
-    openstack.power_off(resource_name("orders", "orders-a"))
+    openstack.power_off(lab.name("orders", "orders-a"))
     wait_until(lambda: lab.primary_at("orders", b) == "orders-b", 30, "the gcp node promoted")
     healed = ws.apply()
     assert healed.exit_code == 0, healed.output

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from providers.cloud import resource_name
 from tests.support.cloud_lab import CloudLab
 from tests.support.fake_openstack import FakeOpenStack
 from tests.support.local_pair import no_traceback, slot_subnet, wait_until
@@ -83,7 +82,7 @@ def test_a_pair_with_a_virtual_ip_and_a_witness_is_made_fails_over_and_goes(lab:
     no_traceback(replan)
 
     # the primary's server is lost: repmgrd promotes the standby, keepalived moves the virtual IP there
-    primary_name = resource_name("orders", "orders-a")
+    primary_name = lab.name("orders", "orders-a")
     fake.power_off(primary_name)
     wait_until(lambda: lab.primary_at("orders", vip) == "orders-b", 30, "the virtual IP on the promoted standby")
 
@@ -155,7 +154,7 @@ def test_cloud_answers(lab: CloudLab, scenario: Scenario) -> None:
     fake.faults.clear()
     fake.statuses.clear()
     ws.write("single.yaml", openstack_pair(lab, "single", ["single-a"], scenario.options))
-    server = resource_name("single", "single-a")
+    server = lab.name("single", "single-a")
     scenario.arrange(fake, server)
     saved = {k: os.environ[k] for k in scenario.environment or {}}
     os.environ.update(scenario.environment or {})
@@ -194,7 +193,7 @@ def test_floating_ips_are_how_pgaasctl_and_clients_reach_the_nodes(lab: CloudLab
     ws.must_apply()
     (fip,) = fake.floating_ips.values()
     port = fake.ports[fip["port_id"]]
-    assert port["name"] == resource_name("public", "public-a") and fip["floating_ip_address"].startswith("203.0.113.")
+    assert port["name"] == lab.name("public", "public-a") and fip["floating_ip_address"].startswith("203.0.113.")
     uri = ws.run("connection", "public", str(ws.specs)).stdout
     assert f"{fip['floating_ip_address']}:5432" in uri and port["fixed_ips"][0]["ip_address"] not in uri
     # verify-full through the floating IP: the node's certificate names it too

@@ -46,6 +46,17 @@ class CloudLab:
                 os.environ.update(saved)
                 shutil.rmtree(base, ignore_errors=True)
 
+    def name(self, pair: str, node: str = "", suffix: str = "") -> str:
+        """The name pgaasctl gives (or gave) a cloud resource of this workspace."""
+        from pgaasctl.store import open_store
+        from providers.cloud import resource_name
+
+        store = open_store(self.ws.store_url)
+        try:
+            return resource_name(pair, node, suffix, owner=store.cloud_owner())
+        finally:
+            store.close()
+
     def pair_doc(self, name: str, spec: dict[str, Any]) -> str:
         full = {"deletion_protection": False, "replication": "asynchronous", **spec}
         return yaml.safe_dump({"kind": "Pair", "metadata": {"name": name}, "spec": full}, sort_keys=False)

@@ -77,13 +77,18 @@ def test_the_witness_is_not_a_node() -> None:
 @pytest.mark.parametrize("pair, node", [("orders", "orders-a"), ("Orders_Ünïcode", "Nödé_B"), ("x" * 63, "y" * 63),
                                         ("a", "b"), ("-", "_")])
 def test_resource_names_are_valid_everywhere_and_never_collide(pair: str, node: str) -> None:
-    for name in (resource_name(pair), resource_name(pair, node), resource_name(pair, node, "fip"),
-                 resource_name(pair, suffix="ig-europe-west1-b")[:63]):
+    owner = "0a1b2c3d"
+    for name in (resource_name(pair, owner=owner), resource_name(pair, node, owner=owner),
+                 resource_name(pair, node, "fip", owner=owner),
+                 resource_name(pair, suffix="ig-europe-west1-b", owner=owner)[:63]):
         assert re.fullmatch(r"[a-z]([-a-z0-9]{0,61}[a-z0-9])?", name), name
-    assert resource_name(pair, node) == resource_name(pair, node), "the same every time: found again by name"
-    assert resource_name(pair, node).startswith(pair_prefix(pair) + "-")
-    assert resource_name("Orders", "a") != resource_name("orders", "a")
-    assert resource_name(pair, "a-b") != resource_name(pair, "a_b")
+    assert resource_name(pair, node, owner=owner) == resource_name(pair, node, owner=owner), \
+        "the same every time: found again by name"
+    assert resource_name(pair, node, owner=owner).startswith(pair_prefix(pair, owner) + "-")
+    assert resource_name("Orders", "a", owner=owner) != resource_name("orders", "a", owner=owner)
+    assert resource_name(pair, "a-b", owner=owner) != resource_name(pair, "a_b", owner=owner)
+    assert resource_name(pair, node, owner=owner) != resource_name(pair, node, owner="ffffffff"), \
+        "another workspace's pair of the same name is never found by this one's names"
 
 
 def test_first_boot_data_carries_the_public_key_and_no_secret() -> None:
