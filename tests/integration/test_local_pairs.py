@@ -275,8 +275,9 @@ def test_asynchronous_pair_from_nothing_and_destroy_leaves_nothing() -> None:
         leftovers = processes_mentioning(str(lab.local_dir))
         assert leftovers == {}, leftovers
         assert not pair.dir.exists(), _files_under(pair.dir)
-        # only the workspace's client key stays (it is not the pair's)
-        assert _files_under(lab.local_dir) == ["id_ed25519", "id_ed25519.pub"]
+        # only the workspace's client key stays (it is not the pair's), and the .gitignore that keeps it out of git
+        assert _files_under(lab.local_dir) == [".gitignore", "id_ed25519", "id_ed25519.pub"]
+        assert (lab.local_dir / ".gitignore").read_text().splitlines()[-1] == "*"
         for address in addresses:
             assert not listening(address, 5432) and not listening(address, 2222)
         # the store forgot the pair: a plan would create it afresh, on the same addresses
