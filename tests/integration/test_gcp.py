@@ -169,6 +169,28 @@ def test_cloud_answers(lab: CloudLab, scenario: Scenario) -> None:
     ws.remove("single.yaml")
 
 
+def test_application_default_credentials(lab: CloudLab) -> None:
+    """No credentials_file: Application Default Credentials, here GOOGLE_APPLICATION_CREDENTIALS naming the key."""
+    fake, ws = lab.fakes[0], lab.ws
+    fake.faults.clear()
+    options = gcp_options(lab)
+    key = options.pop("credentials_file")
+    ws.write("adc.yaml", lab.pair_doc("adc", {"provider": "gcp", "nodes": [{"name": "adc-a"}], "gcp": options}))
+    saved = os.environ.get("GOOGLE_APPLICATION_CREDENTIALS")
+    os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(key)
+    try:
+        ws.must_apply()
+        assert list(fake.instances) == [lab.name("adc", "adc-a")]
+        assert ws.destroy().exit_code == 0
+    finally:
+        if saved is None:
+            os.environ.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
+        else:
+            os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = saved
+    ws.remove("adc.yaml")
+    assert not fake.instances
+
+
 def test_a_wrong_key_is_refused_with_a_clear_message(lab: CloudLab) -> None:
     import json
 

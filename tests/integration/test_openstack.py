@@ -12,6 +12,7 @@ from ipaddress import IPv4Network
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support.cloud_lab import CloudLab
 from tests.support.fake_openstack import FakeOpenStack
@@ -205,6 +206,48 @@ def test_floating_ips_are_how_pgaasctl_and_clients_reach_the_nodes(lab: CloudLab
     assert gone.exit_code == 0, gone.output
     assert not fake.floating_ips and not fake.ports
     ws.remove("public.yaml")
+
+
+def test_a_clouds_yaml_entry_zones_and_a_key_pair(lab: CloudLab) -> None:
+    """The connection comes from a clouds.yaml entry named by `cloud:` (no OS_* variable set); the nodes go to the
+    zones given, in order, with the Nova key pair for the image's default user."""
+    fake, ws = lab.fakes[0], lab.ws
+    fake.faults.clear()
+    settings = fake.environment()
+    clouds = lab.base / "clouds.yaml"
+    clouds.write_text(yaml.safe_dump({"clouds": {"fake": {"region_name": "RegionOne", "identity_api_version": 3,
+                                                          "auth": {"auth_url": settings["OS_AUTH_URL"],
+                                                                   "username": settings["OS_USERNAME"],
+                                                                   "password": settings["OS_PASSWORD"],
+                                                                   "project_name": settings["OS_PROJECT_NAME"],
+                                                                   "user_domain_name": "Default",
+                                                                   "project_domain_name": "Default"}}}}))
+    saved = dict(os.environ)
+    for key in settings:
+        os.environ.pop(key, None)
+    os.environ["OS_CLIENT_CONFIG_FILE"] = str(clouds)
+    try:
+        ws.write("zoned.yaml", openstack_pair(lab, "zoned", ["zoned-a", "zoned-b"], {
+            "cloud": "fake", "availability_zones": ["az1", "az2"], "key_pair": "ops"}))
+        ws.must_apply()
+        made = {s["name"]: s for s in fake.servers.values()}
+        assert made[lab.name("zoned", "zoned-a")]["OS-EXT-AZ:availability_zone"] == "az1"
+        assert made[lab.name("zoned", "zoned-b")]["OS-EXT-AZ:availability_zone"] == "az2"
+        assert {s["key_name"] for s in made.values()} == {"ops"}
+        gone = ws.destroy()
+        assert gone.exit_code == 0, gone.output
+        ws.write("zoned.yaml", openstack_pair(lab, "zoned", ["zoned-a"], {"cloud": "elsewhere"}))
+        missing = ws.apply()
+        no_traceback(missing)
+        assert missing.exit_code == 1 and "cannot read the connection settings from cloud 'elsewhere'" in missing.flat, \
+            missing.output
+        ws.write("zoned.yaml", openstack_pair(lab, "zoned", ["zoned-a"], {"cloud": "fake"}))
+        assert ws.destroy().exit_code == 0
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    ws.remove("zoned.yaml")
+    assert not fake.servers and not fake.ports
 
 
 def test_an_apply_interrupted_between_port_and_server_is_cleaned_up_by_destroy(lab: CloudLab) -> None:

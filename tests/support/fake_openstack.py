@@ -78,6 +78,8 @@ class FakeOpenStack(FakeHttpApi):
                                      "visibility": "public", "disk_format": "qcow2", "container_format": "bare"}}
         self.flavors = {"m1.medium": {"id": "3", "name": "m1.medium", "vcpus": 2, "ram": 4096, "disk": 40}}
         self.tokens: set[str] = set()
+        self.keypairs = {"ops"}  # Nova key pairs of the project
+        self.zones = {"nova", "az1", "az2"}
 
     # -- life
     def start(self) -> FakeOpenStack:
@@ -343,6 +345,10 @@ class FakeOpenStack(FakeHttpApi):
                 raise nova_error(400, f"Invalid scheduler hints {hints!r}")
         if not any(i["id"] == item["imageRef"] for i in self.images.values()):
             raise nova_error(400, f"Image {item['imageRef']} could not be found.")
+        if "key_name" in item and item["key_name"] not in self.keypairs:
+            raise nova_error(400, "Invalid key_name provided.")
+        if item.get("availability_zone", "nova") not in self.zones:
+            raise nova_error(400, "The requested availability zone is not available")
         if item["flavorRef"] not in {f["id"] for f in self.flavors.values()}:
             raise nova_error(400, f"Flavor {item['flavorRef']} could not be found.")
         if not isinstance(item["networks"], list) or len(item["networks"]) != 1 or set(item["networks"][0]) != {"port"}:
