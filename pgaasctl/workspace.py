@@ -277,7 +277,7 @@ def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: Progres
         work.live[name] = live
         if live.state is not None:
             take_advisory_lock(live.state.connection, name)
-    result = Executor(live, store, on_progress).run()
+    result = Executor(live, store, on_progress, sessions=work.desired.workspace.sessions).run()
     result.operations = operations_done
     if live.state is not None:
         result.standby_wait = wait_for_standbys(live, work.desired.workspace.standby_timeout)

@@ -76,15 +76,32 @@ def _lane(change: Change) -> str | None:
     return None
 
 
+FREE_SLOTS_SQL = """SELECT current_setting('max_connections')::int
+    - current_setting('superuser_reserved_connections')::int
+    - (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"""
+
+
+def session_budget(conn: psycopg.Connection, wanted: int) -> int:
+    """Sessions pgaasctl may open besides `conn`: what the workspace allows, and at most half the slots free now."""
+    free = conn.execute(FREE_SLOTS_SQL).fetchone()[0]  # type: ignore[index]
+    return max(1, min(wanted, int(free) // 2))
+
+
 class Executor:
-    """Applies a pair's changes wave by wave; inside a wave, independent changes run on parallel sessions."""
+    """Applies a pair's changes wave by wave; inside a wave, independent changes run on parallel sessions.
+
+    Sessions on the primary are bounded by `sessions` (the Workspace's, lowered to half the server's free slots):
+    each worker thread keeps at most its share, one per database it works in, and closes the least recently used
+    when it needs another."""
 
     def __init__(self, live: LivePair, store: Store, on_progress: ProgressCallback | None = None,
-                 workers: int = 4) -> None:
+                 workers: int = 4, sessions: int = 8) -> None:
         self.live = live
         self.store = store
         self.on_progress = on_progress or (lambda pair, change, status: None)
         self.workers = max(1, workers)
+        self.sessions = max(1, sessions)
+        self._per_thread = self.sessions
         self._local = threading.local()
         self._opened: list[psycopg.Connection] = []
         self._opened_lock = threading.Lock()
@@ -97,14 +114,22 @@ class Executor:
         """This thread's session on `database` (None: the admin database)."""
         cache: dict[str | None, psycopg.Connection] = getattr(self._local, "connections", None) or {}
         self._local.connections = cache
-        conn = cache.get(database)
+        conn = cache.pop(database, None)
         if conn is None or conn.closed:
             assert self.live.state is not None, "statements need the pair's primary"
+            while len(cache) >= self._per_thread:  # this thread's share is used: close its least recent session
+                self._close(cache.pop(next(iter(cache))))
             conn = connect(self.live.state.primary.address, database)
-            cache[database] = conn
             with self._opened_lock:
                 self._opened.append(conn)
+        cache[database] = conn  # the most recent last
         return conn
+
+    def _close(self, conn: psycopg.Connection) -> None:
+        conn.close()
+        with self._opened_lock:
+            if conn in self._opened:
+                self._opened.remove(conn)
 
     def _standby_connections(self) -> list[psycopg.Connection]:
         """Sessions on the reachable standbys, for statements every node must run."""
@@ -132,6 +157,10 @@ class Executor:
 
     def run(self) -> ApplyResult:
         result = ApplyResult(pair=self.pair, counts=count_changes(self.live.plan.changes))
+        if self.live.state is not None:
+            budget = session_budget(self.live.state.connection, self.sessions)
+            self.workers = min(self.workers, budget)
+            self._per_thread = max(1, budget // self.workers)
         try:
             for wave in waves(self.live.plan.changes):
                 self._run_wave(wave, result)

@@ -90,6 +90,12 @@ def describe_connect_error(node: NodeAddress, dbname: str, exc: Exception) -> tu
         )
     if "does not exist" in lowered and "database" in lowered:
         return f"{node.label}: database {dbname!r} does not exist", "Check admin_database in the Pair spec."
+    if "too many clients" in lowered or "remaining connection slots are reserved" in lowered:
+        return (
+            f"{node.label} refused the connection: it has no connection slot left (max_connections reached)",
+            "Other clients hold the server's sessions: close some, raise max_connections, or lower the Workspace's "
+            "`sessions` (what pgaasctl opens at once).",
+        )
     if "pg_hba.conf" in lowered:
         return f"{node.label}: the server's pg_hba.conf rejects user {node.user!r}", "Allow pgaasctl's address in pg_hba.conf."
     reason = next((line.split(":", 1)[-1].strip() for line in text.splitlines() if "failed:" in line or "timeout" in line), "")

@@ -64,6 +64,7 @@ class PairInputs:
     undeclared: list[Host] = field(default_factory=list)  # hosts of nodes the spec no longer declares
     push: PushTarget | None = None  # where the nodes' repmgr posts its events (the agent), if the workspace says
     node_tls: Callable[[], NodeTls | None] = lambda: None  # the pair's TLS for its nodes (the CA made at first need)
+    sessions: int = 8  # sessions on the primary at once (Workspace sessions)
 
     @property
     def uses_ssh(self) -> bool:
@@ -159,7 +160,8 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
     passwords = role_passwords(pair) if role_secrets else {}
     push = push_target(workspace.monitoring.agent_url, store.plan_key(), pair.name) if isinstance(spec, CreatedPairSpec) else None
     inputs = PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=passwords,
-                        recorded_ids=store.node_ids(pair.name), undeclared=undeclared, push=push)
+                        recorded_ids=store.node_ids(pair.name), undeclared=undeclared, push=push,
+                        sessions=workspace.sessions)
     if isinstance(spec, CreatedPairSpec):
         vip = str(spec.virtual_ip) if spec.virtual_ip is not None else None
         inputs.node_tls = lambda: node_tls(workspace.tls, store, pair.name, spec.tls, vip, certificate_roles(pair))
@@ -351,7 +353,8 @@ def _plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool
         objects = PairObjects.of(pair, managed, destroy)
         # Database contents are read over their own sessions while the cluster-wide catalog is read.
         with ThreadPool(max_workers=1) as background:
-            contents = background.submit(read_contents, state.primary.address, objects.contents_needed(pair.name, managed))
+            contents = background.submit(read_contents, state.primary.address, objects.contents_needed(pair.name, managed),
+                                         inputs.sessions)
             catalog = read_cluster(state.connection, list_libraries=bool(PRELOAD_PARAMETERS & set(pair.doc.spec.settings))
                                    or pair.doc.spec.statements)
             catalog.contents = _readable_contents(catalog, contents.result())

@@ -753,6 +753,11 @@ class WorkspaceSpec(Strict):
         description="State store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://...",
     )
     lock_timeout: StrictFloat = Field(5.0, ge=0, le=600, description="Seconds a second apply waits for the pair lock.")
+    sessions: StrictInt = Field(
+        8, ge=1, le=64, description="Sessions pgaasctl opens at once on a primary for its work (apply's parallel "
+        "changes, plan's reads of each database), besides the one that holds the pair's lock; never more than half "
+        "the connection slots the server has free (max_connections less superuser_reserved_connections and the "
+        "sessions in use).")
     standby_timeout: StrictFloat = Field(30.0, ge=0, le=3600, description="Seconds apply waits for the standby to replay.")
     local_dir: SafePath = Field(
         "state/local", description="Where provider `local` keeps each node's sshd, PostgreSQL data and logs."
