@@ -606,9 +606,11 @@ def diff_grant(ctx: PairContext, database: str, role: str, spec: GrantSpec | Non
         if live is None and want is None:
             continue  # schema gone: nothing left to revoke
         prefix = f"schemas.{schema}"
-        compare(f"{prefix}.privileges", want.privileges if want else None, bool(was and was.privileges is not None),
-                live.acl.get(role, []) if live else [],
-                lambda p, g, s=schema: sqlgen.schema_privileges(database, s, role, p, g))
+        if live is None or live.owner != role:
+            # the schema's owner holds every privilege on it by owning it: nothing to grant, never revoked
+            compare(f"{prefix}.privileges", want.privileges if want else None,
+                    bool(was and was.privileges is not None), live.acl.get(role, []) if live else [],
+                    lambda p, g, s=schema: sqlgen.schema_privileges(database, s, role, p, g))
         for objtype in OBJECT_TYPES:
             objects: ObjectsInSchema | None = getattr(live, objtype) if live else None
             wanted_objects = getattr(want, objtype) if want else None
