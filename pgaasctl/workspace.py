@@ -38,7 +38,8 @@ from pgaasctl.plan.build import (
     pairs_targeted,
     plan_pair,
 )
-from pgaasctl.plan.model import Change, HostOperation, Plan, count_changes
+from pgaasctl.plan.model import Change, HostOperation, PairPlan, Plan, count_changes
+from pgaasctl.parallel import ThreadPool
 from pgaasctl.plan.planfile import check_still_valid
 from pgaasctl.live.topology import probe_pair
 from pgaasctl.locate import WorkspaceLocation, locate
@@ -168,17 +169,35 @@ def locked_plan(desired: DesiredState, path: Path, store: Store, destroy: bool =
 
 def execute(work: PlannedWork, store: Store, on_progress: ProgressCallback | None = None,
             on_operation: OperationCallback | None = None) -> list[ApplyResult]:
-    """Apply every pair (one after another): host operations first, then the pair is planned again and its
-    changes run; then wait for standbys; record history."""
+    """Apply every pair, up to Workspace parallel_pairs at once (pairs are independent: each has its own lock,
+    hosts and primary): host operations first, then the pair is planned again and its changes run; then wait for
+    standbys; record history. A pair that fails does not stop the others; the failures are raised together."""
     operation = "destroy" if work.plan.destroy else "apply"
-    for pair_plan in work.plan.pairs:
-        if not pair_plan.changes and not pair_plan.operations:
-            continue
+    todo = [p for p in work.plan.pairs if p.changes or p.operations]
+
+    def one(pair_plan: PairPlan) -> ApplyResult:
         with recorded(store, pair_plan.pair, operation) as recording:
             done = _Done(on_progress, on_operation, recording)  # what ran, for the history, however it ends
             result = _apply_pair(work, store, pair_plan.pair, done.on_progress, done.on_operation)
             result.counts = count_changes(pair_plan.changes)  # what the reviewed plan showed, not the re-plan
-        work.results.append(result)
+        return result
+
+    if len(todo) <= 1:
+        work.results.extend(one(p) for p in todo)
+        return work.results
+    failures: list[tuple[str, PgaasError]] = []
+    with ThreadPool(max_workers=min(work.desired.workspace.parallel_pairs, len(todo))) as pool:
+        futures = [(p.pair, pool.submit(one, p)) for p in todo]
+        for pair, future in futures:  # in plan order, whichever finishes first
+            try:
+                work.results.append(future.result())
+            except PgaasError as exc:
+                failures.append((pair, exc))
+    if len(failures) == 1:
+        raise failures[0][1]
+    if failures:
+        raise PgaasError(f"{len(failures)} pairs failed:\n" + "\n".join(f"  {pair}: {exc.message}" for pair, exc in failures),
+                         "The other pairs were applied. Fix the causes, then apply again: it goes on from here.")
     return work.results
 
 

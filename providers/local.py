@@ -26,6 +26,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -45,6 +46,9 @@ PG_PORT = 5432
 SSH_PORT = 2222  # loopback nodes; namespace nodes use 22
 NAMESPACE_SSH_PORT = 22
 START_TIMEOUT = 15.0
+
+
+_MAKING_HOSTS = threading.Lock()
 
 
 def server_os_user() -> str:
@@ -246,6 +250,12 @@ class LocalProvider:
         )
 
     def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:
+        # pairs are applied in parallel: the machine's shared parts (the workspace key, the bridge, the addresses)
+        # are made by one pair at a time; each host's making is quick, its bootstrap (after this) runs in parallel
+        with _MAKING_HOSTS:
+            return self._create_hosts(pair, nodes)
+
+    def _create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:
         name = pair.metadata.name
         root = self.pair_root(name)
         try:

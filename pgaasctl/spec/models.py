@@ -753,6 +753,9 @@ class WorkspaceSpec(Strict):
         description="State store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or postgresql://...",
     )
     lock_timeout: StrictFloat = Field(5.0, ge=0, le=600, description="Seconds a second apply waits for the pair lock.")
+    parallel_pairs: StrictInt = Field(
+        4, ge=1, le=64, description="Pairs one apply works on at once (creating, healing, changing); each pair's own "
+        "steps stay in order.")
     sessions: StrictInt = Field(
         8, ge=1, le=64, description="Sessions pgaasctl opens at once on a primary for its work (apply's parallel "
         "changes, plan's reads of each database), besides the one that holds the pair's lock; never more than half "

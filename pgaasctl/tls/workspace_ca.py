@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,8 +57,16 @@ def _in_use(store: Store) -> bool:
     return any(record[6] is None for record in store.certificate_records())
 
 
+_MAKING = threading.Lock()  # pairs applied in parallel: one CA, made once
+
+
 def workspace_authority(settings: WorkspaceTls, store: Store, create: bool) -> Authority:
     """The CA; with `create`, made (and its fingerprint recorded) when the workspace has none yet."""
+    with _MAKING:
+        return _workspace_authority(settings, store, create)
+
+
+def _workspace_authority(settings: WorkspaceTls, store: Store, create: bool) -> Authority:
     files = ca_files(settings)
     passphrase = _passphrase(settings)
     if not files.cert.exists() and not files.brought:
