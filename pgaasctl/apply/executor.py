@@ -282,11 +282,19 @@ class Executor:
                         standby.execute(statement.query)
                 i += 1
                 continue
-            # consecutive transactional statements on one database commit together
-            with conn.transaction():
-                while i < len(statements) and statements[i].transactional and statements[i].database == statement.database:
-                    conn.execute(statements[i].query)
-                    i += 1
+            # consecutive transactional statements on one database commit together; one alone is its own
+            # transaction already (autocommit), without a BEGIN and a COMMIT round trip around it
+            run = 1
+            while i + run < len(statements) and statements[i + run].transactional and \
+                    statements[i + run].database == statement.database:
+                run += 1
+            if run == 1:
+                conn.execute(statement.query)
+            else:
+                with conn.transaction():
+                    for queued in statements[i:i + run]:
+                        conn.execute(queued.query)
+            i += run
 
 
 def wait_for_standbys(live: LivePair, timeout: float) -> float | None:
