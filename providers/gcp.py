@@ -455,7 +455,8 @@ class GcpDriver:
                                                                                      request_path=CHECK_PATH))),
             f"health check {check_name}")
         groups = []
-        for record in book.of_kind("server"):
+        data_nodes = {n.name for n in spec.nodes}  # the witness is never a backend
+        for record in [r for r in book.of_kind("server") if r.node in data_nodes]:
             zone = str(record.data["zone"])
             group_name = self._name(pair, suffix=f"ig-{zone}")[:63]
             group = self._make(book, "instance_group", group_name, "", lambda: self.client("InstanceGroupsClient").get(

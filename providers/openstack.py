@@ -316,7 +316,7 @@ class OpenStackDriver:
         else:
             attrs: dict[str, Any] = {"network_id": self._network().id, "name": name, "security_group_ids": [group_id],
                                      "fixed_ips": [{"subnet_id": self._subnet().id}]}
-            if spec.virtual_ip is not None:
+            if spec.virtual_ip is not None and node in {n.name for n in spec.nodes}:
                 attrs["allowed_address_pairs"] = [{"ip_address": str(spec.virtual_ip)}]
             port = self._call(f"creating port {name}", self.conn.network.create_port, **attrs)
         address = next((ip["ip_address"] for ip in port.fixed_ips or [] if ":" not in ip["ip_address"]), "")
@@ -454,7 +454,8 @@ class OpenStackDriver:
                 name=name, fixed_ips=[{"subnet_id": self._subnet().id, "ip_address": vip}],
                 description=f"pgaasctl: the virtual IP of pair {pair}")
             book.made(intended, port.id, address=vip)
-        for record in book.of_kind("port"):
+        data_nodes = {n.name for n in spec.nodes}  # the witness never holds the address
+        for record in [r for r in book.of_kind("port") if r.node in data_nodes]:
             port = self._call(f"reading port {record.name}", self.conn.network.get_port, record.cloud_id)
             pairs = port.allowed_address_pairs or []
             if not any(p.get("ip_address") == vip for p in pairs):

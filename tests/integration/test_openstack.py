@@ -61,7 +61,10 @@ def test_a_pair_with_a_virtual_ip_and_a_witness_is_made_fails_over_and_goes(lab:
              if r["direction"] == "ingress"}
     assert {("tcp", 22, str(fake.subnet)), ("tcp", 5432, str(fake.subnet)), ("vrrp", None, None)} <= rules
     node_ports = [p for p in fake.ports.values() if p["device_owner"] == "compute:nova"]
-    assert all(p["allowed_address_pairs"] == [{"ip_address": vip}] for p in node_ports)
+    witness_port = lab.name("orders", "orders-w")
+    assert all(p["allowed_address_pairs"] == [{"ip_address": vip}] for p in node_ports if p["name"] != witness_port)
+    assert [p["allowed_address_pairs"] for p in node_ports if p["name"] == witness_port] == [[]], \
+        "the witness never holds the virtual IP"
     vip_ports = [p for p in fake.ports.values() if p["fixed_ips"][0]["ip_address"] == vip]
     assert len(vip_ports) == 1 and vip_ports[0]["device_owner"] == "", "the virtual IP is reserved by a port of its own"
     user_data = next(iter(servers.values()))["_user_data"]
