@@ -9,8 +9,9 @@ after the apply is not empty, something is left behind).
 1. one `pgaasctl apply` creates them all, up to `--parallel` at once (Workspace parallel_pairs); the baseline is
    the same apply with parallel_pairs 1 for the first `--baseline` pairs (default 4), scaled per pair;
 2. `pgaasctl plan` with no changes, `--plans` times: wall clock, and pgaasctl's own CPU (user + system of the
-   process, from the kernel's accounting of this bench's children) per pair, the figure that scales: in a real
-   fleet the nodes are other machines;
+   process, from the kernel's accounting of this bench's children); then a plan of one pair of the same
+   workspace, so the CPU each pair more costs is known apart from start-up: the figure that scales (in a real
+   fleet the nodes are other machines);
 3. one `pgaasctl destroy` of them all.
 """
 
@@ -73,9 +74,16 @@ def main() -> int:
             if not empty:
                 status = 1
                 print(f"CORRECTNESS FAILURE: the plan after the apply is not empty:\n{output[-2000:]}", flush=True)
+        single = []
+        for _ in range(args.plans):  # the same process with one pair: start-up, imports and spec loading
+            before = children_cpu()
+            bench.pgaasctl(["plan"], specs=bench.specs / f"pair-{names[0]}.yaml")
+            single.append(children_cpu() - before)
+        marginal = (statistics.median(cpus) - statistics.median(single)) / max(1, args.pairs - 1)
         print(f"  plan with no changes: median {fmt(statistics.median(walls))} wall; pgaasctl's CPU median "
-              f"{fmt(statistics.median(cpus))}, {statistics.median(cpus) / args.pairs * 1000:.0f} ms per pair",
-              flush=True)
+              f"{fmt(statistics.median(cpus))} ({statistics.median(cpus) / args.pairs * 1000:.0f} ms per pair); "
+              f"a plan of one pair {fmt(statistics.median(single))}, so each pair more costs "
+              f"{marginal * 1000:.0f} ms of CPU", flush=True)
         destroyed = bench.destroy()
         print(f"  destroy of {args.pairs} pairs: {fmt(destroyed.elapsed)}", flush=True)
         for path in bench.specs.glob("pair-*.yaml"):
