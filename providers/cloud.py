@@ -305,6 +305,30 @@ class CloudProvider:
         zone = (recorded.data.get("zone") if recorded else None) or (spec_node.zone if spec_node else None)
         return f"{cloud} {size}, {image}" + (f", {zone}" if zone else "")
 
+    def plan_warnings(self, pair: PairDoc) -> list[str]:
+        """A server whose spec changed in what pgaasctl does not change on a live server (no resize, no move)."""
+        spec = self._spec(pair)
+        by_name = {n.name: n for n in spec.hosts_spec()}
+        out = []
+        for record in self.store.cloud_resources(pair.metadata.name):
+            node = by_name.get(record.node)
+            if record.kind != "server" or node is None:
+                continue
+            cloud = spec.node_provider(node)
+            options = spec.openstack if record.cloud == "openstack" else spec.gcp
+            wanted = {"cloud": cloud}
+            if options is not None:
+                wanted["size"] = options.flavor if record.cloud == "openstack" else options.machine_type  # type: ignore[union-attr]
+                wanted["image"] = options.image
+            made = {"cloud": record.cloud, "size": record.data.get("size"), "image": record.data.get("image")}
+            changed = [f"{key} {made[key]} -> {value}" for key, value in wanted.items()
+                       if made.get(key) and made[key] != value]
+            if changed:
+                out.append(f"node {record.node}: its server keeps what it was made with ({', '.join(changed)}): "
+                           "pgaasctl does not resize or move servers. To replace it, rename the node (a new server "
+                           "is made and cloned, the old one removed), or put the spec back")
+        return out
+
     def leftovers(self, pair: PairDoc) -> list[tuple[str, str]]:
         """(node, what) of everything recorded for the pair: an apply that did not finish may have made a port or
         a security group and no server yet."""

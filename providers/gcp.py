@@ -314,6 +314,8 @@ class GcpDriver:
                 project=self.options.project, zone=zone, instance=name))
         current = self._wait_running(name, zone, current)
         address = current.network_interfaces[0].network_i_p
+        if not record.data.get("size"):  # what it was made with, for the plan's warnings
+            record = book.made(record, record.cloud_id, size=self.options.machine_type, image=self.options.image)
         book.made(record, str(current.id), zone=zone, address=address, network=subnet.ip_cidr_range,
                   self_link=current.self_link)
         return ServerFacts(cloud_id=str(current.id), status="active", address=address, zone=zone,

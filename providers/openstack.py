@@ -280,7 +280,8 @@ class OpenStackDriver:
             if group and group[0].cloud_id:
                 attrs["scheduler_hints"] = {"group": group[0].cloud_id}
             server = self._call(f"creating server {name}", self.conn.compute.create_server, **attrs)
-            server_record = book.made(server_record, server.id, zone=zone or "")
+            server_record = book.made(server_record, server.id, zone=zone or "", size=self.options.flavor,
+                                      image=self.options.image)
         server = self._wait_active(name, server.id, spec)
         floating = self._floating_ip(book, pair, node.name, port.cloud_id) if self.options.floating_ip else ""
         address = port.data.get("address", "")

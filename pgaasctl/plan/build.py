@@ -331,6 +331,9 @@ def _plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool
             return _plan_destroy_hosts(inputs, store)
         topology = _discover(inputs, store, ssh)
         operations, warnings = topology.operations, topology.warnings
+        cloud_warnings = getattr(inputs.provider, "plan_warnings", None)
+        if cloud_warnings is not None:
+            warnings = warnings + cloud_warnings(pair.doc)
         if not hosts_in_scope:
             if topology.state is None:
                 raise PlanError(f"pair {pair.name!r} has no primary yet: target pair.{pair.name} to create or start it")

@@ -237,6 +237,11 @@ def test_a_clouds_yaml_entry_zones_and_a_key_pair(lab: CloudLab) -> None:
         assert made[lab.name("zoned", "zoned-a")]["OS-EXT-AZ:availability_zone"] == "az1"
         assert made[lab.name("zoned", "zoned-b")]["OS-EXT-AZ:availability_zone"] == "az2"
         assert {s["key_name"] for s in made.values()} == {"ops"}
+        ws.write("zoned.yaml", openstack_pair(lab, "zoned", ["zoned-a", "zoned-b"], {
+            "cloud": "fake", "availability_zones": ["az1", "az2"], "key_pair": "ops", "flavor": "m1.large"}))
+        resized = ws.plan()
+        assert resized.exit_code == 0, resized.output
+        assert "node zoned-a: its server keeps what it was made with (size m1.medium -> m1.large)" in resized.flat
         gone = ws.destroy()
         assert gone.exit_code == 0, gone.output
         ws.write("zoned.yaml", openstack_pair(lab, "zoned", ["zoned-a"], {"cloud": "elsewhere"}))
