@@ -63,6 +63,9 @@ class WorkspaceLocation:
     def cloud_dir(self) -> Path:
         return _absolute(self.spec.cloud_dir, self.root)
 
+    def secrets_dir(self) -> Path:
+        return _absolute(self.spec.secrets_dir, self.root)
+
     def _declares(self, field: str) -> bool:
         return self.workspace_file is not None and field in self.spec.model_fields_set
 

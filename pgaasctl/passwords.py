@@ -8,6 +8,7 @@ import hmac
 import os
 import stringprep
 import unicodedata
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -95,10 +96,15 @@ def check_password(password: str, live_verifier: str | None, role: str, exists: 
 
 
 def check_passwords(passwords: dict[str, str], verifiers: dict[str, str | None], readable: bool,
-                    workers: int = 4) -> dict[str, PasswordCheck]:
-    """check_password for many roles; PBKDF2 releases the GIL, so threads use every core."""
+                    workers: int = 4, remembered: Callable[[str, str, str | None], bool] | None = None
+                    ) -> dict[str, PasswordCheck]:
+    """check_password for many roles; PBKDF2 releases the GIL, so threads use every core. `remembered`: whether a
+    (role, password, verifier) was checked to match before (pgaasctl/password_memory.py): then no PBKDF2."""
 
     def one(name: str) -> tuple[str, PasswordCheck]:
+        if readable and name in verifiers and remembered is not None and \
+                remembered(name, passwords[name], verifiers[name]):
+            return name, PasswordCheck(matches=True, verifier=None)
         return name, check_password(passwords[name], verifiers.get(name), name, name in verifiers, readable)
 
     if len(passwords) < 8:

@@ -40,6 +40,7 @@ from pgaasctl.plan.build import (
 )
 from pgaasctl.plan.model import Change, HostOperation, PairPlan, Plan, count_changes
 from pgaasctl.parallel import ThreadPool
+from pgaasctl.password_memory import remember
 from pgaasctl.plan.planfile import check_still_valid
 from pgaasctl.live.topology import probe_pair
 from pgaasctl.locate import WorkspaceLocation, locate
@@ -87,7 +88,7 @@ def load(path: Path) -> LoadedWorkspace:
     desired = load_desired(location.spec_dir)
     desired.workspace = desired.workspace.model_copy(update={
         "local_dir": location.local_dir().value, "tls": resolved(desired.workspace.tls, location.root),
-        "cloud_dir": str(location.cloud_dir())})
+        "cloud_dir": str(location.cloud_dir()), "secrets_dir": str(location.secrets_dir())})
     part: list[str] | None = None
     if location.part is not None:
         inside = [d for d in desired.documents
@@ -298,6 +299,9 @@ def _apply_pair(work: PlannedWork, store: Store, name: str, on_progress: Progres
             take_advisory_lock(live.state.connection, name)
     result = Executor(live, store, on_progress, sessions=work.desired.workspace.sessions).run()
     result.operations = operations_done
+    checked = {role: facts for role, facts in live.inputs.checked_passwords.items()
+               if facts[2] or f"role.{name}.{role}" in result.done}  # matched before, or set by this apply
+    remember(work.desired.workspace.secrets_dir, store, name, {r: (p, v) for r, (p, v, _) in checked.items()})
     if live.state is not None:
         result.standby_wait = wait_for_standbys(live, work.desired.workspace.standby_timeout)
     return result

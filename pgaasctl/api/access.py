@@ -285,7 +285,7 @@ def write_password(path: Path) -> None:
 def secret_path(loaded: workspace.LoadedWorkspace, pair: str, role: str) -> Path:
     """Beside the store's default place, under the workspace root; never a spec (not YAML), and where that is inside
     the spec directory, ignored by git (a .gitignore of its own)."""
-    base = loaded.location.root / "state" / "secrets"
+    base = Path(loaded.desired.workspace.secrets_dir)  # Workspace secrets_dir, resolved against the root
     ignore = base / ".gitignore"
     if not ignore.exists():
         base.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -27,6 +27,7 @@ from pgaasctl.live.topology import Topology, discover_topology
 from pgaasctl.monitor.lookup import changes, from_state
 from pgaasctl.monitor.push import PushTarget, push_target
 from pgaasctl.parallel import ThreadPool
+from pgaasctl.password_memory import PasswordMemory
 from pgaasctl.passwords import check_passwords
 from pgaasctl.plan import diff, policy
 from pgaasctl.plan.model import AttributeChange, Change, HostChange, HostOperation, PairPlan, Plan, ShownStatement
@@ -65,6 +66,10 @@ class PairInputs:
     push: PushTarget | None = None  # where the nodes' repmgr posts its events (the agent), if the workspace says
     node_tls: Callable[[], NodeTls | None] = lambda: None  # the pair's TLS for its nodes (the CA made at first need)
     sessions: int = 8  # sessions on the primary at once (Workspace sessions)
+    password_memory: PasswordMemory | None = None  # the checks remembered from earlier applies
+    # role -> (password, the verifier the server holds or will after apply, whether it matched already): what apply
+    # remembers once it has run (in memory only, never in a plan file)
+    checked_passwords: dict[str, tuple[str, str, bool]] = field(default_factory=dict)
 
     @property
     def uses_ssh(self) -> bool:
@@ -161,7 +166,9 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
     push = push_target(workspace.monitoring.agent_url, store.plan_key(), pair.name) if isinstance(spec, CreatedPairSpec) else None
     inputs = PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=passwords,
                         recorded_ids=store.node_ids(pair.name), undeclared=undeclared, push=push,
-                        sessions=workspace.sessions)
+                        sessions=workspace.sessions,
+                        password_memory=PasswordMemory.load(workspace.secrets_dir, store, pair.name)
+                        if passwords else None)
     if isinstance(spec, CreatedPairSpec):
         vip = str(spec.virtual_ip) if spec.virtual_ip is not None else None
         inputs.node_tls = lambda: node_tls(workspace.tls, store, pair.name, spec.tls, vip, certificate_roles(pair))
@@ -429,9 +436,16 @@ def _record_nodes(store: Store, pair: DesiredPair, state: PairState) -> None:
 def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, ManagedObject], objects: PairObjects,
                   destroy: bool, warnings: list[str], sync_names: str | None) -> PairPlan:
     pair = inputs.pair
-    checks = check_passwords(
-        inputs.passwords, {name: role.verifier for name, role in catalog.roles.items()}, catalog.can_read_passwords
-    )
+    verifiers = {name: role.verifier for name, role in catalog.roles.items()}
+    memory = inputs.password_memory
+    checks = check_passwords(inputs.passwords, verifiers, catalog.can_read_passwords,
+                             remembered=memory.remembers if memory is not None else None)
+    for role, check in checks.items():
+        live = verifiers.get(role)
+        if check.matches and live and live.startswith("SCRAM-SHA-256$"):
+            inputs.checked_passwords[role] = (inputs.passwords[role], live, True)
+        elif check.verifier is not None:
+            inputs.checked_passwords[role] = (inputs.passwords[role], check.verifier, False)
     ctx = diff.PairContext(pair=pair.name, catalog=catalog, managed=managed, passwords=checks,
                            dropping_databases=set(objects.gone_databases), sync_standby_names=sync_names,
                            node_files=node_files_version(inputs.push), certificate_roles=certificate_roles(pair))

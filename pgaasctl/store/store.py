@@ -102,6 +102,9 @@ DDL: list[str | tuple[str, str]] = [  # a pair: (SQLite, PostgreSQL)
     """CREATE TABLE IF NOT EXISTS access_requests (
         id TEXT PRIMARY KEY, pair TEXT NOT NULL, dbname TEXT NOT NULL, requester TEXT NOT NULL, status TEXT NOT NULL,
         data TEXT NOT NULL, created_at TEXT NOT NULL)""",
+    # keyed digests of (role, password, verifier) triples checked to match (pgaasctl/password_memory.py): never a
+    # password, never testable without a key kept outside the store
+    """CREATE TABLE IF NOT EXISTS password_checks (address TEXT PRIMARY KEY, pair TEXT NOT NULL, digest TEXT NOT NULL)""",
     # what cloud providers made for a pair (providers/cloud.py): recorded by name before the call that makes it
     # (cloud_id empty until the cloud answers), so an interrupted create is found and finished or removed
     """CREATE TABLE IF NOT EXISTS cloud_resources (
@@ -685,6 +688,17 @@ class Store:
         self._writing()
         self._exec("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                    (key, value))
+
+    # -- passwords checked to match, as keyed digests (pgaasctl/password_memory.py)
+    def password_checks(self, pair: str) -> dict[str, str]:
+        if not self._monitored("password_checks"):
+            return {}
+        return {r[0]: r[1] for r in self._exec("SELECT address, digest FROM password_checks WHERE pair = ?", (pair,))}
+
+    def record_password_checks(self, pair: str, digests: dict[str, str]) -> None:
+        self._writing()
+        self._exec_many("INSERT INTO password_checks (address, pair, digest) VALUES (?, ?, ?) ON CONFLICT (address) "
+                        "DO UPDATE SET digest = excluded.digest", [(a, pair, d) for a, d in sorted(digests.items())])
 
     # -- what cloud providers made (never a secret)
     def record_cloud_resource(self, resource: CloudResource) -> None:
