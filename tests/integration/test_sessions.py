@@ -57,8 +57,9 @@ def test_apply_holds_at_most_the_sessions_the_workspace_allows(ws: Workspace, pg
     _many_databases(ws, sessions=4)
     with SessionCounter(pg) as counter:
         ws.must_apply()
-    # the session holding the pair's advisory lock, and at most `sessions` doing the work
-    assert 2 <= counter.peak <= 4 + 1, counter.peak
+    # the session holding the pair's advisory lock, at most `sessions` doing the work, and one the executor just
+    # closed whose backend is still on its way out (the server lists it for a moment); unbounded, it was 45
+    assert 2 <= counter.peak <= 4 + 2, counter.peak
     ws.assert_converged()
 
 
