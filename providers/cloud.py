@@ -131,6 +131,24 @@ def resource_name(pair: str, node: str = "", suffix: str = "", *, owner: str) ->
     return name
 
 
+class NamedResources:
+    """What both drivers share: the store, and the names they give what they make."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    @property
+    def owner(self) -> str:
+        """The store's mark in resource names: asked when a name is first needed (a plan of a new pair on a
+        read-only store needs none)."""
+        if not hasattr(self, "_owner"):
+            self._owner = self.store.cloud_owner()
+        return self._owner
+
+    def _name(self, pair: str, node: str = "", suffix: str = "") -> str:
+        return resource_name(pair, node, suffix, owner=self.owner)
+
+
 class ResourceBook:
     """The store's records of what one cloud made for one pair."""
 

@@ -26,7 +26,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from pgaasctl.spec.models import CloudNode, CloudPairSpec, GcpOptions
 from pgaasctl.store import Store
-from providers.cloud import CloudError, ResourceBook, ServerFacts, pair_prefix, resource_name
+from providers.cloud import CloudError, NamedResources, ResourceBook, ServerFacts, pair_prefix
 
 T = TypeVar("T")
 CHECK_PORT = 8008  # pgaasctl-primary-check on each node
@@ -81,26 +81,14 @@ def _retry_wait(state: Any) -> float:
     return float(wait_exponential(multiplier=0.5, max=8)(state))
 
 
-class GcpDriver:
+class GcpDriver(NamedResources):
     cloud = "gcp"
 
     def __init__(self, options: GcpOptions, store: Store, spec_dir: Path) -> None:
+        super().__init__(store)
         self.options = options
-        self.store = store
         self.spec_dir = spec_dir
         self._clients: dict[str, Any] = {}
-        self.calls = 0
-
-    @property
-    def owner(self) -> str:
-        """The store's mark in resource names: asked when a name is first needed (a plan of a new pair on a
-        read-only store needs none)."""
-        if not hasattr(self, "_owner"):
-            self._owner = self.store.cloud_owner()
-        return self._owner
-
-    def _name(self, pair: str, node: str = "", suffix: str = "") -> str:
-        return resource_name(pair, node, suffix, owner=self.owner)
 
     # -- clients and calls
     def _credentials(self) -> Any:
@@ -141,7 +129,6 @@ class GcpDriver:
         @retry(retry=retry_if_exception(lambda exc: _retryable(exc, creating)), wait=_retry_wait,
                stop=stop_after_attempt(6), reraise=True)
         def attempt() -> T:
-            self.calls += 1
             return call()
 
         try:

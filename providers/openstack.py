@@ -21,7 +21,7 @@ from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponen
 
 from pgaasctl.spec.models import CloudNode, CloudPairSpec, OpenStackOptions
 from pgaasctl.store import Store
-from providers.cloud import CloudError, ResourceBook, ServerFacts, pair_prefix, resource_name
+from providers.cloud import CloudError, NamedResources, ResourceBook, ServerFacts, pair_prefix
 
 T = TypeVar("T")
 POLL_FIRST, POLL_MAX = 0.2, 5.0  # seconds between status polls: fast at first, then gentler on the API
@@ -75,25 +75,13 @@ def _retry_wait(state: Any) -> float:
     return float(wait_exponential(multiplier=1, max=8)(state))
 
 
-class OpenStackDriver:
+class OpenStackDriver(NamedResources):
     cloud = "openstack"
 
     def __init__(self, options: OpenStackOptions, store: Store) -> None:
+        super().__init__(store)
         self.options = options
-        self.store = store
         self._conn: Any = None
-        self.calls = 0
-
-    @property
-    def owner(self) -> str:
-        """The store's mark in resource names: asked when a name is first needed (a plan of a new pair on a
-        read-only store needs none)."""
-        if not hasattr(self, "_owner"):
-            self._owner = self.store.cloud_owner()
-        return self._owner
-
-    def _name(self, pair: str, node: str = "", suffix: str = "") -> str:
-        return resource_name(pair, node, suffix, owner=self.owner)
 
     # -- the connection and every call
     @property
@@ -130,7 +118,6 @@ class OpenStackDriver:
         @retry(retry=retry_if_exception(lambda exc: _retryable(exc, creating)), wait=_retry_wait,
                stop=stop_after_attempt(6), reraise=True)
         def attempt() -> T:
-            self.calls += 1
             return call(*args, **kwargs)
 
         try:

@@ -116,16 +116,7 @@ class FakeOpenStack(FakeHttpApi):
         with self.lock:
             for server_id, server in list(self.servers.items()):
                 if server["name"] == name:
-                    del self.servers[server_id]
-                    for group in self.groups.values():
-                        if server_id in group["members"]:
-                            group["members"].remove(server_id)
-                    for port in self.ports.values():
-                        if port["device_id"] == server_id:
-                            port["device_id"], port["device_owner"], port["status"] = "", "", "DOWN"
-                    vm = self.vms.pop(server_id, None)
-                    if vm is not None:
-                        vm.delete()
+                    self._remove_server(server_id)
 
     def power_off(self, name: str) -> None:
         """The server's hypervisor loses it: Nova shows SHUTOFF, and everything on the VM is gone at once."""
@@ -301,16 +292,7 @@ class FakeOpenStack(FakeHttpApi):
         if method == "GET" and not action:
             return 200, {"server": self._server_view(server)}, {}
         if method == "DELETE" and not action:
-            del self.servers[server_id]
-            for group in self.groups.values():
-                if server_id in group["members"]:
-                    group["members"].remove(server_id)
-            for port in self.ports.values():
-                if port["device_id"] == server_id:
-                    port["device_id"], port["device_owner"], port["status"] = "", "", "DOWN"
-            vm = self.vms.pop(server_id, None)
-            if vm is not None:
-                vm.delete()
+            self._remove_server(server_id)
             return 204, None, {}
         if method == "POST" and action == "action":
             if not isinstance(body, dict) or len(body) != 1:
@@ -328,6 +310,19 @@ class FakeOpenStack(FakeHttpApi):
                 raise nova_error(400, f"action {verb} is not supported here")
             return 202, None, {}
         raise nova_error(404, f"no route {method} {path}")
+
+    def _remove_server(self, server_id: str) -> None:
+        """The server goes, its VM with it; its port stays, unbound (Nova leaves a port it did not make)."""
+        del self.servers[server_id]
+        for group in self.groups.values():
+            if server_id in group["members"]:
+                group["members"].remove(server_id)
+        for port in self.ports.values():
+            if port["device_id"] == server_id:
+                port["device_id"], port["device_owner"], port["status"] = "", "", "DOWN"
+        vm = self.vms.pop(server_id, None)
+        if vm is not None:
+            vm.delete()
 
     def _create_server(self, body: Any) -> tuple[int, Any, dict[str, str]]:
         if not isinstance(body, dict) or "server" not in body:
