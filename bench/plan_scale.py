@@ -171,7 +171,8 @@ def role_docs(n_roles: int, n_groups: int) -> list[str]:
     for g in range(n_groups):
         docs.append(f"kind: Role\nmetadata: {{name: {group_name(g)}, pair: bench}}\nspec: {{login: false}}\n")
     for i in range(n_roles - n_groups):
-        lines = [f"kind: Role\nmetadata: {{name: {role_name(i)}, pair: bench}}\nspec:\n  login: true\n"]
+        lines = [f"kind: Role\nmetadata: {{name: {role_name(i)}, pair: bench}}\nspec:\n  login: true\n"
+                 f"  password: {{env: {ROLE_PASSWORD_ENV}}}\n"]
         if i % 3 == 0:
             lines.append(f"  member_of: [{group_name(i % n_groups)}]\n")
         if i % 10 == 0:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from pydantic import SecretStr
@@ -289,13 +291,20 @@ class PairObjects:
 
     def contents_needed(self, pair: str, managed: dict[str, ManagedObject]) -> list[str]:
         """Databases whose insides (extensions, schemas, schema grants) matter to this plan."""
+        grants_of: dict[str, list[GrantSpec]] = defaultdict(list)
+        for (database, _), grant in self.grants.items():
+            grants_of[database].append(grant)
+        records_of: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for item in managed.values():
+            if item.kind == "grant":
+                records_of[item.name.split(".", 1)[0]].append(item.attributes)
         out = []
         for name in sorted(set(self.databases) | {d for d, _ in self.grants} | {d for d, _ in self.gone_grants}):
             if name in self.gone_databases:
                 continue
             record = managed.get(f"database.{pair}.{name}")
-            db_grants = [g for (d, _), g in self.grants.items() if d == name]
-            grant_records = [m.attributes for m in managed.values() if m.kind == "grant" and m.name.split(".", 1)[0] == name]
+            db_grants = grants_of.get(name, [])
+            grant_records = records_of.get(name, [])
             if diff.needs_contents(self.databases.get(name), record.attributes if record else None, db_grants, grant_records):
                 out.append(name)
         return out

@@ -14,30 +14,14 @@ from pydantic import ValidationError
 from pgaasctl.errors import SpecError
 from pgaasctl.spec.models import DOCUMENT_MODELS, address_of
 from pgaasctl.spec.names import control_character_problem
+from pgaasctl.spec.yaml_events import DuplicateKey, build_documents
 
 YAML_SUFFIXES = (".yaml", ".yml")  # compared lower-case: .YAML and .Yml are spec files too
 MAX_DEPTH = 64  # nodes from a document down to a value; real specs need about 7
 Loc = tuple[str | int, ...]
 
 
-class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]  # libyaml: five times faster
-    """Refuses nesting deeper than MAX_DEPTH while composing. libyaml's composer recurses in C: a few thousand
-    levels crash the interpreter before Python's recursion limit can stop them."""
-
-    _depth = 0
-
-    def descend_resolver(self, current_node: yaml.Node | None, current_index: Any) -> None:
-        # called for every node on the way down; the base class does nothing here without path resolvers
-        self._depth += 1
-        if self._depth > MAX_DEPTH:
-            mark = current_node.start_mark if current_node is not None else None
-            raise yaml.MarkedYAMLError(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=mark)
-
-    def ascend_resolver(self) -> None:
-        self._depth -= 1
-
-
-_LOADER = _Loader
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: five times faster
 
 
 class Problem(str):
@@ -167,30 +151,19 @@ def parse_text(text: str, file: Path) -> tuple[list[LoadedDoc], list[Problem]]:
 def _parse(text: str, file: Path, loaded: Loaded) -> Loaded:
     """Add the documents of one file's text, and its problems, to `loaded`."""
     try:
-        nodes = list(yaml.compose_all(text, Loader=_LOADER))
+        built = build_documents(text, _LOADER, MAX_DEPTH)
     except yaml.YAMLError as exc:
         loaded.problems.append(Problem.at(file, _yaml_line(exc), f"malformed YAML: {_yaml_reason(exc)}"))
         return loaded
     docs, problems = loaded.documents, loaded.problems
-    constructor = _LOADER("")  # one per file: a loader per document re-reads the whole text
-    for node in nodes:
-        if node is None:
+    for document in built:
+        start, lines, data = document.line, document.lines, document.data
+        if isinstance(document.error, DuplicateKey):
+            problems.append(Problem.at(file, document.error.line, f"duplicate key {document.error.key!r}"))
             continue
-        start = node.start_mark.line + 1
-        lines: dict[Loc, int] = {}
-        try:
-            try:
-                data = _build(node, (), lines, constructor)
-            except _MergeKey:
-                data = constructor.construct_document(node)  # YAML merge keys: PyYAML knows their rules
-        except _DuplicateKey as dup:
-            problems.append(Problem.at(file, dup.line, f"duplicate key {dup.key!r}"))
-            continue
-        except yaml.YAMLError as exc:
-            problems.append(Problem.at(file, _yaml_line(exc), f"malformed YAML: {_yaml_reason(exc)}"))
-            continue
-        except (ValueError, OverflowError) as exc:  # a merge-key document PyYAML built itself
-            problems.append(Problem.at(file, start, f"malformed YAML: {exc}"))
+        if isinstance(document.error, yaml.YAMLError):
+            error = document.error
+            problems.append(Problem.at(file, _yaml_line(error), f"malformed YAML: {_yaml_reason(error)}"))
             continue
         if data is None:  # an empty document: a stray "---" or only comments
             continue
@@ -280,61 +253,6 @@ def _label(data: dict[str, Any]) -> str:
     return f"{data.get('kind')}: "
 
 
-class _DuplicateKey(Exception):
-    def __init__(self, key: str, line: int) -> None:
-        self.key, self.line = key, line
-
-
-class _MergeKey(Exception):
-    """A `<<` merge key: left to PyYAML's constructor."""
-
-
-_STR_TAG = "tag:yaml.org,2002:str"
-_MERGE_TAG = "tag:yaml.org,2002:merge"
-
-
-def _build(node: yaml.Node, loc: Loc, lines: dict[Loc, int], constructor: Any,
-           built: dict[int, Any] | None = None, active: set[int] | None = None) -> Any:
-    """The Python value of `node`, recording the line of every key and item on the way.
-
-    One walk instead of PyYAML's generic construct_document, which is most of the cost of loading.
-    Aliases share what was built (no exponential expansion), and an alias to itself is an error.
-    """
-    built = {} if built is None else built
-    active = set() if active is None else active
-    if id(node) in built:
-        return built[id(node)]
-    if id(node) in active:
-        raise yaml.MarkedYAMLError(problem="an alias refers to itself", problem_mark=node.start_mark)
-    lines.setdefault(loc, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        active.add(id(node))
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                raise _MergeKey()
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise yaml.MarkedYAMLError(problem="a key must be a plain value, not a list or mapping",
-                                           problem_mark=key_node.start_mark)
-            key = key_node.value if key_node.tag == _STR_TAG else _construct_scalar(constructor, key_node)
-            if key in out:
-                raise _DuplicateKey(str(key), key_node.start_mark.line + 1)
-            out[key] = _build(value_node, loc + (str(key),), lines, constructor, built, active)
-            lines[loc + (str(key),)] = key_node.start_mark.line + 1
-        active.discard(id(node))
-        built[id(node)] = out
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        active.add(id(node))
-        items = [_build(item, loc + (i,), lines, constructor, built, active) for i, item in enumerate(node.value)]
-        active.discard(id(node))
-        built[id(node)] = items
-        return items
-    if node.tag == _STR_TAG:
-        return node.value
-    return _construct_scalar(constructor, node)
-
-
 def _line_for(lines: dict[Loc, int], loc: Loc, default: int) -> int:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
@@ -356,13 +274,3 @@ def _yaml_reason(exc: yaml.YAMLError) -> str:
         where = f" at line {problem_mark.line + 1}" if problem_mark is not None else ""
         return f"{context}: {problem}{where}"
     return str(problem or exc).splitlines()[0]
-
-
-def _construct_scalar(constructor: Any, node: yaml.Node) -> Any:
-    """PyYAML's value of a tagged scalar; a value its tag cannot hold (2027-02-30) is a YAML error, not a crash."""
-    try:
-        return constructor.construct_object(node, deep=True)
-    except (ValueError, OverflowError) as exc:
-        kind = node.tag.rsplit(":", 1)[-1]
-        raise yaml.MarkedYAMLError(problem=f"{node.value!r} is not a valid {kind} ({exc})",
-                                   problem_mark=node.start_mark) from None
