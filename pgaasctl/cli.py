@@ -582,7 +582,7 @@ def state_show(
 
     def action() -> dict[str, Any]:
         st = _open(workspace.load(path), store, "read")
-        managed = st.managed().get(address)
+        managed = st.managed_object(address)
         if managed is None:
             raise PgaasError(f"{address} is not in the state", "See the managed addresses with `pgaasctl state list`.")
         return managed.model_dump()

@@ -226,7 +226,7 @@ class _Done:
 def _record_failover(store: Store, live: LivePair) -> None:
     """repmgr.conf now says what the spec says: the store must too, or the next plan reconfigures again."""
     address = f"pair.{live.plan.pair}"
-    managed = store.managed(live.plan.pair).get(address)
+    managed = store.managed_object(address)
     spec = live.inputs.pair.doc.spec
     if managed is not None and isinstance(spec, CreatedPairSpec):
         store.record(address, live.plan.pair, "pair", live.plan.pair,
@@ -326,7 +326,7 @@ def import_object(desired: DesiredState, path: Path, store: Store, address: str)
     kind = address.split(".", 1)[0]
     if kind == "pair":
         raise PgaasError("pairs are not imported: the first apply of a Pair starts managing it")
-    if store.managed().get(address):
+    if store.managed_object(address) is not None:
         raise PgaasError(f"{address} is already managed")
     pair_name = address.split(".")[1]
     ssh = SshSessions(store)
@@ -461,7 +461,7 @@ def renew_certificates(desired: DesiredState, store: Store, pair_name: str, crl_
     returns the nodes done. A node that is down gets its files at its next start by apply."""
     inputs = _repmgr_pair(desired, store, pair_name, "install certificates there", "Give its nodes `ssh:` settings.")
     spec = inputs.pair.doc.spec
-    managed = store.managed(pair_name).get(f"pair.{pair_name}")
+    managed = store.managed_object(f"pair.{pair_name}")
     if not isinstance(spec, CreatedPairSpec) or managed is None:
         raise PgaasError(f"pair {pair_name!r} has no certificates pgaasctl issued", "Only pairs pgaasctl creates "
                          "(providers local, openstack and gcp) get them, at their `pgaasctl apply`.")

@@ -184,7 +184,7 @@ def role_credentials(request: Request, pair: str, name: str, caller: Caller, res
     shown = secret.with_name(secret.name + ".shown")
     if shown.exists():
         raise ApiError(410, "the password was shown once already", reason="gone")
-    if not secret.exists() or not ctx.store.managed(pair).get(f"role.{pair}.{name}"):
+    if not secret.exists() or ctx.store.managed_object(f"role.{pair}.{name}") is None:
         raise ApiError(409, "the role is not made yet; wait for its operation", reason="not_ready", retryable=True)
     shown.touch(mode=0o600)
     response.headers["Cache-Control"] = "no-store"

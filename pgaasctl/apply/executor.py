@@ -266,7 +266,7 @@ class Executor:
             return False  # the outcome is unknown: the intent stays
 
     def _forget_unconfirmed(self, address: str) -> None:
-        managed = self.store.managed(self.pair).get(address)
+        managed = self.store.managed_object(address)
         if managed is not None and managed.pending:
             self.store.forget(address)
 

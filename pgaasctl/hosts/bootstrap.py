@@ -726,7 +726,7 @@ class Bootstrap:
         self.ssh.put_text(target, self._pg_hba(host), f"{layout.config_dir}/pg_hba.conf",
                           0o640)
         if self.postgres_running(host):
-            self.ssh.check(target, pg_ctl(host, layout, "reload"), "reloading PostgreSQL's configuration")
+            self._reload(host)
         self.ssh.put_text(target, start_script(host, layout), start_script_path(layout), 0o755)
         self.ssh.put_text(target, repmgr_conf(host, layout, node_id, self.failover, self.push, self._client(host)),
                           layout.repmgr_conf, 0o644)
@@ -768,7 +768,20 @@ class Bootstrap:
         else:
             self._write_tls(host)
         if self.postgres_running(host):
-            self.ssh.check(target, pg_ctl(host, layout, "reload"), "reloading PostgreSQL's configuration")
+            self._reload(host)
+
+    def _reload(self, host: Host) -> None:
+        """pg_ctl reload, then wait until the postmaster has read the files (pg_ctl only sends the signal): the
+        sessions that follow (repmgr's, the next plan's) get the new pg_hba.conf and certificates."""
+        layout = host.layout
+        assert layout is not None
+        loaded = (f"{_bin(host, 'psql')} -X -A -t -h {shlex.quote(layout.socket_dir)} -p {host.pg_port} -U postgres "
+                  "-d postgres -c 'SELECT pg_conf_load_time()'")  # a new session's: the postmaster's last load
+        script = (f"before=$({loaded}) && {pg_ctl(host, layout, 'reload')} && for i in $(seq 200); do "
+                  f"[ \"$({loaded})\" != \"$before\" ] && exit 0; sleep 0.05; done; exit 1")
+        if self.ssh.run(target_of(host), script).exited != 0:
+            raise PgaasError(f"{target_of(host).label}: PostgreSQL did not read its new configuration within 10 s",
+                             f"Look at {layout.log_dir} for what it said about its files, then run apply again.")
 
     def restart_repmgrd(self, host: Host) -> None:
         """A fresh repmgrd: after a rejoin, one that watched this node as a primary must not linger in that

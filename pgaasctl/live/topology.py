@@ -28,6 +28,7 @@ from pgaasctl.plan.model import HostOperation
 from providers.base import Host
 
 REPMGR_EXIT_NODE_DOWN = 25  # `repmgr cluster show` when any node is unreachable
+REPMGR_EXIT_DB_CONNECTION = 6  # ERR_DB_CONN: repmgr could not open a session to its own node
 CONSISTENCY_WAIT = 10.0  # seconds to wait for repmgr's metadata to catch up with a promotion
 
 # `repmgr cluster show` on every node is the costliest part of a look (a process, and a session from it to every
@@ -144,7 +145,11 @@ def _probe_script(host: Host, repmgr_view: bool = True) -> str:
     repmgr = shlex.quote(f"{host.bin_dir}/repmgr")  # the binary itself: Debian's /usr/bin/repmgr is a Perl wrapper
     lines = [f"test -x {repmgr} || {{ echo '@no-repmgr'; exit 0; }}"]
     if repmgr_view:
-        lines.append(f"echo '@show'; {env}{repmgr} -f {conf} cluster show --csv 2>&1; echo \"@exit=$?\"")
+        # A session refused for a moment (a node just reloaded, or so busy the connect timeout ran out) is asked
+        # again: only a refusal that lasts is reported.
+        lines.append(f"for try in 1 2 3; do show=$({env}{repmgr} -f {conf} cluster show --csv 2>&1); rc=$?; "
+                     f"[ $rc = {REPMGR_EXIT_DB_CONNECTION} ] || break; sleep 0.5; done; "
+                     "echo '@show'; printf '%s\\n' \"$show\"; echo \"@exit=$rc\"")
     if host.layout:
         data = shlex.quote(host.layout.data_dir)
         lines.append(f"if {alive_from_pid_file(host.layout.socket_dir + '/repmgrd.pid')}; then rd=repmgrd; else rd=; fi")
@@ -188,14 +193,15 @@ def _parse_probe(report: NodeReport, text: str) -> None:
         elif line.startswith("@exit="):
             code = int(line.removeprefix("@exit="))
             if code not in (0, REPMGR_EXIT_NODE_DOWN):
-                report.repmgr_error = "; ".join(problems[:3]) or f"repmgr cluster show exited {code}"
+                report.repmgr_error = "; ".join(problems[:4]) or f"repmgr cluster show exited {code}"
         elif line.startswith("@"):
             section = line[1:]
         elif section == "show" and re.fullmatch(r"-?\d+,-?\d+,-?\d+", line.strip()):
             node_id, availability, recovery = (int(x) for x in line.split(","))
             report.cluster_show.append((node_id, availability, recovery))
-        elif section == "show" and line.strip().startswith(("ERROR", "DETAIL", "FATAL", "fe_")):
-            problems.append(line.strip())
+        elif section == "show" and line.strip() and not line.strip().startswith("DETAIL: attempted to connect"):
+            # libpq's own reason ("connection to server at ... failed: ...") and the conninfo tried say most
+            problems.append(re.sub(r"password=\S+", "password=(sensitive)", line.strip()))
 
 
 def read_registration(address: NodeAddress) -> dict[str, Registered] | None:

@@ -118,6 +118,7 @@ class LivePair:
     state: PairState | None
     catalog: LiveCatalog
     plan: PairPlan
+    managed: dict[str, ManagedObject] | None = None  # the store's records of the pair when it was planned
 
     def close(self) -> None:
         if self.state is not None:
@@ -147,7 +148,7 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
     else:
         assert isinstance(spec, CreatedPairSpec)
         password = provider.admin_password(pair.name)  # type: ignore[attr-defined]
-        managed = store.managed(pair.name).get(f"pair.{pair.name}")
+        managed = store.managed_object(f"pair.{pair.name}")
         sslmode, sslrootcert = admin_sslmode(managed.attributes.get("tls") if managed else None, workspace.tls)
         for host in hosts:
             if host.exists and password is not None:
@@ -194,7 +195,7 @@ def role_passwords(pair: DesiredPair) -> dict[str, str]:
 def make_plan(desired: DesiredState, store: Store, spec_path: Path, ssh: SshSessions, destroy: bool = False,
               targets: list[str] | None = None, adopting: frozenset[str] = frozenset()) -> tuple[Plan, dict[str, LivePair]]:
     """Plan every pair in `desired`, in parallel. The caller closes the returned pairs (close_pairs)."""
-    orphaned = sorted({m.pair for m in store.managed().values()} - set(desired.pairs))
+    orphaned = sorted(store.managed_pairs() - set(desired.pairs))
     if orphaned:
         raise PlanError(
             f"the state has managed objects on pair(s) {', '.join(orphaned)} that are no longer in the specs",
@@ -246,7 +247,8 @@ def finish_pair_plan(live: LivePair, store: Store, targets: list[str] | None,
     `adopting`: addresses `pgaasctl import` takes over explicitly."""
     if targets:
         live.plan.changes = filter_targets(live.plan.changes, targets)
-    policy.enforce(live.plan, live.inputs.pair, store.managed(live.plan.pair), live.plan.problems, targets, adopting)
+    managed = live.managed if live.managed is not None else store.managed(live.plan.pair)
+    policy.enforce(live.plan, live.inputs.pair, managed, live.plan.problems, targets, adopting)
 
 
 def pairs_targeted(desired: DesiredState, targets: list[str] | None) -> list[DesiredPair]:
@@ -392,7 +394,7 @@ def _plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool
     except BaseException:
         state.close()
         raise
-    return LivePair(inputs=inputs, state=state, catalog=catalog, plan=pair_plan)
+    return LivePair(inputs=inputs, state=state, catalog=catalog, plan=pair_plan, managed=managed)
 
 
 def _discover(inputs: PairInputs, store: Store, ssh: SshSessions) -> Topology:
@@ -400,7 +402,7 @@ def _discover(inputs: PairInputs, store: Store, ssh: SshSessions) -> Topology:
     try:
         return inputs.topology(ssh)
     except PgaasError as exc:
-        record = store.managed(inputs.pair.name).get(f"pair.{inputs.pair.name}")
+        record = store.managed_object(f"pair.{inputs.pair.name}")
         if record is None or not record.pending or not inputs.can_create:
             raise
         spec_file = inputs.pair.loaded.source.file
@@ -415,7 +417,7 @@ def _reconfigure_operations(inputs: PairInputs, store: Store, topology: Topology
     """Failover settings changed since the pair was made, or its node files are from an older pgaasctl:
     rewrite repmgr.conf (and the start and promote scripts) and restart repmgrd everywhere."""
     spec = inputs.pair.doc.spec
-    managed = store.managed(inputs.pair.name).get(f"pair.{inputs.pair.name}")
+    managed = store.managed_object(f"pair.{inputs.pair.name}")
     if not isinstance(spec, CreatedPairSpec) or managed is None:
         return []
     tls = diff.tls_record(spec, certificate_roles(inputs.pair))
@@ -518,7 +520,7 @@ def _plan_without_primary(inputs: PairInputs, store: Store, operations: list[Hos
     )
     pair_plan.operations = operations
     _mark_pair_change(pair_plan, created=created)
-    return LivePair(inputs=inputs, state=None, catalog=catalog, plan=pair_plan)
+    return LivePair(inputs=inputs, state=None, catalog=catalog, plan=pair_plan, managed=managed)
 
 
 def _plan_destroy_hosts(inputs: PairInputs, store: Store) -> LivePair:

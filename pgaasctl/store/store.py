@@ -298,13 +298,16 @@ class Store:
             rows = self._exec(f"SELECT {cols} FROM objects ORDER BY address")
         else:
             rows = self._exec(f"SELECT {cols} FROM objects WHERE pair = ? ORDER BY address", (pair,))
-        return {
-            r[0]: ManagedObject(
-                address=r[0], pair=r[1], kind=r[2], name=r[3], attributes=json.loads(r[4]), created_at=r[5],
-                updated_at=r[6], origin=r[7], origin_by=r[8], pending=bool(r[9]),
-            )
-            for r in rows
-        }
+        return {r[0]: _managed_object(r) for r in rows}
+
+    def managed_object(self, address: str) -> ManagedObject | None:
+        """One record (a whole pair's records cost a JSON decode each: thousands in a large workspace)."""
+        rows = self._exec(f"SELECT {self._OBJECT_COLUMNS} FROM objects WHERE address = ?", (address,))
+        return _managed_object(rows[0]) if rows else None
+
+    def managed_pairs(self) -> set[str]:
+        """The pairs with at least one managed object."""
+        return {r[0] for r in self._exec("SELECT DISTINCT pair FROM objects")}
 
     def record(self, address: str, pair: str, kind: str, name: str, attributes: dict[str, Any],
                origin: Origin = "created") -> None:
@@ -1016,3 +1019,10 @@ def _password_in(url: str) -> str | None:
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _managed_object(row: tuple[Any, ...]) -> ManagedObject:
+    return ManagedObject(
+        address=row[0], pair=row[1], kind=row[2], name=row[3], attributes=json.loads(row[4]), created_at=row[5],
+        updated_at=row[6], origin=row[7], origin_by=row[8], pending=bool(row[9]),
+    )

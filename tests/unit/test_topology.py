@@ -45,6 +45,17 @@ def test_repmgr_failure_is_kept_with_its_reason() -> None:
     assert report.has_data is True and report.standby_signal is False and report.repmgrd_process is False
 
 
+def test_libpqs_own_reason_and_the_conninfo_tried_are_kept_without_a_password() -> None:
+    report = NodeReport(host=host("a", layout=True))
+    _parse_probe(report, "@show\nERROR: connection to database failed\nDETAIL: \n"
+                         'connection to server at "10.1.0.2", port 5432 failed: timeout expired\n\n'
+                         "DETAIL: attempted to connect using:\n  host=10.1.0.2 user=repmgr password=hunter2 sslmode=verify-full\n"
+                         "@exit=6\n")
+    assert report.repmgr_error == ('ERROR: connection to database failed; DETAIL:; connection to server at "10.1.0.2", '
+                                   "port 5432 failed: timeout expired; host=10.1.0.2 user=repmgr password=(sensitive) "
+                                   "sslmode=verify-full")
+
+
 def test_missing_repmgr_is_an_error_naming_the_node() -> None:
     report = NodeReport(host=host("a"))
     _parse_probe(report, "@no-repmgr\n")
