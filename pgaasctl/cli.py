@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import gc
 import os
 import signal
 import sys
@@ -80,6 +81,7 @@ LockTimeoutOpt = Annotated[
 ]
 AutoApproveOpt = Annotated[bool, typer.Option("--auto-approve", help="Do not ask for confirmation.")]
 T = TypeVar("T")
+GC_THRESHOLD = 50_000  # allocations between collections of the youngest generation (Python's default: 700)
 
 
 class Terminated(KeyboardInterrupt):
@@ -909,6 +911,11 @@ from pgaasctl import cli_cert  # noqa: E402,F401 - registers cert
 def main() -> None:
     global out, err
     signal.signal(signal.SIGTERM, _terminate)
+    # A command builds a large workspace's objects by the hundred thousand and drops them when it ends: collecting
+    # cycles after every 700 allocations spent a third of a plan's time scanning them. The modules' objects are
+    # frozen out of every scan; cycles are still collected, less often.
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 20, 20)
     try:
         args = normalise_argv(sys.argv[1:])
     except UnsupportedFlag as exc:

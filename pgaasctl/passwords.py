@@ -40,12 +40,38 @@ def _normalise(password: str) -> bytes:
     return prepared.encode("utf-8")
 
 
-def _keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+def _client_and_server_keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
     salted = hashlib.pbkdf2_hmac("sha256", _normalise(password), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    return stored_key, server_key
+    return hmac.new(salted, b"Client Key", hashlib.sha256).digest(), hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+
+def _keys(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+    """The stored key and server key a verifier of `password` holds."""
+    client_key, server_key = _client_and_server_keys(password, salt, iterations)
+    return hashlib.sha256(client_key).digest(), server_key
+
+
+def _parse_verifier(verifier: str) -> tuple[int, bytes, bytes, bytes]:
+    """iterations, salt, stored key, server key of a SCRAM-SHA-256 verifier; ValueError if it is not one."""
+    if not verifier.startswith("SCRAM-SHA-256$"):
+        raise ValueError("not a SCRAM-SHA-256 verifier")
+    head, keys = verifier.removeprefix("SCRAM-SHA-256$").split("$", 1)
+    iterations, salt = head.split(":", 1)
+    stored, server = keys.split(":", 1)
+    return int(iterations), base64.b64decode(salt), base64.b64decode(stored), base64.b64decode(server)
+
+
+def login_keys(password: str, verifier: str | None) -> tuple[bytes, bytes] | None:
+    """The SCRAM client key and server key a login with `password` proves itself with, when `verifier` (the
+    role's pg_authid.rolpassword) was made from that password; else None."""
+    try:
+        iterations, salt, stored, server = _parse_verifier(verifier or "")
+    except ValueError:
+        return None
+    client_key, server_key = _client_and_server_keys(password, salt, iterations)
+    if hmac.compare_digest(hashlib.sha256(client_key).digest(), stored) and hmac.compare_digest(server_key, server):
+        return client_key, server_key
+    return None
 
 
 def scram_verifier(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
@@ -60,16 +86,7 @@ def password_matches(password: str, verifier: str | None, role: str) -> bool:
     if not verifier:
         return False
     if verifier.startswith("SCRAM-SHA-256$"):
-        try:
-            head, keys = verifier.removeprefix("SCRAM-SHA-256$").split("$", 1)
-            iterations, salt = head.split(":", 1)
-            stored, server = keys.split(":", 1)
-            stored_key, server_key = _keys(password, base64.b64decode(salt), int(iterations))
-        except ValueError:
-            return False
-        return hmac.compare_digest(stored_key, base64.b64decode(stored)) and hmac.compare_digest(
-            server_key, base64.b64decode(server)
-        )
+        return login_keys(password, verifier) is not None
     if verifier.startswith("md5"):
         return hmac.compare_digest(verifier, "md5" + hashlib.md5((password + role).encode()).hexdigest())
     return False

@@ -9,6 +9,7 @@ import psycopg
 from pydantic import SecretStr
 
 from pgaasctl.errors import ConnectionFailed
+from pgaasctl.live import scram_keys
 from pgaasctl.live.kept import KeptConnection, Unanswered, current_keeper
 from pgaasctl.secrets import resolve_secret
 from pgaasctl.spec.models import ExistingNode
@@ -61,18 +62,38 @@ def connect(node: NodeAddress, database: str | None = None, autocommit: bool = T
             ) from None
         if kept is not None:
             return kept
+    login = scram_keys.login_of(node.host, node.port, node.user, password) if password else None
+    keys = scram_keys.parameters(login) if login is not None else None
     try:
-        conn = (KeptConnection if keeper is not None else psycopg.Connection).connect(
-            host=node.host, port=node.port, user=node.user, dbname=dbname, password=password or None,
-            sslmode=node.sslmode, connect_timeout=node.connect_timeout, autocommit=autocommit,
-            application_name="pgaasctl", **({"sslrootcert": node.sslrootcert} if node.sslrootcert else {}),
-        )
+        conn = _open(node, dbname, password, autocommit, keeper is not None, keys)
     except psycopg.OperationalError as exc:
-        raise ConnectionFailed(*describe_connect_error(node, dbname, exc)) from None
+        if keys is None or not _refused_login(exc):
+            raise ConnectionFailed(*describe_connect_error(node, dbname, exc)) from None
+        assert login is not None
+        scram_keys.forget(login)  # the verifier changed since they were derived: the password says what is true now
+        try:
+            conn = _open(node, dbname, password, autocommit, keeper is not None, None)
+        except psycopg.OperationalError as again:
+            raise ConnectionFailed(*describe_connect_error(node, dbname, again)) from None
+    if login is not None and autocommit and not scram_keys.known(login):
+        scram_keys.learn(login, password, conn)
     if keeper is not None:
         assert isinstance(conn, KeptConnection)
         return keeper.adopt(key, conn)
     return conn
+
+
+def _open(node: NodeAddress, dbname: str, password: str, autocommit: bool, kept: bool,
+          keys: dict[str, str] | None) -> psycopg.Connection:
+    return (KeptConnection if kept else psycopg.Connection).connect(
+        host=node.host, port=node.port, user=node.user, dbname=dbname, password=password or None,
+        sslmode=node.sslmode, connect_timeout=node.connect_timeout, autocommit=autocommit,
+        application_name="pgaasctl", **({"sslrootcert": node.sslrootcert} if node.sslrootcert else {}), **(keys or {}),
+    )
+
+
+def _refused_login(exc: Exception) -> bool:
+    return "password authentication failed" in str(exc).lower()
 
 
 def describe_connect_error(node: NodeAddress, dbname: str, exc: Exception) -> tuple[str, str]:

@@ -1,0 +1,94 @@
+"""Issue 13: pgaasctl derives its login's SCRAM keys once per process (pgaasctl/live/scram_keys.py); later sessions
+log in with them, and a verifier changed since falls back to the password."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from pydantic import SecretStr
+
+import pgaasctl.passwords
+from pgaasctl.errors import ConnectionFailed
+from pgaasctl.live import scram_keys
+from pgaasctl.live.connect import NodeAddress, connect
+from tests.support.pgserver import PgServer
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def fresh_keys() -> Iterator[None]:
+    scram_keys._keys.clear()
+    yield
+    scram_keys._keys.clear()
+
+
+def node(pg: PgServer, user: str | None = None, password: str | None = None) -> NodeAddress:
+    return NodeAddress(pair="p", name="a", host=pg.host, port=pg.port, user=user or pg.admin_user,
+                       password=SecretStr(password or pg.admin_password), admin_database="postgres", sslmode="prefer",
+                       connect_timeout=5)
+
+
+def login(address: NodeAddress) -> scram_keys.Login:
+    assert address.password is not None
+    return scram_keys.login_of(address.host, address.port, address.user, address.password.get_secret_value())
+
+
+def current_user(address: NodeAddress) -> str:
+    with connect(address) as conn:
+        return conn.execute("SELECT current_user").fetchone()[0]  # type: ignore[index]
+
+
+def test_keys_are_derived_once_and_later_sessions_log_in_with_them(pg: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert scram_keys.SUPPORTED, "psycopg-binary bundles libpq 18"
+    admin = node(pg)
+    derivations = [0]
+    real = pgaasctl.passwords._client_and_server_keys
+
+    def counted(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+        derivations[0] += 1
+        return real(password, salt, iterations)
+
+    monkeypatch.setattr(pgaasctl.passwords, "_client_and_server_keys", counted)
+    assert current_user(admin) == pg.admin_user
+    learnt = scram_keys.parameters(login(admin))
+    assert learnt is not None and set(learnt) == {"scram_client_key", "scram_server_key"}
+    assert pg.admin_password not in "".join(learnt.values())
+    for _ in range(5):
+        assert current_user(admin) == pg.admin_user
+    assert derivations[0] == 1
+
+
+def test_keys_from_a_wrong_verifier_are_never_used(pg: PgServer) -> None:
+    """Keys are kept only when the verifier was made from the very password: a mismatch learns nothing."""
+    admin = node(pg)
+    assert current_user(admin) == pg.admin_user
+    assert scram_keys.parameters(login(admin)) is not None
+    assert pgaasctl.passwords.login_keys("not-the-password", pg.execute(
+        "SELECT rolpassword FROM pg_authid WHERE rolname = current_user")[0][0]) is None
+
+
+def test_a_new_salt_on_the_server_falls_back_to_the_password_and_learns_again(pg: PgServer) -> None:
+    admin = node(pg)
+    assert current_user(admin) == pg.admin_user
+    before = scram_keys.parameters(login(admin))
+    # the same password, set again: a new salt, so the keys derived before no longer log in
+    pg.execute(f"SET password_encryption = 'scram-sha-256'; ALTER ROLE {pg.admin_user} PASSWORD '{pg.admin_password}'")
+    assert current_user(admin) == pg.admin_user
+    after = scram_keys.parameters(login(admin))
+    assert after is not None and after != before
+
+
+def test_a_login_that_cannot_read_its_verifier_keeps_using_its_password(pg: PgServer) -> None:
+    pg.execute("CREATE ROLE plain_login LOGIN PASSWORD 'plain-secret'")
+    plain = node(pg, "plain_login", "plain-secret")
+    assert current_user(plain) == "plain_login"
+    assert scram_keys.known(login(plain)) and scram_keys.parameters(login(plain)) is None
+    assert current_user(plain) == "plain_login"
+
+
+def test_a_wrong_password_is_still_refused_after_the_right_one_learnt_keys(pg: PgServer) -> None:
+    assert current_user(node(pg)) == pg.admin_user
+    with pytest.raises(ConnectionFailed, match="authentication failed"):
+        current_user(node(pg, password="wrong-password"))
