@@ -30,7 +30,7 @@ from pgaasctl.monitor.lookup import changes, from_state
 from pgaasctl.monitor.push import PushTarget, push_target
 from pgaasctl.parallel import ThreadPool
 from pgaasctl.password_memory import PasswordMemory
-from pgaasctl.passwords import check_passwords
+from pgaasctl.passwords import PasswordCheck, check_passwords
 from pgaasctl.plan import diff, policy
 from pgaasctl.plan.model import AttributeChange, Change, HostChange, HostOperation, PairPlan, Plan, ShownStatement
 from pgaasctl.plan.planfile import secret_fingerprint
@@ -126,6 +126,12 @@ class LivePair:
 
 
 def spec_fingerprint(desired: DesiredState) -> str:
+    """What the specs said when planned, for a saved plan to check: the texts of the files, as loaded (any edit,
+    a comment too, makes a saved plan stale; where the workspace is checked out does not), or the documents
+    themselves when they were built in memory."""
+    files = {d.source.file for d in desired.documents}
+    if files and files <= set(desired.file_digests):
+        return hashlib.sha256(" ".join(sorted(desired.file_digests[f] for f in files)).encode()).hexdigest()
     docs = sorted((d.address, d.doc.model_dump(mode="json", by_alias=True)) for d in desired.documents)
     return hashlib.sha256(json.dumps(docs, sort_keys=True).encode()).hexdigest()
 
@@ -378,8 +384,9 @@ def _plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool
                                          inputs.sessions)
             catalog = read_cluster(state.connection, list_libraries=bool(PRELOAD_PARAMETERS & set(pair.doc.spec.settings))
                                    or pair.doc.spec.statements)
+            checks = _check_passwords(inputs, catalog)  # while the databases' contents are read
             catalog.contents = _readable_contents(catalog, contents.result())
-        pair_plan = _plan_objects(inputs, catalog, managed, objects, destroy, warnings, sync_names)
+        pair_plan = _plan_objects(inputs, catalog, managed, objects, destroy, warnings, sync_names, checks)
         pair_plan.primary = state.primary.name
         pair_plan.admin_database = state.primary.address.admin_database
         pair_plan.header = _header(state)
@@ -444,9 +451,8 @@ def _record_nodes(store: Store, pair: DesiredPair, state: PairState) -> None:
         store.record_lookup(after, changes(previous, after))
 
 
-def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, ManagedObject], objects: PairObjects,
-                  destroy: bool, warnings: list[str], sync_names: str | None) -> PairPlan:
-    pair = inputs.pair
+def _check_passwords(inputs: PairInputs, catalog: LiveCatalog) -> dict[str, PasswordCheck]:
+    """The spec's passwords against the server's verifiers; what apply will remember of them goes to `inputs`."""
     verifiers = {name: role.verifier for name, role in catalog.roles.items()}
     memory = inputs.password_memory
     checks = check_passwords(inputs.passwords, verifiers, catalog.can_read_passwords,
@@ -457,6 +463,14 @@ def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, M
             inputs.checked_passwords[role] = (inputs.passwords[role], live, True)
         elif check.verifier is not None:
             inputs.checked_passwords[role] = (inputs.passwords[role], check.verifier, False)
+    return checks
+
+
+def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, ManagedObject], objects: PairObjects,
+                  destroy: bool, warnings: list[str], sync_names: str | None,
+                  checks: dict[str, PasswordCheck] | None = None) -> PairPlan:
+    pair = inputs.pair
+    checks = _check_passwords(inputs, catalog) if checks is None else checks
     ctx = diff.PairContext(pair=pair.name, catalog=catalog, managed=managed, passwords=checks,
                            dropping_databases=set(objects.gone_databases), sync_standby_names=sync_names,
                            node_files=node_files_version(inputs.push), certificate_roles=certificate_roles(pair))

@@ -52,6 +52,7 @@ class DesiredState:
     pairs: dict[str, DesiredPair]
     workspace: WorkspaceSpec
     documents: list[LoadedDoc]
+    file_digests: dict[Path, str] = field(default_factory=dict)  # the files' texts as loaded (none: built in memory)
 
     def by_address(self) -> dict[str, LoadedDoc]:
         return {d.address: d for d in self.documents}
@@ -61,7 +62,9 @@ def load_desired(path: Path) -> DesiredState:
     """Load specs under `path` and check references, names and duplicates. Offline. Every problem, of the
     documents themselves and of their references, is raised at once, sorted by file and line."""
     loaded = load_documents(path)
-    return build_desired(loaded.documents, loaded.problems, loaded.rejected)
+    desired = build_desired(loaded.documents, loaded.problems, loaded.rejected)
+    desired.file_digests = loaded.digests
+    return desired
 
 
 def build_desired(docs: list[LoadedDoc], problems: list[Problem] | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ class Loaded:
     documents: list[LoadedDoc] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     rejected: set[str] = field(default_factory=set)
+    digests: dict[Path, str] = field(default_factory=dict)  # SHA-256 of each file's text, as it was read
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def load_documents(path: Path) -> Loaded:
         except (OSError, UnicodeDecodeError) as exc:
             loaded.problems.append(Problem(f"{file}: cannot read: {exc}", file))
             continue
+        loaded.digests[file] = hashlib.sha256(text.encode()).hexdigest()
         _parse(text, file, loaded)
     if not path.is_file() and not loaded.documents and not loaded.problems:
         loaded.problems.append(Problem(

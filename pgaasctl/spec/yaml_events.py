@@ -65,6 +65,7 @@ class _Builder:
         self.max_depth = max_depth
         self.tags: dict[tuple[str, Any], str] = {}
         self.scalars: dict[tuple[str, str], Any] = {}
+        self.plain: dict[str, Any] = {}  # an untagged plain scalar's text -> its immutable value
         self.anchors: dict[str, Any] = {}
 
     def documents(self, events: Iterator[Any]) -> list[BuiltDocument]:
@@ -124,7 +125,7 @@ class _Builder:
             if kind is yaml.MappingEndEvent:
                 break
             if kind is yaml.ScalarEvent:
-                if self.tag(key_event) == MERGE_TAG:
+                if key_event.value == "<<" and self.tag(key_event) == MERGE_TAG:
                     merged += self.merge(next(events), events, loc, lines, depth)
                     continue
                 key = self.scalar(key_event)
@@ -137,8 +138,13 @@ class _Builder:
                                            problem_mark=key_event.start_mark)
             if key in out:
                 raise DuplicateKey(str(key), key_event.start_mark.line + 1)
-            out[key] = self.value(next(events), events, loc + (str(key),), lines, depth + 1)
-            lines[loc + (str(key),)] = key_event.start_mark.line + 1
+            where = loc + (str(key),)
+            value_event = next(events)
+            if type(value_event) is yaml.ScalarEvent and value_event.anchor is None and depth < self.max_depth:
+                out[key] = self.scalar(value_event)  # most values: no call of value() for them
+            else:
+                out[key] = self.value(value_event, events, where, lines, depth + 1)
+            lines[where] = key_event.start_mark.line + 1
         for mapping, line in merged:
             for key, value in mapping.items():
                 if key not in out:
@@ -176,8 +182,16 @@ class _Builder:
         return found
 
     def scalar(self, event: Any) -> Any:
+        if event.tag is None:
+            if not event.implicit[0]:
+                return event.value  # quoted or a block: a string
+            found = self.plain.get(event.value, _IN_PROGRESS)
+            if found is not _IN_PROGRESS:
+                return found
         tag = self.tag(event)
         if tag == STR_TAG:
+            if event.tag is None:
+                self.plain[event.value] = event.value
             return event.value
         key = (tag, event.value)
         if key in self.scalars:
@@ -186,4 +200,6 @@ class _Builder:
                                                                event.style))
         if isinstance(result, _CACHED_TYPES):
             self.scalars[key] = result
+            if event.tag is None:
+                self.plain[event.value] = result
         return result
