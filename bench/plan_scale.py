@@ -1,39 +1,33 @@
 """Benchmark: `pgaasctl plan` and `apply` at scale against a real PostgreSQL 15 server.
 
 Prints figures; asserts nothing about speed. Exits non-zero only when pgaasctl
-misbehaves (a command fails, or a plan right after an apply is not empty).
+misbehaves (a command fails, a plan right after an apply is not empty, or an
+apply opens more sessions than the Workspace allows).
 
-    .venv/bin/python bench/plan_scale.py [--roles 2000] [--databases 200] [--grants 2000]
-                                          [--runs 5] [--apply-roles 500] [--rounds 3]
+    .venv/bin/python bench/plan_scale.py [--scales 2000,5000] [--runs 5] [--rounds 2]
 
-What it does, on one throwaway server on 127.0.0.3 (data under /dev/shm):
+A scale N is N roles (every login role with a password), N/10 databases and
+N grants. For each scale, on a throwaway server on 127.0.0.3 (data under
+/dev/shm; max_connections 300, or 100 at the largest scale):
 
-1. Writes a workspace: one Pair, N roles, M databases (1 in 4 with a schema
-   and pgcrypto), G grants (distinct role/database pairs; on the databases
+1. Writes a workspace: one Pair, the roles, databases (1 in 4 with a schema
+   and pgcrypto) and grants (distinct role/database pairs; on the databases
    with a schema also schema, table and sequence privileges), spread over
    --files spec files. Every database starts with two tables and a sequence
    in `public` (copied from template1), so table grants have objects to act on.
-2. `pgaasctl apply --auto-approve` once (timed), then `pgaasctl plan
+2. `pgaasctl apply --auto-approve` from empty (timed), watching the sessions
+   it holds on the server (pg_stat_activity, polled every 20 ms); then `plan
    --detailed-exitcode` --runs times, each the whole command in a fresh
-   process; every run must exit 0 (no changes). Also `pgaasctl validate`
-   (spec loading alone), and one extra plan run with log_statement=all to
-   count the SQL statements and sessions a plan uses.
-3. Apply of --apply-roles new login roles (password from an env var,
-   connection limit) against psql running the same statements (taken from
-   `pgaasctl plan --sql`, with a real SCRAM verifier in place of the redacted
-   password) in one session. Alternating, --rounds rounds, a fresh batch of
-   role names each time; the psql batch is dropped after it is measured, and
-   every pgaasctl round starts from a copy of the same store, so rounds are
-   alike. Measured twice: in the big workspace above, and in a workspace
-   holding only the Pair and the new roles (the same server, so the same
-   catalog size), which separates the per-change cost from the cost of
-   planning the big workspace.
-4. Plan (no changes) of the big workspace plus the last round's roles, whose
-   passwords are managed: shows the cost of the password drift check.
+   process, each of which must exit 0; `validate` (spec loading alone); and one
+   plan with log_statement=all, to count what a plan sends.
+3. At the first scale only: apply from empty against psql running the same
+   statements (`plan --sql` of the empty server, with a real SCRAM verifier in
+   place of each redacted password) in one session, --rounds alternating
+   rounds, the server emptied before each.
 
-A plan that is not empty right after the initial apply is reported as a
-CORRECTNESS FAILURE; the bench then converges with a second apply, goes on
-measuring and exits 1 at the end.
+Figures per 1,000 objects (roles + databases + grants) show whether growth is
+linear. A plan that is not empty right after the apply is reported as a
+CORRECTNESS FAILURE and the bench exits 1 at the end.
 """
 
 from __future__ import annotations
@@ -41,13 +35,13 @@ from __future__ import annotations
 import argparse
 import re
 import shutil
-import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +50,7 @@ if str(ROOT) not in sys.path:
 
 from bench.common import (
     Failure,
+    compile_sources,
     fmt,
     machine,
     median_runs,
@@ -75,7 +70,8 @@ ADMIN_PASSWORD_ENV = "PGAASCTL_BENCH_ADMIN_PASSWORD"
 ROLE_PASSWORD_ENV = "PGAASCTL_BENCH_ROLE_PASSWORD"
 ROLE_PASSWORD = "bench-role-secret"
 PLAN_TARGET_S = 1.5
-APPLY_RATIO_TARGET = 1.3
+LARGE_PLAN_TARGET_S = 4.0
+APPLY_RATIO_TARGET = 1.15
 
 
 # ---------------------------------------------------------------- helpers
@@ -220,14 +216,6 @@ def grant_docs(n_grants: int, n_dbs: int, n_login_roles: int) -> list[str]:
     return docs
 
 
-def new_role_docs(names: list[str]) -> str:
-    return "---\n".join(
-        f"kind: Role\nmetadata: {{name: {name}, pair: bench}}\n"
-        f"spec: {{login: true, password: {{env: {ROLE_PASSWORD_ENV}}}, connection_limit: 10}}\n"
-        for name in names
-    )
-
-
 def write_workspace(specs: Path, server: PgServer, n_roles: int, n_dbs: int, n_grants: int, n_files: int) -> dict[str, int]:
     n_groups = max(1, n_roles // 100)
     roles = role_docs(n_roles, n_groups)
@@ -254,9 +242,9 @@ def write_workspace(specs: Path, server: PgServer, n_roles: int, n_dbs: int, n_g
 def prepare_server(server: PgServer) -> None:
     """Objects every new database copies from template1, and a log line prefix naming application and database."""
     server.execute(
-        "CREATE TABLE public.items (id bigserial PRIMARY KEY, name text);"
-        "CREATE TABLE public.events (id bigint, at timestamptz, payload jsonb);"
-        "CREATE SEQUENCE public.ticket_seq;",
+        "CREATE TABLE IF NOT EXISTS public.items (id bigserial PRIMARY KEY, name text);"
+        "CREATE TABLE IF NOT EXISTS public.events (id bigint, at timestamptz, payload jsonb);"
+        "CREATE SEQUENCE IF NOT EXISTS public.ticket_seq;",
         dbname="template1",
     )
     server.execute("ALTER SYSTEM SET log_line_prefix = '%m [%p] %q%a@%d '")
@@ -308,185 +296,194 @@ def count_plan_queries(runner: Runner, specs: Path, store: Path) -> str:
             f"{admin} in {admin_db} ({admin_sessions} session{'s' if admin_sessions != 1 else ''}){shape}")
 
 
-# ---------------------------------------------------------------- apply vs psql
+# ---------------------------------------------------------------- sessions
 
-def batch_names(prefix: str, n: int) -> list[str]:
-    return [f"{prefix}_{i:04d}" for i in range(n)]
+class SessionWatch:
+    """The most sessions pgaasctl held on the server at once, polled every 20 ms from a session of its own."""
+
+    def __init__(self, server: PgServer) -> None:
+        self.server = server
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> SessionWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        with self.server.connect() as conn:
+            conn.execute("SET application_name = 'bench-watch'")
+            while not self._stop.is_set():
+                n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgaasctl'").fetchone()
+                self.peak = max(self.peak, int(n[0]) if n else 0)
+                self._stop.wait(0.02)
 
 
-def psql_baseline_script(runner: Runner, specs: Path, store: Path, batch_file: Path, names: list[str],
-                         out: Path) -> tuple[Path, int]:
-    """The statements pgaasctl would run to create `names`, as a psql script with a real password."""
-    batch_file.write_text(new_role_docs(names))
-    try:
-        _, proc = runner.pgaasctl(["plan", str(specs), "--sql"], store)
-    finally:
-        batch_file.unlink()
-    script = proc.stdout
-    verifier = scram_verifier(ROLE_PASSWORD)
-    redacted = script.count("'(sensitive)'")
-    if redacted != len(names):
-        raise Failure(f"plan --sql for {len(names)} new roles showed {redacted} redacted passwords:\n{tail(script)}")
-    script = script.replace("'(sensitive)'", "'" + verifier + "'")
+# ---------------------------------------------------------------- apply from empty vs psql
+
+def empty_server(server: PgServer) -> None:
+    """Every database and role the bench made dropped; the bench's server settings back."""
+    server.reset()
+    prepare_server(server)
+
+
+def psql_baseline_script(runner: Runner, specs: Path, out: Path) -> tuple[Path, int]:
+    """The statements an apply from empty runs, as a psql script with real verifiers (one SCRAM verifier made
+    once: psql's time does not depend on which)."""
+    store = runner.work / "state" / "baseline-plan.db"
+    store.unlink(missing_ok=True)
+    runner.pgaasctl(["init", str(specs)], store)
+    _, proc = runner.pgaasctl(["plan", str(specs), "--sql"], store)
+    script = proc.stdout.replace("'(sensitive)'", "'" + scram_verifier(ROLE_PASSWORD) + "'")
     statements = sum(1 for line in script.splitlines() if line and not line.startswith(("--", "\\")))
     out.write_text(script)
     return out, statements
 
 
-def drop_roles(runner: Runner, names: list[str]) -> None:
-    script = runner.work / "drop-roles.sql"
-    script.write_text("".join(f'DROP ROLE "{n}";\n' for n in names))
-    runner.psql_script(script)
-
-
-def copy_store(source: Path, target: Path) -> Path:
-    """A consistent copy of a SQLite store (WAL mode: the backup API, not a file copy)."""
-    with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
-        src.backup(dst)
-    return target
-
-
-def apply_vs_psql(runner: Runner, label: str, specs: Path, store_for_round: Callable[[int], Path], n: int,
-                  rounds: int, adopt_pair: bool) -> tuple[list[float], list[float], Path]:
-    """Alternate psql and pgaasctl apply creating `n` fresh roles; returns (psql times, pgaasctl times, last batch).
-
-    Every round starts from the same spec and a store of the same content (store_for_round gives a fresh one;
-    with adopt_pair, an untimed apply of the spec first adopts the Pair in it), so rounds are alike. The applied
-    batch file is removed after its round (its roles stay on the server, unmanaged), except the last one's.
-    """
+def apply_from_empty_vs_psql(runner: Runner, specs: Path, rounds: int) -> tuple[list[float], list[float], int]:
     psql_times, apply_times = [], []
-    tag = label[0]
-    batch_file = specs
+    statements = 0
     for r in range(rounds):
-        store = store_for_round(r)
-        if adopt_pair:
-            runner.pgaasctl(["apply", str(specs), "--auto-approve"], store)
-        # psql: statements from plan --sql, one session; then drop the roles again
-        psql_names = batch_names(f"p{tag}{r}", n)
-        script, statements = psql_baseline_script(
-            runner, specs, store, specs / f"zz-psql-{tag}{r}.yaml", psql_names, runner.work / f"psql-{tag}{r}.sql")
-        elapsed = runner.psql_script(script)
-        psql_times.append(elapsed)
-        drop_roles(runner, psql_names)
-        # pgaasctl: a new batch of names in the spec, whole `apply --auto-approve` command
-        names = batch_names(f"a{tag}{r}", n)
-        batch_file = specs / f"zz-apply-{tag}{r}.yaml"
-        batch_file.write_text(new_role_docs(names))
-        elapsed, proc = runner.pgaasctl(["apply", str(specs), "--auto-approve"], store)
-        if f"{n} added, 0 changed, 0 destroyed" not in proc.stdout:
-            raise Failure(f"apply of {n} roles did not report {n} added:\n{tail(proc.stdout)}")
+        empty_server(runner.server)
+        script, statements = psql_baseline_script(runner, specs, runner.work / "baseline.sql")
+        psql_times.append(runner.psql_script(script))
+        empty_server(runner.server)
+        store = runner.work / "state" / f"round-{r}.db"
+        last = r == rounds - 1
+        if last:  # the statements pgaasctl sends, BEGIN and COMMIT included, counted from the server's log
+            runner.server.execute(f"ALTER ROLE {runner.server.admin_user} SET log_statement = 'all'")
+            offset = runner.server.log_file.stat().st_size
+        elapsed, _ = runner.pgaasctl(["apply", str(specs), "--auto-approve"], store)
         apply_times.append(elapsed)
-        print(f"  {label} round {r + 1}: psql {fmt(psql_times[-1])} ({statements} statements), "
-              f"pgaasctl apply {fmt(elapsed)}", flush=True)
-        if r < rounds - 1:
-            batch_file.unlink()
-    return psql_times, apply_times, batch_file
+        sent = ""
+        if last:
+            runner.server.execute(f"ALTER ROLE {runner.server.admin_user} RESET log_statement")
+            with open(runner.server.log_file, "rb") as log:
+                log.seek(offset)
+                lines = [m for m in map(STATEMENT_RE.match, log.read().decode(errors="replace").splitlines()) if m]
+            transactions = sum(1 for m in lines if m.group(3).strip().upper() in ("BEGIN", "COMMIT"))
+            sent = f" (it sent {len(lines)} statements, {transactions} of them BEGIN or COMMIT)"
+        print(f"  round {r + 1}: psql {fmt(psql_times[-1])} ({statements} statements), pgaasctl apply {fmt(elapsed)}"
+              f"{sent}", flush=True)
+    return psql_times, apply_times, statements
 
 
-# ---------------------------------------------------------------- main
+# ---------------------------------------------------------------- one scale
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--roles", type=int, default=2000)
-    parser.add_argument("--databases", type=int, default=200)
-    parser.add_argument("--grants", type=int, default=2000)
-    parser.add_argument("--files", type=int, default=50, help="spec files the documents are spread over")
-    parser.add_argument("--runs", type=int, default=5, help="plan runs to take the median of")
-    parser.add_argument("--apply-roles", type=int, default=500)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating psql/apply rounds")
-    parser.add_argument("--workdir", default=None, help="parent of the temp workspace (specs + SQLite store); default: system temp dir")
-    args = parser.parse_args()
-    if args.grants > (args.roles - max(1, args.roles // 100)) * args.databases:
-        parser.error("more grants than distinct (role, database) pairs")
+@dataclass
+class ScaleFigures:
+    objects: int
+    plan_median: float
+    apply_initial: float
+    peak_sessions: int
 
+
+def measure_scale(args: argparse.Namespace, n: int, first: bool, largest: bool) -> tuple[ScaleFigures, int]:
+    """Figures of one scale; the status is 1 when pgaasctl misbehaved."""
+    n_dbs, n_grants = max(1, n // 10), n
     base = make_base_dir("pgaasctl-bench-")
     work = Path(tempfile.mkdtemp(prefix="pgaasctl-bench-ws-", dir=args.workdir))
     server = PgServer(base, host=HOST)
     status = 0
     try:
         server.start()
+        max_connections = 100 if largest and not first else 300
+        if max_connections != 300:
+            server.execute(f"ALTER SYSTEM SET max_connections = {max_connections}")
+            server.restart()
         prepare_server(server)
         runner = Runner(server, work)
         specs = work / "specs"
         store = work / "state" / "pgaasctl.db"
-        shape = write_workspace(specs, server, args.roles, args.databases, args.grants, args.files)
+        shape = write_workspace(specs, server, n, n_dbs, n_grants, args.files)
         what = f"{shape['roles']} roles / {shape['databases']} databases / {shape['grants']} grants"
-        print(f"pgaasctl bench: PostgreSQL 15 on {server.host}:{server.port} (data in {base}), workspace {work}; "
+        objects = shape["roles"] + shape["databases"] + shape["grants"]
+        print(f"\n== {what}: PostgreSQL 15 on {server.host}:{server.port}, max_connections {max_connections}; "
               f"{machine()}")
-        print(f"specs: {what} in {args.files + 1} files ({shape['bytes'] // 1024} KiB); "
-              f"{shape['rich_databases']} databases with a schema + pgcrypto, {shape['schema_grants']} grants with "
-              f"schema privileges", flush=True)
+        print(f"specs: {args.files + 1} files ({shape['bytes'] // 1024} KiB); {shape['roles'] - max(1, n // 100)} login "
+              f"roles, each with a password; {shape['rich_databases']} databases with a schema + pgcrypto, "
+              f"{shape['schema_grants']} grants with schema privileges", flush=True)
 
-        startup = startup_times(runner.cli, work, runner.env, 3)
-        print(f"startup (pgaasctl --help: interpreter + imports): median {fmt(statistics.median(startup))}", flush=True)
-
-        elapsed, proc = runner.pgaasctl(["apply", str(specs), "--auto-approve"], store)
-        print(f"apply (initial, everything new), {what}: {fmt(elapsed)}", flush=True)
+        with SessionWatch(server) as watch:
+            apply_initial, _ = runner.pgaasctl(["apply", str(specs), "--auto-approve"], store)
+        print(f"apply from empty: {fmt(apply_initial)}; at most {watch.peak} sessions open at once "
+              f"(Workspace `sessions` default 8, plus the pair's lock)", flush=True)
+        if watch.peak > 20:
+            print(f"FAILURE: apply held {watch.peak} sessions (more than 20)", flush=True)
+            status = 1
         _, proc = runner.pgaasctl(["plan", str(specs), "--detailed-exitcode"], store, expect=(0, 2))
         if proc.returncode == 2:
-            # Not converged in one apply: a pgaasctl bug. Say so, converge with a second apply, go on measuring.
             status = 1
             summary = next((line for line in proc.stdout.splitlines() if line.startswith("Plan:")), "?")
-            changed = sorted({line.strip() for line in proc.stdout.splitlines() if line.strip().startswith(("schemas.", "privileges"))})
-            print(f"CORRECTNESS FAILURE: the plan right after the initial apply is not empty ({summary.strip()}); "
-                  f"attributes: {', '.join(changed[:5])}", flush=True)
-            elapsed, proc = runner.pgaasctl(["apply", str(specs), "--auto-approve"], store)
-            print(f"apply (second, to converge): {fmt(elapsed)}", flush=True)
+            print(f"CORRECTNESS FAILURE: the plan right after the apply is not empty ({summary.strip()})", flush=True)
+            runner.pgaasctl(["apply", str(specs), "--auto-approve"], store)
 
         validate_times = [runner.validate(specs) for _ in range(3)]
-        print(f"validate (spec loading only, no server): "
-              f"{median_runs(validate_times, f' over {len(validate_times)} runs')}", flush=True)
-
+        print(f"validate (spec loading only, no server): {median_runs(validate_times)}", flush=True)
         plans = plan_times(runner, specs, store, args.runs, "after apply")
         if plans is None:
-            return 1
+            return ScaleFigures(objects, 0.0, apply_initial, watch.peak), 1
         median = statistics.median(plans)
-        verdict = "met" if median < PLAN_TARGET_S else "MISSED"
-        print(f"plan (no changes), {what}: "
-              + median_runs(plans, f" over {args.runs} runs (target < {PLAN_TARGET_S} s: {verdict})"), flush=True)
+        target = PLAN_TARGET_S if first else LARGE_PLAN_TARGET_S
+        verdict = "met" if median < target else "MISSED"
+        print(f"plan (no changes): {median_runs(plans, f' over {args.runs} runs (target < {target} s: {verdict})')}; "
+              f"{median / objects * 1000 * 1000:.0f} ms per 1,000 objects", flush=True)
         print(f"  {count_plan_queries(runner, specs, store)}", flush=True)
 
-        # apply of N new roles vs psql, in the big workspace, then in a workspace with only the new roles
-        n = args.apply_roles
-        print(f"apply of {n} new roles (login, password, connection limit) vs psql with the same statements "
-              f"in one session, {args.rounds} alternating rounds:", flush=True)
-        big_stores = work / "state" / "rounds"
-        big_stores.mkdir()
-        big_psql, big_apply, _ = apply_vs_psql(
-            runner, "big workspace", specs, lambda r: copy_store(store, big_stores / f"big-{r}.db"), n, args.rounds,
-            adopt_pair=False)
-        last_big_store = big_stores / f"big-{args.rounds - 1}.db"
-        small_specs = write_spec_dir(work / "small-specs", {"pair.yaml": pair_doc(server)})
-        small_psql, small_apply, _ = apply_vs_psql(
-            runner, "roles-only workspace", small_specs, lambda r: work / "state" / f"small-{r}.db", n, args.rounds,
-            adopt_pair=True)
-        for label, psql_t, apply_t, note in (
-            ("in the big workspace", big_psql, big_apply, f"spec also holds {what}"),
-            ("in a roles-only workspace", small_psql, small_apply, "spec holds the Pair and the new roles only"),
-        ):
+        if first and args.rounds:
+            print(f"apply from empty vs psql running the same statements in one session, {args.rounds} alternating "
+                  f"rounds (server emptied before each):", flush=True)
+            psql_t, apply_t, _ = apply_from_empty_vs_psql(runner, specs, args.rounds)
             ratio = statistics.median(apply_t) / statistics.median(psql_t)
             verdict = "met" if ratio <= APPLY_RATIO_TARGET else "MISSED"
-            print(f"apply {n} new roles {label} ({note}): pgaasctl median {fmt(statistics.median(apply_t))}, "
-                  f"psql median {fmt(statistics.median(psql_t))}, ratio {ratio:.2f}x "
-                  f"(target <= {APPLY_RATIO_TARGET}x: {verdict})", flush=True)
-
-        # plan again: the big workspace plus the last round's roles, whose passwords are managed (drift checked)
-        after = plan_times(runner, specs, last_big_store, 3, "after the apply rounds")
-        if after is None:
-            return 1
-        print(f"plan (no changes), {shape['roles'] + n} roles ({n} of them with a managed password) / "
-              f"{shape['databases']} databases / {shape['grants']} grants: "
-              f"{median_runs(after, f' over {len(after)} runs')} (vs {fmt(median)} without the {n})", flush=True)
-        print_done()
+            print(f"apply from empty: pgaasctl median {fmt(statistics.median(apply_t))}, psql median "
+                  f"{fmt(statistics.median(psql_t))}, ratio {ratio:.2f}x (target <= {APPLY_RATIO_TARGET}x: {verdict})",
+                  flush=True)
+        return ScaleFigures(objects, median, apply_initial, watch.peak), status
     except Failure as exc:
         print(f"FAILURE: {exc}", file=sys.stderr)
-        status = 1
+        return ScaleFigures(0, 0.0, 0.0, 0), 1
     finally:
         try:
             server.stop()
         finally:
             shutil.rmtree(base, ignore_errors=True)
             shutil.rmtree(work, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- main
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", default="2000,5000", help="roles at each scale (databases: a tenth; grants: as many)")
+    parser.add_argument("--files", type=int, default=50, help="spec files the documents are spread over")
+    parser.add_argument("--runs", type=int, default=5, help="plan runs to take the median of")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating psql/apply rounds at the first scale")
+    parser.add_argument("--workdir", default=None, help="parent of the temp workspaces; default: system temp dir")
+    args = parser.parse_args()
+    scales = [int(x) for x in args.scales.split(",") if x.strip()]
+    compile_sources()
+    print(f"pgaasctl bench, scales {', '.join(map(str, scales))}; {machine()}")
+    startup = startup_times(pgaasctl_command(), ROOT, pgaasctl_env(), 3)
+    print(f"startup (pgaasctl --help: interpreter + imports): median {fmt(statistics.median(startup))}", flush=True)
+    status = 0
+    figures: list[ScaleFigures] = []
+    for i, n in enumerate(scales):
+        result, failed = measure_scale(args, n, first=i == 0, largest=i == len(scales) - 1)
+        figures.append(result)
+        status |= failed
+    if len(figures) > 1 and all(f.objects for f in figures):
+        small, large = figures[0], figures[-1]
+        growth = large.objects / small.objects
+        print(f"\ngrowth from {small.objects} to {large.objects} objects ({growth:.1f}x): plan "
+              f"{large.plan_median / small.plan_median:.2f}x, apply from empty "
+              f"{large.apply_initial / small.apply_initial:.2f}x (linear: {growth:.1f}x)")
+    print_done()
     return status
 
 

@@ -342,7 +342,8 @@ def _execute(work: workspace.PlannedWork, st: Store, verb: str, as_json: bool, r
             if status == "done":
                 progress.advance(task)
                 if not as_json:
-                    out.print(f"{_escape(change.address)}: {_DONE[change.action]} ({seconds[key]:.2f}s)")
+                    out.print(f"{change.address}: {_DONE[change.action]} ({seconds[key]:.2f}s)", markup=False,
+                              highlight=False, soft_wrap=True)
             elif not as_json:
                 out.print(f"{_escape(change.address)}: [red]failed[/red] ({seconds[key]:.2f}s)")
 

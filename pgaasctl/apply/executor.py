@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -181,10 +183,9 @@ class Executor:
                 if lane in last_in_lane:
                     waiting_on[change.address].add(last_in_lane[lane])
                 last_in_lane[lane] = change.address
-        pending = list(wave)
         with ThreadPoolExecutor(max_workers=min(self.workers, len(wave))) as pool:
             try:
-                failure = self._drive(pool, pending, waiting_on, result)
+                failure = self._drive(pool, wave, waiting_on, result)
             except BaseException:
                 # Ctrl-C or SIGTERM reach this thread only: cancel what the workers run on the server, or the
                 # pool would wait for a statement that may block forever (on a lock, say) before unwinding.
@@ -193,18 +194,25 @@ class Executor:
         if failure is not None:
             raise failure
 
-    def _drive(self, pool: ThreadPoolExecutor, pending: list[Change], waiting_on: dict[str, set[str]],
+    def _drive(self, pool: ThreadPoolExecutor, wave: list[Change], waiting_on: dict[str, set[str]],
                result: ApplyResult) -> ApplyFailed | None:
-        """Submit changes as their dependencies finish; after a failure, let the running ones end, start no more."""
+        """Submit changes as their dependencies finish, in plan order among those ready; after a failure, let the
+        running ones end, start no more. Linear in the wave's size: a change finishing looks only at its waiters."""
+        order = {c.address: i for i, c in enumerate(wave)}
+        by_address = {c.address: c for c in wave}
+        waiters: dict[str, list[str]] = defaultdict(list)
+        unfinished = {address: len(deps) for address, deps in waiting_on.items()}
+        for address, deps in waiting_on.items():
+            for dep in deps:
+                waiters[dep].append(address)
+        ready = [(order[a], a) for a, n in unfinished.items() if n == 0]
+        heapq.heapify(ready)
         running: dict[Future[None], Change] = {}
-        finished: set[str] = set()
         failure: ApplyFailed | None = None
-        while pending or running:
-            if failure is None:
-                ready = [c for c in pending if waiting_on[c.address] <= finished][: self.workers - len(running)]
-                for change in ready:
-                    pending.remove(change)
-                    running[pool.submit(self._apply_change, change)] = change
+        while ready or running:
+            while failure is None and ready and len(running) < self.workers:
+                change = by_address[heapq.heappop(ready)[1]]
+                running[pool.submit(self._apply_change, change)] = change
             if not running:
                 break
             done, _ = wait(running, return_when=FIRST_COMPLETED)
@@ -212,8 +220,11 @@ class Executor:
                 change = running.pop(future)
                 error = future.exception()
                 if error is None:
-                    finished.add(change.address)
                     result.done.append(change.address)
+                    for waiter in waiters.get(change.address, ()):
+                        unfinished[waiter] -= 1
+                        if unfinished[waiter] == 0:
+                            heapq.heappush(ready, (order[waiter], waiter))
                 elif isinstance(error, psycopg.Error) and failure is None:
                     failure = ApplyFailed(
                         f"{change.address}: {_describe(error)}",

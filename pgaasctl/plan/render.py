@@ -49,39 +49,38 @@ def render_change(change: Change) -> list[str]:
 
 
 def render_text(plan: Plan, console: Console) -> None:
+    """The plan as people read it. Printed at once (soft-wrapped, as a terminal wraps): a print per line cost a
+    second and a half for a plan of four thousand changes."""
+    lines: list[str] = []
     if plan.targets:
         shown = ", ".join(plan.targets[:5]) + (f" and {len(plan.targets) - 5} more" if len(plan.targets) > 5 else "")
-        console.print(f"[bold yellow]Targeted plan:[/bold yellow] only {escape(shown)} (and what they need) "
-                      "were planned; other objects may have changes this plan does not show.\n", highlight=False)
+        lines += [f"[bold yellow]Targeted plan:[/bold yellow] only {escape(shown)} (and what they need) "
+                  "were planned; other objects may have changes this plan does not show.", ""]
     for pair in plan.pairs:
-        console.print(escape(pair.header), highlight=False)
-        for warning in pair.warnings:
-            console.print(f"  [bold yellow]warning:[/bold yellow] {escape(warning)}", highlight=False)
+        lines.append(escape(pair.header))
+        lines += [f"  [bold yellow]warning:[/bold yellow] {escape(warning)}" for warning in pair.warnings]
         if pair.changes:
-            console.print()
+            lines.append("")
             for host in pair.hosts:
                 symbol, colour = SYMBOLS[host.action]
-                console.print(f"  [{colour}]{symbol} {escape(host.address)}[/{colour}] ({escape(host.description)})",
-                              highlight=False)
+                lines.append(f"  [{colour}]{symbol} {escape(host.address)}[/{colour}] ({escape(host.description)})")
             for change in pair.changes:
-                for line in render_change(change):
-                    console.print(line, highlight=False)
+                lines += render_change(change)
                 if change.kind == "pair" and pair.operations:
                     width = max(len(op.node) for op in pair.operations) + 5
                     for op in pair.operations:
                         label = f"node {op.node}:".ljust(width + 1)
-                        console.print(f"      {escape(label)} {escape(op.detail)}", highlight=False)
+                        lines.append(f"      {escape(label)} {escape(op.detail)}")
         else:
-            console.print("  No changes: the pair matches the specs.", highlight=False)
-        console.print()
+            lines.append("  No changes: the pair matches the specs.")
+        lines.append("")
     counts = plan.counts()
     if plan.has_changes:
-        console.print(
-            f"[bold]Plan:[/bold] {counts['add']} to add, {counts['change']} to change, {counts['destroy']} to destroy.",
-            highlight=False,
-        )
+        lines.append(f"[bold]Plan:[/bold] {counts['add']} to add, {counts['change']} to change, "
+                     f"{counts['destroy']} to destroy.")
     else:
-        console.print("[bold]No changes.[/bold] The servers match the specs.", highlight=False)
+        lines.append("[bold]No changes.[/bold] The servers match the specs.")
+    console.print("\n".join(lines), highlight=False, soft_wrap=True)
 
 
 def render_json(plan: Plan) -> str:
