@@ -63,7 +63,7 @@ def connect(node: NodeAddress, database: str | None = None, autocommit: bool = T
         if kept is not None:
             return kept
     login = scram_keys.login_of(node.host, node.port, node.user, password) if password else None
-    keys = scram_keys.parameters(login) if login is not None else None
+    keys = scram_keys.parameters(login, password) if login is not None else None
     try:
         conn = _open(node, dbname, password, autocommit, keeper is not None, keys)
     except psycopg.OperationalError as exc:
@@ -76,7 +76,7 @@ def connect(node: NodeAddress, database: str | None = None, autocommit: bool = T
         except psycopg.OperationalError as again:
             raise ConnectionFailed(*describe_connect_error(node, dbname, again)) from None
     if login is not None and autocommit and not scram_keys.known(login):
-        scram_keys.learn(login, password, conn)
+        scram_keys.learn(login, conn)
     if keeper is not None:
         assert isinstance(conn, KeptConnection)
         return keeper.adopt(key, conn)

@@ -20,8 +20,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(autouse=True)
 def fresh_keys() -> Iterator[None]:
     scram_keys._keys.clear()
+    scram_keys._verifiers.clear()
     yield
     scram_keys._keys.clear()
+    scram_keys._verifiers.clear()
 
 
 def node(pg: PgServer, user: str | None = None, password: str | None = None) -> NodeAddress:
@@ -40,7 +42,8 @@ def current_user(address: NodeAddress) -> str:
         return conn.execute("SELECT current_user").fetchone()[0]  # type: ignore[index]
 
 
-def test_keys_are_derived_once_and_later_sessions_log_in_with_them(pg: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keys_are_derived_once_at_the_second_session_and_later_sessions_log_in_with_them(
+        pg: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:
     assert scram_keys.SUPPORTED, "psycopg-binary bundles libpq 18"
     admin = node(pg)
     derivations = [0]
@@ -52,7 +55,9 @@ def test_keys_are_derived_once_and_later_sessions_log_in_with_them(pg: PgServer,
 
     monkeypatch.setattr(pgaasctl.passwords, "_client_and_server_keys", counted)
     assert current_user(admin) == pg.admin_user
-    learnt = scram_keys.parameters(login(admin))
+    assert derivations[0] == 0 and scram_keys.derived(login(admin)) is None, "a login used once derives nothing"
+    assert current_user(admin) == pg.admin_user
+    learnt = scram_keys.derived(login(admin))
     assert learnt is not None and set(learnt) == {"scram_client_key", "scram_server_key"}
     assert pg.admin_password not in "".join(learnt.values())
     for _ in range(5):
@@ -60,23 +65,24 @@ def test_keys_are_derived_once_and_later_sessions_log_in_with_them(pg: PgServer,
     assert derivations[0] == 1
 
 
-def test_keys_from_a_wrong_verifier_are_never_used(pg: PgServer) -> None:
-    """Keys are kept only when the verifier was made from the very password: a mismatch learns nothing."""
-    admin = node(pg)
-    assert current_user(admin) == pg.admin_user
-    assert scram_keys.parameters(login(admin)) is not None
-    assert pgaasctl.passwords.login_keys("not-the-password", pg.execute(
-        "SELECT rolpassword FROM pg_authid WHERE rolname = current_user")[0][0]) is None
+def test_keys_are_made_only_from_a_verifier_of_the_very_password(pg: PgServer) -> None:
+    verifier = pg.execute("SELECT rolpassword FROM pg_authid WHERE rolname = current_user")[0][0]
+    assert pgaasctl.passwords.login_keys(pg.admin_password, verifier) is not None
+    assert pgaasctl.passwords.login_keys("not-the-password", verifier) is None
+    assert pgaasctl.passwords.login_keys(pg.admin_password, "md5" + "0" * 32) is None
 
 
 def test_a_new_salt_on_the_server_falls_back_to_the_password_and_learns_again(pg: PgServer) -> None:
     admin = node(pg)
-    assert current_user(admin) == pg.admin_user
-    before = scram_keys.parameters(login(admin))
+    for _ in range(2):
+        assert current_user(admin) == pg.admin_user
+    before = scram_keys.derived(login(admin))
+    assert before is not None
     # the same password, set again: a new salt, so the keys derived before no longer log in
     pg.execute(f"SET password_encryption = 'scram-sha-256'; ALTER ROLE {pg.admin_user} PASSWORD '{pg.admin_password}'")
-    assert current_user(admin) == pg.admin_user
-    after = scram_keys.parameters(login(admin))
+    for _ in range(2):  # the first falls back to the password and reads the new verifier; the second derives
+        assert current_user(admin) == pg.admin_user
+    after = scram_keys.derived(login(admin))
     assert after is not None and after != before
 
 
@@ -84,7 +90,8 @@ def test_a_login_that_cannot_read_its_verifier_keeps_using_its_password(pg: PgSe
     pg.execute("CREATE ROLE plain_login LOGIN PASSWORD 'plain-secret'")
     plain = node(pg, "plain_login", "plain-secret")
     assert current_user(plain) == "plain_login"
-    assert scram_keys.known(login(plain)) and scram_keys.parameters(login(plain)) is None
+    assert current_user(plain) == "plain_login"
+    assert scram_keys.known(login(plain)) and scram_keys.derived(login(plain)) is None
     assert current_user(plain) == "plain_login"
 
 
