@@ -33,6 +33,12 @@ def lab() -> Iterator[CloudLab]:
         yield lab
 
 
+@pytest.fixture(autouse=True)
+def nothing_left_behind(lab: CloudLab) -> Iterator[None]:
+    yield
+    lab.leave_nothing()  # only a test that failed midway leaves a pair: the next one starts clean
+
+
 def openstack_pair(lab: CloudLab, name: str, nodes: list[str], options: dict[str, Any] | None = None,
                    **extra: Any) -> str:
     return lab.pair_doc(name, {"provider": "openstack", "nodes": [{"name": n} for n in nodes],
