@@ -48,6 +48,20 @@ def test_saved_plan_refused_after_spec_change(app_ws: Workspace) -> None:
     assert app_ws.sql("SELECT rolname FROM pg_roles WHERE rolname IN ('app', 'other')") == []
 
 
+def test_saved_plan_refused_after_any_edit_of_a_spec_file_and_not_after_a_rename(app_ws: Workspace) -> None:
+    """The specs' fingerprint is the files' texts as the plan read them: a comment counts, a file's name not."""
+    planfile = app_ws.root / "tfplan"
+    app_ws.plan("--out", str(planfile))
+    (app_ws.specs / "roles.yaml").rename(app_ws.specs / "renamed.yaml")
+    assert app_ws.run("plan", str(app_ws.specs), "--out", str(app_ws.root / "again")).exit_code == 0
+    assert json.loads((app_ws.root / "again").read_text())["spec_fingerprint"] == \
+        json.loads(planfile.read_text())["spec_fingerprint"]
+    app_ws.write("renamed.yaml", "# reviewed\n" + ROLE.format(name="app"))
+    result = app_ws.run("apply", str(planfile))
+    assert result.exit_code == 1 and "is stale: the specs" in result.flat
+    assert app_ws.sql("SELECT 1 FROM pg_roles WHERE rolname = 'app'") == []
+
+
 def test_saved_plan_refused_after_live_change(app_ws: Workspace) -> None:
     planfile = app_ws.root / "tfplan"
     app_ws.plan("--out", str(planfile))
