@@ -39,7 +39,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +63,7 @@ from bench.common import (
 )
 from pgaasctl.passwords import scram_verifier
 from tests.support.pgserver import PG_BIN, PgServer, make_base_dir
+from tests.support.sessions import SessionCounter
 
 HOST = "127.0.0.3"
 ADMIN_PASSWORD_ENV = "PGAASCTL_BENCH_ADMIN_PASSWORD"
@@ -296,34 +296,6 @@ def count_plan_queries(runner: Runner, specs: Path, store: Path) -> str:
             f"{admin} in {admin_db} ({admin_sessions} session{'s' if admin_sessions != 1 else ''}){shape}")
 
 
-# ---------------------------------------------------------------- sessions
-
-class SessionWatch:
-    """The most sessions pgaasctl held on the server at once, polled every 20 ms from a session of its own."""
-
-    def __init__(self, server: PgServer) -> None:
-        self.server = server
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-
-    def __enter__(self) -> SessionWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _watch(self) -> None:
-        with self.server.connect() as conn:
-            conn.execute("SET application_name = 'bench-watch'")
-            while not self._stop.is_set():
-                n = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgaasctl'").fetchone()
-                self.peak = max(self.peak, int(n[0]) if n else 0)
-                self._stop.wait(0.02)
-
-
 # ---------------------------------------------------------------- apply from empty vs psql
 
 def empty_server(server: PgServer) -> None:
@@ -409,7 +381,7 @@ def measure_scale(args: argparse.Namespace, n: int, first: bool) -> tuple[ScaleF
               f"roles, each with a password; {shape['rich_databases']} databases with a schema + pgcrypto, "
               f"{shape['schema_grants']} grants with schema privileges", flush=True)
 
-        with SessionWatch(server) as watch:
+        with SessionCounter(server, interval=0.02) as watch:
             apply_initial, _ = runner.pgaasctl(["apply", str(specs), "--auto-approve"], store)
         print(f"apply from empty: {fmt(apply_initial)}; at most {watch.peak} sessions open at once "
               f"(Workspace `sessions` default 8, plus the pair's lock)", flush=True)

@@ -75,8 +75,8 @@ def connect(node: NodeAddress, database: str | None = None, autocommit: bool = T
             conn = _open(node, dbname, password, autocommit, keeper is not None, None)
         except psycopg.OperationalError as again:
             raise ConnectionFailed(*describe_connect_error(node, dbname, again)) from None
-    if login is not None and autocommit and not scram_keys.known(login):
-        scram_keys.learn(login, conn)
+    if login is not None and autocommit:
+        scram_keys.learn(login, conn)  # its first session only
     if keeper is not None:
         assert isinstance(conn, KeptConnection)
         return keeper.adopt(key, conn)

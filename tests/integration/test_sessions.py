@@ -3,43 +3,17 @@ databases, and a server with no slot left is reported as such, not as unreachabl
 
 from __future__ import annotations
 
-import threading
 
 import psycopg
 import pytest
 
 from tests.support.pgserver import PgServer
+from tests.support.sessions import SessionCounter
 from tests.support.workspace import Workspace
 
 pytestmark = pytest.mark.integration
 
 DATABASES = 40
-
-
-class SessionCounter:
-    """Counts pgaasctl's sessions on the server every few ms while an apply runs; keeps the highest count."""
-
-    def __init__(self, server: PgServer) -> None:
-        self.server = server
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        with psycopg.connect(self.server.dsn(), autocommit=True) as conn:
-            while not self._stop.is_set():
-                count = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgaasctl'"
-                                     ).fetchone()[0]  # type: ignore[index]
-                self.peak = max(self.peak, count)
-                self._stop.wait(0.005)  # a sampling interval
-
-    def __enter__(self) -> SessionCounter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def _many_databases(ws: Workspace, sessions: int) -> None:
