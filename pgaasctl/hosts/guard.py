@@ -1,7 +1,10 @@
 """The fencing guard: a small loop beside repmgrd on every node pgaasctl bootstraps.
 
 Every half second it asks its own PostgreSQL what it is, and, when it is a primary, asks each peer (from
-repmgr's node records) the same. A primary that sees a peer primary on a newer timeline is stale: the peer was
+repmgr's node records) the same. It asks on one session it keeps open (application_name `pgaasctl-guard`, so a
+plan can see over SQL that the guard runs): a look forks nothing and starts no backend. A fresh psql and a fresh
+backend twice a second cost a node about 6% of a core; a fleet of 20 pairs on two cores spent most of its CPU on
+them. A primary that sees a peer primary on a newer timeline is stale: the peer was
 promoted after it (a failover while it was frozen, cut off or stopped). The guard fences it at once:
   - it writes `fenced` (why and when) in the node's run directory, and the virtual IP's track file says no;
   - it stops PostgreSQL (fast, then immediate): a stale primary serves no session at all, read or write.
@@ -35,6 +38,8 @@ if TYPE_CHECKING:  # providers.local imports this module for the track file's pa
     from providers.base import Host, HostLayout
 
 INTERVAL = 0.5  # seconds between two looks
+ANSWER_WITHIN = 3  # seconds a look waits for its own server's answer; then the node counts as unknown (not eligible)
+APPLICATION_NAME = "pgaasctl-guard"  # the guard's own session, in pg_stat_activity
 
 
 def guard_script_path(layout: HostLayout) -> str:
@@ -71,7 +76,7 @@ def guard_script(host: Host, layout: HostLayout, node_id: int, stuck_after: int 
     """`stuck_after`: seconds of silence before the watchdog looks closer; None (manual failover) turns it off."""
     q = shlex.quote
     return "\n".join([
-        "#!/bin/sh",
+        "#!/bin/bash",
         "# written by pgaasctl: the fencing guard (see pgaasctl/hosts/guard.py)",
         f"bin={q(host.bin_dir)}",
         f"conf={q(layout.config_dir)}",
@@ -84,8 +89,12 @@ def guard_script(host: Host, layout: HostLayout, node_id: int, stuck_after: int 
         f"pidfile={q(guard_pid_file(layout))}",
         f"export PGPASSFILE={q(layout.config_dir + '/.pgpass')}",
         "export PGCONNECT_TIMEOUT=1",
+        # the session lives as long as the guard: server-wide timeouts a DBA sets must not end it every minute
+        "export PGOPTIONS='-c idle_session_timeout=0 -c idle_in_transaction_session_timeout=0'",
         'echo $$ >"$pidfile"',
-        "trap 'exit 0' TERM INT",
+        "trap '' PIPE  # a write to a session that ended fails; it does not end the guard",
+        "trap 'end_session; exit 0' TERM INT",
+        "exec {tick}<> <(:)  # a pipe nobody writes to: `read -t` on it sleeps without a fork",
         "say() { echo \"$(date -u '+%Y-%m-%d %H:%M:%S UTC') $*\"; }",
         # Every look runs on every node twice a second: shell builtins wherever they do (a fork costs more than
         # the rest of a look), so a node pays about 1% of a core for its guard.
@@ -94,7 +103,7 @@ def guard_script(host: Host, layout: HostLayout, node_id: int, stuck_after: int 
         # eligibility for the virtual IP (0 = eligible) and, while eligible, the timeline as its priority bonus
         "track() { put \"$track\" \"$1\"; if [ \"$1\" = 0 ]; then put \"$timeline_file\" \"$((mine > 150 ? 150 : mine))\"; "
         "else put \"$timeline_file\" 0; fi; }",
-        'local_sql() { "$bin/psql" -X -A -t -q -h "$sock" -p "$port" -U repmgr -d repmgr -c "$1" 2>/dev/null; }',
+        *_session_functions(),
         # A primary says its timeline (in the name of the WAL file it writes: pg_control's lags until a checkpoint)
         # and how many of its peers do not stream from it. A peer streaming from it is a standby, not a newer
         # primary (a promotion ends the standby's WAL receiver, and with it the walsender here): while every peer
@@ -116,7 +125,7 @@ def guard_script(host: Host, layout: HostLayout, node_id: int, stuck_after: int 
         "heard=  # when the upstream was last heard from; empty: from the next look as a standby",
         "while :; do",
         "  looks=$((looks + 1))",
-        '  me=$(local_sql "$ROLE")',
+        '  ask "$ROLE"; me=$answer',
         '  case "$me" in',
         "    standby*)",
         "      watch",
@@ -129,7 +138,7 @@ def guard_script(host: Host, layout: HostLayout, node_id: int, stuck_after: int 
         '      case "$unstreamed" in ""|*[!0-9]*) unstreamed=1 ;; esac',
         "      # the peers' conninfo, from repmgr's records: read again every 10 s (20 looks), or while unknown",
         '      if [ "$unstreamed" != 0 ] && { [ -z "$peers" ] || [ $((looks % 20)) = 0 ]; }; then',
-        '        found=$(local_sql "$PEERS") && [ -n "$found" ] && peers=$found',
+        '        ask "$PEERS" && [ -n "$answer" ] && peers=$answer',
         "      fi",
         '      newer=""',
         '      IFS=$nl',
@@ -153,10 +162,48 @@ def guard_script(host: Host, layout: HostLayout, node_id: int, stuck_after: int 
         "      fi ;;",
         "    *) track 1; heard= ;;",
         "  esac",
-        f"  sleep {INTERVAL}",
+        f"  read -t {INTERVAL} -u \"$tick\"",
         "done",
         "",
     ])
+
+
+def _session_functions() -> list[str]:
+    """Shell functions over the guard's one session with its own server: a psql coprocess, asked line by line."""
+    return [
+        "sql_pid=",
+        "start_session() {",
+        '  coproc SQL { exec "$bin/psql" -X -A -t -q -h "$sock" -p "$port" -U repmgr '
+        f'-d "dbname=repmgr application_name={APPLICATION_NAME}" 2>/dev/null; }}',
+        "  # our own copies of its pipes: bash closes the coprocess's when it reaps it",
+        '  [ -n "${SQL[1]:-}" ] && exec {sql_in}>&"${SQL[1]}" {sql_out}<&"${SQL[0]}" && sql_pid=$SQL_PID',
+        "}",
+        "end_session() {",
+        '  [ -n "$sql_pid" ] || return 0',
+        '  kill -9 "$sql_pid" 2>/dev/null; wait "$sql_pid" 2>/dev/null',
+        '  exec {sql_in}>&- {sql_out}<&-; sql_pid=',
+        "}",
+        "# ask SQL: its rows in $answer, one per line (empty after an error); fails when the server did not answer",
+        f"# within {ANSWER_WITHIN} s. A session that ended (a restart, a terminated backend) is opened again once.",
+        "ask() {",
+        "  answer=",
+        "  for try in 1 2; do",
+        '    [ -n "$sql_pid" ] || start_session || return 1',
+        "    rc=1",
+        r"""    if printf '%s;\n\\echo @@\n' "$1" >&"$sql_in" 2>/dev/null; then""",
+        "      while :; do",
+        f'        IFS= read -r -t {ANSWER_WITHIN} -u "$sql_out" line; rc=$?',
+        '        [ "$rc" = 0 ] || break',
+        '        [ "$line" = @@ ] && return 0',
+        '        answer=${answer:+$answer$nl}$line',
+        "      done",
+        "    fi",
+        "    end_session; answer=",
+        '    [ "$rc" -gt 128 ] && return 1  # no answer in time: the next look asks on a new session',
+        "  done",
+        "  return 1",
+        "}",
+    ]
 
 
 def _watchdog(host: Host, layout: HostLayout, node_id: int, stuck_after: int, repmgrd_command: str) -> list[str]:
@@ -185,12 +232,12 @@ def _watchdog(host: Host, layout: HostLayout, node_id: int, stuck_after: int, re
         "  # no repmgrd, or a dead one: automatic failover is off (status says so), not stuck",
         '  [ -n "$pid" ] && [ "$(sed "s/.*) //" /proc/$pid/stat 2>/dev/null | cut -c1)" != Z ] '
         '&& [ -r /proc/$pid/stat ] || return 0',
-        '  upstream=$(local_sql "$UPSTREAM")',
+        '  ask "$UPSTREAM"; upstream=$answer',
         '  [ -n "$upstream" ] || return 0',
         '  if "$bin/psql" -X -A -t -q -d "$upstream connect_timeout=2" -c "SELECT 1" >/dev/null 2>&1; then',
         "    heard=$now; return 0  # it answers: slow, not gone",
         "  fi",
-        '  witness=$(local_sql "$WITNESS")',
+        '  ask "$WITNESS"; witness=$answer',
         '  if [ -n "$witness" ]; then',
         '    seen=$("$bin/psql" -X -A -t -q -d "$witness connect_timeout=2" -c "$WITNESS_SEEN" 2>/dev/null)',
         '    case "$seen" in',

@@ -180,6 +180,47 @@ def test_an_old_primary_started_by_hand_is_fenced_by_its_guard(fo: LocalPair) ->
         lambda: not (fo.node_dir(old) / "run" / "fenced").exists(), 5, "the guard to lift the fence")
 
 
+GUARD_SESSION = "SELECT pid, query_start FROM pg_stat_activity WHERE application_name = 'pgaasctl-guard'"
+
+
+def _guard_sessions(pair: LocalPair, node: str, looks: int) -> set[int]:
+    """The backends of the guard's sessions while it makes `looks` looks (each look starts a query on its session)."""
+    pids: set[int] = set()
+    seen: set[object] = set()
+
+    def looked() -> bool:
+        for pid, started in pair.query(node, GUARD_SESSION):
+            pids.add(pid)
+            seen.add(started)
+        return len(seen) > looks
+
+    wait_until(looked, 10, f"{looks} looks of the guard on {node}", interval=0.1)
+    return pids
+
+
+def test_the_guard_keeps_one_session_that_outlives_timeouts_and_terminations(fo: LocalPair) -> None:
+    """A look asks on the guard's one open session (no psql, no backend started twice a second), and a session
+    that ends is opened again by the next look: a DBA's idle_session_timeout, or a terminated backend."""
+    primary = fo.primary()
+    for node in (primary, fo.other(primary)):
+        assert len(_guard_sessions(fo, node, 4)) == 1, f"the guard on {node} opened more than one session"
+    guard_pid = (fo.node_dir(primary) / "run" / "guard.pid").read_text().split()[0]
+    fo.execute(primary, "ALTER SYSTEM SET idle_session_timeout = '300ms'")
+    fo.execute(primary, "SELECT pg_reload_conf()")
+    try:
+        assert len(_guard_sessions(fo, primary, 6)) == 1, "the guard's session ended at idle_session_timeout"
+        [[backend]] = fo.query(primary, "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgaasctl-guard'")
+        fo.execute(primary, "SELECT pg_terminate_backend(%s)", (backend,))
+        wait_until(lambda: fo.query(primary, "SELECT pid FROM pg_stat_activity WHERE application_name = "
+                                             "'pgaasctl-guard' AND pid <> %s", (backend,)), 10, "a new guard session")
+    finally:
+        fo.execute(primary, "ALTER SYSTEM RESET idle_session_timeout")
+        fo.execute(primary, "SELECT pg_reload_conf()")
+    assert (fo.node_dir(primary) / "run" / "guard.pid").read_text().split()[0] == guard_pid
+    assert (fo.node_dir(primary) / "run" / "vip.track").read_text().strip() == "0"  # still an eligible primary
+    assert "fenced" not in (fo.node_dir(primary) / "log" / "guard.log").read_text()
+
+
 def test_split_brain_is_settled_by_evidence(fo: LocalPair) -> None:
     """Fencing is off on the old primary and it runs again after the failover: two primaries. The timelines say
     which one holds the acknowledged commits; plan names it and fences the other, apply heals the pair."""

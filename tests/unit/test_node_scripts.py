@@ -1,5 +1,5 @@
 """The shell scripts pgaasctl writes on a node (the promote hook, the fencing guard and its watchdog): they must
-parse under /bin/sh whatever the paths, and say what the failover settings ask for."""
+parse (under /bin/sh; the guard under bash) whatever the paths, and say what the failover settings ask for."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ def _host() -> Host:
 
 
 def _parses(script: str) -> None:
-    checked = subprocess.run(["sh", "-n"], input=script, capture_output=True, text=True, check=False)
+    shell = "bash" if script.startswith("#!/bin/bash") else "sh"
+    checked = subprocess.run([shell, "-n"], input=script, capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stderr
 
 
