@@ -13,19 +13,36 @@ after the apply is not empty, something is left behind).
    workspace, so the CPU each pair more costs is known apart from start-up: the figure that scales (in a real
    fleet the nodes are other machines);
 3. one `pgaasctl destroy` of them all.
+Between 1 and 2 it measures, for 10 s, how much CPU the running fleet itself costs the machine (every node's
+PostgreSQL, repmgrd, fencing guard and sshd), as a share of a core per pair.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import Failure, LocalBench, fmt, machine, print_done  # noqa: E402
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process of the machine has run (user, nice, system, irq, softirq), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def background_share(seconds: float = 10.0) -> float:
+    """The share of one core the machine spends while the bench waits: the running nodes' own background."""
+    before = machine_busy_seconds()
+    time.sleep(seconds)  # a measuring window, not a synchronisation
+    return (machine_busy_seconds() - before) / seconds
 
 
 def children_cpu() -> float:
@@ -65,6 +82,9 @@ def main() -> int:
         created = bench.apply()
         print(f"  apply creating {args.pairs} pairs: {fmt(created.elapsed)} ({fmt(created.elapsed / args.pairs)} per "
               f"pair; one at a time would be about {fmt(one_by_one / args.baseline * args.pairs)})", flush=True)
+        idle = background_share()
+        print(f"  the running fleet's background (PostgreSQL, repmgrd, the guards, sshd), nothing else running: "
+              f"{idle * 100:.0f}% of a core, {idle * 100 / args.pairs:.1f}% per pair", flush=True)
         walls, cpus = [], []
         for _ in range(args.plans):
             before = children_cpu()

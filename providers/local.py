@@ -28,6 +28,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from pgaasctl.errors import PgaasError
@@ -62,12 +63,17 @@ class LocalProvider:
         # resolved against the workspace root, or from $PGAASCTL_LOCAL_DIR, by pgaasctl.locate
         self.root = Path(workspace.local_dir).absolute()
         self.store = store
-        first, last = (ipaddress.IPv4Address(p.strip()) for p in workspace.local_addresses.split("-"))
-        self.candidates = [str(ipaddress.IPv4Address(i)) for i in range(int(first), int(last) + 1)]
+        self.local_addresses = workspace.local_addresses
         self.os_user = server_os_user()
         self.network = workspace.network if workspace.network != "auto" else (
             "namespaces" if os.geteuid() == 0 else "loopback")
         self.net = NamespaceNetwork(workspace.subnet_network)
+
+    @property
+    def candidates(self) -> Iterator[str]:
+        """The loopback addresses of local_addresses, in order (made on demand: a plan never needs them)."""
+        first, last = (int(ipaddress.IPv4Address(p.strip())) for p in self.local_addresses.split("-"))
+        return (str(ipaddress.IPv4Address(i)) for i in range(first, last + 1))
 
     @staticmethod
     def in_namespace(address: str) -> bool:

@@ -10,6 +10,7 @@ import re
 import shlex
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, TimeoutError
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from pgaasctl.hosts.guard import fenced_file, guard_pid_file
 from pgaasctl.hosts.ssh import SshSessions
 from pgaasctl.live.connect import NodeAddress, connect
 from pgaasctl.live.discovery import NodeState, PairState, probe_node, read_replication
+from pgaasctl.live.node_services import NodeServices, read_services
 from pgaasctl.live.split_brain import read_primary, settle
 from pgaasctl.parallel import ThreadPool
 from pgaasctl.plan.model import HostOperation
@@ -204,6 +206,24 @@ def _parse_probe(report: NodeReport, text: str) -> None:
             problems.append(re.sub(r"password=\S+", "password=(sensitive)", line.strip()))
 
 
+def _sql_probe(host: Host, address: NodeAddress, with_services: bool
+               ) -> tuple[NodeState, psycopg.Connection | None, NodeServices | None]:
+    state, conn = probe_node(address)
+    services = None
+    if with_services and conn is not None and state.role in ("primary", "standby"):
+        services = read_services(conn, host)
+    return state, conn, services
+
+
+def _take_services(report: NodeReport, services: NodeServices) -> None:
+    """The report the SSH probe would have made of a healthy node, but for repmgr's own view (`cluster show`)."""
+    report.has_data, report.standby_signal = True, services.standby_signal
+    report.repmgrd_process = "repmgrd" in services.running
+    report.guard_process = "guard" in services.running
+    report.fenced = services.fenced
+    report.files_timeline = timeline_of_history(services.newest_history, True)
+
+
 def read_registration(address: NodeAddress) -> dict[str, Registered] | None:
     """repmgr.nodes on the primary, over a session on its repmgr database; None when there is none."""
     try:
@@ -214,15 +234,22 @@ def read_registration(address: NodeAddress) -> dict[str, Registered] | None:
     return {r[1]: Registered(node_id=r[0], name=r[1], role=r[2], active=r[3]) for r in rows}
 
 
-def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions, repmgr_view: bool = True) -> NodeReport:
+def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions, repmgr_view: bool = True,
+                ssh_when_needed: bool = False) -> NodeReport:
+    """With `ssh_when_needed` (plan and apply), a node whose session shows it healthy (primary or standby, repmgrd
+    and the guard running, not fenced) is not asked over SSH: what it would say is read over SQL, all but repmgr's
+    own view of the cluster, which `status` and the agent still ask for."""
     report = NodeReport(host=host)
     if not host.exists:
         return report
+    with_services = ssh_when_needed and host.layout is not None and host.running
     with ThreadPool(max_workers=1) as sql_side:
         # PostgreSQL is asked at the same time as repmgr; a primary stays a primary when only its SSH is down
-        sql = sql_side.submit(probe_node, address) if address is not None else None
+        sql = sql_side.submit(_sql_probe, host, address, with_services) if address is not None else None
         try:
-            if host.running:
+            if with_services and sql is not None and _healthy_soon(sql):
+                _take_services(report, sql.result()[2])  # type: ignore[arg-type]
+            elif host.running:
                 try:
                     result = ssh.run(target_of(host), _probe_script(host, repmgr_view), timeout=30)
                     _parse_probe(report, result.stdout)
@@ -232,14 +259,29 @@ def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions, repmg
                     report.ssh_error = exc.message
         finally:
             if sql is not None:
-                report.sql, report.connection = sql.result()
+                report.sql, report.connection, _ = sql.result()
     return report
 
 
-def probe_pair(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions) -> list[NodeReport]:
+SQL_FIRST_WAIT = 1.0  # seconds the SQL probe has to show a node healthy before SSH is asked as well
+
+
+def _healthy_soon(sql: Future[tuple[NodeState, psycopg.Connection | None, NodeServices | None]]) -> bool:
+    """The node's session showed it healthy within SQL_FIRST_WAIT; a slower or unhealthy one is asked over SSH
+    too, as always (a frozen server costs the plan at most that second more)."""
+    try:
+        _, _, services = sql.result(timeout=SQL_FIRST_WAIT)
+    except TimeoutError:
+        return False
+    return services is not None and services.healthy
+
+
+def probe_pair(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions,
+               ssh_when_needed: bool = False) -> list[NodeReport]:
     with ThreadPool(max_workers=max(1, len(hosts))) as pool:
         repmgr_view = pair not in _without_repmgr_view.get()
-        reports = list(pool.map(lambda h: _probe_node(h, addresses.get(h.node), ssh, repmgr_view), hosts))
+        reports = list(pool.map(lambda h: _probe_node(h, addresses.get(h.node), ssh, repmgr_view, ssh_when_needed),
+                                hosts))
     for report in reports:
         if report.role == "primary":
             report.registered = read_registration(addresses[report.name])
@@ -248,12 +290,14 @@ def probe_pair(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], 
 
 def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions,
                       synchronous: bool, can_create: bool, undeclared: list[Host] | None = None,
-                      recorded_ids: dict[str, int] | None = None, witness: Host | None = None) -> Topology:
+                      recorded_ids: dict[str, int] | None = None, witness: Host | None = None,
+                      ssh_when_needed: bool = False) -> Topology:
     """Probe every node; wait briefly when repmgr has not yet recorded a promotion PostgreSQL already shows.
-    `undeclared`: hosts of nodes the spec no longer declares, asked over SQL whether they are primary."""
+    `undeclared`: hosts of nodes the spec no longer declares, asked over SQL whether they are primary.
+    `ssh_when_needed`: SSH only to nodes SQL does not show healthy (_probe_node)."""
     deadline = time.monotonic() + CONSISTENCY_WAIT
     while True:
-        reports = probe_pair(pair, hosts, addresses, ssh)
+        reports = probe_pair(pair, hosts, addresses, ssh, ssh_when_needed)
         lagging = _metadata_lags(reports)
         if not lagging or time.monotonic() > deadline:
             break

@@ -97,13 +97,14 @@ class PairInputs:
         """The pair's repmgr witness host, if the spec declares one."""
         return self.creator.witness_host(self.pair.doc) if self.can_create else None
 
-    def topology(self, ssh: SshSessions) -> Topology:
-        """Discovery of a repmgr pair over SSH (and SQL), with the host operations it needs."""
+    def topology(self, ssh: SshSessions, ssh_when_needed: bool = False) -> Topology:
+        """Discovery of a repmgr pair over SSH (and SQL), with the host operations it needs. `ssh_when_needed`
+        (plan and apply): healthy nodes are read over SQL alone (topology._probe_node)."""
         look = getattr(self.provider, "look_at_virtual_ip", None)
         if look is not None:  # cloud servers: what keepalived runs is asked of the nodes themselves
             look(self.pair.doc, self.hosts, ssh)
         return discover_topology(self.pair.name, self.hosts, self.addresses, ssh, self.synchronous, self.can_create,
-                                 self.undeclared, self.recorded_ids, self.witness_host())
+                                 self.undeclared, self.recorded_ids, self.witness_host(), ssh_when_needed)
 
     def sql_state(self) -> PairState:
         """Discovery of a pair reached over SQL only."""
@@ -407,7 +408,7 @@ def _plan_pair(inputs: PairInputs, store: Store, ssh: SshSessions, destroy: bool
 def _discover(inputs: PairInputs, store: Store, ssh: SshSessions) -> Topology:
     """Discovery of an SSH pair; when its creation never finished (the apply was killed), the way out is named."""
     try:
-        return inputs.topology(ssh)
+        return inputs.topology(ssh, ssh_when_needed=True)
     except PgaasError as exc:
         record = store.managed_object(f"pair.{inputs.pair.name}")
         if record is None or not record.pending or not inputs.can_create:

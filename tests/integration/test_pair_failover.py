@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from pgaasctl.hosts.ssh import CommandResult, SshSessions, SshTarget
 from tests.support.local_pair import Lab, LocalPair, Writer, alive, no_traceback, signal_all, wait_until
 
 TABLE = "ledger"
@@ -219,6 +220,41 @@ def test_the_guard_keeps_one_session_that_outlives_timeouts_and_terminations(fo:
     assert (fo.node_dir(primary) / "run" / "guard.pid").read_text().split()[0] == guard_pid
     assert (fo.node_dir(primary) / "run" / "vip.track").read_text().strip() == "0"  # still an eligible primary
     assert "fenced" not in (fo.node_dir(primary) / "log" / "guard.log").read_text()
+
+
+def test_plan_asks_ssh_only_of_a_node_sql_shows_unhealthy(fo: LocalPair, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A healthy pair is planned over SQL alone (its admin session reads the pid files, /proc, the fenced mark and
+    pg_wal); a node whose guard stopped is asked over SSH as well, and the plan starts the guard again. `status`
+    still asks every node over SSH for repmgr's own view of the cluster."""
+    asked: list[str] = []
+    run_over_ssh = SshSessions.run
+
+    def counted(self: SshSessions, target: SshTarget, command: str, timeout: float | None = 120) -> CommandResult:
+        asked.append(target.label)
+        return run_over_ssh(self, target, command, timeout)
+
+    monkeypatch.setattr(SshSessions, "run", counted)
+    plan = fo.ws.plan("--detailed-exitcode")
+    assert plan.exit_code == 0, plan.output
+    assert asked == [], f"a healthy pair's plan used SSH: {asked}"
+    status = fo.ws.run("status", str(fo.ws.specs))
+    assert status.exit_code == 0, status.output
+    assert all(any(node in label for label in asked) for node in fo.nodes), asked
+
+    standby = fo.other(fo.primary())
+    guard_pid = int((fo.node_dir(standby) / "run" / "guard.pid").read_text().split()[0])
+    os.kill(guard_pid, signal.SIGTERM)
+    wait_until(lambda: not alive(guard_pid), 10, f"the guard on {standby} to stop")
+    asked.clear()
+    plan = fo.ws.plan()
+    assert plan.exit_code == 0, plan.output
+    assert f"node {standby}: start the fencing guard" in plan.flat, plan.output
+    assert asked and all(standby in label for label in asked), asked
+    applied = fo.ws.apply()
+    assert applied.exit_code == 0, applied.output
+    restarted = int((fo.node_dir(standby) / "run" / "guard.pid").read_text().split()[0])
+    assert restarted != guard_pid and alive(restarted)
+    fo.ws.assert_converged()
 
 
 def test_split_brain_is_settled_by_evidence(fo: LocalPair) -> None:

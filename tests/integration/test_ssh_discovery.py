@@ -10,6 +10,8 @@ PATH has no repmgr.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from tests.support.local_pair import (
     alive,
     no_traceback,
     run_checked,
+    wait_until,
 )
 
 HELPER_PORT = 2223  # a second sshd on a node's address, with PGPASSFILE set
@@ -138,6 +141,15 @@ def test_changed_host_key_is_refused_until_forgotten(sd: LocalPair) -> None:
     assert Path(f"{key}.pub").read_text() != old_key
     sd.start_sshd(standby)
 
+    # a healthy pair's plan and apply read its nodes over SQL alone: nothing connects over SSH with that key
+    sd.ws.assert_converged()
+    [status] = sd.ws.status_json()  # status asks every node over SSH: refused
+    assert status["error"] and endpoint in status["error"] and "forget-host-key" in status["error"]
+
+    # a node that needs SSH (its guard stopped) is refused: plan and apply stop before writing anything
+    guard_pid = int((sd.node_dir(standby) / "run" / "guard.pid").read_text().split()[0])
+    os.kill(guard_pid, signal.SIGTERM)
+    wait_until(lambda: not alive(guard_pid), 10, f"the guard on {standby} to stop")
     _probe_role(sd.ws, "sd")
     state_before = sd.ws.state_list()
     message = _assert_refused(sd.ws, f"node {standby}", endpoint, "host key", "changed",
@@ -146,13 +158,13 @@ def test_changed_host_key_is_refused_until_forgotten(sd: LocalPair) -> None:
     for node in sd.nodes:
         assert sd.query(node, "SELECT 1 FROM pg_roles WHERE rolname = 'probe_role'") == []
     assert sd.ws.state_list() == state_before
-    [status] = sd.ws.status_json()
-    assert status["error"] and endpoint in status["error"] and "forget-host-key" in status["error"]
 
     # the host was rebuilt on purpose: forget the key, and the next contact pins the new one
     forgot = sd.ws.run("state", "forget-host-key", endpoint, str(sd.ws.specs))
     assert forgot.exit_code == 0, forgot.output
     sd.ws.remove("role.yaml")
+    applied = sd.ws.apply()  # starts the guard again, over SSH with the new key pinned
+    assert applied.exit_code == 0, applied.output
     sd.ws.assert_converged()
     again = sd.ws.run("state", "forget-host-key", "127.0.2.1:1", str(sd.ws.specs))
     assert again.exit_code == 1 and "no SSH host key is pinned for 127.0.2.1:1" in again.flat
