@@ -28,6 +28,7 @@ from rich.table import Table
 
 from pgaasctl import __version__, workspace
 from pgaasctl.errors import PgaasError
+from pgaasctl.live import scram_keys
 from pgaasctl.monitor.models import CheckResult
 from pgaasctl.plan import render
 from pgaasctl.plan.model import Change, HostOperation, Plan
@@ -110,6 +111,7 @@ def run(action: Callable[[], T]) -> T:
     finally:
         while _opened:
             _opened.pop().close()
+        scram_keys.save_salts()
 
 
 def _escape(text: str) -> str:

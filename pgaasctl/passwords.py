@@ -74,6 +74,21 @@ def login_keys(password: str, verifier: str | None) -> tuple[bytes, bytes] | Non
     return None
 
 
+def salt_of(verifier: str | None) -> tuple[str, int] | None:
+    """The salt (base64) and iteration count of a SCRAM-SHA-256 verifier: what the server tells anyone who starts a
+    SCRAM login as that role, so nothing secret; None for any other verifier."""
+    try:
+        iterations, salt, _, _ = _parse_verifier(verifier or "")
+    except ValueError:
+        return None
+    return base64.b64encode(salt).decode(), iterations
+
+
+def salted_login_keys(password: str, salt: str, iterations: int) -> tuple[bytes, bytes]:
+    """The SCRAM client and server keys of `password` with a known salt: what a login proves itself with."""
+    return _client_and_server_keys(password, base64.b64decode(salt), iterations)
+
+
 def scram_verifier(password: str, salt: bytes | None = None, iterations: int = ITERATIONS) -> str:
     salt = salt if salt is not None else os.urandom(16)
     stored_key, server_key = _keys(password, salt, iterations)

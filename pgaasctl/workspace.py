@@ -42,6 +42,7 @@ from pgaasctl.plan.model import Change, HostOperation, PairPlan, Plan, count_cha
 from pgaasctl.parallel import ThreadPool
 from pgaasctl.password_memory import remember
 from pgaasctl.plan.planfile import check_still_valid
+from pgaasctl.live import scram_keys
 from pgaasctl.live.topology import probe_pair
 from pgaasctl.locate import WorkspaceLocation, locate
 from pgaasctl.spec.desired import DesiredPair, DesiredState, load_desired
@@ -89,6 +90,7 @@ def load(path: Path) -> LoadedWorkspace:
     desired.workspace = desired.workspace.model_copy(update={
         "local_dir": location.local_dir().value, "tls": resolved(desired.workspace.tls, location.root),
         "cloud_dir": str(location.cloud_dir()), "secrets_dir": str(location.secrets_dir())})
+    scram_keys.load_salts(Path(desired.workspace.secrets_dir) / scram_keys.SALTS_FILE)
     part: list[str] | None = None
     if location.part is not None:
         inside = [d for d in desired.documents

@@ -12,7 +12,7 @@ from pathlib import Path
 from pgaasctl.errors import PgaasError
 
 
-def _ignored_by_git(root: Path) -> None:
+def ignored_by_git(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     ignore = root / ".gitignore"
     if not ignore.exists():
@@ -25,7 +25,7 @@ def generated_secret(path: Path, root: Path, create: bool, owner: str) -> str | 
         if not path.exists():
             if not create:
                 return None
-            _ignored_by_git(root)
+            ignored_by_git(root)
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
@@ -39,7 +39,7 @@ def generated_secret(path: Path, root: Path, create: bool, owner: str) -> str | 
 def private_key(path: Path, root: Path, create: bool) -> Path:
     """An ed25519 key pair at `path` (and path.pub), made when `create` and missing."""
     if create and not path.exists():
-        _ignored_by_git(root)
+        ignored_by_git(root)
         path.parent.mkdir(parents=True, exist_ok=True)
         made = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "pgaasctl", "-f", str(path)],
                               capture_output=True, text=True, check=False)

@@ -767,7 +767,8 @@ class WorkspaceSpec(Strict):
     )
     secrets_dir: SafePath = Field(
         "state/secrets", description="Where pgaasctl keeps secrets of its own on this machine (0600, .gitignore'd; "
-        "relative to the workspace root): the key of the password checks' memory, the API's generated passwords.")
+        "relative to the workspace root): the key of the password checks' memory, the API's generated passwords, and the "
+        "salts of the servers' verifiers for pgaasctl's own logins (no secret; a cache).")
     cloud_dir: SafePath = Field(
         "state/cloud", description="Where cloud providers keep each pair's SSH key and superuser password (0600), "
         "relative to the workspace root. Never in the store, never in git (it gets a .gitignore).")

@@ -3,7 +3,10 @@ log in with them, and a verifier changed since falls back to the password."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
@@ -17,13 +20,34 @@ from tests.support.pgserver import PgServer
 pytestmark = pytest.mark.integration
 
 
+def new_process() -> None:
+    """What a new pgaasctl process knows: nothing but the salts its workspace remembers (load_salts)."""
+    scram_keys._keys.clear()
+    scram_keys._verifiers.clear()
+    scram_keys._salted.clear()
+    scram_keys._salts.clear()
+    scram_keys._salt_file = None
+
+
 @pytest.fixture(autouse=True)
 def fresh_keys() -> Iterator[None]:
-    scram_keys._keys.clear()
-    scram_keys._verifiers.clear()
+    new_process()
     yield
-    scram_keys._keys.clear()
-    scram_keys._verifiers.clear()
+    new_process()
+
+
+@pytest.fixture
+def derivations(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many times PBKDF2 ran to derive a login's keys."""
+    count = [0]
+    real = pgaasctl.passwords._client_and_server_keys
+
+    def counted(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
+        count[0] += 1
+        return real(password, salt, iterations)
+
+    monkeypatch.setattr(pgaasctl.passwords, "_client_and_server_keys", counted)
+    return count
 
 
 def node(pg: PgServer, user: str | None = None, password: str | None = None) -> NodeAddress:
@@ -43,17 +67,9 @@ def current_user(address: NodeAddress) -> str:
 
 
 def test_keys_are_derived_once_at_the_second_session_and_later_sessions_log_in_with_them(
-        pg: PgServer, monkeypatch: pytest.MonkeyPatch) -> None:
+        pg: PgServer, derivations: list[int]) -> None:
     assert scram_keys.SUPPORTED, "psycopg-binary bundles libpq 18"
     admin = node(pg)
-    derivations = [0]
-    real = pgaasctl.passwords._client_and_server_keys
-
-    def counted(password: str, salt: bytes, iterations: int) -> tuple[bytes, bytes]:
-        derivations[0] += 1
-        return real(password, salt, iterations)
-
-    monkeypatch.setattr(pgaasctl.passwords, "_client_and_server_keys", counted)
     assert current_user(admin) == pg.admin_user
     assert derivations[0] == 0 and scram_keys.derived(login(admin)) is None, "a login used once derives nothing"
     assert current_user(admin) == pg.admin_user
@@ -99,3 +115,53 @@ def test_a_wrong_password_is_still_refused_after_the_right_one_learnt_keys(pg: P
     assert current_user(node(pg)) == pg.admin_user
     with pytest.raises(ConnectionFailed, match="authentication failed"):
         current_user(node(pg, password="wrong-password"))
+
+
+def test_a_remembered_salt_lets_a_new_process_derive_the_keys_before_its_first_session(
+        pg: PgServer, tmp_path: Path, derivations: list[int]) -> None:
+    """The workspace remembers each server's salt and iteration count (no secret: the server tells them to anyone
+    who starts a login), never a password or a key; the next process logs in with keys from its first session."""
+    salts = tmp_path / "secrets" / scram_keys.SALTS_FILE
+    admin = node(pg)
+    scram_keys.load_salts(salts)
+    assert current_user(admin) == pg.admin_user
+    scram_keys.save_salts()
+    text = salts.read_text()
+    verifier = pg.execute(f"SELECT rolpassword FROM pg_authid WHERE rolname = '{pg.admin_user}'")[0][0]
+    assert json.loads(text) == [{"host": pg.host, "port": pg.port, "user": pg.admin_user,
+                                 "salt": verifier.split("$")[1].split(":")[1], "iterations": 4096}]
+    assert pg.admin_password not in text and verifier.split("$")[2].split(":")[0] not in text
+    assert (salts.parent / ".gitignore").exists()
+
+    new_process()
+    scram_keys.load_salts(salts)
+    derivations[0] = 0
+    assert current_user(admin) == pg.admin_user
+    assert scram_keys.derived(login(admin)) is not None and derivations[0] == 1
+    assert login(admin) not in scram_keys._verifiers, "a session that logged in with keys reads no verifier"
+    for _ in range(3):
+        assert current_user(admin) == pg.admin_user
+    assert derivations[0] == 1
+
+
+def test_a_stale_remembered_salt_costs_one_refusal_then_the_password_logs_in_and_the_salt_is_learnt(
+        pg: PgServer, tmp_path: Path) -> None:
+    salts = tmp_path / scram_keys.SALTS_FILE
+    stale = base64.b64encode(b"not the salt 123").decode()
+    salts.write_text(json.dumps([{"host": pg.host, "port": pg.port, "user": pg.admin_user, "salt": stale,
+                                  "iterations": 4096}]))
+    scram_keys.load_salts(salts)
+    admin = node(pg)
+    assert current_user(admin) == pg.admin_user  # refused with the keys of the stale salt, then the password
+    scram_keys.save_salts()
+    [remembered] = json.loads(salts.read_text())
+    assert remembered["salt"] != stale
+    assert current_user(admin) == pg.admin_user
+
+
+@pytest.mark.parametrize("text", ["", "{", "[1, 2]", '[{"host": "h"}]', "null"])
+def test_an_unreadable_salts_file_is_a_cache_miss(pg: PgServer, tmp_path: Path, text: str) -> None:
+    salts = tmp_path / scram_keys.SALTS_FILE
+    salts.write_text(text)
+    scram_keys.load_salts(salts)
+    assert current_user(node(pg)) == pg.admin_user
