@@ -64,6 +64,7 @@ class LocalProvider:
         self.root = Path(workspace.local_dir).absolute()
         self.store = store
         self.local_addresses = workspace.local_addresses
+        self._recorded_roots: dict[str, str] = {}
         self.os_user = server_os_user()
         self.network = workspace.network if workspace.network != "auto" else (
             "namespaces" if os.geteuid() == 0 else "loopback")
@@ -85,7 +86,9 @@ class LocalProvider:
 
     # -- paths: a pair's nodes stay under the local_dir they were made in, whatever local_dir says later
     def pair_root(self, pair: str) -> Path:
-        recorded = self.store.local_root(pair)
+        recorded = self._recorded_roots.get(pair) or self.store.local_root(pair)
+        if recorded:  # a pair's recorded root never changes while it exists: asked of the store once
+            self._recorded_roots[pair] = recorded
         return Path(recorded) if recorded else self.root
 
     def pair_dir_source(self, pair: str, current: str) -> str:
@@ -310,7 +313,7 @@ class LocalProvider:
         # failover off everywhere first: a standby must not start promoting itself while its primary is stopped
         for node in nodes:
             kill_all([pid for pid in _node_processes(self.node_dir(name, node))
-                      if _program(pid) in ("repmgrd", "sh", "repmgr")])
+                      if _program(pid) in ("repmgrd", "sh", "bash", "repmgr")])
         for node in nodes:
             self.remove_host(pair, node)
         self.admin_password_file(name).unlink(missing_ok=True)
