@@ -24,8 +24,9 @@ from providers.base import Host, HostLayout
 
 # Bumped whenever the files pgaasctl writes on a node (repmgr.conf, start.sh, promote.sh) change: nodes of
 # pairs made with older files get them rewritten by the next apply (a reconfigure_repmgr operation).
-NODE_FILES_VERSION = 6  # 3: the fencing guard; 4: the fast failover promotion and the guard's watchdog; 5: a lighter guard;
-# 6: pg_hba lets in the pair's own network (or its `clients`), not every address; every node serves TLS
+NODE_FILES_VERSION = 7  # 3: the fencing guard; 4: the fast failover promotion and the guard's watchdog; 5: a lighter guard;
+# 6: pg_hba lets in the pair's own network (or its `clients`), not every address; every node serves TLS;
+# 7: the guard asks on one kept session (bash), and destroy stops it first
 REPMGR_USER = "repmgr"
 REPMGR_DATABASE = "repmgr"
 LOG_LINES = 10  # lines of a node's PostgreSQL log shown when it did not start

@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 from pgaasctl.store import open_store
-from tests.support.local_pair import Lab, LocalPair, no_traceback, processes_mentioning
+from tests.support.local_pair import Lab, LocalPair, no_traceback, processes_mentioning, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +114,13 @@ def test_node_files_from_an_older_pgaasctl_are_rewritten(np_: LocalPair) -> None
     assert plan.exit_code == 2, plan.output
     for node in np_.nodes:
         assert f"node {node}: rewrite repmgr.conf and restart repmgrd" in plan.flat
+    guards = {node: (np_.node_dir(node) / "run" / "guard.pid").read_text().split()[0] for node in np_.nodes}
     np_.ws.must_apply()
     for node in np_.nodes:
         assert (np_.etc(node) / "start.sh").is_file()
+        assert (np_.node_dir(node) / "run" / "guard.pid").read_text().split()[0] != guards[node], "the guard restarted"
+        wait_until(lambda node=node: np_.query(node, "SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                                                   "'pgaasctl-guard'"), 10, f"the new guard's session on {node}")
     np_.ws.assert_converged()
     np_.assert_whole()
 
