@@ -46,9 +46,10 @@ class PairState:
         self.connection.close()
 
 
-def probe_node(node: NodeAddress) -> tuple[NodeState, psycopg.Connection | None]:
+def probe_node(node: NodeAddress, database: str | None = None) -> tuple[NodeState, psycopg.Connection | None]:
+    """The node's role on a session to `database` (default: the admin database), kept open when it answers."""
     try:
-        conn = connect(node)
+        conn = connect(node, database)
     except ConnectionFailed as exc:
         return NodeState(node, "unreachable", error=exc.message), None
     try:

@@ -76,6 +76,7 @@ class NodeReport:
     files_timeline: int | None = None  # the newest timeline the data directory's pg_wal has a history file of
     repmgr_error: str | None = None  # why `repmgr service status` failed on this node
     connection: psycopg.Connection | None = field(default=None, repr=False)
+    probed_in: str | None = None  # the database of `connection`: None for the admin database, else repmgr's
 
     @property
     def name(self) -> str:
@@ -206,9 +207,11 @@ def _parse_probe(report: NodeReport, text: str) -> None:
             problems.append(re.sub(r"password=\S+", "password=(sensitive)", line.strip()))
 
 
-def _sql_probe(host: Host, address: NodeAddress, with_services: bool
+def _sql_probe(host: Host, address: NodeAddress, with_services: bool, database: str | None = None
                ) -> tuple[NodeState, psycopg.Connection | None, NodeServices | None]:
-    state, conn = probe_node(address)
+    state, conn = probe_node(address, database)
+    if database is not None and conn is None and "does not exist" in (state.error or ""):
+        state, conn = probe_node(address)  # no repmgr database there (yet): the node says what it is all the same
     services = None
     if with_services and conn is not None and state.role in ("primary", "standby"):
         services = read_services(conn, host)
@@ -224,18 +227,60 @@ def _take_services(report: NodeReport, services: NodeServices) -> None:
     report.files_timeline = timeline_of_history(services.newest_history, True)
 
 
+REGISTRATION_SQL = "SELECT node_id, node_name, type, active FROM repmgr.nodes"
+
+
 def read_registration(address: NodeAddress) -> dict[str, Registered] | None:
     """repmgr.nodes on the primary, over a session on its repmgr database; None when there is none."""
     try:
         with connect(address, REPMGR_DATABASE) as conn:
-            rows = conn.execute("SELECT node_id, node_name, type, active FROM repmgr.nodes").fetchall()
+            rows = conn.execute(REGISTRATION_SQL).fetchall()
     except (ConnectionFailed, psycopg.Error):
         return None
     return {r[1]: Registered(node_id=r[0], name=r[1], role=r[2], active=r[3]) for r in rows}
 
 
+def _registration_on(conn: psycopg.Connection) -> dict[str, Registered] | None:
+    try:
+        rows = conn.execute(REGISTRATION_SQL).fetchall()
+    except psycopg.Error:
+        return None
+    return {r[1]: Registered(node_id=r[0], name=r[1], role=r[2], active=r[3]) for r in rows}
+
+
+def _probe_database(host: Host, ssh_when_needed: bool, expected_primary: str | None) -> str | None:
+    """Where to open a node's probe session. A plan keeps the primary's session, in the admin database; a standby's
+    serves the probe alone, so where the last apply saw a standby it is opened in repmgr's database, whose
+    replicated repmgr.nodes then stands for the primary's and spares the primary a session (registration())."""
+    if ssh_when_needed and host.layout is not None and expected_primary is not None and host.node != expected_primary:
+        return REPMGR_DATABASE
+    return None
+
+
+def _registration(primary: NodeReport, reports: list[NodeReport], address: NodeAddress) -> dict[str, Registered] | None:
+    """repmgr.nodes as the primary has it: read on a standby's probe session when that standby streams from the
+    primary (its copy is the primary's, replayed), else on a session of the primary's own."""
+    for report in reports:
+        if (report.role == "standby" and report.probed_in == REPMGR_DATABASE and report.connection is not None
+                and report.sql is not None and report.sql.receiving_from == (primary.host.address, primary.host.pg_port)):
+            registered = _registration_on(report.connection)
+            if registered is not None:
+                return registered
+    return read_registration(address)
+
+
+def _in_admin_database(report: NodeReport, address: NodeAddress) -> None:
+    """A primary probed in repmgr's database (the last apply saw a standby there): its registration is read on
+    that session, then the plan gets its session in the admin database instead."""
+    assert report.connection is not None
+    report.registered = _registration_on(report.connection)
+    report.connection.close()
+    report.sql, report.connection = probe_node(address)
+    report.probed_in = None
+
+
 def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions, repmgr_view: bool = True,
-                ssh_when_needed: bool = False) -> NodeReport:
+                ssh_when_needed: bool = False, database: str | None = None) -> NodeReport:
     """With `ssh_when_needed` (plan and apply), a node whose session shows it healthy (primary or standby, repmgrd
     and the guard running, not fenced) is not asked over SSH: what it would say is read over SQL, all but repmgr's
     own view of the cluster, which `status` and the agent still ask for."""
@@ -245,7 +290,7 @@ def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions, repmg
     with_services = ssh_when_needed and host.layout is not None and host.running
     with ThreadPool(max_workers=1) as sql_side:
         # PostgreSQL is asked at the same time as repmgr; a primary stays a primary when only its SSH is down
-        sql = sql_side.submit(_sql_probe, host, address, with_services) if address is not None else None
+        sql = sql_side.submit(_sql_probe, host, address, with_services, database) if address is not None else None
         try:
             if with_services and sql is not None and _healthy_soon(sql):
                 _take_services(report, sql.result()[2])  # type: ignore[arg-type]
@@ -260,6 +305,8 @@ def _probe_node(host: Host, address: NodeAddress | None, ssh: SshSessions, repmg
         finally:
             if sql is not None:
                 report.sql, report.connection, _ = sql.result()
+                if database is not None and report.connection is not None and report.connection.info.dbname == database:
+                    report.probed_in = database  # not after a fallback to the admin database (_sql_probe)
     return report
 
 
@@ -277,27 +324,30 @@ def _healthy_soon(sql: Future[tuple[NodeState, psycopg.Connection | None, NodeSe
 
 
 def probe_pair(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions,
-               ssh_when_needed: bool = False) -> list[NodeReport]:
+               ssh_when_needed: bool = False, expected_primary: str | None = None) -> list[NodeReport]:
+    """`expected_primary`: the primary the last apply saw, if any (see _probe_database)."""
     with ThreadPool(max_workers=max(1, len(hosts))) as pool:
         repmgr_view = pair not in _without_repmgr_view.get()
-        reports = list(pool.map(lambda h: _probe_node(h, addresses.get(h.node), ssh, repmgr_view, ssh_when_needed),
-                                hosts))
+        reports = list(pool.map(lambda h: _probe_node(h, addresses.get(h.node), ssh, repmgr_view, ssh_when_needed,
+                                                      _probe_database(h, ssh_when_needed, expected_primary)), hosts))
     for report in reports:
-        if report.role == "primary":
-            report.registered = read_registration(addresses[report.name])
+        if report.role == "primary" and report.probed_in == REPMGR_DATABASE:
+            _in_admin_database(report, addresses[report.name])
+        elif report.role == "primary":
+            report.registered = _registration(report, reports, addresses[report.name])
     return reports
 
 
 def discover_topology(pair: str, hosts: list[Host], addresses: dict[str, NodeAddress], ssh: SshSessions,
                       synchronous: bool, can_create: bool, undeclared: list[Host] | None = None,
                       recorded_ids: dict[str, int] | None = None, witness: Host | None = None,
-                      ssh_when_needed: bool = False) -> Topology:
+                      ssh_when_needed: bool = False, expected_primary: str | None = None) -> Topology:
     """Probe every node; wait briefly when repmgr has not yet recorded a promotion PostgreSQL already shows.
     `undeclared`: hosts of nodes the spec no longer declares, asked over SQL whether they are primary.
     `ssh_when_needed`: SSH only to nodes SQL does not show healthy (_probe_node)."""
     deadline = time.monotonic() + CONSISTENCY_WAIT
     while True:
-        reports = probe_pair(pair, hosts, addresses, ssh, ssh_when_needed)
+        reports = probe_pair(pair, hosts, addresses, ssh, ssh_when_needed, expected_primary)
         lagging = _metadata_lags(reports)
         if not lagging or time.monotonic() > deadline:
             break

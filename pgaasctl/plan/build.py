@@ -64,6 +64,7 @@ class PairInputs:
     addresses: dict[str, NodeAddress]  # node -> admin login; a node pgaasctl has not created yet has none
     passwords: dict[str, str]  # role -> password, for roles whose password is managed
     recorded_ids: dict[str, int] = field(default_factory=dict)  # node -> repmgr node id, as the store recorded them
+    last_primary: str | None = None  # the primary the last apply (or the agent) saw, from the store's lookup
     undeclared: list[Host] = field(default_factory=list)  # hosts of nodes the spec no longer declares
     push: PushTarget | None = None  # where the nodes' repmgr posts its events (the agent), if the workspace says
     node_tls: Callable[[], NodeTls | None] = lambda: None  # the pair's TLS for its nodes (the CA made at first need)
@@ -104,7 +105,8 @@ class PairInputs:
         if look is not None:  # cloud servers: what keepalived runs is asked of the nodes themselves
             look(self.pair.doc, self.hosts, ssh)
         return discover_topology(self.pair.name, self.hosts, self.addresses, ssh, self.synchronous, self.can_create,
-                                 self.undeclared, self.recorded_ids, self.witness_host(), ssh_when_needed)
+                                 self.undeclared, self.recorded_ids, self.witness_host(), ssh_when_needed,
+                                 self.last_primary if ssh_when_needed else None)
 
     def sql_state(self) -> PairState:
         """Discovery of a pair reached over SQL only."""
@@ -176,6 +178,7 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
     push = push_target(workspace.monitoring.agent_url, store.plan_key(), pair.name) if isinstance(spec, CreatedPairSpec) else None
     inputs = PairInputs(pair=pair, provider=provider, hosts=hosts, addresses=addresses, passwords=passwords,
                         recorded_ids=store.node_ids(pair.name), undeclared=undeclared, push=push,
+                        last_primary=_last_primary(store, pair.name) if isinstance(spec, CreatedPairSpec) else None,
                         sessions=workspace.sessions,
                         password_memory=PasswordMemory.load(workspace.secrets_dir, store, pair.name)
                         if passwords else None)
@@ -183,6 +186,11 @@ def pair_inputs(pair: DesiredPair, workspace: WorkspaceSpec, store: Store, role_
         vip = str(spec.virtual_ip) if spec.virtual_ip is not None else None
         inputs.node_tls = lambda: node_tls(workspace.tls, store, pair.name, spec.tls, vip, certificate_roles(pair))
     return inputs
+
+
+def _last_primary(store: Store, pair: str) -> str | None:
+    seen = store.lookup(pair)
+    return seen.primary if seen is not None else None
 
 
 def certificate_roles(pair: DesiredPair) -> list[str]:
@@ -481,9 +489,11 @@ def _plan_objects(inputs: PairInputs, catalog: LiveCatalog, managed: dict[str, M
         changes += _confirmations(managed, catalog, {c.address for c in changes})
     for change in changes:
         change.sql = [ShownStatement(database=s.database, text=s.display()) for s in change.statements]
-    return PairPlan(pair=pair.name, primary="", header="", warnings=ctx.warnings, changes=changes,
-                    live_fingerprint=catalog.fingerprint() if catalog.settings else "",
-                    problems=policy.problems_from(pair.name, ctx.errors))
+    planned = PairPlan(pair=pair.name, primary="", header="", warnings=ctx.warnings, changes=changes,
+                       problems=policy.problems_from(pair.name, ctx.errors))
+    if catalog.settings:  # a live server (not a pair being created)
+        planned.fingerprint_later(catalog.fingerprint)
+    return planned
 
 
 def _confirmations(managed: dict[str, ManagedObject], catalog: LiveCatalog, planned: set[str]) -> list[Change]:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from psycopg import sql
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 Action = Literal["create", "update", "delete", "adopt"]
 SENSITIVE = "(sensitive)"
@@ -97,8 +98,19 @@ class PairPlan(BaseModel):
     operations: list[HostOperation] = Field(default_factory=list)  # run first; then the pair is planned again
     hosts: list[HostChange] = Field(default_factory=list)  # cloud servers the operations make or remove
     changes: list[Change] = Field(default_factory=list)
-    live_fingerprint: str = ""
+    live_fingerprint: str = ""  # a digest of the live state planned from; see fingerprinted()
     problems: list[Any] = Field(default_factory=list, exclude=True)  # policy.Problem: judged after targeting
+    _fingerprint: Callable[[], str] | None = PrivateAttr(default=None)
+
+    def fingerprint_later(self, compute: Callable[[], str]) -> None:
+        """Most plans are only read: the digest (a dump of the whole live catalog) is made when first needed."""
+        self._fingerprint = compute
+
+    def fingerprinted(self) -> str:
+        """live_fingerprint, made now if it was left for later (saving or checking a plan, printing it as JSON)."""
+        if self._fingerprint is not None:
+            self.live_fingerprint, self._fingerprint = self._fingerprint(), None
+        return self.live_fingerprint
 
 
 def count_changes(changes: list[Change]) -> dict[str, int]:
@@ -118,6 +130,12 @@ class Plan(BaseModel):
     # role address -> HMAC of its password under the store's plan key: a saved plan is bound to the secrets it
     # was made with, and the file never holds them (nor anything they could be guessed from without the key)
     secret_fingerprints: dict[str, str] = Field(default_factory=dict)
+
+    def fingerprinted(self) -> Plan:
+        """This plan with every pair's live fingerprint made (before it is saved, compared or printed)."""
+        for pair in self.pairs:
+            pair.fingerprinted()
+        return self
 
     def counts(self) -> dict[str, int]:
         return count_changes([c for p in self.pairs for c in p.changes])

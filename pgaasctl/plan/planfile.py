@@ -32,7 +32,7 @@ def _checksum(key: bytes, data: dict[str, Any]) -> str:
 
 
 def save_plan(plan: Plan, path: Path, key: bytes) -> None:
-    data = plan.model_dump(mode="json")
+    data = plan.fingerprinted().model_dump(mode="json")
     data["spec_path"] = os.path.relpath(plan.spec_path, Path(os.path.abspath(path)).parent)
     out = {"format": MARKER, **data, "checksum": _checksum(key, data)}
     try:
@@ -90,7 +90,7 @@ def check_still_valid(saved: Plan, fresh: Plan, path: Path) -> None:
     fresh_pairs = {p.pair: p for p in fresh.pairs}
     for pair in saved.pairs:
         now = fresh_pairs.get(pair.pair)
-        if now is None or now.live_fingerprint != pair.live_fingerprint or (
+        if now is None or now.fingerprinted() != pair.live_fingerprint or (
             [c.model_dump() for c in now.changes] != [c.model_dump() for c in pair.changes]
         ):
             raise StalePlan(f"the saved plan {path} is stale: pair {pair.pair!r} changed on the server since the plan "

@@ -84,7 +84,7 @@ def render_text(plan: Plan, console: Console) -> None:
 
 
 def render_json(plan: Plan) -> str:
-    data = plan.model_dump(mode="json")
+    data = plan.fingerprinted().model_dump(mode="json")
     data["summary"] = plan.counts()
     return json.dumps(data, indent=2, sort_keys=False)
 

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
+from pgaasctl.live.connect import NodeAddress
 from pgaasctl.live.node_services import NodeServices, read_services
+from pgaasctl.live.topology import _sql_probe
 from providers.base import Host, HostLayout
 from tests.support.local_pair import wait_until
 from tests.support.pgserver import PgServer
@@ -76,3 +79,18 @@ def test_a_session_that_may_not_read_files_reads_nothing(pg: PgServer, node_dir:
                          autocommit=True) as conn:
         assert read_services(conn, host_at(node_dir)) is None
         assert conn.execute("SELECT 1").fetchone() == (1,)  # the session is still usable (autocommit)
+
+
+def test_a_probe_in_repmgrs_database_falls_back_to_the_admin_database_where_there_is_none(
+        pg: PgServer, node_dir: Path) -> None:
+    """A plan opens a node's probe in repmgr's database where the last apply saw a standby; a server without that
+    database still says what it is, on the admin database."""
+    address = NodeAddress(pair="p", name="a", host=pg.host, port=pg.port, user=pg.admin_user,
+                          password=SecretStr(pg.admin_password), admin_database="postgres", sslmode="prefer",
+                          connect_timeout=5)
+    state, conn, _ = _sql_probe(host_at(node_dir), address, False, "repmgr")
+    assert state.role == "primary" and conn is not None
+    try:
+        assert conn.info.dbname == "postgres"
+    finally:
+        conn.close()

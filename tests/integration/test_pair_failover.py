@@ -17,7 +17,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+import pgaasctl.live.connect
 from pgaasctl.hosts.ssh import CommandResult, SshSessions, SshTarget
+from pgaasctl.live.connect import NodeAddress
 from tests.support.local_pair import Lab, LocalPair, Writer, alive, no_traceback, signal_all, wait_until
 
 TABLE = "ledger"
@@ -234,14 +236,26 @@ def test_plan_asks_ssh_only_of_a_node_sql_shows_unhealthy(fo: LocalPair, monkeyp
         return run_over_ssh(self, target, command, timeout)
 
     monkeypatch.setattr(SshSessions, "run", counted)
+    opened: list[tuple[str, str]] = []
+    open_session = pgaasctl.live.connect._open
+
+    def sessions(node: NodeAddress, dbname: str, *args: object) -> psycopg.Connection:
+        opened.append((node.name, dbname))
+        return open_session(node, dbname, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pgaasctl.live.connect, "_open", sessions)
+    fo.ws.must_apply()  # the last apply saw which node is primary: the plan opens the standby's session in repmgr's
+    opened.clear()
     plan = fo.ws.plan("--detailed-exitcode")
     assert plan.exit_code == 0, plan.output
     assert asked == [], f"a healthy pair's plan used SSH: {asked}"
+    standby = fo.other(fo.primary())
+    # two sessions: the primary's in the admin database, the standby's in repmgr's (repmgr.nodes is read there)
+    assert sorted(opened) == sorted([(fo.primary(), "postgres"), (standby, "repmgr")]), opened
     status = fo.ws.run("status", str(fo.ws.specs))
     assert status.exit_code == 0, status.output
     assert all(any(node in label for label in asked) for node in fo.nodes), asked
 
-    standby = fo.other(fo.primary())
     guard_pid = int((fo.node_dir(standby) / "run" / "guard.pid").read_text().split()[0])
     os.kill(guard_pid, signal.SIGTERM)
     wait_until(lambda: not alive(guard_pid), 10, f"the guard on {standby} to stop")
