@@ -234,13 +234,13 @@ def read_registration(address: NodeAddress) -> dict[str, Registered] | None:
     """repmgr.nodes on the primary, over a session on its repmgr database; None when there is none."""
     try:
         with connect(address, REPMGR_DATABASE) as conn:
-            rows = conn.execute(REGISTRATION_SQL).fetchall()
-    except (ConnectionFailed, psycopg.Error):
+            return _registration_on(conn)
+    except ConnectionFailed:
         return None
-    return {r[1]: Registered(node_id=r[0], name=r[1], role=r[2], active=r[3]) for r in rows}
 
 
 def _registration_on(conn: psycopg.Connection) -> dict[str, Registered] | None:
+    """repmgr.nodes on a session in a repmgr database; None when it cannot be read there."""
     try:
         rows = conn.execute(REGISTRATION_SQL).fetchall()
     except psycopg.Error:
@@ -251,7 +251,7 @@ def _registration_on(conn: psycopg.Connection) -> dict[str, Registered] | None:
 def _probe_database(host: Host, ssh_when_needed: bool, expected_primary: str | None) -> str | None:
     """Where to open a node's probe session. A plan keeps the primary's session, in the admin database; a standby's
     serves the probe alone, so where the last apply saw a standby it is opened in repmgr's database, whose
-    replicated repmgr.nodes then stands for the primary's and spares the primary a session (registration())."""
+    replicated repmgr.nodes then stands for the primary's and spares the primary a session (_registration)."""
     if ssh_when_needed and host.layout is not None and expected_primary is not None and host.node != expected_primary:
         return REPMGR_DATABASE
     return None
