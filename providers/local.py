@@ -321,6 +321,7 @@ class LocalProvider:
         if pair_dir.exists() and not any(pair_dir.iterdir()):
             pair_dir.rmdir()
         self.store.forget_local_root(name)
+        self._recorded_roots.pop(name, None)
 
     def remove_host(self, pair: PairDoc, node: str) -> None:
         name = pair.metadata.name

@@ -106,7 +106,7 @@ class PairInputs:
             look(self.pair.doc, self.hosts, ssh)
         return discover_topology(self.pair.name, self.hosts, self.addresses, ssh, self.synchronous, self.can_create,
                                  self.undeclared, self.recorded_ids, self.witness_host(), ssh_when_needed,
-                                 self.last_primary if ssh_when_needed else None)
+                                 self.last_primary)
 
     def sql_state(self) -> PairState:
         """Discovery of a pair reached over SQL only."""
