@@ -51,6 +51,9 @@ class Host(BaseModel):
     cloud: str | None = None  # openstack or gcp: a server pgaasctl made in a cloud
     reach: str | None = None  # where pgaasctl connects (SSH, SQL) when not `address` (a floating IP)
     zone: str | None = None  # the cloud zone the server is in
+    # where one machine holds many nodes (local): a directory there that keeps one initdb per PostgreSQL build,
+    # copied into each new primary instead of running initdb (pgaasctl/hosts/initdb_cache.py)
+    initdb_cache: str | None = None
 
     @property
     def connect_address(self) -> str:

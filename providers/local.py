@@ -13,12 +13,15 @@ Layout of a node, under Workspace.local_dir/PAIR/NODE:
             repmgr.conf, promote hook       |
   run/      unix sockets, repmgrd.pid       |
   log/      postgresql.log, repmgr.log     /
+Beside the pairs, local_dir/.initdb-cache keeps one initdb per PostgreSQL build, copied into each new primary
+with an identity of its own (pgaasctl/hosts/initdb_cache.py); it goes with the last pair destroyed there.
 The server's OS user is `postgres` when pgaasctl runs as root (PostgreSQL refuses root), else the
 invoking user; sshd lets only that user in, with the workspace key (local_dir/id_ed25519).
 """
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import pwd
@@ -37,6 +40,7 @@ from pgaasctl.store import Store
 from providers.base import Host, HostLayout
 from providers.secrets_files import generated_secret
 from pgaasctl.hosts.guard import vip_timeline_file, vip_track_file
+from pgaasctl.hosts.initdb_cache import LOCK_FILE
 from pgaasctl.hosts.keepalived import keepalived_conf
 from providers.netns import NamespaceNetwork, alive, kill_all, namespace_exists, namespace_pids
 
@@ -47,6 +51,7 @@ PG_PORT = 5432
 SSH_PORT = 2222  # loopback nodes; namespace nodes use 22
 NAMESPACE_SSH_PORT = 22
 START_TIMEOUT = 15.0
+INITDB_CACHE = ".initdb-cache"
 
 
 _MAKING_HOSTS = threading.Lock()
@@ -109,6 +114,11 @@ class LocalProvider:
 
     def admin_password(self, pair: str, create: bool = False) -> str | None:
         return generated_secret(self.admin_password_file(pair), self.pair_root(pair), create, f"pair {pair!r}")
+
+    def initdb_cache(self, pair: str) -> Path:
+        """Where this machine keeps one initdb per PostgreSQL build for its nodes to copy (about 25 MB each; a
+        new build makes a new one; safe to delete while no apply runs)."""
+        return self.pair_root(pair) / INITDB_CACHE
 
     def layout(self, pair: str, node: str) -> HostLayout:
         base = self.node_dir(pair, node)
@@ -256,6 +266,7 @@ class LocalProvider:
             layout=layout, exists=exists, running=exists and self._sshd_running(pair, node),
             namespace=self.namespace_of(address),
             own_network=str(self.net.subnet) if self.in_namespace(address) else "127.0.0.0/8",
+            initdb_cache=str(self.initdb_cache(pair)),
         )
 
     def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:
@@ -274,6 +285,7 @@ class LocalProvider:
                              "Set Workspace spec.local_dir to a directory pgaasctl can write.") from None
         self._check_prerequisites(root)
         self._ensure_client_key(name)
+        self._make_initdb_cache(name)
         self.store.record_local_root(name, str(root))
         assert isinstance(pair.spec, LocalPairSpec)
         vip = str(pair.spec.virtual_ip) if pair.spec.virtual_ip else None
@@ -320,6 +332,7 @@ class LocalProvider:
         pair_dir = self.pair_root(name) / name
         if pair_dir.exists() and not any(pair_dir.iterdir()):
             pair_dir.rmdir()
+        self._remove_unused_initdb_cache(self.pair_root(name))
         self.store.forget_local_root(name)
         self._recorded_roots.pop(name, None)
 
@@ -463,6 +476,31 @@ class LocalProvider:
             "Subsystem sftp internal-sftp",
             "LogLevel ERROR",
         ]) + "\n")
+
+    def _make_initdb_cache(self, pair: str) -> None:
+        cache = self.initdb_cache(pair)
+        if cache.is_dir():
+            return
+        cache.mkdir(mode=0o700, exist_ok=True)
+        lock = cache / LOCK_FILE
+        lock.touch(mode=0o600)
+        if os.geteuid() == 0:
+            user = pwd.getpwnam(self.os_user)
+            for path in (cache, lock):
+                os.chown(path, user.pw_uid, user.pw_gid)
+
+    @staticmethod
+    def _remove_unused_initdb_cache(root: Path) -> None:
+        """The initdb cache goes with the last pair of its local_dir, unless an apply copies from it right now."""
+        cache = root / INITDB_CACHE
+        if not cache.is_dir() or any(p.is_dir() and p != cache for p in root.iterdir()):
+            return
+        with open(cache / LOCK_FILE, "a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return
+            shutil.rmtree(cache, ignore_errors=True)
 
     def _give_to_server_user(self, paths: list[Path]) -> None:
         if os.geteuid() != 0:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pgaasctl.errors import ConnectionFailed, PgaasError
+from pgaasctl.hosts import initdb_cache
 from pgaasctl.hosts.guard import fenced_file, guard_log, promoting_file, guard_pid_file, guard_script, guard_script_path, vip_track_file
 from pgaasctl.hosts.ssh import SshSessions, SshTarget
 from pgaasctl.monitor.push import EVENTS as PUSH_EVENTS
@@ -472,11 +473,25 @@ class Bootstrap:
         try:
             self.ssh.check(target, (
                 (f"test -f {data}/PG_VERSION || " if if_missing else "")
-                + f"{_bin(host, 'initdb')} -D {data} -U postgres --pwfile={shlex.quote(pwfile)} -E UTF8 --locale=C.UTF-8 "
-                f"--auth-local=trust --auth-host=scram-sha-256 {options}"
+                + f"{_bin(host, 'initdb')} -D {data} {initdb_cache.INITDB_ARGUMENTS} --pwfile={shlex.quote(pwfile)} {options}"
             ), "initdb")
         finally:
             self.ssh.run(target, f"rm -f {shlex.quote(pwfile)}")
+        self.ssh.put_text(target, DATA_DIR_CONF, f"{layout.data_dir}/postgresql.conf", 0o600)
+
+    def _copy_initdb(self, host: Host, options: str) -> None:
+        """The data directory from the host's cached initdb, with an identity of its own; the superuser has no
+        password until create_primary sets it (only the server's OS user can log in meanwhile)."""
+        layout = host.layout
+        assert layout is not None and host.initdb_cache is not None
+        target = target_of(host)
+        cached = self.ssh.check(target, initdb_cache.copy_script(host.bin_dir, host.initdb_cache, layout.data_dir, options),
+                                "copying the cached initdb")
+        control, system_identifier = initdb_cache.with_new_identity(self.ssh.read_bytes(target, f"{cached}/pg_control"))
+        self.ssh.put_bytes(target, control, f"{layout.data_dir}/global/pg_control", 0o600)
+        shown = self.ssh.check(target, initdb_cache.reset_command(host.bin_dir, layout.data_dir),
+                               "giving the copy its own WAL (pg_resetwal)")
+        initdb_cache.check_identity(shown, system_identifier, host.label)
         self.ssh.put_text(target, DATA_DIR_CONF, f"{layout.data_dir}/postgresql.conf", 0o600)
 
     def create_primary(self, host: Host, node_id: int) -> None:
@@ -485,11 +500,16 @@ class Bootstrap:
         target = target_of(host)
         repmgr_password = secrets.token_urlsafe(24)
         self._write_config(host, node_id, repmgr_password)
-        self._initdb(host, "--data-checksums")
+        if host.initdb_cache:
+            self._copy_initdb(host, "--data-checksums")
+        else:
+            self._initdb(host, "--data-checksums")
         self._started(host, "starting PostgreSQL",
                       lambda: self.ssh.check(target, pg_ctl(host, layout, "start"), "starting PostgreSQL"))
         verifier = scram_verifier(repmgr_password)
-        self._psql(host, f"CREATE ROLE {REPMGR_USER} WITH LOGIN SUPERUSER REPLICATION PASSWORD '{verifier}'", "creating the repmgr role")
+        admin = f"ALTER ROLE postgres PASSWORD '{scram_verifier(self.admin_password)}'; " if host.initdb_cache else ""
+        self._psql(host, f"{admin}CREATE ROLE {REPMGR_USER} WITH LOGIN SUPERUSER REPLICATION PASSWORD '{verifier}'",
+                   "creating the repmgr role")
         self._psql(host, f"CREATE DATABASE {REPMGR_DATABASE} OWNER {REPMGR_USER}", "creating the repmgr database")
         self._repmgr(host, "primary register", "repmgr primary register")
 

@@ -167,11 +167,19 @@ class SshSessions:
         return result.stdout
 
     def put_text(self, target: SshTarget, text: str, path: str, mode: int = 0o600) -> None:
+        self.put_bytes(target, text.encode(), path, mode)
+
+    def put_bytes(self, target: SshTarget, data: bytes, path: str, mode: int = 0o600) -> None:
         conn = self._connection(target)
         sftp = conn.sftp()
         with sftp.open(path, "w") as handle:
             handle.chmod(mode)  # before any content: a secret is never readable by others, even briefly
-            handle.write(text)
+            handle.write(data)
+
+    def read_bytes(self, target: SshTarget, path: str) -> bytes:
+        conn = self._connection(target)
+        with conn.sftp().open(path, "r") as handle:
+            return bytes(handle.read())
 
     def close(self) -> None:
         with self._lock:

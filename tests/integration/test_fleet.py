@@ -3,10 +3,12 @@ once, and a pair that fails does not stop the others."""
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 
 import pytest
 
+from pgaasctl.hosts import initdb_cache
 from pgaasctl.store import open_store
 from tests.support.local_pair import Lab
 
@@ -44,3 +46,40 @@ def test_pairs_are_created_in_parallel_and_a_failure_stops_only_its_pair(lab: La
     healed = lab.ws.apply()
     assert healed.exit_code == 0, healed.output
     assert lab.ws.plan("--detailed-exitcode").exit_code == 0
+
+
+def _control_identity(control: bytes) -> tuple[int, bytes]:
+    """A pg_control's system identifier and mock authentication nonce."""
+    end = initdb_cache.crc_offset(control)
+    return int.from_bytes(control[:8], "little"), control[end - initdb_cache.NONCE_LENGTH:end]
+
+
+def test_primaries_copied_from_the_initdb_cache_each_have_an_identity_of_their_own(lab: Lab) -> None:
+    names = ["ia", "ib"]
+    for name in names:
+        lab.add_pair(name, replication="asynchronous")
+    applied = lab.ws.apply()
+    assert applied.exit_code == 0, applied.output
+    cache = lab.local_dir / ".initdb-cache"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o700
+    cached = [p for p in cache.iterdir() if not p.name.startswith(".")]
+    assert len(cached) == 1, cached  # one initdb for this build and options, made once
+    assert not (cached[0] / "data" / "global" / "pg_control").exists()  # no copy can start with the cache's identity
+    identities = [_control_identity((cached[0] / "pg_control").read_bytes())]
+    for name in names:
+        pair = lab.pairs[name]
+        primary = pair.primary()
+        identities.append(_control_identity((pair.node_dir(primary) / "data" / "global" / "pg_control").read_bytes()))
+        system_id = pair.value(primary, "SELECT system_identifier FROM pg_control_system()")  # the admin password works
+        assert system_id == identities[-1][0]
+        assert pair.value(primary, "SHOW data_checksums") == "on"
+        standby = pair.other(primary)
+        assert pair.value(standby, "SELECT system_identifier FROM pg_control_system()") == system_id  # its clone
+        assert pair.value(standby, "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    assert len({system_id for system_id, _ in identities}) == 3, identities
+    assert len({nonce for _, nonce in identities}) == 3
+    assert lab.ws.plan("--detailed-exitcode").exit_code == 0
+    # the cache goes with the last pair of the local_dir
+    destroyed = lab.ws.destroy()
+    assert destroyed.exit_code == 0, destroyed.output
+    assert not cache.exists()
