@@ -571,13 +571,20 @@ def _node_processes(base: Path) -> list[int]:
     """Processes started for the node at `base`, one of pgaasctl's programs run on one of the node's files (its
     sshd, PostgreSQL, repmgrd, the guard, keepalived, and a promote hook or repmgr command under way)."""
     own = (f" {base}/", f"={base}/")
+    mentioned = f"{base}/".encode()
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
             continue
-        command = _command_line(int(entry.name))
-        if _program(int(entry.name), command) in NODE_PROGRAMS and any(mark in command for mark in own):
-            found.append(int(entry.name))
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as handle:
+                if mentioned not in handle.read():  # most processes of the machine: no need to look closer
+                    continue
+        except OSError:
+            continue
+        command = _command_line(int(name))
+        if _program(int(name), command) in NODE_PROGRAMS and any(mark in command for mark in own):
+            found.append(int(name))
     return found
 
 

@@ -47,9 +47,14 @@ def crc32c(data: bytes) -> int:
 
 
 def crc_offset(control: bytes) -> int:
-    """Where pg_control's CRC is: the one offset whose 4 bytes are the CRC of everything before them."""
-    found = [n for n in range(NONCE_LENGTH + 8, min(len(control) - 4, CONTROL_SCAN), 4)
-             if crc32c(control[:n]) == struct.unpack_from("<I", control, n)[0]]
+    """Where pg_control's CRC is: the one offset whose 4 bytes are the CRC of everything before them (one pass:
+    the running CRC is compared at every 4-byte boundary)."""
+    found = []
+    crc = 0xFFFFFFFF
+    for n in range(min(len(control) - 4, CONTROL_SCAN)):
+        if n % 4 == 0 and n >= NONCE_LENGTH + 8 and crc ^ 0xFFFFFFFF == struct.unpack_from("<I", control, n)[0]:
+            found.append(n)
+        crc = _CRC32C[(crc ^ control[n]) & 0xFF] ^ (crc >> 8)
     if len(found) != 1:
         raise PgaasError("the cached initdb's pg_control is not one pgaasctl can read",
                          "Delete the host's initdb cache directory; the next apply runs initdb again.")
