@@ -487,11 +487,17 @@ class Bootstrap:
         target = target_of(host)
         cached = self.ssh.check(target, initdb_cache.copy_script(host.bin_dir, host.initdb_cache, layout.data_dir, options),
                                 "copying the cached initdb")
-        control, system_identifier = initdb_cache.with_new_identity(self.ssh.read_bytes(target, f"{cached}/pg_control"))
-        self.ssh.put_bytes(target, control, f"{layout.data_dir}/global/pg_control", 0o600)
-        shown = self.ssh.check(target, initdb_cache.reset_command(host.bin_dir, layout.data_dir),
-                               "giving the copy its own WAL (pg_resetwal)")
-        initdb_cache.check_identity(shown, system_identifier, host.label)
+        try:
+            control, system_identifier = initdb_cache.with_new_identity(self.ssh.read_bytes(target, f"{cached}/pg_control"))
+            self.ssh.put_bytes(target, control, f"{layout.data_dir}/global/pg_control", 0o600)
+            shown = self.ssh.check(target, initdb_cache.reset_command(host.bin_dir, layout.data_dir),
+                                   "giving the copy its own WAL (pg_resetwal)")
+            initdb_cache.check_identity(shown, system_identifier, host.label)
+        except (PgaasError, OSError) as exc:
+            self.ssh.run(target, initdb_cache.emptied_command(layout.data_dir))
+            if isinstance(exc, PgaasError):
+                raise
+            raise PgaasError(f"{host.label}: copying the cached initdb failed: {exc}") from None
         self.ssh.put_text(target, DATA_DIR_CONF, f"{layout.data_dir}/postgresql.conf", 0o600)
 
     def create_primary(self, host: Host, node_id: int) -> None:

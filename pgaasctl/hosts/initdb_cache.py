@@ -90,7 +90,7 @@ def copy_script(bin_dir: str, cache_dir: str, data_dir: str, options: str) -> st
         "set -eu",
         f"data={q(data_dir)}",
         'if [ -n "$(ls -A "$data")" ]; then echo "data directory $data is not empty" >&2; exit 1; fi',
-        f'key=$(printf "%s %s" "{build}" {q(options)} | md5sum | cut -c1-16)',
+        f'key=$(printf "%s %s %s" "{build}" {q(INITDB_ARGUMENTS)} {q(options)} | md5sum | cut -c1-16)',
         f'cached={q(cache_dir)}/"$key"',
         f"exec 9>>{q(cache_dir)}/{LOCK_FILE}",
         "flock -s 9  # copies go side by side; removing the cache (destroy of the last pair) waits for none",
@@ -110,6 +110,11 @@ def copy_script(bin_dir: str, cache_dir: str, data_dir: str, options: str) -> st
         'cp -a "$cached/data/." "$data/"',
         'printf "%s" "$cached"',
     ])
+
+
+def emptied_command(data_dir: str) -> str:
+    """Removes a copy that did not get its identity, as initdb removes what it made when it fails."""
+    return f"find {shlex.quote(data_dir)} -mindepth 1 -delete"
 
 
 def reset_command(bin_dir: str, data_dir: str) -> str:

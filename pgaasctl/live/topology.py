@@ -751,15 +751,22 @@ def _require(can_create: bool, pair: str, report: NodeReport, what: str) -> None
 
 def _without_primary(topo: Topology, claims: str, can_create: bool) -> Topology:
     reports = topo.nodes
-    if all(r.role == "missing" for r in reports) and can_create:
+    # No node holds a data directory: the pair is new, or an earlier apply stopped before its primary's initdb
+    never_initialised = all(r.role == "missing" or (r.role == "down" and r.has_data is False) for r in reports)
+    if never_initialised and can_create:
         first, rest = reports[0], reports[1:]
-        topo.operations.append(HostOperation(kind="create_host", node=first.name, detail="create the host"))
+        if first.role == "missing":
+            topo.operations.append(HostOperation(kind="create_host", node=first.name, detail="create the host"))
         topo.operations.append(HostOperation(kind="init_primary", node=first.name,
                                              detail="initdb, start PostgreSQL, repmgr primary register"))
         for report in rest:
-            topo.operations.append(HostOperation(kind="create_host", node=report.name, detail="create the host"))
+            if report.role == "missing":
+                topo.operations.append(HostOperation(kind="create_host", node=report.name, detail="create the host"))
             topo.operations.append(HostOperation(kind="clone_standby", node=report.name, peer=first.name,
                                                  detail=f"clone a standby from {first.name} (repmgr standby clone)"))
+        if any(r.role != "missing" for r in reports):
+            topo.warnings.append(f"pair {topo.pair!r} holds no data yet (an earlier apply stopped before its "
+                                 "primary was made): apply makes it now")
         for report in reports:
             topo.operations.append(HostOperation(kind="start_repmgrd", node=report.name, detail="start repmgrd"))
         topo.operations += _virtual_ip_operations(reports)

@@ -3,6 +3,7 @@ once, and a pair that fails does not stop the others."""
 
 from __future__ import annotations
 
+import shutil
 import stat
 from collections.abc import Iterator
 
@@ -10,7 +11,7 @@ import pytest
 
 from pgaasctl.hosts import initdb_cache
 from pgaasctl.store import open_store
-from tests.support.local_pair import Lab
+from tests.support.local_pair import Lab, no_traceback
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +84,36 @@ def test_primaries_copied_from_the_initdb_cache_each_have_an_identity_of_their_o
     destroyed = lab.ws.destroy()
     assert destroyed.exit_code == 0, destroyed.output
     assert not cache.exists()
+    _forget_pairs(lab)
+
+
+def _forget_pairs(lab: Lab) -> None:
+    """The lab's spec dir without the pairs destroyed above (the next test starts from none)."""
+    for pair in list(lab.pairs.values()):
+        lab.ws.remove(pair.spec_file)
+        lab.ws.baseline.pop(pair.spec_file, None)
+    lab.ws.remove("bad.yaml")
+    lab.ws.baseline.pop("bad.yaml", None)
+    lab.pairs.clear()
+
+
+def test_a_cache_pgaasctl_cannot_read_fails_the_pair_cleanly_and_a_new_cache_heals_it(lab: Lab) -> None:
+    lab.add_pair("ka", replication="asynchronous", nodes=("a",))
+    assert lab.ws.apply().exit_code == 0
+    cache = lab.local_dir / ".initdb-cache"
+    cached = next(p for p in cache.iterdir() if not p.name.startswith("."))
+    (cached / "pg_control").write_bytes(bytes(8192))  # damaged: no CRC anywhere
+    lab.add_pair("kb", replication="asynchronous")
+    failed = lab.ws.apply()
+    assert failed.exit_code == 1, failed.output
+    no_traceback(failed)
+    assert "pg_control is not one pgaasctl can read" in failed.output and "initdb cache" in failed.output, failed.output
+    data = lab.pairs["kb"].node_dir("kb-a") / "data"
+    assert data.is_dir() and not any(data.iterdir())  # the copy that got no identity is gone
+    shutil.rmtree(cached)  # what the message says to do
+    healed = lab.ws.apply()  # the host made before the failure holds no data: its primary is made again
+    assert healed.exit_code == 0, healed.output
+    assert "holds no data yet" in healed.output, healed.output
+    assert lab.pairs["kb"].value("kb-a", "SELECT pg_is_in_recovery()") is False
+    assert lab.pairs["kb"].value("kb-b", "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    assert lab.ws.plan("--detailed-exitcode").exit_code == 0
