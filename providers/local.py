@@ -266,7 +266,8 @@ class LocalProvider:
             layout=layout, exists=exists, running=exists and self._sshd_running(pair, node),
             namespace=self.namespace_of(address),
             own_network=str(self.net.subnet) if self.in_namespace(address) else "127.0.0.0/8",
-            initdb_cache=str(self.initdb_cache(pair)),
+            # a cache deleted by hand: initdb runs on the node, and the next host made makes the cache again
+            initdb_cache=str(self.initdb_cache(pair)) if self.initdb_cache(pair).is_dir() else None,
         )
 
     def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:

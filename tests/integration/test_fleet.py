@@ -110,10 +110,13 @@ def test_a_cache_pgaasctl_cannot_read_fails_the_pair_cleanly_and_a_new_cache_hea
     assert "pg_control is not one pgaasctl can read" in failed.output and "initdb cache" in failed.output, failed.output
     data = lab.pairs["kb"].node_dir("kb-a") / "data"
     assert data.is_dir() and not any(data.iterdir())  # the copy that got no identity is gone
-    shutil.rmtree(cached)  # what the message says to do
+    shutil.rmtree(cache)  # what the message says to do: initdb runs on the node then
     healed = lab.ws.apply()  # the host made before the failure holds no data: its primary is made again
     assert healed.exit_code == 0, healed.output
     assert "holds no data yet" in healed.output, healed.output
     assert lab.pairs["kb"].value("kb-a", "SELECT pg_is_in_recovery()") is False
     assert lab.pairs["kb"].value("kb-b", "SELECT status FROM pg_stat_wal_receiver") == "streaming"
+    lab.add_pair("kc", replication="asynchronous", nodes=("a",))  # the next pair made makes the cache again
+    assert lab.ws.apply().exit_code == 0
+    assert [p.name for p in cache.iterdir() if not p.name.startswith(".")] == [cached.name]
     assert lab.ws.plan("--detailed-exitcode").exit_code == 0
