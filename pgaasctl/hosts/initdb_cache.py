@@ -107,7 +107,7 @@ def copy_script(bin_dir: str, cache_dir: str, data_dir: str, options: str) -> st
         "  flock -s 9",
         "fi",
         'test -f "$cached/pg_control"',
-        'cp -a "$cached/data/." "$data/"',
+        'cp -a "$cached/data/." "$data/" || { find "$data" -mindepth 1 -delete; exit 1; }',
         'printf "%s" "$cached"',
     ])
 
@@ -120,7 +120,8 @@ def emptied_command(data_dir: str) -> str:
 def reset_command(bin_dir: str, data_dir: str) -> str:
     """pg_resetwal writes the copy's first WAL under its new identity; pg_controldata shows what it holds."""
     q = shlex.quote
-    return f"{q(bin_dir)}/pg_resetwal -D {q(data_dir)} >/dev/null && {q(bin_dir)}/pg_controldata -D {q(data_dir)}"
+    # LC_ALL=C: pg_controldata's labels are translated in other locales, and check_identity reads them
+    return f"{q(bin_dir)}/pg_resetwal -D {q(data_dir)} >/dev/null && LC_ALL=C {q(bin_dir)}/pg_controldata -D {q(data_dir)}"
 
 
 def check_identity(controldata: str, system_identifier: int, where: str) -> None:
@@ -131,4 +132,4 @@ def check_identity(controldata: str, system_identifier: int, where: str) -> None
                 return
             break
     raise PgaasError(f"{where}: the copied data directory does not hold the system identifier pgaasctl gave it",
-                     "Delete the host's initdb cache directory and the node's data directory, then apply again.")
+                     "Delete the host's initdb cache directory, then apply again.")
