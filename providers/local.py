@@ -260,14 +260,14 @@ class LocalProvider:
         address, ssh_port = claimed.get(node, ("", SSH_PORT))
         exists = bool(address) and (self.node_dir(pair, node) / "ssh" / "sshd_config").exists()
         layout = self.layout(pair, node)
+        cache = self.initdb_cache(pair)  # deleted by hand: initdb runs on the node; the next host made makes it again
         return Host(
             pair=pair, node=node, address=address, pg_port=PG_PORT, ssh_port=ssh_port,
             ssh_user=self.os_user, key_file=str(self.key_file(pair)), repmgr_conf=layout.repmgr_conf, bin_dir=PG_BIN,
             layout=layout, exists=exists, running=exists and self._sshd_running(pair, node),
             namespace=self.namespace_of(address),
             own_network=str(self.net.subnet) if self.in_namespace(address) else "127.0.0.0/8",
-            # a cache deleted by hand: initdb runs on the node, and the next host made makes the cache again
-            initdb_cache=str(self.initdb_cache(pair)) if self.initdb_cache(pair).is_dir() else None,
+            initdb_cache=str(cache) if cache.is_dir() else None,
         )
 
     def create_hosts(self, pair: PairDoc, nodes: list[str]) -> list[Host]:
@@ -579,11 +579,12 @@ def _node_processes(base: Path) -> list[int]:
             continue
         try:
             with open(f"/proc/{name}/cmdline", "rb") as handle:
-                if mentioned not in handle.read():  # most processes of the machine: no need to look closer
-                    continue
+                raw = handle.read()
         except OSError:
             continue
-        command = _command_line(int(name))
+        if mentioned not in raw:  # most processes of the machine: no need to look closer
+            continue
+        command = _padded(raw)
         if _program(int(name), command) in NODE_PROGRAMS and any(mark in command for mark in own):
             found.append(int(name))
     return found
@@ -631,6 +632,11 @@ def _command_line(pid: int) -> str:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return ""
+    return _padded(raw)
+
+
+def _padded(raw: bytes) -> str:
+    """A /proc cmdline as one string padded with spaces, so that ' PATH/' matches its first word too."""
     return " " + raw.replace(b"\0", b" ").decode(errors="replace").strip() + " "
 
 
